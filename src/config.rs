@@ -1,0 +1,442 @@
+//! The configuration file: TOML, every field defaulted, unknown keys rejected.
+//!
+//! `dnsguard serve` with no `--config` uses [`EMBEDDED_DEFAULT`], a commented file
+//! compiled into the binary, so a newcomer runs dnsguard without writing one.
+//! Parsing goes raw TOML → typed [`Config`] (serde reports the key and line of a
+//! bad value) → [`Config::validate`] (cross-field checks that serde cannot express).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::resolve::UpstreamSpec;
+
+/// The configuration compiled into the binary and used when no file is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../dnsguard.toml");
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners and who may use them.
+    pub server: ServerConfig,
+    /// How names that are not blocked or local get answered.
+    pub resolver: ResolverConfig,
+    /// The answer cache in front of the resolver.
+    pub cache: CacheConfig,
+    /// Names answered from configuration and hosts files.
+    pub local: LocalConfig,
+}
+
+/// `[server]`: where dnsguard listens and which clients it answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to listen on, UDP and TCP each (IPv4 and IPv6 alike).
+    pub listen: Vec<SocketAddr>,
+    /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
+    /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
+    pub allow_clients: Vec<IpNet>,
+    /// A TCP connection that sends nothing for this long is closed (slowloris guard).
+    pub tcp_idle_timeout_secs: u64,
+    /// Where dnsguard keeps its state (downloaded lists, query log).
+    pub data_dir: PathBuf,
+    /// Default log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
+    pub log: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            allow_clients: [
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "169.254.0.0/16",
+                "fc00::/7",
+                "fe80::/10",
+            ]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect(),
+            tcp_idle_timeout_secs: 10,
+            data_dir: PathBuf::from("dnsguard-data"),
+            log: "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn".into(),
+        }
+    }
+}
+
+/// How dnsguard resolves names it does not answer itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Send queries to `upstreams` (plain DNS, DoT or DoH).
+    Forward,
+    /// Resolve from the root servers (`root_hints`) without any upstream.
+    Recursive,
+}
+
+/// How the forwarder picks among several upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Ask them in the configured order, the next one only when one fails.
+    Failover,
+    /// Ask the two with the lowest smoothed round-trip time at once; first answer wins.
+    Race,
+}
+
+/// `[resolver]`: forwarding or recursion, and conditional forwarding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverConfig {
+    /// `forward` (default) or `recursive`.
+    pub mode: Mode,
+    /// Upstreams for `forward` mode: `IP[:port]` or `udp://`, `tcp://`, `tls://IP[:port]#NAME`,
+    /// `https://IP[:port][/path]#NAME` (NAME is the certificate's server name).
+    pub upstreams: Vec<UpstreamSpec>,
+    /// `failover` (in order) or `race` (the two fastest at once).
+    pub strategy: Strategy,
+    /// A query that has no answer after this long is answered SERVFAIL (or stale data).
+    pub timeout_ms: u64,
+    /// PEM file of CA certificates trusted for DoT/DoH upstreams instead of the system store.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Root server addresses for `recursive` mode (default: the IANA root servers).
+    pub root_hints: Vec<IpAddr>,
+    /// Validate DNSSEC in `recursive` mode: bogus answers become SERVFAIL, secure ones get AD.
+    pub dnssec: bool,
+    /// Trust anchor file (DNSKEY or DS lines) for validation; default: the built-in root keys.
+    pub trust_anchor_file: Option<PathBuf>,
+    /// Networks the recursor may send queries to even though they are private or loopback
+    /// (it refuses them by default; tests and lab setups with their own root need this).
+    pub recursor_allow_servers: Vec<IpNet>,
+    /// Zones sent to their own upstreams, e.g. `lan` to the router (`[[resolver.forward_zones]]`).
+    pub forward_zones: Vec<ForwardZone>,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Forward,
+            upstreams: [
+                "tls://9.9.9.9#dns.quad9.net",
+                "tls://149.112.112.112#dns.quad9.net",
+            ]
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+            strategy: Strategy::Failover,
+            timeout_ms: 2000,
+            tls_ca_file: None,
+            root_hints: IANA_ROOTS.iter().filter_map(|s| s.parse().ok()).collect(),
+            dnssec: true,
+            trust_anchor_file: None,
+            recursor_allow_servers: Vec::new(),
+            forward_zones: Vec::new(),
+        }
+    }
+}
+
+/// IPv4 addresses of a.root-servers.net … m.root-servers.net.
+const IANA_ROOTS: [&str; 13] = [
+    "198.41.0.4",
+    "170.247.170.2",
+    "192.33.4.12",
+    "199.7.91.13",
+    "192.203.230.10",
+    "192.5.5.241",
+    "192.112.36.4",
+    "198.97.190.53",
+    "192.36.148.17",
+    "192.58.128.30",
+    "193.0.14.129",
+    "199.7.83.42",
+    "202.12.27.33",
+];
+
+/// One conditional-forwarding rule: names in `zone` go to `upstreams`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardZone {
+    /// The zone, e.g. `lan` or `168.192.in-addr.arpa`; it and every name below it match.
+    pub zone: String,
+    /// Upstreams for this zone, same syntax as `resolver.upstreams`.
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+/// `[cache]`: answers kept between queries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most answers kept; the least recently used beyond this are evicted. 0 disables the cache.
+    pub max_entries: usize,
+    /// TTLs shorter than this are raised to it (seconds).
+    pub min_ttl: u32,
+    /// TTLs longer than this are cut to it (seconds).
+    pub max_ttl: u32,
+    /// Negative answers (NXDOMAIN, NODATA) are kept at most this long (seconds).
+    pub max_negative_ttl: u32,
+    /// When every upstream fails, answer from expired entries (RFC 8767).
+    pub serve_stale: bool,
+    /// How long after expiry an entry may still be served stale (seconds).
+    pub stale_max_age: u32,
+    /// TTL given to a stale answer (RFC 8767 recommends 30 s).
+    pub stale_answer_ttl: u32,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            min_ttl: 0,
+            max_ttl: 86_400,
+            max_negative_ttl: 3_600,
+            serve_stale: true,
+            stale_max_age: 86_400,
+            stale_answer_ttl: 30,
+        }
+    }
+}
+
+/// `[local]`: names dnsguard answers itself, like a hosts file for the network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Records as `"NAME TYPE VALUE"`, TYPE one of A, AAAA, CNAME, PTR.
+    /// A and AAAA records also answer the matching reverse (PTR) query.
+    pub records: Vec<String>,
+    /// Hosts files (`/etc/hosts` format) whose entries are served like `records`.
+    pub hosts_files: Vec<PathBuf>,
+    /// TTL of local answers (seconds).
+    pub ttl: u32,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            hosts_files: Vec::new(),
+            ttl: 300,
+        }
+    }
+}
+
+/// A configuration that could not be used; the message names the key and, where known, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong shape (the message carries line and key).
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file name, or "embedded default".
+        origin: String,
+        /// toml's message, with line, column and key.
+        message: String,
+    },
+    /// A value that parses but does not make sense.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        /// The file name, or "embedded default".
+        origin: String,
+        /// The key, e.g. `resolver.upstreams`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::parse(EMBEDDED_DEFAULT, "embedded default")
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, &path.display().to_string())?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                message,
+            })?;
+        Ok(cfg)
+    }
+
+    /// Relative paths in a file are relative to the file's directory, not to wherever
+    /// dnsguard was started.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.data_dir);
+        self.resolver.tls_ca_file.as_mut().map(fix);
+        self.resolver.trust_anchor_file.as_mut().map(fix);
+        self.local.hosts_files.iter_mut().for_each(fix);
+    }
+
+    /// Cross-field checks; returns (key, message) of the first problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, m: String| Err((k.to_owned(), m));
+        if self.server.listen.is_empty() {
+            return bad("server.listen", "at least one address is needed".into());
+        }
+        if self.server.allow_clients.is_empty() {
+            return bad(
+                "server.allow_clients",
+                "no client could use dnsguard; list at least one network".into(),
+            );
+        }
+        let r = &self.resolver;
+        if r.mode == Mode::Forward && r.upstreams.is_empty() {
+            return bad(
+                "resolver.upstreams",
+                "forward mode needs at least one upstream".into(),
+            );
+        }
+        if r.mode == Mode::Recursive && r.root_hints.is_empty() {
+            return bad(
+                "resolver.root_hints",
+                "recursive mode needs at least one root server".into(),
+            );
+        }
+        if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
+            return bad(
+                "resolver.timeout_ms",
+                format!("{} is out of range 1..=60000", r.timeout_ms),
+            );
+        }
+        for (i, z) in r.forward_zones.iter().enumerate() {
+            let key = format!("resolver.forward_zones[{i}]");
+            if crate::dns::parse_name(&z.zone).is_err() {
+                return bad(&key, format!("zone {:?} is not a domain name", z.zone));
+            }
+            if z.upstreams.is_empty() {
+                return bad(&key, format!("zone {:?} has no upstreams", z.zone));
+            }
+        }
+        if self.cache.min_ttl > self.cache.max_ttl {
+            return bad(
+                "cache.min_ttl",
+                format!(
+                    "{} is larger than cache.max_ttl {}",
+                    self.cache.min_ttl, self.cache.max_ttl
+                ),
+            );
+        }
+        for (i, line) in self.local.records.iter().enumerate() {
+            if let Err(e) = crate::resolve::local::LocalRecord::from_str(line) {
+                return bad(&format!("local.records[{i}]"), e.to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_default_parses_and_is_safe() {
+        let cfg = Config::embedded().unwrap();
+        assert_eq!(cfg.server.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(cfg.resolver.mode, Mode::Forward);
+        assert!(matches!(
+            cfg.resolver.upstreams[0].transport,
+            crate::resolve::spec::Transport::Tls { .. }
+        ));
+        assert_eq!(cfg.resolver.timeout_ms, 2000);
+        // Not an open resolver: a public address is not in the allowed networks.
+        let public: std::net::IpAddr = "8.8.8.8".parse().unwrap();
+        assert!(!cfg.server.allow_clients.iter().any(|n| n.contains(&public)));
+        // An empty file means every default.
+        let empty = Config::parse("", "empty").unwrap();
+        assert_eq!(empty.server.listen, cfg.server.listen);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("[server]\nlisten = [\"127.0.0.1:53\"]\nlissten = 1\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("lissten"), "{e}");
+        let e = err("[serverr]\n");
+        assert!(e.contains("serverr") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_line() {
+        let e = err("[server]\nlisten = [\"127.0.0.1\"]\n");
+        assert!(e.contains("line 2") && e.contains("listen"), "{e}");
+        let e = err("[server]\nallow_clients = [\"10.0.0.0/33\"]\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[resolver]\nupstreams = [\"tls://9.9.9.9\"]\n");
+        assert!(e.contains("line 2") && e.contains("server-name"), "{e}");
+        let e = err("[resolver]\nmode = \"sideways\"\n");
+        assert!(e.contains("line 2") && e.contains("mode"), "{e}");
+        let e = err("[cache]\nmax_entries = -1\n");
+        assert!(e.contains("line 2") && e.contains("max_entries"), "{e}");
+        let e = err("[server\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let e = err("[resolver]\nupstreams = []\n");
+        assert!(e.contains("resolver.upstreams"), "{e}");
+        let e = err("[resolver]\ntimeout_ms = 0\n");
+        assert!(e.contains("resolver.timeout_ms"), "{e}");
+        let e = err("[cache]\nmin_ttl = 10\nmax_ttl = 5\n");
+        assert!(e.contains("cache.min_ttl"), "{e}");
+        let e = err("[local]\nrecords = [\"nas.lan A 300.1.1.1\"]\n");
+        assert!(e.contains("local.records[0]"), "{e}");
+        let e = err("[[resolver.forward_zones]]\nzone = \"lan\"\nupstreams = []\n");
+        assert!(e.contains("resolver.forward_zones[0]"), "{e}");
+        let e = err("[server]\nallow_clients = []\n");
+        assert!(e.contains("server.allow_clients"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(&path, "[server]\ndata_dir = \"state\"\n").unwrap();
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.server.data_dir, dir.path().join("state"));
+        let e = Config::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+}

@@ -1,0 +1,112 @@
+//! hickory-server's front end: turns a `Request` into a [`Question`], runs the
+//! pipeline, and writes the reply with the right flags, EDNS and truncation.
+
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+use super::Question;
+use super::pipeline::Pipeline;
+
+/// The UDP payload size dnsguard advertises (the DNS flag day 2020 value).
+pub const EDNS_PAYLOAD: u16 = 1232;
+
+/// Answers requests from hickory-server's UDP and TCP listeners.
+#[derive(Clone)]
+pub struct Handler {
+    pipeline: Arc<Pipeline>,
+}
+
+impl Handler {
+    /// A handler running every question through `pipeline`.
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+        Self { pipeline }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        let edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(EDNS_PAYLOAD);
+            e.set_dnssec_ok(req.flags().dnssec_ok);
+            e
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let none: [&Record; 0] = [];
+
+        let info = request.request_info().ok();
+        let error = match &info {
+            None => Some(ResponseCode::FormErr),
+            Some(_) if request.metadata.op_code != OpCode::Query => Some(ResponseCode::NotImp),
+            Some(i) if i.query.query_class() != DNSClass::IN => Some(ResponseCode::Refused),
+            Some(_) => None,
+        };
+        let (Some(info), None) = (info, error) else {
+            meta.response_code = error.unwrap_or(ResponseCode::FormErr);
+            let msg = builder.build(meta, none, none, none, none);
+            return send(&mut response, msg, meta).await;
+        };
+
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let question = Question {
+            client: request.src(),
+            query: info.query.original().clone(),
+            name: info.query.name().clone(),
+            dnssec_ok,
+            checking_disabled: request.metadata.checking_disabled,
+        };
+        let reply = self.pipeline.handle(&question).await;
+        let answer = &reply.answer;
+        meta.response_code = answer.rcode;
+        meta.authentic_data = answer.authentic && (dnssec_ok || request.metadata.authentic_data);
+        let msg = builder.build(
+            meta,
+            answer.answers.iter(),
+            answer.authorities.iter(),
+            none,
+            none,
+        );
+        send(&mut response, msg, meta).await
+    }
+}
+
+async fn send<'a, R: ResponseHandler>(
+    response: &mut R,
+    msg: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    meta: Metadata,
+) -> ResponseInfo {
+    match response.send_response(msg).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, "could not send response");
+            let mut meta = meta;
+            meta.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata: meta,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The DNS service: listeners, the hickory request handler, and the query
+//! [`pipeline`] every front end runs a question through.
+//!
+//! hickory-server's types stay in this module (and `resolve/`), so the rest of the
+//! code works with plain names, addresses and verdicts.
+
+pub mod handler;
+pub mod pipeline;
+pub mod server;
+
+use std::net::SocketAddr;
+
+use hickory_proto::op::Query;
+use hickory_proto::rr::{LowerName, Name, RecordType};
+
+/// One question from one client, as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct Question {
+    /// Who asked.
+    pub client: SocketAddr,
+    /// The query as received (case preserved, for the answer's question section).
+    pub query: Query,
+    /// The query name, lower-cased, for lookups.
+    pub name: LowerName,
+    /// The DO bit: the client wants DNSSEC records.
+    pub dnssec_ok: bool,
+    /// The CD bit: the client does its own validation; give it bogus data too.
+    pub checking_disabled: bool,
+}
+
+impl Question {
+    /// The query type.
+    pub fn qtype(&self) -> RecordType {
+        self.query.query_type()
+    }
+
+    /// The name in the form the filter and detector use: ASCII, lower case, no
+    /// trailing dot (the root is the empty string).
+    pub fn name_text(&self) -> String {
+        let mut s = self.name.to_ascii();
+        if s.ends_with('.') {
+            s.pop();
+        }
+        s
+    }
+}
+
+/// Parses a domain name from config or a list, making it fully qualified.
+pub fn parse_name(s: &str) -> Result<Name, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty name".into());
+    }
+    let mut name = Name::from_utf8(s).map_err(|e| format!("{s:?} is not a domain name: {e}"))?;
+    name.set_fqdn(true);
+    Ok(name)
+}

@@ -1,0 +1,84 @@
+//! Binds the UDP and TCP listeners and hands them to hickory-server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hickory_server::Server;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::handler::Handler;
+use super::pipeline::Pipeline;
+
+/// Socket buffer size asked for on UDP sockets: bursts of queries wait in the
+/// kernel rather than being dropped while the server catches up.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A running DNS service.
+pub struct DnsServer {
+    server: Server<Handler>,
+    /// The addresses actually bound (port 0 in the config becomes a real port).
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on every address and starts answering.
+    pub fn start(
+        listen: &[SocketAddr],
+        tcp_idle_timeout: Duration,
+        pipeline: Arc<Pipeline>,
+    ) -> anyhow::Result<Self> {
+        let mut server = Server::new(Handler::new(pipeline));
+        let mut local_addrs = Vec::new();
+        for addr in listen {
+            let udp = bind_udp(*addr).with_context(|| format!("cannot listen on UDP {addr}"))?;
+            let bound = udp.local_addr()?;
+            // A port of 0 means "any free port": use the same one for TCP.
+            let tcp_addr = SocketAddr::new(addr.ip(), bound.port());
+            let tcp =
+                bind_tcp(tcp_addr).with_context(|| format!("cannot listen on TCP {tcp_addr}"))?;
+            server.register_socket(udp);
+            server.register_listener(tcp, tcp_idle_timeout, 64 * 1024);
+            tracing::info!(addr = %bound, "listening (UDP and TCP)");
+            local_addrs.push(bound);
+        }
+        Ok(Self {
+            server,
+            local_addrs,
+        })
+    }
+
+    /// Stops accepting queries and waits for the listeners to finish.
+    pub async fn shutdown(mut self) {
+        if let Err(e) = self.server.shutdown_gracefully().await {
+            tracing::warn!(error = %e, "error while shutting down the DNS listeners");
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}

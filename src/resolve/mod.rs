@@ -1,0 +1,113 @@
+//! Everything that produces an answer for a name dnsguard does not block:
+//! local records, the cache, and the upstream resolvers (forwarder, recursor,
+//! conditional forwarding), all behind [`Answer`].
+//!
+//! hickory's resolver types stay inside this module and `dns/`, so a new hickory
+//! release touches two modules.
+
+pub mod cache;
+pub mod forward;
+pub mod local;
+pub mod recursive;
+pub mod router;
+pub mod spec;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Record, RecordType};
+
+pub use spec::UpstreamSpec;
+
+/// The substance of a DNS response, independent of the request it answers.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// NOERROR, NXDOMAIN, SERVFAIL, …
+    pub rcode: ResponseCode,
+    /// Answer section (CNAME chain first, in order from the query name).
+    pub answers: Vec<Record>,
+    /// Authority section (the SOA of a negative answer).
+    pub authorities: Vec<Record>,
+    /// Every record was DNSSEC-validated (the AD bit).
+    pub authentic: bool,
+}
+
+impl Answer {
+    /// An answer with this code and no records.
+    pub fn empty(rcode: ResponseCode) -> Self {
+        Self {
+            rcode,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            authentic: false,
+        }
+    }
+
+    /// The TTL a cache may keep this answer for: the smallest record TTL, or for a
+    /// negative answer the SOA's minimum (RFC 2308).
+    pub fn ttl(&self) -> Option<u32> {
+        if !self.answers.is_empty() {
+            return self.answers.iter().map(|r| r.ttl).min();
+        }
+        self.authorities.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        })
+    }
+
+    /// Puts a CNAME chain in order from `qname`: validating resolvers return it in any
+    /// order and glibc needs it in order.
+    pub fn sort_chain(&mut self, qname: &hickory_proto::rr::Name) {
+        if self.answers.len() < 2 {
+            return;
+        }
+        let mut rest = std::mem::take(&mut self.answers);
+        let mut next = qname.clone();
+        loop {
+            let before = self.answers.len();
+            let mut i = 0;
+            let mut cname_target = None;
+            while i < rest.len() {
+                if rest[i].name == next {
+                    let r = rest.swap_remove(i);
+                    if let hickory_proto::rr::RData::CNAME(c) = &r.data {
+                        cname_target = Some(c.0.clone());
+                    }
+                    self.answers.push(r);
+                } else {
+                    i += 1;
+                }
+            }
+            match cname_target {
+                Some(t) if self.answers.len() > before => next = t,
+                _ => break,
+            }
+        }
+        self.answers.extend(rest);
+    }
+
+    /// Names in the answer's CNAME chain (targets of CNAME records), for CNAME-cloaking checks.
+    pub fn cname_targets(&self) -> impl Iterator<Item = &hickory_proto::rr::Name> {
+        self.answers.iter().filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::CNAME(c) => Some(&c.0),
+            _ => None,
+        })
+    }
+
+    /// True when the answer holds records of `qtype` (not just a CNAME chain).
+    pub fn has_type(&self, qtype: RecordType) -> bool {
+        self.answers.iter().any(|r| r.record_type() == qtype)
+    }
+}
+
+/// Why no answer could be had from upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Nothing answered within the configured time.
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    /// Every upstream failed (unreachable, refused, garbage, bad certificate …).
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    /// DNSSEC validation failed.
+    #[error("DNSSEC validation failed (bogus)")]
+    Bogus,
+}

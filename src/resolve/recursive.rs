@@ -1,0 +1,115 @@
+//! Recursive resolution from the root servers, with optional DNSSEC validation.
+//!
+//! Wraps hickory's recursor and does the DNS mapping it leaves to its caller:
+//! bogus data (returned as NOERROR) becomes SERVFAIL, AD is set only when every
+//! record is secure, and CNAME chains are put in order.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
+use hickory_resolver::proto::op::{Query, ResponseCode};
+use hickory_resolver::proto::rr::RecordType;
+use hickory_resolver::recursor::{
+    DnssecConfig, DnssecPolicy, Recursor, RecursorError, RecursorOptions,
+};
+
+use super::{Answer, ResolveError};
+use crate::config::ResolverConfig;
+
+/// A recursive resolver starting from configured root hints.
+pub struct Recursive {
+    recursor: Recursor<TokioRuntimeProvider>,
+    validating: bool,
+}
+
+impl Recursive {
+    /// Builds the recursor from `[resolver]` (root hints, DNSSEC, allowed servers).
+    pub fn new(cfg: &ResolverConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let opts = RecursorOptions {
+            allow_server: cfg.recursor_allow_servers.clone(),
+            ..RecursorOptions::default()
+        };
+        let policy = if cfg.dnssec {
+            let mut dnssec = DnssecConfig::default();
+            if let Some(path) = &cfg.trust_anchor_file {
+                let anchors = TrustAnchors::from_file(path)
+                    .with_context(|| format!("cannot read trust anchor {}", path.display()))?;
+                dnssec.trust_anchor = Some(Arc::new(anchors));
+            }
+            DnssecPolicy::ValidateWithStaticKey(dnssec)
+        } else {
+            DnssecPolicy::SecurityUnaware
+        };
+        let roots: Vec<IpAddr> = cfg.root_hints.clone();
+        let recursor =
+            Recursor::new(&roots, policy, None, opts, TokioRuntimeProvider::default())
+                .map_err(|e: RecursorError| anyhow::anyhow!("cannot build the recursor: {e}"))?;
+        Ok(Self {
+            recursor,
+            validating: cfg.dnssec,
+        })
+    }
+
+    /// Resolves `query`; `checking_disabled` is the client's CD bit (return bogus data
+    /// instead of SERVFAIL).
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        dnssec_ok: bool,
+        checking_disabled: bool,
+    ) -> Result<Answer, ResolveError> {
+        let result = self
+            .recursor
+            .resolve(query.clone(), Instant::now(), dnssec_ok)
+            .await;
+        match result {
+            Ok(msg) => {
+                let data = || {
+                    msg.answers
+                        .iter()
+                        .filter(|r| r.record_type() != RecordType::RRSIG)
+                };
+                if self.validating && !checking_disabled && data().any(|r| r.proof == Proof::Bogus)
+                {
+                    return Err(ResolveError::Bogus);
+                }
+                let authentic = self.validating
+                    && data().next().is_some()
+                    && data().all(|r| r.proof == Proof::Secure);
+                let mut answer = Answer {
+                    rcode: msg.metadata.response_code,
+                    answers: msg.answers.clone(),
+                    authorities: msg.authorities.clone(),
+                    authentic,
+                };
+                answer.sort_chain(query.name());
+                Ok(answer)
+            }
+            Err(e) => negative(e, self.validating && !checking_disabled),
+        }
+    }
+}
+
+fn negative(e: RecursorError, validating: bool) -> Result<Answer, ResolveError> {
+    // NXDOMAIN is also "no records found": check it first.
+    let rcode = if e.is_nx_domain() {
+        ResponseCode::NXDomain
+    } else if e.is_no_records_found() {
+        ResponseCode::NoError
+    } else {
+        return Err(ResolveError::Upstream(e.to_string()));
+    };
+    let mut answer = Answer::empty(rcode);
+    if let Some(soa) = e.into_soa() {
+        if validating && soa.proof == Proof::Bogus {
+            return Err(ResolveError::Bogus);
+        }
+        answer.authentic = validating && soa.proof == Proof::Secure;
+        answer.authorities.push(soa.into_record_of_rdata());
+    }
+    Ok(answer)
+}

@@ -1,0 +1,89 @@
+//! Picks who resolves a name: a conditional-forwarding zone's own upstreams
+//! (longest matching zone wins), otherwise the main resolver (forwarder or
+//! recursor), and bounds every attempt by the configured timeout so a dead
+//! upstream costs SERVFAIL within that time, never a hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::Query;
+use hickory_proto::rr::LowerName;
+
+use super::forward::Forwarder;
+use super::recursive::Recursive;
+use super::{Answer, ResolveError};
+use crate::config::{Mode, ResolverConfig};
+
+/// The main resolver.
+enum Main {
+    Forward(Forwarder),
+    Recursive(Arc<Recursive>),
+}
+
+/// Routes queries to the right upstream.
+pub struct Router {
+    zones: Vec<(LowerName, Forwarder)>,
+    main: Main,
+    timeout: Duration,
+}
+
+impl Router {
+    /// Builds every upstream named in `[resolver]`.
+    pub fn new(cfg: &ResolverConfig) -> anyhow::Result<Self> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let tls = super::forward::tls_client_config(cfg.tls_ca_file.as_deref())?;
+        let main = match cfg.mode {
+            Mode::Forward => {
+                Main::Forward(Forwarder::new(&cfg.upstreams, cfg.strategy, timeout, &tls))
+            }
+            Mode::Recursive => Main::Recursive(Arc::new(Recursive::new(cfg)?)),
+        };
+        let mut zones = Vec::new();
+        for z in &cfg.forward_zones {
+            let name = crate::dns::parse_name(&z.zone).map_err(|e| anyhow::anyhow!(e))?;
+            let fwd = Forwarder::new(&z.upstreams, cfg.strategy, timeout, &tls);
+            zones.push((LowerName::new(&name), fwd));
+        }
+        // Longest zone first, so `a.lan` wins over `lan`.
+        zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.num_labels()));
+        Ok(Self {
+            zones,
+            main,
+            timeout,
+        })
+    }
+
+    /// Resolves `query`, returning the answer and a label naming who answered.
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        name: &LowerName,
+        dnssec_ok: bool,
+        checking_disabled: bool,
+    ) -> (Result<Answer, ResolveError>, &str) {
+        let zone = self.zones.iter().find(|(z, _)| z.zone_of(name));
+        let (fut, label) = match (zone, &self.main) {
+            (Some((_, fwd)), _) => (
+                futures_util::future::Either::Left(fwd.resolve(query, dnssec_ok)),
+                fwd.label(),
+            ),
+            (None, Main::Forward(fwd)) => (
+                futures_util::future::Either::Left(fwd.resolve(query, dnssec_ok)),
+                fwd.label(),
+            ),
+            (None, Main::Recursive(rec)) => (
+                futures_util::future::Either::Right(rec.resolve(
+                    query,
+                    dnssec_ok,
+                    checking_disabled,
+                )),
+                "recursive",
+            ),
+        };
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ResolveError::Timeout(self.timeout.as_millis() as u64)),
+        };
+        (result, label)
+    }
+}

@@ -1,0 +1,114 @@
+//! Runs the real `dnsguard` binary with a test configuration and finds the port it bound.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// A running dnsguard process; killed when dropped.
+pub struct Dnsguard {
+    child: Child,
+    /// The first listening address (UDP and TCP).
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    /// Holds the config file and data directory.
+    pub dir: tempfile::TempDir,
+}
+
+/// The path of the binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dnsguard"))
+}
+
+impl Dnsguard {
+    /// Starts `dnsguard serve` with `config` (TOML). Listen on port 0 to get a free port.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dnsguard.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::start_file(&path, dir)
+    }
+
+    fn start_file(path: &Path, dir: tempfile::TempDir) -> Self {
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(path)
+            .env("RUST_LOG", "info,dnsguard=debug,hickory_server=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dnsguard");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.split("listening (UDP and TCP) addr=").nth(1) {
+                        let _ = tx.send(addr.trim().parse::<SocketAddr>());
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "dnsguard did not start ({other:?}); log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Self {
+            child,
+            addr,
+            log,
+            dir,
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a signal (e.g. SIGTERM) and waits for the exit status.
+    pub fn stop_with(mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Dnsguard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `dnsguard` with arguments and returns (success, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run dnsguard");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

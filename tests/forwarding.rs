@@ -1,0 +1,350 @@
+//! Forwarding mode end to end: the real binary, a real client on real sockets, and
+//! an in-process upstream whose counters show what reached it.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::client::{self, Ask, addrs, answer_types, ask, ask_with, rcode};
+use common::server::{Dnsguard, run_cli};
+use common::upstream::{FakeUpstream, Mode};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+const ZONE: &str = "\
+www.fwd.test. 300 A 192.0.2.1
+www.fwd.test. 300 AAAA 2001:db8::1
+short.fwd.test. 1 A 192.0.2.2
+alias.fwd.test. 300 CNAME mid.fwd.test.
+mid.fwd.test. 300 CNAME www.fwd.test.
+";
+
+fn localhost() -> IpAddr {
+    "127.0.0.1".parse().unwrap()
+}
+
+fn config(upstream: &FakeUpstream, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\
+         [resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 500\n{extra}",
+        upstream.addr()
+    )
+}
+
+fn start(upstream: &FakeUpstream, extra: &str) -> Dnsguard {
+    Dnsguard::start(&config(upstream, extra))
+}
+
+#[test]
+fn forwards_and_answers_from_cache() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+    assert_eq!(addrs(&r), vec!["192.0.2.1"]);
+    assert!(r.metadata.recursion_available);
+    assert_eq!(up.queries_for("www.fwd.test."), 1);
+
+    // A second identical query is a cache hit: the upstream's counter does not move,
+    // over UDP or TCP, whatever the case of the name.
+    let r = ask(dg.addr, "WWW.fwd.TEST.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["192.0.2.1"]);
+    assert!(r.answers[0].ttl <= 300 && r.answers[0].ttl >= 298);
+    let tcp = Ask {
+        tcp: true,
+        ..Ask::default()
+    };
+    let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &tcp);
+    assert_eq!(addrs(&r), vec!["192.0.2.1"]);
+    assert_eq!(up.queries_for("www.fwd.test."), 1);
+
+    // Another type is another cache entry.
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::AAAA);
+    assert_eq!(addrs(&r), vec!["2001:db8::1"]);
+    assert_eq!(up.queries_for("www.fwd.test."), 2);
+}
+
+#[test]
+fn negative_answers_pass_through_with_soa_and_are_cached() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let r = ask(dg.addr, "nope.fwd.test.", RecordType::A);
+    assert_eq!(rcode(&r), ResponseCode::NXDomain);
+    assert!(r.authorities.iter().any(|a| a.record_type() == RecordType::SOA));
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::MX);
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+    let before = up.queries();
+    assert_eq!(rcode(&ask(dg.addr, "nope.fwd.test.", RecordType::A)), ResponseCode::NXDomain);
+    assert_eq!(up.queries(), before, "NXDOMAIN should come from the cache");
+}
+
+#[test]
+fn cname_chain_comes_back_in_order() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let r = ask(dg.addr, "alias.fwd.test.", RecordType::A);
+    assert_eq!(
+        answer_types(&r),
+        vec![RecordType::CNAME, RecordType::CNAME, RecordType::A]
+    );
+    assert_eq!(r.answers[0].name.to_ascii(), "alias.fwd.test.");
+    assert_eq!(r.answers[1].name.to_ascii(), "mid.fwd.test.");
+}
+
+#[test]
+fn ttl_expiry_refetches() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let t0 = Instant::now();
+    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    if t0.elapsed() < Duration::from_millis(900) {
+        assert_eq!(up.queries_for("short.fwd.test."), 1, "within the TTL: cached");
+    }
+    // The record's TTL is 1 s: let it run out (the passing of time is what is tested).
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(t0.elapsed()));
+    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    assert_eq!(up.queries_for("short.fwd.test."), 2, "after the TTL: fetched again");
+}
+
+fn assert_servfail_within_timeout(mode: Mode) {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    up.set_mode(mode.clone());
+    let dg = start(&up, "");
+    let t = Instant::now();
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+    let took = t.elapsed();
+    assert_eq!(rcode(&r), ResponseCode::ServFail, "{mode:?}");
+    // timeout_ms = 500: SERVFAIL within the timeout + 20%.
+    assert!(took <= Duration::from_millis(600), "{mode:?} took {took:?}");
+    // The server still answers afterwards.
+    up.set_mode(Mode::Normal);
+    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+}
+
+#[test]
+fn dead_upstream_gives_servfail_within_timeout() {
+    assert_servfail_within_timeout(Mode::Dead);
+}
+
+#[test]
+fn slow_upstream_gives_servfail_within_timeout() {
+    assert_servfail_within_timeout(Mode::Slow(Duration::from_secs(3)));
+}
+
+#[test]
+fn garbage_and_mismatched_ids_give_servfail_within_timeout() {
+    assert_servfail_within_timeout(Mode::Garbage);
+    assert_servfail_within_timeout(Mode::WrongId);
+}
+
+#[test]
+fn upstream_servfail_is_servfail() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    up.set_mode(Mode::ServFail);
+    let dg = start(&up, "");
+    assert_eq!(rcode(&ask(dg.addr, "www.fwd.test.", RecordType::A)), ResponseCode::ServFail);
+}
+
+#[test]
+fn serves_stale_after_the_upstream_dies() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let t0 = Instant::now();
+    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    up.set_mode(Mode::Dead);
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(t0.elapsed()));
+    let t = Instant::now();
+    let r = ask(dg.addr, "short.fwd.test.", RecordType::A);
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+    assert_eq!(addrs(&r), vec!["192.0.2.2"]);
+    assert_eq!(r.answers[0].ttl, 30, "stale answers carry stale_answer_ttl");
+    assert!(t.elapsed() <= Duration::from_millis(600));
+    // A name never cached still fails.
+    assert_eq!(rcode(&ask(dg.addr, "www.fwd.test.", RecordType::A)), ResponseCode::ServFail);
+}
+
+#[test]
+fn serve_stale_can_be_turned_off() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "[cache]\nserve_stale = false\n");
+    let t0 = Instant::now();
+    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    up.set_mode(Mode::Dead);
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(t0.elapsed()));
+    assert_eq!(rcode(&ask(dg.addr, "short.fwd.test.", RecordType::A)), ResponseCode::ServFail);
+}
+
+#[test]
+fn truncated_udp_answer_is_retried_over_tcp() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    up.set_mode(Mode::TruncateUdp);
+    let dg = start(&up, "");
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["192.0.2.1"]);
+    assert!(up.udp_queries() >= 1);
+    assert!(up.tcp_queries() >= 1, "the retry over TCP reached the upstream");
+}
+
+#[test]
+fn large_answer_sets_tc_over_udp_and_is_complete_over_tcp() {
+    let mut zone = String::new();
+    for i in 0..60 {
+        zone.push_str(&format!("big.fwd.test. 300 A 192.0.2.{i}\n"));
+    }
+    let up = FakeUpstream::start(localhost(), zone.as_str());
+    let dg = start(&up, "");
+    let tcp = Ask {
+        tcp: true,
+        ..Ask::default()
+    };
+    let full = ask_with(dg.addr, "big.fwd.test.", RecordType::A, &tcp);
+    assert_eq!(full.answers.len(), 60);
+    let no_edns = Ask {
+        edns: None,
+        ..Ask::default()
+    };
+    let r = ask_with(dg.addr, "big.fwd.test.", RecordType::A, &no_edns);
+    assert!(r.metadata.truncation, "60 A records do not fit in 512 bytes");
+    assert!(r.answers.len() < 60);
+    // EDNS: the reply carries an OPT record advertising our payload size.
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+    assert_eq!(r.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+    let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &no_edns);
+    assert!(r.edns.is_none());
+}
+
+#[test]
+fn refuses_clients_outside_allowed_networks() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    drop(dg);
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nallow_clients = [\"127.0.0.1/32\"]\n\
+         [resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 500\n",
+        up.addr()
+    ));
+    let outsider = Ask {
+        from: "127.0.0.2".parse().unwrap(),
+        ..Ask::default()
+    };
+    let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &outsider);
+    assert_eq!(rcode(&r), ResponseCode::Refused);
+    assert!(r.answers.is_empty());
+    assert_eq!(up.queries(), 0, "a refused client causes no upstream traffic");
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+}
+
+#[test]
+fn conditional_forwarding_and_local_records() {
+    let main = FakeUpstream::start(localhost(), ZONE);
+    let router = FakeUpstream::start(localhost(), "printer.lan. 60 A 192.168.1.20\n");
+    let dg = start(
+        &main,
+        &format!(
+            "[[resolver.forward_zones]]\nzone = \"lan\"\nupstreams = [\"{}\"]\n\
+             [local]\nrecords = [\"nas.lan A 192.168.1.10\", \"files.lan CNAME nas.lan\", \
+             \"v6.lan AAAA fd00::10\"]\n",
+            router.addr()
+        ),
+    );
+    // Conditional zone: goes to the router, not the main upstream.
+    let r = ask(dg.addr, "printer.lan.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["192.168.1.20"]);
+    assert_eq!(router.queries_for("printer.lan."), 1);
+    assert_eq!(main.queries(), 0);
+    // Local records win over the conditional zone and reach no upstream.
+    let r = ask(dg.addr, "nas.lan.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["192.168.1.10"]);
+    let r = ask(dg.addr, "files.lan.", RecordType::A);
+    assert_eq!(answer_types(&r), vec![RecordType::CNAME, RecordType::A]);
+    let r = ask(dg.addr, "10.1.168.192.in-addr.arpa.", RecordType::PTR);
+    assert!(matches!(&r.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "nas.lan."));
+    let r = ask(dg.addr, "nas.lan.", RecordType::AAAA);
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+    assert!(r.answers.is_empty(), "a local name without that type is NODATA");
+    assert_eq!(router.queries(), 1);
+    assert_eq!(main.queries(), 0);
+    // Everything else goes to the main upstream.
+    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+    assert_eq!(main.queries(), 1);
+}
+
+#[test]
+fn malformed_packets_never_stop_the_server() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let from = localhost();
+    let t = Duration::from_millis(300);
+    // A valid header claiming one question, then garbage: FORMERR (or silence).
+    let mut bad = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    bad.extend_from_slice(&[0xff; 30]);
+    if let Some(reply) = client::send_raw_udp(dg.addr, from, &bad, t) {
+        let m = hickory_proto::op::Message::from_vec(&reply).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(m.metadata.id, 0x1234);
+    }
+    // No question at all: FORMERR.
+    let empty = [0x43, 0x21, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+    let reply = client::send_raw_udp(dg.addr, from, &empty, t).expect("an answer to an empty query");
+    let m = hickory_proto::op::Message::from_vec(&reply).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    // Shorter than a header, a response packet, random bytes: at most an error reply.
+    for junk in [vec![1u8, 2, 3], vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0], (0..=255u8).collect()] {
+        let _ = client::send_raw_udp(dg.addr, from, &junk, Duration::from_millis(100));
+    }
+    // Every packet length from 0 to 64 bytes of a real query, truncated.
+    let good = client::query_message("www.fwd.test.", RecordType::A, &Ask::default())
+        .to_vec()
+        .unwrap();
+    for n in 0..good.len() {
+        let _ = client::send_raw_udp(dg.addr, from, &good[..n], Duration::from_millis(20));
+    }
+    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+    assert!(!dg.log().contains("panicked"));
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+    let status = dg.stop_with(libc::SIGTERM);
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn config_check_reports_errors_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\nlisten = [\"127.0.0.1:5300\", \"[::1]:5300\"]\n").unwrap();
+    let (ok, out, _) = run_cli(&["config", "check", good.to_str().unwrap()]);
+    assert!(ok);
+    assert!(out.contains("ok"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = [\"127.0.0.1:5300\"]\nallow_clients = [\"nonsense\"]\n").unwrap();
+    let (ok, _, err) = run_cli(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("line 3") && err.contains("allow_clients"), "{err}");
+    let (ok, out, _) = run_cli(&["config", "default"]);
+    assert!(ok && out.contains("[resolver]"));
+}
+
+#[test]
+fn listens_on_ipv6_too() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"[::1]:0\"]\n[resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 500\n",
+        up.addr()
+    ));
+    assert!(dg.addr.is_ipv6());
+    let v6 = Ask {
+        from: "::1".parse().unwrap(),
+        ..Ask::default()
+    };
+    let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &v6);
+    assert_eq!(addrs(&r), vec!["192.0.2.1"]);
+}
