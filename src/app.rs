@@ -1,16 +1,30 @@
 //! The composition point: builds the pipeline from a [`Config`], starts the
-//! listeners and background tasks, and shuts everything down on SIGTERM/SIGINT.
+//! listeners and background tasks (list updates, cache maintenance), reloads lists
+//! on SIGHUP, and shuts everything down on SIGTERM/SIGINT.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::dns::pipeline::Pipeline;
+use crate::dns::pipeline::{Pipeline, Policy};
 use crate::dns::server::DnsServer;
+use crate::filter::{Filter, ListText};
+use crate::lists::{ListError, Lists, Source, Updated};
+use crate::querylog::QueryLog;
 
-/// Runs the service until a termination signal arrives.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let pipeline = Arc::new(Pipeline::new(&cfg)?);
+/// Runs the service until a termination signal arrives. `config_path` is re-read on
+/// SIGHUP (lists and groups are applied live; a broken file keeps the old config).
+pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    // Catch the signals before the sockets open: SIGHUP's default action would
+    // otherwise kill a server that a supervisor signals right after start-up.
+    use tokio::signal::unix::{SignalKind, signal};
+    let hup = signal(SignalKind::hangup())?;
+    let term = signal(SignalKind::terminate())?;
+    let lists = Arc::new(Lists::new(&cfg.server.data_dir, &cfg.list_updates)?);
+    let filter = compile_filter(&cfg, &lists).await?;
+    let log = Arc::new(open_query_log(&cfg)?);
+    let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
     let server = DnsServer::start(
         &cfg.server.listen,
         Duration::from_secs(cfg.server.tcp_idle_timeout_secs),
@@ -18,36 +32,181 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     )?;
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");
 
-    let maintenance = {
-        let pipeline = pipeline.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                pipeline.cache().purge_expired();
-            }
-        })
-    };
+    let cfg = Arc::new(parking_lot::Mutex::new(cfg));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(maintain_cache(pipeline.clone()));
+    tasks.spawn(update_lists_periodically(
+        cfg.clone(),
+        lists.clone(),
+        pipeline.clone(),
+    ));
+    tasks.spawn(reload_on_sighup(
+        hup,
+        config_path,
+        cfg,
+        lists,
+        pipeline.clone(),
+    ));
 
-    shutdown_signal().await;
+    shutdown_signal(term).await;
     tracing::info!("shutting down");
-    maintenance.abort();
+    tasks.abort_all();
     server.shutdown().await;
+    drop(pipeline);
+    // The last batch of the query log reaches the disk before we exit.
+    tokio::task::spawn_blocking(move || log.shutdown()).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// Where the query log lives under the data directory.
+pub fn query_log_dir(cfg: &Config) -> PathBuf {
+    cfg.server.data_dir.join("querylog")
+}
+
+/// Opens the query log (or a disabled one when `query_log.enabled = false`).
+pub fn open_query_log(cfg: &Config) -> anyhow::Result<QueryLog> {
+    use anyhow::Context;
+    if !cfg.query_log.enabled {
+        return Ok(QueryLog::disabled(cfg.query_log.clone()));
+    }
+    let dir = query_log_dir(cfg);
+    QueryLog::open(&dir, cfg.query_log.clone())
+        .with_context(|| format!("cannot open the query log in {}", dir.display()))
+}
+
+/// Reads every enabled list and compiles the filter (on a blocking thread: a
+/// million-name list takes a second of CPU).
+pub async fn compile_filter(cfg: &Config, lists: &Arc<Lists>) -> anyhow::Result<Filter> {
+    let cfg = cfg.clone();
+    let lists = lists.clone();
+    tokio::task::spawn_blocking(move || compile_filter_blocking(&cfg, &lists)).await?
+}
+
+/// [`compile_filter`] for callers without a runtime (the CLI).
+pub fn compile_filter_blocking(cfg: &Config, lists: &Lists) -> anyhow::Result<Filter> {
+    let texts = read_texts(cfg, lists);
+    let refs: Vec<ListText<'_>> = texts
+        .iter()
+        .map(|(name, text)| ListText { name, text })
+        .collect();
+    let started = std::time::Instant::now();
+    let filter = Filter::build(&cfg.lists, &cfg.groups, &refs)?;
+    for s in filter.list_stats().iter().filter(|s| s.enabled) {
+        tracing::info!(
+            list = %s.name, entries = s.entries, invalid = s.invalid, missing = s.missing,
+            "list loaded"
+        );
+        for (line, reason) in &s.invalid_samples {
+            tracing::debug!(list = %s.name, line, %reason, "invalid line");
+        }
+    }
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "filter compiled"
+    );
+    Ok(filter)
+}
+
+/// The text of every enabled list that can be read; unreadable ones are logged and
+/// reported as missing by the filter's statistics.
+pub fn read_texts(cfg: &Config, lists: &Lists) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for list in cfg.lists.iter().filter(|l| l.enabled) {
+        match lists.read(list) {
+            Ok(text) => out.push((list.name.clone(), text)),
+            Err(ListError::NotDownloaded) => {
+                tracing::info!(list = %list.name, "not downloaded yet");
+            }
+            Err(e) => tracing::warn!(list = %list.name, error = %e, "list unavailable"),
+        }
+    }
+    out
+}
+
+/// Downloads every enabled URL list; returns true if any changed.
+pub async fn update_all(cfg: &Config, lists: &Lists) -> bool {
+    let mut changed = false;
+    for list in cfg.lists.iter().filter(|l| l.enabled) {
+        if let Ok(Updated::New { .. }) = lists.update(list).await {
+            changed = true;
+        }
+    }
+    changed
+}
+
+async fn update_lists_periodically(
+    cfg: Arc<parking_lot::Mutex<Config>>,
+    lists: Arc<Lists>,
+    pipeline: Arc<Pipeline>,
+) {
+    loop {
+        let current = cfg.lock().clone();
+        let has_urls = current
+            .lists
+            .iter()
+            .any(|l| l.enabled && matches!(Source::of(&l.source), Source::Url(_)));
+        if has_urls && update_all(&current, &lists).await {
+            match compile_filter(&current, &lists).await {
+                Ok(f) => pipeline.set_policy(Policy::new(f, &current)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot compile the updated lists; keeping the old filter")
+                }
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
+        let hours = current.list_updates.interval_hours;
+        if hours == 0 {
+            return;
         }
+        tokio::time::sleep(Duration::from_secs(hours * 3600)).await;
+    }
+}
+
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    cfg: Arc<parking_lot::Mutex<Config>>,
+    lists: Arc<Lists>,
+    pipeline: Arc<Pipeline>,
+) {
+    while hup.recv().await.is_some() {
+        match reload(path.as_deref(), &cfg, &lists).await {
+            Ok(policy) => {
+                pipeline.set_policy(policy);
+                tracing::info!("reloaded lists and groups");
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration")
+            }
+        }
+    }
+}
+
+async fn reload(
+    path: Option<&Path>,
+    cfg: &parking_lot::Mutex<Config>,
+    lists: &Arc<Lists>,
+) -> anyhow::Result<Policy> {
+    let new = match path {
+        Some(p) => Config::load(p)?,
+        None => cfg.lock().clone(),
+    };
+    let filter = compile_filter(&new, lists).await?;
+    let policy = Policy::new(filter, &new);
+    *cfg.lock() = new;
+    Ok(policy)
+}
+
+async fn maintain_cache(pipeline: Arc<Pipeline>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        pipeline.cache().purge_expired();
+    }
+}
+
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

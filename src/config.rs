@@ -12,6 +12,10 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::detect::DetectConfig;
+use crate::filter::{GroupConfig, ListConfig};
+use crate::lists::{Source, UpdateConfig};
+use crate::querylog::QueryLogConfig;
 use crate::resolve::UpstreamSpec;
 
 /// The configuration compiled into the binary and used when no file is given.
@@ -29,6 +33,16 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Names answered from configuration and hosts files.
     pub local: LocalConfig,
+    /// Block and allow lists (`[[lists]]`).
+    pub lists: Vec<ListConfig>,
+    /// How URL lists are downloaded and how often.
+    pub list_updates: UpdateConfig,
+    /// Client groups with their own lists, entries and block mode (`[[groups]]`).
+    pub groups: Vec<GroupConfig>,
+    /// DNS-tunnel detection.
+    pub detect: DetectConfig,
+    /// The query log (stored under `server.data_dir/querylog`).
+    pub query_log: QueryLogConfig,
 }
 
 /// `[server]`: where dnsguard listens and which clients it answers.
@@ -105,6 +119,8 @@ pub struct ResolverConfig {
     pub strategy: Strategy,
     /// A query that has no answer after this long is answered SERVFAIL (or stale data).
     pub timeout_ms: u64,
+    /// In `failover`, how long one upstream gets before the next is asked.
+    pub upstream_timeout_ms: u64,
     /// PEM file of CA certificates trusted for DoT/DoH upstreams instead of the system store.
     pub tls_ca_file: Option<PathBuf>,
     /// Root server addresses for `recursive` mode (default: the IANA root servers).
@@ -133,6 +149,7 @@ impl Default for ResolverConfig {
             .collect(),
             strategy: Strategy::Failover,
             timeout_ms: 2000,
+            upstream_timeout_ms: 1000,
             tls_ca_file: None,
             root_hints: IANA_ROOTS.iter().filter_map(|s| s.parse().ok()).collect(),
             dnssec: true,
@@ -302,6 +319,13 @@ impl Config {
         self.resolver.tls_ca_file.as_mut().map(fix);
         self.resolver.trust_anchor_file.as_mut().map(fix);
         self.local.hosts_files.iter_mut().for_each(fix);
+        for list in &mut self.lists {
+            if let Source::File(p) = Source::of(&list.source)
+                && p.is_relative()
+            {
+                list.source = base.join(p).display().to_string();
+            }
+        }
     }
 
     /// Cross-field checks; returns (key, message) of the first problem.
@@ -335,6 +359,9 @@ impl Config {
                 format!("{} is out of range 1..=60000", r.timeout_ms),
             );
         }
+        if r.upstream_timeout_ms == 0 {
+            return bad("resolver.upstream_timeout_ms", "must be at least 1".into());
+        }
         for (i, z) in r.forward_zones.iter().enumerate() {
             let key = format!("resolver.forward_zones[{i}]");
             if crate::dns::parse_name(&z.zone).is_err() {
@@ -357,6 +384,24 @@ impl Config {
             if let Err(e) = crate::resolve::local::LocalRecord::from_str(line) {
                 return bad(&format!("local.records[{i}]"), e.to_string());
             }
+        }
+        for (i, list) in self.lists.iter().enumerate() {
+            let key = format!("lists[{i}] ({:?})", list.name);
+            match Source::of(&list.source) {
+                _ if list.source.is_empty() => return bad(&key, "source is empty".into()),
+                Source::Builtin(name) if crate::lists::builtin(name).is_none() => {
+                    let known: Vec<_> = crate::lists::BUILTIN.iter().map(|(n, _)| *n).collect();
+                    return bad(&key, format!("unknown builtin:{name}; known: {known:?}"));
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = crate::detect::Detector::new(&self.detect) {
+            return bad("detect", e.to_string());
+        }
+        // Compiling with no list text checks names, groups, selectors and block modes.
+        if let Err(e) = crate::filter::Filter::build(&self.lists, &self.groups, &[]) {
+            return bad("lists/groups", e.to_string());
         }
         Ok(())
     }
@@ -436,7 +481,9 @@ mod tests {
         std::fs::write(&path, "[server]\ndata_dir = \"state\"\n").unwrap();
         let cfg = Config::load(&path).unwrap();
         assert_eq!(cfg.server.data_dir, dir.path().join("state"));
-        let e = Config::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        let e = Config::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.toml"), "{e}");
     }
 }

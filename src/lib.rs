@@ -2,8 +2,10 @@
 //!
 //! A question arrives at a front end in [`dns`] (hickory-server's UDP/TCP
 //! listeners), becomes a [`dns::Question`] and goes through the
-//! [`dns::pipeline::Pipeline`]: access control → local records → cache →
-//! resolver ([`resolve`]: conditional forwarding, forwarder, recursor).
+//! [`dns::pipeline::Pipeline`]: access control → [`filter`] (client group, lists,
+//! block/allow) → local records → cache → resolver ([`resolve`]: conditional
+//! forwarding, forwarder, recursor) → CNAME-cloaking check. [`lists`] supplies
+//! list texts (files, builtins, downloads).
 //! [`app`] wires the pieces together from a [`config::Config`]; [`cli`] is the
 //! command line. See `ARCHITECTURE.md` for the map.
 
@@ -11,7 +13,11 @@ pub mod access;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod dns;
+pub mod filter;
+pub mod lists;
+pub mod querylog;
 pub mod resolve;
 
 /// Sets up logging: `RUST_LOG` if set, else the configured default filter.

@@ -71,12 +71,19 @@ fn negative_answers_pass_through_with_soa_and_are_cached() {
     let dg = start(&up, "");
     let r = ask(dg.addr, "nope.fwd.test.", RecordType::A);
     assert_eq!(rcode(&r), ResponseCode::NXDomain);
-    assert!(r.authorities.iter().any(|a| a.record_type() == RecordType::SOA));
+    assert!(
+        r.authorities
+            .iter()
+            .any(|a| a.record_type() == RecordType::SOA)
+    );
     let r = ask(dg.addr, "www.fwd.test.", RecordType::MX);
     assert_eq!(rcode(&r), ResponseCode::NoError);
     assert!(r.answers.is_empty());
     let before = up.queries();
-    assert_eq!(rcode(&ask(dg.addr, "nope.fwd.test.", RecordType::A)), ResponseCode::NXDomain);
+    assert_eq!(
+        rcode(&ask(dg.addr, "nope.fwd.test.", RecordType::A)),
+        ResponseCode::NXDomain
+    );
     assert_eq!(up.queries(), before, "NXDOMAIN should come from the cache");
 }
 
@@ -98,20 +105,37 @@ fn ttl_expiry_refetches() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = start(&up, "");
     let t0 = Instant::now();
-    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
-    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    assert_eq!(
+        addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)),
+        vec!["192.0.2.2"]
+    );
+    assert_eq!(
+        addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)),
+        vec!["192.0.2.2"]
+    );
     if t0.elapsed() < Duration::from_millis(900) {
-        assert_eq!(up.queries_for("short.fwd.test."), 1, "within the TTL: cached");
+        assert_eq!(
+            up.queries_for("short.fwd.test."),
+            1,
+            "within the TTL: cached"
+        );
     }
     // The record's TTL is 1 s: let it run out (the passing of time is what is tested).
     std::thread::sleep(Duration::from_millis(1100).saturating_sub(t0.elapsed()));
-    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
-    assert_eq!(up.queries_for("short.fwd.test."), 2, "after the TTL: fetched again");
+    assert_eq!(
+        addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)),
+        vec!["192.0.2.2"]
+    );
+    assert_eq!(
+        up.queries_for("short.fwd.test."),
+        2,
+        "after the TTL: fetched again"
+    );
 }
 
 fn assert_servfail_within_timeout(mode: Mode) {
     let up = FakeUpstream::start(localhost(), ZONE);
-    up.set_mode(mode.clone());
+    up.set_mode(mode);
     let dg = start(&up, "");
     let t = Instant::now();
     let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
@@ -121,7 +145,10 @@ fn assert_servfail_within_timeout(mode: Mode) {
     assert!(took <= Duration::from_millis(600), "{mode:?} took {took:?}");
     // The server still answers afterwards.
     up.set_mode(Mode::Normal);
-    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+    assert_eq!(
+        addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
 }
 
 #[test]
@@ -145,7 +172,10 @@ fn upstream_servfail_is_servfail() {
     let up = FakeUpstream::start(localhost(), ZONE);
     up.set_mode(Mode::ServFail);
     let dg = start(&up, "");
-    assert_eq!(rcode(&ask(dg.addr, "www.fwd.test.", RecordType::A)), ResponseCode::ServFail);
+    assert_eq!(
+        rcode(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        ResponseCode::ServFail
+    );
 }
 
 #[test]
@@ -153,7 +183,10 @@ fn serves_stale_after_the_upstream_dies() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = start(&up, "");
     let t0 = Instant::now();
-    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    assert_eq!(
+        addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)),
+        vec!["192.0.2.2"]
+    );
     up.set_mode(Mode::Dead);
     std::thread::sleep(Duration::from_millis(1100).saturating_sub(t0.elapsed()));
     let t = Instant::now();
@@ -163,7 +196,10 @@ fn serves_stale_after_the_upstream_dies() {
     assert_eq!(r.answers[0].ttl, 30, "stale answers carry stale_answer_ttl");
     assert!(t.elapsed() <= Duration::from_millis(600));
     // A name never cached still fails.
-    assert_eq!(rcode(&ask(dg.addr, "www.fwd.test.", RecordType::A)), ResponseCode::ServFail);
+    assert_eq!(
+        rcode(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        ResponseCode::ServFail
+    );
 }
 
 #[test]
@@ -171,10 +207,16 @@ fn serve_stale_can_be_turned_off() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = start(&up, "[cache]\nserve_stale = false\n");
     let t0 = Instant::now();
-    assert_eq!(addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)), vec!["192.0.2.2"]);
+    assert_eq!(
+        addrs(&ask(dg.addr, "short.fwd.test.", RecordType::A)),
+        vec!["192.0.2.2"]
+    );
     up.set_mode(Mode::Dead);
     std::thread::sleep(Duration::from_millis(1100).saturating_sub(t0.elapsed()));
-    assert_eq!(rcode(&ask(dg.addr, "short.fwd.test.", RecordType::A)), ResponseCode::ServFail);
+    assert_eq!(
+        rcode(&ask(dg.addr, "short.fwd.test.", RecordType::A)),
+        ResponseCode::ServFail
+    );
 }
 
 #[test]
@@ -185,7 +227,10 @@ fn truncated_udp_answer_is_retried_over_tcp() {
     let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
     assert!(up.udp_queries() >= 1);
-    assert!(up.tcp_queries() >= 1, "the retry over TCP reached the upstream");
+    assert!(
+        up.tcp_queries() >= 1,
+        "the retry over TCP reached the upstream"
+    );
 }
 
 #[test]
@@ -207,7 +252,10 @@ fn large_answer_sets_tc_over_udp_and_is_complete_over_tcp() {
         ..Ask::default()
     };
     let r = ask_with(dg.addr, "big.fwd.test.", RecordType::A, &no_edns);
-    assert!(r.metadata.truncation, "60 A records do not fit in 512 bytes");
+    assert!(
+        r.metadata.truncation,
+        "60 A records do not fit in 512 bytes"
+    );
     assert!(r.answers.len() < 60);
     // EDNS: the reply carries an OPT record advertising our payload size.
     let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
@@ -233,7 +281,11 @@ fn refuses_clients_outside_allowed_networks() {
     let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &outsider);
     assert_eq!(rcode(&r), ResponseCode::Refused);
     assert!(r.answers.is_empty());
-    assert_eq!(up.queries(), 0, "a refused client causes no upstream traffic");
+    assert_eq!(
+        up.queries(),
+        0,
+        "a refused client causes no upstream traffic"
+    );
     let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
     assert_eq!(rcode(&r), ResponseCode::NoError);
 }
@@ -265,11 +317,17 @@ fn conditional_forwarding_and_local_records() {
     assert!(matches!(&r.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "nas.lan."));
     let r = ask(dg.addr, "nas.lan.", RecordType::AAAA);
     assert_eq!(rcode(&r), ResponseCode::NoError);
-    assert!(r.answers.is_empty(), "a local name without that type is NODATA");
+    assert!(
+        r.answers.is_empty(),
+        "a local name without that type is NODATA"
+    );
     assert_eq!(router.queries(), 1);
     assert_eq!(main.queries(), 0);
     // Everything else goes to the main upstream.
-    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+    assert_eq!(
+        addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
     assert_eq!(main.queries(), 1);
 }
 
@@ -289,11 +347,16 @@ fn malformed_packets_never_stop_the_server() {
     }
     // No question at all: FORMERR.
     let empty = [0x43, 0x21, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
-    let reply = client::send_raw_udp(dg.addr, from, &empty, t).expect("an answer to an empty query");
+    let reply =
+        client::send_raw_udp(dg.addr, from, &empty, t).expect("an answer to an empty query");
     let m = hickory_proto::op::Message::from_vec(&reply).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // Shorter than a header, a response packet, random bytes: at most an error reply.
-    for junk in [vec![1u8, 2, 3], vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0], (0..=255u8).collect()] {
+    for junk in [
+        vec![1u8, 2, 3],
+        vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0],
+        (0..=255u8).collect(),
+    ] {
         let _ = client::send_raw_udp(dg.addr, from, &junk, Duration::from_millis(100));
     }
     // Every packet length from 0 to 64 bytes of a real query, truncated.
@@ -303,7 +366,10 @@ fn malformed_packets_never_stop_the_server() {
     for n in 0..good.len() {
         let _ = client::send_raw_udp(dg.addr, from, &good[..n], Duration::from_millis(20));
     }
-    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+    assert_eq!(
+        addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
     assert!(!dg.log().contains("panicked"));
 }
 
@@ -311,7 +377,10 @@ fn malformed_packets_never_stop_the_server() {
 fn sigterm_shuts_down_cleanly() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = start(&up, "");
-    assert_eq!(addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)), vec!["192.0.2.1"]);
+    assert_eq!(
+        addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
     let status = dg.stop_with(libc::SIGTERM);
     assert!(status.success(), "exit status {status:?}");
 }
@@ -320,15 +389,26 @@ fn sigterm_shuts_down_cleanly() {
 fn config_check_reports_errors_with_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[server]\nlisten = [\"127.0.0.1:5300\", \"[::1]:5300\"]\n").unwrap();
+    std::fs::write(
+        &good,
+        "[server]\nlisten = [\"127.0.0.1:5300\", \"[::1]:5300\"]\n",
+    )
+    .unwrap();
     let (ok, out, _) = run_cli(&["config", "check", good.to_str().unwrap()]);
     assert!(ok);
     assert!(out.contains("ok"));
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[server]\nlisten = [\"127.0.0.1:5300\"]\nallow_clients = [\"nonsense\"]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = [\"127.0.0.1:5300\"]\nallow_clients = [\"nonsense\"]\n",
+    )
+    .unwrap();
     let (ok, _, err) = run_cli(&["config", "check", bad.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("line 3") && err.contains("allow_clients"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("allow_clients"),
+        "{err}"
+    );
     let (ok, out, _) = run_cli(&["config", "default"]);
     assert!(ok && out.contains("[resolver]"));
 }
@@ -347,4 +427,55 @@ fn listens_on_ipv6_too() {
     };
     let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &v6);
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
+}
+
+#[test]
+fn failover_skips_a_dead_first_upstream() {
+    let dead = FakeUpstream::start(localhost(), ZONE);
+    dead.set_mode(Mode::Dead);
+    let live = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[resolver]\nupstreams = [\"{}\", \"{}\"]\n\
+         strategy = \"failover\"\ntimeout_ms = 1000\nupstream_timeout_ms = 300\n",
+        dead.addr(),
+        live.addr()
+    ));
+    let t = Instant::now();
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["192.0.2.1"], "took {:?}", t.elapsed());
+    // The dead one costs its 300 ms, then the live one answers.
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(
+        t.elapsed() <= Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(dead.queries(), 1, "the first upstream was tried first");
+    assert_eq!(live.queries(), 1);
+}
+
+#[test]
+fn race_answers_from_the_live_upstream() {
+    let dead = FakeUpstream::start(localhost(), ZONE);
+    dead.set_mode(Mode::Dead);
+    let live = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[resolver]\nupstreams = [\"{}\", \"{}\"]\n\
+         strategy = \"race\"\ntimeout_ms = 1000\n",
+        dead.addr(),
+        live.addr()
+    ));
+    let t = Instant::now();
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["192.0.2.1"]);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "racing does not wait for the dead one: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        dead.queries() + live.queries(),
+        2,
+        "both were asked at once"
+    );
 }

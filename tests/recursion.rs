@@ -67,7 +67,11 @@ fn recursion_follows_delegations_with_and_without_glue() {
     // Negative answers.
     let r = q(&dg, "nope.alpha.test.", RecordType::A);
     assert_eq!(rcode(&r), ResponseCode::NXDomain);
-    assert!(r.authorities.iter().any(|a| a.record_type() == RecordType::SOA));
+    assert!(
+        r.authorities
+            .iter()
+            .any(|a| a.record_type() == RecordType::SOA)
+    );
     let r = q(&dg, "www.alpha.test.", RecordType::AAAA);
     assert_eq!(rcode(&r), ResponseCode::NoError);
     assert!(r.answers.is_empty());
@@ -84,7 +88,11 @@ fn recursion_retries_truncated_answers_over_tcp() {
     };
     let r = ask_with(dg.addr, "big.alpha.test.", RecordType::TXT, &tcp);
     assert_eq!(rcode(&r), ResponseCode::NoError, "{}", dg.log());
-    let txt = r.answers.iter().filter(|a| a.record_type() == RecordType::TXT).count();
+    let txt = r
+        .answers
+        .iter()
+        .filter(|a| a.record_type() == RecordType::TXT)
+        .count();
     assert_eq!(txt, 20, "all 20 TXT records of ~4 KB arrive");
 }
 
@@ -152,7 +160,11 @@ fn wrong_certificate_fails_closed() {
         let r = q(&dg, "www.alpha.test.", RecordType::A);
         assert_eq!(rcode(&r), ResponseCode::ServFail, "{upstream}");
         assert!(r.answers.is_empty());
-        assert!(t.elapsed() <= Duration::from_millis(1800), "{upstream}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() <= Duration::from_millis(1800),
+            "{upstream}: {:?}",
+            t.elapsed()
+        );
     }
 }
 
@@ -163,5 +175,9 @@ fn forwards_over_plain_dns_to_a_validating_upstream() {
     let r = q(&dg, "www.beta.test.", RecordType::A);
     assert_eq!(addrs(&r), vec!["192.0.2.20"]);
     let r = q(&dg, "tampered.alpha.test.", RecordType::A);
-    assert_eq!(rcode(&r), ResponseCode::ServFail, "the upstream's SERVFAIL passes through");
+    assert_eq!(
+        rcode(&r),
+        ResponseCode::ServFail,
+        "the upstream's SERVFAIL passes through"
+    );
 }

@@ -4,6 +4,7 @@
 //! hickory-server's types stay in this module (and `resolve/`), so the rest of the
 //! code works with plain names, addresses and verdicts.
 
+pub mod block;
 pub mod handler;
 pub mod pipeline;
 pub mod server;
@@ -54,4 +55,18 @@ pub fn parse_name(s: &str) -> Result<Name, String> {
     let mut name = Name::from_utf8(s).map_err(|e| format!("{s:?} is not a domain name: {e}"))?;
     name.set_fqdn(true);
     Ok(name)
+}
+
+/// Parses a query type name (`A`, `aaaa`, `HTTPS`, `TYPE65`) into its number.
+pub fn parse_qtype(s: &str) -> anyhow::Result<u16> {
+    let upper = s.to_ascii_uppercase();
+    if let Some(n) = upper.strip_prefix("TYPE")
+        && let Ok(n) = n.parse::<u16>()
+    {
+        return Ok(n);
+    }
+    upper
+        .parse::<RecordType>()
+        .map(u16::from)
+        .map_err(|_| anyhow::anyhow!("unknown query type {s:?}"))
 }

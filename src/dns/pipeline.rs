@@ -6,18 +6,34 @@
 //! Order and why:
 //! 1. access control: clients outside the configured networks get REFUSED, before
 //!    any work is done for them (no open resolver);
-//! 2. local records: names the operator defined win over everything upstream;
-//! 3. cache: a fresh answer never touches the upstream;
-//! 4. resolver: conditional zones, forwarder or recursor, bounded by the timeout;
-//!    on failure a stale cached answer (RFC 8767) beats SERVFAIL.
+//! 2. filter: the client's group and its lists decide block / allow / pass; a
+//!    block is answered here, so blocked names never reach an upstream;
+//! 3. detect: every query that is not blocked is scored for DNS tunnelling (the
+//!    per-domain window must see all of a domain's traffic); the group's tunnel
+//!    action may refuse it;
+//! 4. local records: names the operator defined win over everything upstream;
+//! 5. cache: a fresh answer never touches the upstream;
+//! 6. resolver: conditional zones, forwarder or recursor, bounded by the timeout;
+//!    on failure a stale cached answer (RFC 8767) beats SERVFAIL;
+//! 7. CNAME cloaking: names in the answer's CNAME chain go through the filter too
+//!    (after the cache, because groups differ while the cached answer is shared);
+//! 8. query log: every answered question is recorded without waiting on disk.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RData;
 
 use super::Question;
+use super::block::blocked_answer;
 use crate::access::Access;
 use crate::config::Config;
+use crate::detect::{self, Detector, Score};
+use crate::filter::{Action, BlockReason, Filter, GroupId, RuleSource, Verdict};
+use crate::querylog::{self, Entry, QueryLog};
 use crate::resolve::cache::{Cache, Key};
 use crate::resolve::local::LocalRecords;
 use crate::resolve::router::Router;
@@ -28,6 +44,10 @@ use crate::resolve::{Answer, ResolveError};
 pub enum Source {
     /// The client is not allowed to use dnsguard.
     Refused,
+    /// Blocked by the filter (the verdict says which rule; a CNAME target's rule for cloaking).
+    Blocked,
+    /// Refused because tunnel detection flagged it or its domain is quarantined.
+    Tunnel,
     /// From `[local]` records or hosts files.
     Local,
     /// A fresh cache entry.
@@ -40,31 +60,118 @@ pub enum Source {
     Failed(String),
 }
 
-/// The pipeline's result: the answer and where it came from.
+/// The pipeline's result: the answer, where it came from, and why.
 #[derive(Debug, Clone)]
 pub struct Reply {
     /// What to send.
     pub answer: Answer,
     /// Where it came from.
     pub source: Source,
+    /// The filter's verdict (`None` when the client was refused before filtering).
+    pub verdict: Option<Verdict>,
+    /// The tunnel detector's score (`None` when the query was not scored).
+    pub score: Option<Score>,
+}
+
+/// The compiled filter plus what the pipeline derives from the configuration per
+/// group and list; swapped as one on reload.
+pub struct Policy {
+    /// The compiled lists and groups.
+    pub filter: Filter,
+    tunnel_actions: Vec<detect::Action>,
+    group_labels: Vec<Arc<str>>,
+    list_labels: Vec<Arc<str>>,
+}
+
+impl Policy {
+    /// Pairs `filter` with the per-group settings of `cfg`.
+    pub fn new(filter: Filter, cfg: &Config) -> Self {
+        let groups = filter.group_count();
+        let mut tunnel_actions = Vec::with_capacity(groups);
+        let mut group_labels = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let name = filter.group_name(GroupId(g as u16));
+            let configured = cfg.groups.iter().find(|c| c.name == name);
+            let action = configured.and_then(|c| c.tunnel_action);
+            tunnel_actions.push(action.unwrap_or(cfg.detect.action));
+            group_labels.push(Arc::from(name));
+        }
+        let list_labels = cfg
+            .lists
+            .iter()
+            .map(|l| Arc::from(l.name.as_str()))
+            .collect();
+        Self {
+            filter,
+            tunnel_actions,
+            group_labels,
+            list_labels,
+        }
+    }
+
+    fn group_label(&self, g: GroupId) -> Arc<str> {
+        self.group_labels
+            .get(usize::from(g.0))
+            .cloned()
+            .unwrap_or_else(querylog::empty_str)
+    }
+
+    fn tunnel_action(&self, g: GroupId) -> detect::Action {
+        self.tunnel_actions
+            .get(usize::from(g.0))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The list (or group entry set) name and rule text for the log.
+    fn rule_labels(&self, verdict: &Verdict) -> (Arc<str>, Arc<str>) {
+        if verdict.action == Action::Block(BlockReason::NotAllowlisted) {
+            return (querylog::empty_str(), Arc::from("not-allowlisted"));
+        }
+        let Some(rule) = verdict.rule else {
+            return (querylog::empty_str(), querylog::empty_str());
+        };
+        let list = match rule.source {
+            RuleSource::List(i) => self.list_labels.get(i as usize).cloned(),
+            RuleSource::GroupAllow(g) => {
+                Some(Arc::from(format!("group {} allow", self.group_label(g))))
+            }
+            RuleSource::GroupDeny(g) => {
+                Some(Arc::from(format!("group {} deny", self.group_label(g))))
+            }
+        };
+        let line = if rule.line > 0 {
+            Arc::from(format!("line {}", rule.line))
+        } else {
+            querylog::empty_str()
+        };
+        (list.unwrap_or_else(querylog::empty_str), line)
+    }
 }
 
 /// Every step, built once from the configuration and shared by all front ends.
 pub struct Pipeline {
     access: Access,
+    policy: ArcSwap<Policy>,
+    detector: Arc<Detector>,
     local: LocalRecords,
     cache: Cache,
     router: Router,
+    log: Arc<QueryLog>,
 }
 
 impl Pipeline {
-    /// Builds every step; fails on unreadable hosts files or unusable upstreams.
-    pub fn new(cfg: &Config) -> anyhow::Result<Self> {
+    /// Builds every step around a compiled policy; fails on unreadable hosts files,
+    /// bad exemption lines or unusable upstreams.
+    pub fn new(cfg: &Config, policy: Policy, log: Arc<QueryLog>) -> anyhow::Result<Self> {
         Ok(Self {
             access: Access::new(&cfg.server.allow_clients),
+            policy: ArcSwap::from_pointee(policy),
+            detector: Arc::new(Detector::new(&cfg.detect)?),
             local: LocalRecords::build(&cfg.local)?,
             cache: Cache::new(&cfg.cache),
             router: Router::new(&cfg.resolver)?,
+            log,
         })
     }
 
@@ -73,36 +180,114 @@ impl Pipeline {
         &self.cache
     }
 
-    /// Runs one question through the steps.
+    /// The query log.
+    pub fn log(&self) -> &Arc<QueryLog> {
+        &self.log
+    }
+
+    /// The policy in use now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Swaps in a newly compiled policy; queries in flight finish with the old one,
+    /// none waits and none is dropped.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// Runs one question through the steps and records it in the query log.
     pub async fn handle(&self, q: &Question) -> Reply {
+        let started = Instant::now();
+        let now_ms = querylog::now_ms();
+        let name = q.name_text();
+        let policy = self.policy.load_full();
+        let reply = self.decide(q, &name, &policy, now_ms).await;
+        if reply.score.is_some() {
+            self.detector
+                .record_rcode(now_ms, &name, u16::from(reply.answer.rcode));
+        }
+        self.record(q, name, &policy, &reply, now_ms, started);
+        reply
+    }
+
+    async fn decide(&self, q: &Question, name: &str, policy: &Policy, now_ms: u64) -> Reply {
         if !self.access.allows(q.client.ip()) {
-            return reply(Answer::empty(ResponseCode::Refused), Source::Refused);
+            return reply(
+                Answer::empty(ResponseCode::Refused),
+                Source::Refused,
+                None,
+                None,
+            );
+        }
+        let filter = &policy.filter;
+        let client = q.client.ip();
+        let qtype = u16::from(q.qtype());
+        let verdict = filter.check(client, name, qtype);
+        if let Action::Block(_) = verdict.action {
+            let (mode, ttl) = filter.group_block(verdict.group);
+            let answer = blocked_answer(mode, ttl, q.query.name(), q.qtype());
+            return reply(answer, Source::Blocked, Some(verdict), None);
+        }
+        let score = self.detector.observe(now_ms, client, name, qtype);
+        let refuse = match policy.tunnel_action(verdict.group) {
+            detect::Action::Log => false,
+            detect::Action::Block => score.flagged,
+            detect::Action::Quarantine => score.quarantined,
+        };
+        if refuse && verdict.action != Action::Allow {
+            let answer = Answer::empty(ResponseCode::Refused);
+            return reply(answer, Source::Tunnel, Some(verdict), Some(score));
         }
         if let Some(answer) = self.local.answer(&q.name, q.qtype()) {
-            return reply(answer, Source::Local);
+            return reply(answer, Source::Local, Some(verdict), Some(score));
         }
         let key = Key {
             name: q.name.clone(),
             qtype: q.qtype(),
             dnssec_ok: q.dnssec_ok,
         };
-        if let Some(hit) = self.cache.get(&key) {
-            return reply(hit.answer, Source::Cache);
-        }
-        let (result, upstream) = self
-            .router
-            .resolve(&q.query, &q.name, q.dnssec_ok, q.checking_disabled)
-            .await;
-        match result {
-            Ok(answer) => {
-                self.cache.insert(key, &answer);
-                reply(answer, Source::Upstream(upstream.into()))
+        let (answer, source) = match self.cache.get(&key) {
+            Some(hit) => (hit.answer, Source::Cache),
+            None => {
+                let (result, upstream) = self
+                    .router
+                    .resolve(&q.query, &q.name, q.dnssec_ok, q.checking_disabled)
+                    .await;
+                match result {
+                    Ok(answer) => {
+                        self.cache.insert(key, &answer);
+                        (answer, Source::Upstream(upstream))
+                    }
+                    Err(e) => match self.fail(&key, e) {
+                        (answer, Source::Stale) => (answer, Source::Stale),
+                        (answer, failed) => {
+                            return reply(answer, failed, Some(verdict), Some(score));
+                        }
+                    },
+                }
             }
-            Err(e) => self.fail(&key, e),
+        };
+        // CNAME cloaking: a tracker hidden behind a first-party CNAME is still blocked,
+        // unless the query name itself was explicitly allowed.
+        if verdict.action != Action::Allow {
+            for target in answer.cname_targets() {
+                let mut target = target.to_ascii().to_ascii_lowercase();
+                if target.ends_with('.') {
+                    target.pop();
+                }
+                let cloaked = filter.check(client, &target, qtype);
+                if let Action::Block(_) = cloaked.action {
+                    let (mode, ttl) = filter.group_block(cloaked.group);
+                    let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
+                    return reply(blocked, Source::Blocked, Some(cloaked), Some(score));
+                }
+            }
         }
+        reply(answer, source, Some(verdict), Some(score))
     }
 
-    fn fail(&self, key: &Key, e: ResolveError) -> Reply {
+    fn fail(&self, key: &Key, e: ResolveError) -> (Answer, Source) {
         // Bogus data is an attack or a broken zone, not an outage: no stale answer.
         let stale = match e {
             ResolveError::Bogus => None,
@@ -110,16 +295,87 @@ impl Pipeline {
         };
         if let Some(hit) = stale {
             tracing::debug!(name = %key.name, error = %e, "serving stale answer");
-            return reply(hit.answer, Source::Stale);
+            return (hit.answer, Source::Stale);
         }
         tracing::debug!(name = %key.name, error = %e, "resolution failed");
-        reply(
-            Answer::empty(ResponseCode::ServFail),
-            Source::Failed(e.to_string()),
-        )
+        let failed = Source::Failed(e.to_string());
+        (Answer::empty(ResponseCode::ServFail), failed)
+    }
+
+    fn record(
+        &self,
+        q: &Question,
+        name: String,
+        policy: &Policy,
+        reply: &Reply,
+        now_ms: u64,
+        started: Instant,
+    ) {
+        let mut e = Entry::new(now_ms, q.client.ip(), Arc::from(name), u16::from(q.qtype()));
+        e.rcode = u16::from(reply.answer.rcode);
+        e.latency_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        e.source = match &reply.source {
+            Source::Refused => querylog::Source::Refused,
+            Source::Blocked | Source::Tunnel => querylog::Source::Blocked,
+            Source::Local => querylog::Source::Local,
+            Source::Cache => querylog::Source::Cache,
+            Source::Stale => querylog::Source::Stale,
+            Source::Upstream(label) => querylog::Source::Upstream(label.clone()),
+            Source::Failed(_) => querylog::Source::Failed,
+        };
+        if let Some(v) = &reply.verdict {
+            e.group = policy.group_label(v.group);
+            e.verdict = match (reply.source == Source::Blocked, v.action) {
+                (true, _) => querylog::Verdict::Blocked,
+                (false, Action::Allow) => querylog::Verdict::Allowlisted,
+                _ => querylog::Verdict::Allowed,
+            };
+            if reply.source == Source::Blocked || v.action == Action::Allow {
+                (e.list, e.rule) = policy.rule_labels(v);
+            }
+        }
+        if let Some(score) = &reply.score {
+            e.tunnel_score = score.value;
+            e.flagged = score.flagged;
+            if score.flagged || reply.source == Source::Tunnel {
+                e.rule = Arc::from(format!("tunnel: {}", score.reasons.display_for(&e.name)));
+                if reply.source == Source::Tunnel {
+                    e.verdict = querylog::Verdict::Blocked;
+                }
+            }
+        }
+        if !reply.answer.answers.is_empty() && reply.source != Source::Blocked {
+            e.answer = Arc::from(summarize(&reply.answer));
+        }
+        self.log.record(e);
     }
 }
 
-fn reply(answer: Answer, source: Source) -> Reply {
-    Reply { answer, source }
+/// Addresses and CNAME targets of an answer, for the log (at most four items).
+fn summarize(answer: &Answer) -> String {
+    let mut out = String::new();
+    for r in answer.answers.iter().take(4) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = match &r.data {
+            RData::A(a) => write!(out, "{}", a.0),
+            RData::AAAA(a) => write!(out, "{}", a.0),
+            RData::CNAME(c) => write!(out, "{}", c.0),
+            other => write!(out, "{}", other.record_type()),
+        };
+    }
+    if answer.answers.len() > 4 {
+        out.push_str(",…");
+    }
+    out
+}
+
+fn reply(answer: Answer, source: Source, verdict: Option<Verdict>, score: Option<Score>) -> Reply {
+    Reply {
+        answer,
+        source,
+        verdict,
+        score,
+    }
 }

@@ -22,106 +22,139 @@ use super::spec::{Transport, UpstreamSpec};
 use super::{Answer, ResolveError};
 use crate::config::Strategy;
 
-/// A set of upstreams asked as one, with a strategy and a timeout.
+/// One pool of name servers and the label naming them in logs.
 #[derive(Clone)]
-pub struct Forwarder {
+struct Pool {
     pool: NameServerPool<TokioRuntimeProvider>,
     label: Arc<str>,
 }
 
+/// A set of upstreams asked as one, with a strategy and timeouts.
+#[derive(Clone)]
+pub struct Forwarder {
+    /// `failover`: one pool per upstream, asked in order, each with its own timeout.
+    /// `race`: one pool asking the two fastest (by smoothed RTT) at once.
+    pools: Vec<Pool>,
+}
+
 impl Forwarder {
-    /// Builds the pool. `tls` is the client configuration for DoT/DoH (trust roots).
+    /// Builds the pools. `per_upstream` bounds one upstream's attempt in `failover`;
+    /// `total` bounds a `race`. `tls` is the client configuration for DoT/DoH.
     pub fn new(
         upstreams: &[UpstreamSpec],
         strategy: Strategy,
-        timeout: Duration,
+        per_upstream: Duration,
+        total: Duration,
         tls: &rustls::ClientConfig,
     ) -> Self {
-        let mut opts = ResolverOpts::default();
-        opts.timeout = timeout;
-        opts.attempts = 1;
-        opts.edns_payload_len = 1232;
-        opts.cache_size = 0;
-        match strategy {
-            Strategy::Failover => {
-                opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
-                opts.num_concurrent_reqs = 1;
+        let pool = |servers: &[UpstreamSpec], timeout: Duration, race: bool| {
+            let mut opts = ResolverOpts::default();
+            opts.timeout = timeout;
+            opts.attempts = 1;
+            opts.edns_payload_len = 1232;
+            opts.cache_size = 0;
+            opts.server_ordering_strategy = if race {
+                ServerOrderingStrategy::QueryStatistics
+            } else {
+                ServerOrderingStrategy::UserProvidedOrder
+            };
+            opts.num_concurrent_reqs = if race { 2 } else { 1 };
+            let tls = TlsConfig {
+                config: tls.clone(),
+            };
+            let cx = Arc::new(PoolContext::new(opts, tls));
+            let configs = servers.iter().map(name_server_config);
+            let label: Vec<String> = servers.iter().map(|u| u.to_string()).collect();
+            Pool {
+                pool: NameServerPool::from_config(configs, cx, TokioRuntimeProvider::default()),
+                label: label.join(",").into(),
             }
-            Strategy::Race => {
-                opts.server_ordering_strategy = ServerOrderingStrategy::QueryStatistics;
-                opts.num_concurrent_reqs = 2;
-            }
-        }
-        let servers = upstreams.iter().map(name_server_config);
-        let tls = TlsConfig {
-            config: tls.clone(),
         };
-        let cx = Arc::new(PoolContext::new(opts, tls));
-        let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
-        let label = upstreams
-            .iter()
-            .map(|u| u.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        Self {
-            pool,
-            label: label.into(),
-        }
+        let pools = match strategy {
+            Strategy::Failover => upstreams
+                .iter()
+                .map(|u| pool(std::slice::from_ref(u), per_upstream, false))
+                .collect(),
+            Strategy::Race => vec![pool(upstreams, total, true)],
+        };
+        Self { pools }
     }
 
-    /// The upstreams this forwarder asks, for logs and the query log.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// Asks the upstreams; a negative answer is an `Ok` with its rcode and SOA.
-    pub async fn resolve(&self, query: &Query, dnssec_ok: bool) -> Result<Answer, ResolveError> {
-        let mut options = DnsRequestOptions::default();
-        options.recursion_desired = true;
-        options.use_edns = true;
-        options.edns_payload_len = 1232;
-        options.edns_set_dnssec_ok = dnssec_ok;
-        let request = DnsRequest::from_query(query.clone(), options);
-        let Some(result) = self.pool.send(request).next().await else {
-            return Err(ResolveError::Upstream("no response".into()));
-        };
-        match result {
-            Ok(response) => {
-                let msg = response.into_message();
-                match msg.metadata.response_code {
-                    ResponseCode::NoError | ResponseCode::NXDomain => {}
-                    other => return Err(ResolveError::Upstream(format!("upstream said {other}"))),
-                }
-                let mut answer = Answer {
-                    rcode: msg.metadata.response_code,
-                    answers: msg.answers,
-                    authorities: msg.authorities,
-                    authentic: msg.metadata.authentic_data,
-                };
-                answer.sort_chain(query.name());
-                Ok(answer)
+    /// Asks the upstreams; a negative answer is an `Ok` with its rcode and SOA. Also
+    /// returns the label of the upstream that answered (or failed last).
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        dnssec_ok: bool,
+    ) -> (Result<Answer, ResolveError>, Arc<str>) {
+        let mut last = (
+            Err(ResolveError::Upstream("no upstreams".into())),
+            Arc::from(""),
+        );
+        for pool in &self.pools {
+            let result = ask(&pool.pool, query, dnssec_ok).await;
+            if let Err(e) = &result {
+                tracing::debug!(upstream = %pool.label, error = %e, "upstream failed");
             }
-            Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => {
-                let mut answer = Answer::empty(nr.response_code);
-                match (nr.authorities, nr.soa) {
-                    (Some(auth), _) => answer.authorities.extend(auth.iter().cloned()),
-                    (None, Some(soa)) => answer.authorities.push(soa.into_record_of_rdata()),
-                    (None, None) => {}
-                }
-                Ok(answer)
+            last = (result, pool.label.clone());
+            if last.0.is_ok() {
+                break;
             }
-            Err(NetError::Dns(DnsError::Nsec { response, .. })) => {
-                let msg = response.into_message();
-                Ok(Answer {
-                    rcode: msg.metadata.response_code,
-                    answers: msg.answers,
-                    authorities: msg.authorities,
-                    authentic: msg.metadata.authentic_data,
-                })
-            }
-            Err(NetError::Timeout) => Err(ResolveError::Upstream("timed out".into())),
-            Err(e) => Err(ResolveError::Upstream(e.to_string())),
         }
+        last
+    }
+}
+
+async fn ask(
+    pool: &NameServerPool<TokioRuntimeProvider>,
+    query: &Query,
+    dnssec_ok: bool,
+) -> Result<Answer, ResolveError> {
+    let mut options = DnsRequestOptions::default();
+    options.recursion_desired = true;
+    options.use_edns = true;
+    options.edns_payload_len = 1232;
+    options.edns_set_dnssec_ok = dnssec_ok;
+    let request = DnsRequest::from_query(query.clone(), options);
+    let Some(result) = pool.send(request).next().await else {
+        return Err(ResolveError::Upstream("no response".into()));
+    };
+    match result {
+        Ok(response) => {
+            let msg = response.into_message();
+            match msg.metadata.response_code {
+                ResponseCode::NoError | ResponseCode::NXDomain => {}
+                other => return Err(ResolveError::Upstream(format!("upstream said {other}"))),
+            }
+            let mut answer = Answer {
+                rcode: msg.metadata.response_code,
+                answers: msg.answers,
+                authorities: msg.authorities,
+                authentic: msg.metadata.authentic_data,
+            };
+            answer.sort_chain(query.name());
+            Ok(answer)
+        }
+        Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => {
+            let mut answer = Answer::empty(nr.response_code);
+            match (nr.authorities, nr.soa) {
+                (Some(auth), _) => answer.authorities.extend(auth.iter().cloned()),
+                (None, Some(soa)) => answer.authorities.push(soa.into_record_of_rdata()),
+                (None, None) => {}
+            }
+            Ok(answer)
+        }
+        Err(NetError::Dns(DnsError::Nsec { response, .. })) => {
+            let msg = response.into_message();
+            Ok(Answer {
+                rcode: msg.metadata.response_code,
+                answers: msg.answers,
+                authorities: msg.authorities,
+                authentic: msg.metadata.authentic_data,
+            })
+        }
+        Err(NetError::Timeout) => Err(ResolveError::Upstream("timed out".into())),
+        Err(e) => Err(ResolveError::Upstream(e.to_string())),
     }
 }
 

@@ -31,18 +31,18 @@ impl Router {
     /// Builds every upstream named in `[resolver]`.
     pub fn new(cfg: &ResolverConfig) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
+        let per_upstream = Duration::from_millis(cfg.upstream_timeout_ms.min(cfg.timeout_ms));
         let tls = super::forward::tls_client_config(cfg.tls_ca_file.as_deref())?;
+        let forwarder =
+            |upstreams| Forwarder::new(upstreams, cfg.strategy, per_upstream, timeout, &tls);
         let main = match cfg.mode {
-            Mode::Forward => {
-                Main::Forward(Forwarder::new(&cfg.upstreams, cfg.strategy, timeout, &tls))
-            }
+            Mode::Forward => Main::Forward(forwarder(&cfg.upstreams)),
             Mode::Recursive => Main::Recursive(Arc::new(Recursive::new(cfg)?)),
         };
         let mut zones = Vec::new();
         for z in &cfg.forward_zones {
             let name = crate::dns::parse_name(&z.zone).map_err(|e| anyhow::anyhow!(e))?;
-            let fwd = Forwarder::new(&z.upstreams, cfg.strategy, timeout, &tls);
-            zones.push((LowerName::new(&name), fwd));
+            zones.push((LowerName::new(&name), forwarder(&z.upstreams)));
         }
         // Longest zone first, so `a.lan` wins over `lan`.
         zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.num_labels()));
@@ -60,30 +60,25 @@ impl Router {
         name: &LowerName,
         dnssec_ok: bool,
         checking_disabled: bool,
-    ) -> (Result<Answer, ResolveError>, &str) {
+    ) -> (Result<Answer, ResolveError>, Arc<str>) {
         let zone = self.zones.iter().find(|(z, _)| z.zone_of(name));
-        let (fut, label) = match (zone, &self.main) {
-            (Some((_, fwd)), _) => (
-                futures_util::future::Either::Left(fwd.resolve(query, dnssec_ok)),
-                fwd.label(),
-            ),
-            (None, Main::Forward(fwd)) => (
-                futures_util::future::Either::Left(fwd.resolve(query, dnssec_ok)),
-                fwd.label(),
-            ),
-            (None, Main::Recursive(rec)) => (
-                futures_util::future::Either::Right(rec.resolve(
-                    query,
-                    dnssec_ok,
-                    checking_disabled,
-                )),
-                "recursive",
-            ),
+        let work = async {
+            match (zone, &self.main) {
+                (Some((_, fwd)), _) | (None, Main::Forward(fwd)) => {
+                    fwd.resolve(query, dnssec_ok).await
+                }
+                (None, Main::Recursive(rec)) => (
+                    rec.resolve(query, dnssec_ok, checking_disabled).await,
+                    Arc::from("recursive"),
+                ),
+            }
         };
-        let result = match tokio::time::timeout(self.timeout, fut).await {
+        match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(ResolveError::Timeout(self.timeout.as_millis() as u64)),
-        };
-        (result, label)
+            Err(_) => (
+                Err(ResolveError::Timeout(self.timeout.as_millis() as u64)),
+                Arc::from("timeout"),
+            ),
+        }
     }
 }

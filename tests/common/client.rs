@@ -60,7 +60,12 @@ fn rand_id() -> u16 {
 }
 
 /// Sends raw bytes over UDP and returns the raw reply, or `None` on timeout.
-pub fn send_raw_udp(server: SocketAddr, from: IpAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+pub fn send_raw_udp(
+    server: SocketAddr,
+    from: IpAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Option<Vec<u8>> {
     let sock = UdpSocket::bind(SocketAddr::new(from, 0)).expect("bind client socket");
     sock.set_read_timeout(Some(timeout)).unwrap();
     sock.send_to(bytes, server).expect("send");

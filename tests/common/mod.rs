@@ -2,6 +2,7 @@
 //!
 //! * [`server`]: runs the real `dnsguard` binary with a test config;
 //! * [`client`]: a real DNS client over UDP/TCP sockets;
+//! * [`http`]: a minimal HTTP server for list downloads;
 //! * [`lab`]: a signed fake DNS hierarchy (NSD) and validating unbound resolvers
 //!   with DoT/DoH on `127.<block>.0.x`, started once per test binary (needs root
 //!   for port 53; `.ci/run` installs nsd, ldnsutils, unbound, openssl);
@@ -11,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod http;
 pub mod lab;
 pub mod server;
 pub mod upstream;

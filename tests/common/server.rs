@@ -83,6 +83,19 @@ impl Dnsguard {
         self.log.lock().unwrap().clone()
     }
 
+    /// The config file the server was started with (rewrite it, then send SIGHUP).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dnsguard.toml")
+    }
+
+    /// Sends a signal (e.g. SIGHUP) without waiting.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
     /// Sends a signal (e.g. SIGTERM) and waits for the exit status.
     pub fn stop_with(mut self, signal: i32) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One run, one machine: dnsguard side by side with dnsmasq and unbound on the same
+# 1.6 M-domain blocklist and the same loopback authoritative upstream, through the
+# shared harness (../shared/bench/dnsbench.py). Prints QPS, QPS per server core,
+# p50/p99 at a fixed rate, startup time to the first blocked answer, and RSS, with
+# ratios against dnsmasq.
+#
+#   bench/run.sh                 # full comparison (about 10 minutes)
+#   bench/run.sh --duration 5    # any extra dnsbench.py compare options
+#
+# Needs (Debian): dnsperf dnsmasq unbound nsd bind9-dnsutils knot-dnsutils.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$here/.."
+shared="$root/../shared/bench"
+export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
+export WORK="${WORK:-/tmp/dnsbench}"
+[ -f "$BENCH_QUERIES/blocked.txt" ] || python3 "$shared/gen_queries.py"
+(cd "$root" && cargo build --release --locked)
+python3 "$shared/dnsbench.py" compare --list big \
+    --server "dnsguard|5310|$here/dnsguard-bench.sh" \
+    --baselines dnsmasq-address,unbound --modes pinned "$@"

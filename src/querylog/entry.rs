@@ -1,0 +1,206 @@
+//! The query-log record ([`Entry`]) and its small enums ([`Verdict`], [`Source`]).
+//!
+//! String fields are `Arc<str>`: the DNS path allocates the query name once
+//! (`Arc::from(name)`) and can clone shared values (rule text, list name,
+//! upstream label, client group) without allocating. Decoding shares one
+//! `Arc` per distinct string of a stored block.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The filtering decision taken for a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Resolved normally (no rule matched).
+    Allowed,
+    /// Blocked by a rule.
+    Blocked,
+    /// Matched a block rule but an allowlist rule won.
+    Allowlisted,
+}
+
+impl Verdict {
+    /// Lower-case name used in every output format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Blocked => "blocked",
+            Verdict::Allowlisted => "allowlisted",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the answer came from.
+///
+/// Text form (table, CSV, JSON): `cache`, `local`, `stale`, `blocked`,
+/// `refused`, `failed`, or `upstream:<label>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Forwarded to the upstream with this label.
+    Upstream(Arc<str>),
+    /// Answered from the cache.
+    Cache,
+    /// Answered from local data (hosts, local records).
+    Local,
+    /// Served stale from the cache (upstream unavailable).
+    Stale,
+    /// Synthesised block answer.
+    Blocked,
+    /// Refused (ACL, rate limit).
+    Refused,
+    /// Resolution failed (SERVFAIL produced locally).
+    Failed,
+}
+
+impl Source {
+    pub(crate) fn kind(&self) -> u8 {
+        match self {
+            Source::Upstream(_) => 0,
+            Source::Cache => 1,
+            Source::Local => 2,
+            Source::Stale => 3,
+            Source::Blocked => 4,
+            Source::Refused => 5,
+            Source::Failed => 6,
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Upstream(l) => write!(f, "upstream:{l}"),
+            Source::Cache => f.write_str("cache"),
+            Source::Local => f.write_str("local"),
+            Source::Stale => f.write_str("stale"),
+            Source::Blocked => f.write_str("blocked"),
+            Source::Refused => f.write_str("refused"),
+            Source::Failed => f.write_str("failed"),
+        }
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "cache" => Source::Cache,
+            "local" => Source::Local,
+            "stale" => Source::Stale,
+            "blocked" => Source::Blocked,
+            "refused" => Source::Refused,
+            "failed" => Source::Failed,
+            _ => match s.strip_prefix("upstream:") {
+                Some(l) => Source::Upstream(Arc::from(l)),
+                None => return Err(format!("unknown source {s:?}")),
+            },
+        })
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One logged query. Built by the DNS path and handed to
+/// [`QueryLog::record`](super::QueryLog::record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When the query arrived, unix milliseconds.
+    pub time_ms: u64,
+    /// Client address.
+    pub client: IpAddr,
+    /// Query name (no trailing dot; as received).
+    pub name: Arc<str>,
+    /// Query type (1 = A, 28 = AAAA, ...).
+    pub qtype: u16,
+    /// Filtering decision.
+    pub verdict: Verdict,
+    /// Set when tunnel detection flagged the query (independent of verdict).
+    pub flagged: bool,
+    /// Text of the matching rule (empty when none).
+    pub rule: Arc<str>,
+    /// Name of the list the rule came from (empty when none).
+    pub list: Arc<str>,
+    /// Response code sent (0 = NOERROR, 3 = NXDOMAIN, ...).
+    pub rcode: u16,
+    /// Short answer summary, e.g. `93.184.216.34,cdn.example.net` (may be empty).
+    pub answer: Arc<str>,
+    /// Where the answer came from.
+    pub source: Source,
+    /// Time to answer, microseconds.
+    pub latency_us: u32,
+    /// Tunnel-detection score, 0 when not scored.
+    pub tunnel_score: f32,
+    /// Client group name (empty when none).
+    pub group: Arc<str>,
+}
+
+/// A shared empty string; cloning it does not allocate.
+pub fn empty_str() -> Arc<str> {
+    static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
+
+pub(crate) fn hidden_str() -> Arc<str> {
+    static HIDDEN: OnceLock<Arc<str>> = OnceLock::new();
+    HIDDEN.get_or_init(|| Arc::from("hidden")).clone()
+}
+
+/// Current time as unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Entry {
+    /// An entry for an allowed query answered from the cache with every
+    /// optional field empty; set the remaining fields directly.
+    pub fn new(time_ms: u64, client: IpAddr, name: Arc<str>, qtype: u16) -> Entry {
+        Entry {
+            time_ms,
+            client,
+            name,
+            qtype,
+            verdict: Verdict::Allowed,
+            flagged: false,
+            rule: empty_str(),
+            list: empty_str(),
+            rcode: 0,
+            answer: empty_str(),
+            source: Source::Cache,
+            latency_us: 0,
+            tunnel_score: 0.0,
+            group: empty_str(),
+        }
+    }
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry::new(0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), empty_str(), 1)
+    }
+}

@@ -1,0 +1,136 @@
+//! Statistics from the aggregates, never from raw entries.
+//!
+//! * Counters come from the per-minute records: exact, at minute
+//!   granularity (the minutes overlapping `[since, until)` are summed whole).
+//! * Top lists come from the per-hour lists: each hour stores its
+//!   100 most frequent keys; the lists
+//!   of the hours overlapping the period are summed. This is approximate: a
+//!   key's count in an hour where it was not in that hour's top 100 is
+//!   missing (counts are lower bounds), partial hours at the edges count
+//!   whole, and within an hour the writer keeps at most
+//!   20,000 distinct keys per list
+//!   (halving to the largest when full), so keys seen rarely early in an
+//!   hour may be under-counted. "Top domains" counts permitted queries
+//!   (allowed + allowlisted); "top blocked" counts blocked ones.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::QueryLogError;
+use super::codec::{
+    DecodeError, HOUR_MS, MINUTE_MS, MinuteCounts, decode_agg_key, decode_top, hour_key, hour_of,
+    minute_key, minute_of,
+};
+use super::store::Store;
+use super::writer::{TOP_BLOCKED, TOP_CLIENTS, TOP_DOMAINS};
+
+/// One line of a top list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopItem {
+    /// Domain name or client address.
+    pub key: String,
+    /// Queries counted.
+    pub count: u64,
+}
+
+/// Summary for `dnsguard stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Start of the period (unix ms, inclusive).
+    pub since_ms: u64,
+    /// End of the period (unix ms, exclusive).
+    pub until_ms: u64,
+    /// All queries.
+    pub total: u64,
+    /// Allowed queries.
+    pub allowed: u64,
+    /// Blocked queries.
+    pub blocked: u64,
+    /// Allowlisted queries.
+    pub allowlisted: u64,
+    /// Tunnel-flagged queries.
+    pub flagged: u64,
+    /// Answered from the cache (fresh or stale).
+    pub cached: u64,
+    /// blocked / total (0 when total is 0).
+    pub blocked_share: f64,
+    /// Mean latency, microseconds.
+    pub avg_latency_us: f64,
+    /// Most queried permitted domains.
+    pub top_domains: Vec<TopItem>,
+    /// Most blocked domains.
+    pub top_blocked: Vec<TopItem>,
+    /// Most active clients.
+    pub top_clients: Vec<TopItem>,
+}
+
+fn top(map: HashMap<String, u64>, n: usize) -> Vec<TopItem> {
+    let mut v: Vec<TopItem> = map
+        .into_iter()
+        .map(|(key, count)| TopItem { key, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    v.truncate(n);
+    v
+}
+
+/// Compute [`Stats`] for `[since_ms, until_ms)` with top lists of `top_n`.
+pub(crate) fn compute(
+    store: &dyn Store,
+    since_ms: u64,
+    until_ms: u64,
+    top_n: usize,
+) -> Result<Stats, QueryLogError> {
+    let mut c = MinuteCounts::default();
+    if until_ms > since_ms {
+        let start = minute_key(minute_of(since_ms));
+        let end = minute_key(minute_of(until_ms - 1).saturating_add(MINUTE_MS));
+        for kv in store.scan(&start, &end, false) {
+            let (_, v) = kv.map_err(|e| QueryLogError::Store(e.0))?;
+            c.merge(&MinuteCounts::decode(&v)?);
+        }
+    }
+    let mut maps: [HashMap<String, u64>; 3] = Default::default();
+    if until_ms > since_ms {
+        let start = hour_key(hour_of(since_ms), 0);
+        let end = hour_key(hour_of(until_ms - 1).saturating_add(HOUR_MS), 0);
+        for kv in store.scan(&start, &end, false) {
+            let (k, v) = kv.map_err(|e| QueryLogError::Store(e.0))?;
+            let (_, _, kind) = decode_agg_key(&k)?;
+            let i = match kind {
+                TOP_DOMAINS => 0,
+                TOP_BLOCKED => 1,
+                TOP_CLIENTS => 2,
+                _ => return Err(DecodeError::Invalid("top kind").into()),
+            };
+            for (key, n) in decode_top(&v)? {
+                *maps[i].entry(key).or_default() += n;
+            }
+        }
+    }
+    let [d, b, cl] = maps;
+    Ok(Stats {
+        since_ms,
+        until_ms,
+        total: c.total,
+        allowed: c.allowed,
+        blocked: c.blocked,
+        allowlisted: c.allowlisted,
+        flagged: c.flagged,
+        cached: c.cached,
+        blocked_share: if c.total == 0 {
+            0.0
+        } else {
+            c.blocked as f64 / c.total as f64
+        },
+        avg_latency_us: if c.total == 0 {
+            0.0
+        } else {
+            c.latency_sum_us as f64 / c.total as f64
+        },
+        top_domains: top(d, top_n),
+        top_blocked: top(b, top_n),
+        top_clients: top(cl, top_n),
+    })
+}

@@ -1,0 +1,157 @@
+//! The storage abstraction ([`Store`]) and its sled implementation
+//! ([`SledStore`]). Nothing outside this file names sled.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// A storage-layer failure (I/O error, corruption, ...), as text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// An ordered key/value scan.
+pub type KvIter = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + Send>;
+
+/// Ordered key/value storage with atomic batches.
+pub trait Store: Send + Sync {
+    /// Apply all puts and deletes atomically.
+    fn apply(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<(), StoreError>;
+    /// Read one key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Keys in `[start, end)`, ascending, or descending when `reverse`.
+    fn scan(&self, start: &[u8], end: &[u8], reverse: bool) -> KvIter;
+    /// Make every applied batch durable.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Bytes used on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// Try to recover after an error (close and reopen). The writer calls
+    /// this, with back-off, while writes keep failing. Default: nothing.
+    fn reopen(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// sled 0.34 backed [`Store`] (one tree, the default one).
+///
+/// After an I/O error sled 0.34 fails every later operation, so recovery
+/// means reopening: [`Store::reopen`] drops the handle and opens the
+/// directory again (it succeeds once no reader still holds the old handle
+/// and the cause, e.g. a full disk, is gone). What was applied but not yet
+/// flushed when the error struck is lost.
+pub struct SledStore {
+    path: PathBuf,
+    db: RwLock<Option<sled::Db>>,
+}
+
+/// Why [`SledStore::open`] failed.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process holds the database.
+    Locked(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl SledStore {
+    /// Open (creating) a database in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, OpenError> {
+        let db = Self::open_db(dir)?;
+        Ok(SledStore {
+            path: dir.to_owned(),
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("could not acquire lock") {
+                    OpenError::Locked(msg)
+                } else {
+                    OpenError::Other(msg)
+                }
+            })
+    }
+
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        self.db
+            .read()
+            .map_err(|_| StoreError("store lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| StoreError("database closed after an error; reopening".into()))
+    }
+
+    /// As an `Arc<dyn Store>`.
+    pub fn into_dyn(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+fn err(e: sled::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl Store for SledStore {
+    fn apply(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in puts {
+            b.insert(k.as_slice(), v.as_slice());
+        }
+        for k in deletes {
+            b.remove(k.as_slice());
+        }
+        self.db()?.apply_batch(b).map_err(err)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db()?
+            .get(key)
+            .map(|o| o.map(|v| v.to_vec()))
+            .map_err(err)
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], reverse: bool) -> KvIter {
+        if start >= end {
+            return Box::new(std::iter::empty());
+        }
+        let db = match self.db() {
+            Ok(db) => db,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let it = db.range(start.to_vec()..end.to_vec());
+        let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err)
+        };
+        if reverse {
+            Box::new(it.rev().map(map))
+        } else {
+            Box::new(it.map(map))
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db()?.flush().map(|_| ()).map_err(err)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db()?.size_on_disk().map_err(err)
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut g = self
+            .db
+            .write()
+            .map_err(|_| StoreError("store lock poisoned".into()))?;
+        *g = None; // drop our handle so the file lock can be released
+        let db = Self::open_db(&self.path).map_err(|e| match e {
+            OpenError::Locked(m) | OpenError::Other(m) => StoreError(m),
+        })?;
+        *g = Some(db);
+        Ok(())
+    }
+}

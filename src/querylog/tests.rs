@@ -1,0 +1,988 @@
+//! Tests of the query log: codec, filters, follow, stats, retention,
+//! privacy, dropping, write errors, locking and crash safety.
+
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::codec::{MINUTE_MS, minute_of};
+use super::store::KvIter;
+use super::*;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn base() -> u64 {
+    minute_of(now_ms()) - 2 * 3_600_000
+}
+
+fn entry(t: u64, client: &str, name: &str) -> Entry {
+    Entry::new(t, ip(client), Arc::from(name), 1)
+}
+
+fn full_entry(t: u64) -> Entry {
+    Entry {
+        time_ms: t,
+        client: ip("2001:db8::7"),
+        name: Arc::from("tracker.ads.example.com"),
+        qtype: 28,
+        verdict: Verdict::Blocked,
+        flagged: true,
+        rule: Arc::from("||ads.example.com^"),
+        list: Arc::from("easylist"),
+        rcode: 3,
+        answer: Arc::from("0.0.0.0,cname.example.net"),
+        source: Source::Upstream(Arc::from("quad9")),
+        latency_us: 12345,
+        tunnel_score: 0.75,
+        group: Arc::from("kids"),
+    }
+}
+
+fn cfg() -> QueryLogConfig {
+    QueryLogConfig::default()
+}
+
+fn all(log: &QueryLog, f: &Filter) -> Vec<Entry> {
+    log.query(f).collect::<Result<Vec<_>, _>>().unwrap()
+}
+
+fn names(v: &[Entry]) -> Vec<String> {
+    v.iter().map(|e| e.name.to_string()).collect()
+}
+
+// ------------------------------------------------------------------ codec
+
+#[test]
+fn codec_round_trip() {
+    let t = base() + 1234;
+    let mut entries = vec![full_entry(t), entry(t + 10, "10.0.0.1", "example.com")];
+    entries[1].source = Source::Stale;
+    entries[1].verdict = Verdict::Allowlisted;
+    entries.push(full_entry(minute_of(t) + 59_999));
+    let key = BlockKey {
+        minute_ms: minute_of(t),
+        seq: 3,
+    };
+    let bytes = encode_block(key, &entries);
+    assert_eq!(decode_block(&bytes).unwrap(), entries);
+    assert_eq!(decode_key(&key.encode()).unwrap(), key);
+    for src in [
+        Source::Cache,
+        Source::Local,
+        Source::Stale,
+        Source::Blocked,
+        Source::Refused,
+        Source::Failed,
+        Source::Upstream(Arc::from("cloudflare")),
+    ] {
+        let mut e = full_entry(t);
+        e.source = src;
+        assert_eq!(decode_entry(&encode_entry(&e)).unwrap(), e);
+    }
+}
+
+#[test]
+fn codec_rejects_garbage_without_panicking() {
+    let t = base();
+    let entries: Vec<Entry> = (0..20).map(|i| full_entry(t + i)).collect();
+    let good = encode_block(
+        BlockKey {
+            minute_ms: minute_of(t),
+            seq: 0,
+        },
+        &entries,
+    );
+    // Every truncation is an error.
+    for n in 0..good.len() {
+        assert!(decode_block(&good[..n]).is_err(), "truncated at {n}");
+    }
+    // Bit flips and random bytes never panic.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..20_000 {
+        let mut b = good.clone();
+        for _ in 0..(rnd() % 4 + 1) {
+            let i = (rnd() as usize) % b.len();
+            b[i] ^= 1 << (rnd() % 8);
+        }
+        let _ = decode_block(&b);
+        let _ = decode_entry(&b);
+        let len = (rnd() % 64) as usize;
+        let r: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        let _ = decode_block(&r);
+        let _ = decode_key(&r);
+        let _ = codec::MinuteCounts::decode(&r);
+        let _ = codec::decode_top(&r);
+    }
+    assert!(
+        decode_block(&[
+            1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01
+        ])
+        .is_err()
+    );
+    assert!(decode_block(&[9]).is_err());
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(decode_block(&trailing), Err(DecodeError::Trailing));
+}
+
+// ------------------------------------------------------------------ log
+
+#[test]
+fn handle_is_shareable() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<QueryLog>();
+    send_sync::<Entry>();
+    fn send<T: Send>() {}
+    send::<EntryIter>();
+}
+
+#[test]
+fn round_trip_order_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = base();
+    let mut input = Vec::new();
+    {
+        let log = QueryLog::open(dir.path(), cfg()).unwrap();
+        for i in 0..5000u64 {
+            let mut e = full_entry(t + i * 37); // spans several minutes and blocks
+            e.name = Arc::from(format!("n{i}.example.com"));
+            input.push(e.clone());
+            log.record(e);
+        }
+        log.flush().unwrap();
+        assert_eq!(log.written(), 5000);
+        assert_eq!(log.dropped(), 0);
+        let got = all(
+            &log,
+            &Filter {
+                order: Order::OldestFirst,
+                ..Filter::default()
+            },
+        );
+        assert_eq!(got, input);
+        let mut newest = all(&log, &Filter::default());
+        newest.reverse();
+        assert_eq!(newest, input);
+        log.shutdown();
+    }
+    // Reopen: data still there; new entries in an already used minute go to
+    // a new block and come after the old ones.
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let e = entry(t + 4999 * 37, "10.0.0.9", "after-reopen.example");
+    log.record(e.clone());
+    log.flush().unwrap();
+    let got = all(
+        &log,
+        &Filter {
+            order: Order::OldestFirst,
+            ..Filter::default()
+        },
+    );
+    assert_eq!(got.len(), 5001);
+    assert_eq!(got[..5000], input[..]);
+    assert_eq!(got[5000], e);
+}
+
+#[test]
+fn every_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let t = base();
+    let mk = |dt: u64, c: &str, n: &str, v: Verdict, flagged: bool| {
+        let mut e = entry(t + dt, c, n);
+        e.verdict = v;
+        e.flagged = flagged;
+        e
+    };
+    let data = vec![
+        mk(0, "10.0.0.1", "example.com", Verdict::Allowed, false),
+        mk(1_000, "10.0.0.2", "a.example.com", Verdict::Blocked, false),
+        mk(
+            61_000,
+            "10.0.1.1",
+            "badexample.com",
+            Verdict::Allowlisted,
+            false,
+        ),
+        mk(
+            120_000,
+            "2001:db8::1",
+            "x.tunnel.net",
+            Verdict::Allowed,
+            true,
+        ),
+        mk(
+            200_000,
+            "10.0.0.1",
+            "Example.COM.evil.net",
+            Verdict::Blocked,
+            true,
+        ),
+    ];
+    for e in &data {
+        log.record(e.clone());
+    }
+    log.flush().unwrap();
+    let q = |f: Filter| {
+        names(&all(
+            &log,
+            &Filter {
+                order: Order::OldestFirst,
+                ..f
+            },
+        ))
+    };
+    assert_eq!(q(Filter::default()).len(), 5);
+    // since / until (inclusive / exclusive), across minute boundaries.
+    let f = Filter {
+        since_ms: Some(t + 1_000),
+        until_ms: Some(t + 120_000),
+        ..Filter::default()
+    };
+    assert_eq!(q(f), ["a.example.com", "badexample.com"]);
+    let f = Filter {
+        since_ms: Some(t + 120_001),
+        ..Filter::default()
+    };
+    assert_eq!(q(f), ["Example.COM.evil.net"]);
+    // client address and CIDR
+    assert_eq!(
+        q(Filter::default().with_client("10.0.0.1").unwrap()),
+        ["example.com", "Example.COM.evil.net"]
+    );
+    assert_eq!(
+        q(Filter::default().with_client("10.0.0.0/24").unwrap()).len(),
+        3
+    );
+    assert_eq!(
+        q(Filter::default().with_client("2001:db8::/32").unwrap()),
+        ["x.tunnel.net"]
+    );
+    assert!(Filter::default().with_client("10.0.0.300").is_err());
+    // domain: suffix with leading dot, otherwise substring (case-insensitive)
+    let d = |p: &str| Filter {
+        domain: Some(DomainPattern::new(p)),
+        ..Filter::default()
+    };
+    assert_eq!(q(d(".example.com")), ["example.com", "a.example.com"]);
+    assert_eq!(q(d(".EXAMPLE.com.")), ["example.com", "a.example.com"]);
+    assert_eq!(
+        q(d("example.com")),
+        [
+            "example.com",
+            "a.example.com",
+            "badexample.com",
+            "Example.COM.evil.net"
+        ]
+    );
+    assert_eq!(q(d("tunnel")), ["x.tunnel.net"]);
+    // verdicts and flagged
+    let v = |vf: VerdictFilter| Filter {
+        verdict: vf,
+        ..Filter::default()
+    };
+    assert_eq!(
+        q(v(VerdictFilter::Blocked)),
+        ["a.example.com", "Example.COM.evil.net"]
+    );
+    assert_eq!(
+        q(v(VerdictFilter::Allowed)),
+        ["example.com", "badexample.com", "x.tunnel.net"]
+    );
+    assert_eq!(q(v(VerdictFilter::Allowlisted)), ["badexample.com"]);
+    let f = Filter {
+        flagged_only: true,
+        ..Filter::default()
+    };
+    assert_eq!(q(f), ["x.tunnel.net", "Example.COM.evil.net"]);
+    // limit, both orders
+    let f = Filter {
+        limit: Some(2),
+        ..Filter::default()
+    };
+    assert_eq!(q(f.clone()), ["example.com", "a.example.com"]);
+    assert_eq!(
+        names(&all(&log, &f)),
+        ["Example.COM.evil.net", "x.tunnel.net"]
+    );
+    // combined
+    let f = Filter {
+        verdict: VerdictFilter::Blocked,
+        flagged_only: true,
+        domain: Some(DomainPattern::new("evil")),
+        ..Filter::default()
+    }
+    .with_client("10.0.0.0/8")
+    .unwrap();
+    assert_eq!(q(f), ["Example.COM.evil.net"]);
+}
+
+#[test]
+fn follow_with_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let t = now_ms();
+    log.record(entry(t, "10.0.0.1", "before"));
+    log.flush().unwrap();
+    let mut cur = log.end_cursor().unwrap();
+    assert_eq!(cur.to_string().parse::<Cursor>().unwrap(), cur);
+    // Nothing new yet.
+    let mut it = log.query_after(cur, &Filter::default());
+    assert!(it.next().is_none());
+    cur = it.cursor();
+    // New entries appended to the same (still open) block and a new minute.
+    log.record(entry(t + 1, "10.0.0.1", "one"));
+    log.record(entry(t + 2, "10.0.0.2", "two"));
+    log.record(entry(minute_of(t) + MINUTE_MS + 5, "10.0.0.1", "three"));
+    log.flush().unwrap();
+    let f = Filter::default().with_client("10.0.0.1").unwrap();
+    let mut it = log.query_after(cur, &f);
+    let got: Vec<Entry> = it.by_ref().map(Result::unwrap).collect();
+    assert_eq!(names(&got), ["one", "three"]);
+    cur = it.cursor();
+    log.record(entry(minute_of(t) + MINUTE_MS + 6, "10.0.0.1", "four"));
+    log.flush().unwrap();
+    let got: Vec<Entry> = log.query_after(cur, &f).map(Result::unwrap).collect();
+    assert_eq!(names(&got), ["four"]);
+    assert!("bad".parse::<Cursor>().is_err());
+}
+
+#[test]
+fn stats_from_aggregates_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = base();
+    let run = |n: u64| {
+        let log = QueryLog::open(dir.path(), cfg()).unwrap();
+        for i in 0..n {
+            let mut e = entry(
+                t + i * 1000,
+                if i.is_multiple_of(4) {
+                    "10.0.0.1"
+                } else {
+                    "10.0.0.2"
+                },
+                if i.is_multiple_of(3) {
+                    "other.com"
+                } else {
+                    "popular.com"
+                },
+            );
+            if i.is_multiple_of(5) {
+                e.verdict = Verdict::Blocked;
+                e.name = Arc::from("ads.com");
+            }
+            e.flagged = i.is_multiple_of(10);
+            e.latency_us = 100;
+            log.record(e);
+        }
+        log.flush().unwrap();
+        log
+    };
+    drop(run(100));
+    let log = run(100); // same period again: aggregates merge with stored ones
+    let s = log.stats(t, t + 100_000, 10).unwrap();
+    assert_eq!(s.total, 200);
+    assert_eq!(s.blocked, 40);
+    assert_eq!(s.allowed, 160);
+    assert_eq!(s.flagged, 20);
+    assert!((s.blocked_share - 0.2).abs() < 1e-9);
+    assert!((s.avg_latency_us - 100.0).abs() < 1e-9);
+    assert_eq!(
+        s.top_blocked,
+        vec![TopItem {
+            key: "ads.com".into(),
+            count: 40
+        }]
+    );
+    assert_eq!(
+        s.top_domains[0],
+        TopItem {
+            key: "popular.com".into(),
+            count: 106
+        }
+    );
+    assert_eq!(
+        s.top_domains[1],
+        TopItem {
+            key: "other.com".into(),
+            count: 54
+        }
+    );
+    assert_eq!(
+        s.top_clients[0],
+        TopItem {
+            key: "10.0.0.2".into(),
+            count: 150
+        }
+    );
+    assert_eq!(
+        s.top_clients[1],
+        TopItem {
+            key: "10.0.0.1".into(),
+            count: 50
+        }
+    );
+    // Minute granularity: the first minute only.
+    let s = log.stats(t, t + 1, 10).unwrap();
+    assert_eq!(s.total, 120);
+    let s = log
+        .stats(t + 10 * MINUTE_MS, t + 20 * MINUTE_MS, 10)
+        .unwrap();
+    assert_eq!(s.total, 0);
+}
+
+#[test]
+fn retention_prunes_old_entries_and_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let now = now_ms();
+    let day = 86_400_000;
+    log.record(entry(now - 40 * day, "10.0.0.1", "old.example"));
+    log.record(entry(now - 31 * day, "10.0.0.1", "older-than-30d.example"));
+    log.record(entry(now - 29 * day, "10.0.0.1", "recent.example"));
+    log.record(entry(now - 1000, "10.0.0.1", "now.example"));
+    log.flush().unwrap();
+    assert_eq!(log.stats(0, now + 1, 10).unwrap().total, 4);
+    let deleted = log.prune_now(now).unwrap();
+    assert!(deleted >= 4, "deleted {deleted}");
+    let f = Filter {
+        order: Order::OldestFirst,
+        ..Filter::default()
+    };
+    assert_eq!(names(&all(&log, &f)), ["recent.example", "now.example"]);
+    let s = log.stats(0, now + 1, 10).unwrap();
+    assert_eq!(s.total, 2);
+    assert_eq!(s.top_domains.len(), 2);
+    // Pruning "in the future" removes the rest; retention 0 keeps everything.
+    log.prune_now(now + 60 * day).unwrap();
+    assert!(all(&log, &f).is_empty());
+    log.shutdown();
+    drop(log);
+    let keep = QueryLog::open(
+        dir.path(),
+        QueryLogConfig {
+            retention_days: 0,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    keep.record(entry(now - 400 * day, "10.0.0.1", "ancient"));
+    keep.flush().unwrap();
+    assert_eq!(keep.prune_now(now).unwrap(), 0);
+    assert_eq!(all(&keep, &f).len(), 1);
+}
+
+#[test]
+fn privacy_levels() {
+    let t = base();
+    let mut levels = Vec::new();
+    for privacy in [
+        Privacy::Everything,
+        Privacy::HideNames,
+        Privacy::HideClients,
+        Privacy::Nothing,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = QueryLog::open(dir.path(), QueryLogConfig { privacy, ..cfg() }).unwrap();
+        let mut e4 = full_entry(t);
+        e4.client = ip("192.168.1.5");
+        log.record(e4);
+        log.record(full_entry(t + 1)); // IPv6 client
+        log.flush().unwrap();
+        let got = all(
+            &log,
+            &Filter {
+                order: Order::OldestFirst,
+                ..Filter::default()
+            },
+        );
+        let s = log.stats(t, t + 1000, 10).unwrap();
+        assert_eq!(s.total, 2, "{privacy}: counters always kept");
+        assert_eq!(s.flagged, 2);
+        levels.push((privacy, got, s));
+    }
+    let (_, ev, s) = &levels[0];
+    assert_eq!(&*ev[0].name, "tracker.ads.example.com");
+    assert_eq!(ev[0].client, ip("192.168.1.5"));
+    assert_eq!(s.top_blocked.len(), 1);
+    assert_eq!(s.top_clients.len(), 2);
+
+    let (_, hn, s) = &levels[1];
+    assert_eq!(hn.len(), 2);
+    assert!(
+        hn.iter()
+            .all(|e| &*e.name == "hidden" && e.answer.is_empty() && e.rule.is_empty())
+    );
+    assert_eq!(&*hn[0].list, "easylist");
+    assert_eq!(hn[0].client, ip("192.168.1.5"));
+    assert!(s.top_blocked.is_empty() && s.top_domains.is_empty());
+    assert_eq!(s.top_clients.len(), 2);
+
+    let (_, hc, s) = &levels[2];
+    assert_eq!(hc[0].client, ip("0.0.0.0"));
+    assert_eq!(hc[1].client, ip("::"));
+    assert_eq!(&*hc[0].name, "tracker.ads.example.com");
+    assert!(s.top_clients.is_empty());
+    assert_eq!(s.top_blocked.len(), 1);
+
+    let (_, no, s) = &levels[3];
+    assert!(no.is_empty());
+    assert!(s.top_clients.is_empty() && s.top_blocked.is_empty() && s.top_domains.is_empty());
+}
+
+// ------------------------------------------------------------------ failure handling
+
+/// A store wrapper that can block inside `apply` or fail on demand.
+struct TestStore {
+    inner: Arc<dyn Store>,
+    fail: AtomicBool,
+    gate: Mutex<Option<(SyncSender<()>, Receiver<()>)>>,
+}
+
+impl Store for TestStore {
+    fn apply(&self, puts: &[(Vec<u8>, Vec<u8>)], dels: &[Vec<u8>]) -> Result<(), StoreError> {
+        if let Some((entered, release)) = self.gate.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError("No space left on device (os error 28)".into()));
+        }
+        self.inner.apply(puts, dels)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(&self, s: &[u8], e: &[u8], r: bool) -> KvIter {
+        self.inner.scan(s, e, r)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError("flush failed".into()));
+        }
+        self.inner.flush()
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk()
+    }
+}
+
+fn test_store(dir: &Path) -> Arc<TestStore> {
+    Arc::new(TestStore {
+        inner: SledStore::open(dir).ok().unwrap().into_dyn(),
+        fail: AtomicBool::new(false),
+        gate: Mutex::new(None),
+    })
+}
+
+#[test]
+fn full_channel_drops_and_counts_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = test_store(dir.path());
+    let (entered_tx, entered_rx) = sync_channel(1);
+    let (release_tx, release_rx) = sync_channel(1);
+    *store.gate.lock().unwrap() = Some((entered_tx, release_rx));
+    let log = QueryLog::with_store(
+        store.clone(),
+        QueryLogConfig {
+            channel_capacity: 4,
+            batch_size: 1,
+            retention_days: 0,
+            ..cfg()
+        },
+    );
+    let t = base();
+    log.record(entry(t, "10.0.0.1", "first"));
+    entered_rx.recv().unwrap(); // the writer is now stuck in apply()
+    let start = Instant::now();
+    for i in 0..14 {
+        log.record(entry(t + 1 + i, "10.0.0.1", "more"));
+    }
+    assert!(start.elapsed() < Duration::from_secs(1), "record blocked");
+    assert_eq!(log.dropped(), 10); // 4 fit in the channel
+    release_tx.send(()).unwrap();
+    log.flush().unwrap();
+    assert_eq!(log.written(), 5);
+    assert_eq!(all(&log, &Filter::default()).len(), 5);
+    log.shutdown();
+    log.record(entry(t, "10.0.0.1", "after shutdown"));
+    assert_eq!(log.dropped(), 11);
+}
+
+#[test]
+fn write_errors_are_counted_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = test_store(dir.path());
+    let log = QueryLog::with_store(
+        store.clone(),
+        QueryLogConfig {
+            retention_days: 0,
+            ..cfg()
+        },
+    );
+    let t = base();
+    store.fail.store(true, Ordering::SeqCst);
+    for i in 0..10 {
+        log.record(entry(t + i, "10.0.0.1", "during-failure"));
+    }
+    log.flush().unwrap();
+    assert!(log.write_errors() >= 1);
+    assert!(log.last_error().unwrap().contains("No space left"));
+    assert_eq!(log.written(), 0);
+    // The writer keeps running and retries the pending batch.
+    store.fail.store(false, Ordering::SeqCst);
+    log.record(entry(t + 100, "10.0.0.1", "after-recovery"));
+    log.flush().unwrap();
+    assert_eq!(log.written(), 11);
+    assert_eq!(all(&log, &Filter::default()).len(), 11);
+    assert_eq!(log.stats(t, t + 1000, 5).unwrap().total, 11);
+}
+
+/// Real filesystem errors. We run as root, so permissions cannot make a
+/// directory read-only; instead a regular file sits where the directory (or
+/// the database inside it) should be.
+#[test]
+fn unusable_directory_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let e = QueryLog::open(&file, cfg()).err().unwrap();
+    assert!(matches!(e, QueryLogError::Open { .. }), "{e}");
+    let d2 = dir.path().join("d2");
+    std::fs::create_dir(&d2).unwrap();
+    std::fs::write(d2.join("db"), b"x").unwrap();
+    let e = QueryLog::open(&d2, cfg()).err().unwrap();
+    assert!(matches!(e, QueryLogError::Open { .. }), "{e}");
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let e = QueryLog::open(dir.path(), cfg()).err().unwrap();
+    assert!(matches!(e, QueryLogError::Locked(_)), "{e}");
+    drop(log);
+    QueryLog::open(dir.path(), cfg()).unwrap();
+}
+
+#[test]
+fn disabled_log_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = QueryLog::open(
+        dir.path().join("never"),
+        QueryLogConfig {
+            enabled: false,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    log.record(entry(base(), "10.0.0.1", "x"));
+    log.flush().unwrap();
+    assert_eq!(log.query(&Filter::default()).count(), 0);
+    assert_eq!(log.stats(0, u64::MAX, 5).unwrap().total, 0);
+    assert!(!dir.path().join("never").exists());
+}
+
+// ------------------------------------------------------------------ crash safety
+
+const CHILD_ENV: &str = "QUERYLOG_CRASH_CHILD_DIR";
+
+/// Body of the child process of `crash_safety_after_sigkill`: records at a
+/// steady ~20,000 entries/s and reports progress; does nothing when run as
+/// a normal test.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let log = QueryLog::open(&dir, cfg()).unwrap();
+    let mut i: u64 = 0;
+    loop {
+        for _ in 0..100 {
+            log.record(entry(now_ms(), "10.0.0.1", &format!("n{i}")));
+            i += 1;
+        }
+        if i.is_multiple_of(1000) {
+            println!("sent {i} dropped {}", log.dropped());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn crash_safety_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "querylog::tests::crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0u64;
+    let mut locked_checked = false;
+    while sent < 40_000 && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let Some(rest) = line.strip_prefix("sent ") else {
+            continue;
+        };
+        let mut parts = rest.split(" dropped ");
+        sent = parts.next().unwrap().parse().unwrap();
+        assert_eq!(parts.next().unwrap(), "0", "child dropped entries");
+        if !locked_checked && sent >= 5000 {
+            let e = QueryLog::open(dir.path(), cfg()).err().unwrap();
+            assert!(matches!(e, QueryLogError::Locked(_)), "{e}");
+            locked_checked = true;
+        }
+    }
+    assert!(sent >= 40_000, "child too slow: {sent}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let got: Vec<Entry> = log
+        .query(&Filter {
+            order: Order::OldestFirst,
+            ..Filter::default()
+        })
+        .map(Result::unwrap)
+        .collect();
+    // Continuity: exactly n0, n1, ... n(k-1), no gaps.
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(&*e.name, format!("n{i}"), "gap at {i}");
+    }
+    // At ~20k/s, one batch interval (100 ms) + flush is ~2,000-4,000 entries;
+    // allow 8,000 (400 ms) for scheduling noise on a loaded machine.
+    let k = got.len() as u64;
+    eprintln!("crash: reported sent {sent}, kept {k}");
+    assert!(k + 8_000 >= sent, "kept {k} of at least {sent} sent");
+    let s = log.stats(0, u64::MAX, 1).unwrap();
+    assert!(
+        s.total >= k.saturating_sub(4_000) && s.total <= k + 4_000,
+        "{} vs {k}",
+        s.total
+    );
+}
+
+// ------------------------------------------------------------------ parsing and output
+
+#[test]
+fn parse_durations_and_times() {
+    assert_eq!(parse_duration("90s").unwrap(), 90_000);
+    assert_eq!(parse_duration("30m").unwrap(), 1_800_000);
+    assert_eq!(parse_duration("12h").unwrap(), 43_200_000);
+    assert_eq!(parse_duration("7d").unwrap(), 604_800_000);
+    assert_eq!(parse_duration("2w").unwrap(), 1_209_600_000);
+    assert_eq!(parse_duration("1h30m").unwrap(), 5_400_000);
+    for bad in ["", "30", "m", "30x", "-5m", "99999999999999999999d"] {
+        let e = parse_duration(bad).unwrap_err().to_string();
+        assert!(e.contains(&format!("{bad:?}")), "{e}");
+    }
+    assert_eq!(
+        parse_time("2026-11-25T10:00:00Z").unwrap(),
+        1_795_600_800_000
+    );
+    assert_eq!(
+        parse_time("2026-11-25T11:00:00.250+01:00").unwrap(),
+        1_795_600_800_250
+    );
+    let e = parse_time("2026-13-25T10:00:00Z").unwrap_err().to_string();
+    assert!(e.contains("2026-13-25T10:00:00Z"), "{e}");
+    let now = 1_795_600_800_000;
+    assert_eq!(parse_since("24h", now).unwrap(), now - 86_400_000);
+    assert_eq!(parse_since("2026-11-25T10:00:00Z", now).unwrap(), now);
+    let e = parse_since("yesterday", now).unwrap_err().to_string();
+    assert!(e.contains("\"yesterday\""), "{e}");
+    assert_eq!(format_time(1_795_600_800_250), "2026-11-25T10:00:00.250Z");
+}
+
+#[test]
+fn output_formats() {
+    let mut e = full_entry(1_795_600_800_250);
+    e.answer = Arc::from("a,\"b\"");
+    let e2 = entry(1_795_600_801_000, "10.0.0.1", "plain.example");
+    let rows = || vec![Ok(e.clone()), Ok(e2.clone())];
+
+    let mut out = Vec::new();
+    assert_eq!(
+        write_entries(OutputFormat::Json, rows(), &mut out).unwrap(),
+        2
+    );
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["time"], "2026-11-25T10:00:00.250Z");
+    assert_eq!(v["type"], "AAAA");
+    assert_eq!(v["source"], "upstream:quad9");
+    assert_eq!(v["verdict"], "blocked");
+    let back: Entry = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(back, e);
+
+    let mut out = Vec::new();
+    write_entries(OutputFormat::Csv, rows(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("time,time_ms,client,name"));
+    assert!(lines[1].contains(",\"a,\"\"b\"\"\","), "{}", lines[1]);
+    assert!(lines[2].starts_with(
+        "2026-11-25T10:00:01.000Z,1795600801000,10.0.0.1,plain.example,1,A,allowed,false,"
+    ));
+    assert_eq!(lines.len(), 3);
+
+    let mut out = Vec::new();
+    write_entries(OutputFormat::Table, rows(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("TIME"));
+    let col = lines[0].find("NAME").unwrap();
+    assert_eq!(&lines[2][col..col + 13], "plain.example");
+    assert!(lines[1].starts_with("2026-11-25 10:00:00.250 2001:db8::7"));
+    assert!(lines[2].contains("NOERROR"));
+
+    // Empty input still gives the CSV header; errors propagate.
+    let mut out = Vec::new();
+    write_entries(OutputFormat::Csv, Vec::new(), &mut out).unwrap();
+    assert_eq!(out.split(|&b| b == b'\n').count(), 2);
+    let err = write_entries(
+        OutputFormat::Json,
+        vec![Err(QueryLogError::Closed)],
+        &mut Vec::new(),
+    );
+    assert!(err.is_err());
+    assert!("xml".parse::<OutputFormat>().is_err());
+}
+
+#[test]
+fn config_defaults_and_strictness() {
+    let c: QueryLogConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(c, QueryLogConfig::default());
+    assert!(c.enabled);
+    assert_eq!(c.retention_days, 30);
+    assert_eq!(c.privacy, Privacy::Everything);
+    let c: QueryLogConfig = serde_json::from_str(r#"{"privacy":"hide-names"}"#).unwrap();
+    assert_eq!(c.privacy, Privacy::HideNames);
+    assert!(serde_json::from_str::<QueryLogConfig>(r#"{"retention":3}"#).is_err());
+    assert!("hide-clients".parse::<Privacy>().is_ok());
+    assert!("bogus".parse::<Privacy>().is_err());
+}
+
+const FSIZE_ENV: &str = "QUERYLOG_FSIZE_CHILD_DIR";
+
+/// Body of the child process of `real_disk_write_errors_recover`: runs with
+/// a file-size limit (RLIMIT_FSIZE) that makes sled's writes fail with
+/// EFBIG like a full disk, then lifts it. Run in a child because the limit
+/// is per process. Does nothing when run as a normal test.
+#[test]
+fn fsize_child() {
+    let Ok(dir) = std::env::var(FSIZE_ENV) else {
+        return;
+    };
+    let log = QueryLog::open(&dir, cfg()).unwrap();
+    let t = base();
+    let batch = |tag: &str, round: u64| {
+        for i in 0..2000 {
+            log.record(entry(
+                t + round * 2000 + i,
+                "10.0.0.1",
+                &format!("{tag}{round}-{i}"),
+            ));
+        }
+        log.flush().unwrap();
+    };
+    batch("warm", 0);
+    assert_eq!(log.written(), 2000);
+    let size = log.size_on_disk().unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on process-wide settings of this child.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut old), 0);
+        let lim = libc::rlimit {
+            rlim_cur: size + 50_000,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let mut round = 1;
+    while log.write_errors() == 0 && round < 200 {
+        batch("full", round);
+        round += 1;
+    }
+    assert!(log.write_errors() > 0, "no write error");
+    let msg = log.last_error().unwrap();
+    assert!(msg.contains("File too large"), "{msg}");
+    // record() still never blocks.
+    let start = Instant::now();
+    for i in 0..100_000 {
+        log.record(entry(t + i, "10.0.0.1", "x"));
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &old), 0);
+    }
+    // The writer reopens the store (with back-off) and writes again.
+    let written = log.written();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.written() <= written + 2000 && Instant::now() < deadline {
+        batch("after", round);
+        round += 1;
+    }
+    assert!(log.written() > written + 2000, "writer did not recover");
+    let f = Filter {
+        domain: Some(DomainPattern::new("after")),
+        ..Filter::default()
+    };
+    assert!(log.query(&f).count() >= 2000);
+    println!("FSIZE-CHILD-DONE errors={} msg={msg}", log.write_errors());
+}
+
+/// A real I/O error from the file system. We run as root, so a read-only
+/// directory is not read-only for us; instead the child process lowers its
+/// RLIMIT_FSIZE so sled's log writes fail (EFBIG), which sled 0.34 treats
+/// like a full disk.
+#[test]
+fn real_disk_write_errors_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "querylog::tests::fsize_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FSIZE_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("FSIZE-CHILD-DONE"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

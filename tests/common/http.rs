@@ -1,0 +1,122 @@
+//! A minimal HTTP/1.1 server on a real loopback socket, for list-download tests:
+//! the test sets the response; the server counts requests and remembers the last
+//! `If-None-Match` it was sent.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+/// What the server answers.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: Vec<u8>,
+    /// ETag header, if any; a request with a matching If-None-Match gets 304.
+    pub etag: Option<String>,
+    /// Claim this Content-Length instead of the body's (for "huge body" tests).
+    pub claimed_length: Option<u64>,
+}
+
+impl Response {
+    /// 200 with this body.
+    pub fn ok(body: &str) -> Self {
+        Self {
+            status: 200,
+            body: body.as_bytes().to_vec(),
+            etag: None,
+            claimed_length: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    response: Option<Response>,
+    requests: u64,
+    last_if_none_match: Option<String>,
+}
+
+/// A running server; it stops when the test process ends.
+#[derive(Clone)]
+pub struct HttpServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl HttpServer {
+    /// Starts serving `response` on 127.0.0.1 and a free port.
+    pub fn start(response: Response) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            response: Some(response),
+            ..State::default()
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut if_none_match = None;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':')
+                        && k.eq_ignore_ascii_case("if-none-match")
+                    {
+                        if_none_match = Some(v.trim().to_owned());
+                    }
+                }
+                let resp = {
+                    let mut s = st.lock().unwrap();
+                    s.requests += 1;
+                    s.last_if_none_match = if_none_match.clone();
+                    s.response.clone().unwrap()
+                };
+                let not_modified = resp.etag.is_some() && resp.etag == if_none_match;
+                let (status, body): (u16, &[u8]) = if not_modified {
+                    (304, b"")
+                } else {
+                    (resp.status, &resp.body)
+                };
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\nContent-Type: text/plain\r\n",
+                    resp.claimed_length.unwrap_or(body.len() as u64)
+                );
+                if let Some(etag) = &resp.etag {
+                    head.push_str(&format!("ETag: {etag}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// Changes what the server answers from now on.
+    pub fn set(&self, response: Response) {
+        self.state.lock().unwrap().response = Some(response);
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> u64 {
+        self.state.lock().unwrap().requests
+    }
+
+    /// The If-None-Match header of the last request.
+    pub fn last_if_none_match(&self) -> Option<String> {
+        self.state.lock().unwrap().last_if_none_match.clone()
+    }
+
+    /// The URL of a path on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
