@@ -69,14 +69,17 @@ fn wildcard_rules(n: usize) -> String {
     out
 }
 
+/// Regexes shaped like the widely used Pi-hole/AdGuard regex lists (e.g. `^(.+[_.-])?telemetry[_.-]`),
+/// plus anchored per-host patterns; each gets a unique number so all 100 are distinct.
 fn regex_rules(n: usize) -> String {
     let mut r = Rng(0x0fed_cba9_8765_4321);
     let mut out = String::new();
     for i in 0..n {
         let (w, t) = (r.pick(WORDS), r.pick(TLDS));
-        match i % 3 {
-            0 => out.push_str(&format!("/^{w}[0-9]{{2,4}}q{i}\\.[a-z]+\\.{t}$/\n")),
+        match i % 4 {
+            0 => out.push_str(&format!("/^(.+[_.-])?{w}{i}[0-9]*[_.-]/\n")),
             1 => out.push_str(&format!("/(^|\\.){w}-z{i}-[a-z0-9]+\\./\n")),
+            2 => out.push_str(&format!("/^{w}[0-9]{{2,4}}q{i}\\.[a-z]+\\.{t}$/\n")),
             _ => out.push_str(&format!("/^[a-z]+{i}{w}\\d+\\./\n")),
         }
     }

@@ -25,12 +25,19 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log(&cfg)?);
     let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
+    // The API first: once DNS is announced as listening, everything is up.
+    let web = if cfg.web.enabled {
+        Some(crate::web::start(&cfg.web, &cfg.server.data_dir, pipeline.clone()).await?)
+    } else {
+        None
+    };
     let server = DnsServer::start(
         &cfg.server.listen,
         Duration::from_secs(cfg.server.tcp_idle_timeout_secs),
         pipeline.clone(),
     )?;
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");
+    let endpoint_file = crate::web::endpoint_path(&cfg.server.data_dir);
 
     let cfg = Arc::new(parking_lot::Mutex::new(cfg));
     let mut tasks = tokio::task::JoinSet::new();
@@ -51,6 +58,10 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     shutdown_signal(term).await;
     tracing::info!("shutting down");
     tasks.abort_all();
+    if let Some((_, task)) = web {
+        task.abort();
+        let _ = std::fs::remove_file(&endpoint_file);
+    }
     server.shutdown().await;
     drop(pipeline);
     // The last batch of the query log reaches the disk before we exit.

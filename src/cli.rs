@@ -43,6 +43,39 @@ pub enum Command {
         #[command(subcommand)]
         action: ListsAction,
     },
+    /// Show logged queries: `dnsguard query-log --since 7d --blocked`. Reads the
+    /// database directly, or asks the running server when it holds the database.
+    QueryLog(QueryLogArgs),
+    /// Totals, blocked share, top domains, top blocked, top clients, flagged count.
+    Stats {
+        /// Start: a duration back from now (`30m`, `12h`, `7d`, `2w`) or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// End (exclusive), same forms; default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Length of the top lists.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Say on stderr whether the database or the server answered.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Configuration file (default: the embedded one).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Measure the tunnel detector on labelled traffic: a CSV with columns
+    /// `qname,qtype,label` (`benign|tunnel`), optional `difficulty` and `ts`.
+    DetectEval {
+        /// The CSV file.
+        file: PathBuf,
+        /// Configuration file whose `[detect]` settings to use (default: embedded).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Work with configuration files.
     Config {
         /// What to do with the configuration.
@@ -73,4 +106,63 @@ pub enum ListsAction {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+}
+
+/// `dnsguard query-log …`
+#[derive(Debug, clap::Args)]
+pub struct QueryLogArgs {
+    /// Start: a duration back from now (`30m`, `12h`, `7d`, `2w`) or an RFC 3339 time.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// End (exclusive), same forms; default now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Client IP or CIDR.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Domain: `.example.com` for the name and everything below it, else a substring.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Only blocked queries.
+    #[arg(long)]
+    pub blocked: bool,
+    /// Only allowed (and allowlisted) queries.
+    #[arg(long)]
+    pub allowed: bool,
+    /// Only queries flagged by tunnel detection.
+    #[arg(long)]
+    pub flagged: bool,
+    /// At most this many entries.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// `table`, `json` (one object per line) or `csv`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Keep printing new entries as they arrive (oldest first).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Say on stderr whether the database or the server answered.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Configuration file (default: the embedded one).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+}
+
+impl QueryLogArgs {
+    /// The request these arguments describe.
+    pub fn request(&self) -> crate::querylog::LogRequest {
+        crate::querylog::LogRequest {
+            since: Some(self.since.clone()),
+            until: self.until.clone(),
+            client: self.client.clone(),
+            domain: self.domain.clone(),
+            blocked: self.blocked,
+            allowed: self.allowed,
+            flagged: self.flagged,
+            limit: self.limit,
+            format: Some(self.format.clone()),
+            oldest_first: self.follow,
+        }
+    }
 }

@@ -43,6 +43,8 @@ pub struct Config {
     pub detect: DetectConfig,
     /// The query log (stored under `server.data_dir/querylog`).
     pub query_log: QueryLogConfig,
+    /// The HTTP API.
+    pub web: crate::web::WebConfig,
 }
 
 /// `[server]`: where dnsguard listens and which clients it answers.

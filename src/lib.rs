@@ -12,6 +12,7 @@
 pub mod access;
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod detect;
 pub mod dns;
@@ -19,6 +20,7 @@ pub mod filter;
 pub mod lists;
 pub mod querylog;
 pub mod resolve;
+pub mod web;
 
 /// Sets up logging: `RUST_LOG` if set, else the configured default filter.
 pub fn init_tracing(default_filter: &str) {

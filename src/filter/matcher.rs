@@ -21,7 +21,7 @@ use std::net::IpAddr;
 
 use super::FilterError;
 use super::hash::{FastMap, for_each_suffix, name_fingerprint};
-use super::literal::{Cand, LiteralIndex};
+use super::literal::{Cand, GramCounts, LiteralIndex};
 use super::parse::{Modifiers, Pattern, Rule, Scope};
 use super::regexes::{RegexRule, RegexRules};
 use super::table::FingerprintTable;
@@ -197,6 +197,9 @@ pub struct Builder {
     wild_by_suffix: Vec<(u64, u32)>,
     regex_pats: Vec<String>,
     regex: Vec<RegexRule>,
+    /// 4-gram counts over every 16th domain name (for the literal prefilter).
+    grams: GramCounts,
+    domain_tick: u32,
 }
 
 impl Builder {
@@ -219,6 +222,12 @@ impl Builder {
         force_block: bool,
     ) {
         let kind = base_kind(&rule, force_allow, force_block);
+        if let Pattern::Domain { name, .. } = &rule.pattern {
+            self.domain_tick = self.domain_tick.wrapping_add(1);
+            if self.domain_tick % 16 == 1 {
+                self.grams.add(name.as_bytes());
+            }
+        }
         if let Some((fp, kind)) = domain_key(&rule, force_allow, force_block) {
             if let Some(modifiers) = rule.modifiers {
                 self.complex.push((
@@ -409,10 +418,11 @@ impl Builder {
                 }
             }
         }
-        let literal = LiteralIndex::build(fragments).map_err(|e| FilterError::Compile {
-            what: "wildcard rules",
-            why: e.to_string(),
-        })?;
+        let literal =
+            LiteralIndex::build(fragments, &self.grams).map_err(|e| FilterError::Compile {
+                what: "wildcard rules",
+                why: e.to_string(),
+            })?;
         Ok(Matcher {
             table,
             sets,
@@ -722,5 +732,58 @@ impl Matcher {
     /// Number of domain rules with modifiers.
     pub fn complex_count(&self) -> usize {
         self.complex_rules.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_order_matches_documented_precedence() {
+        let allow_imp = rank(false, ALLOW | IMPORTANT);
+        let block_imp = rank(false, IMPORTANT);
+        let group_allow = rank(true, ALLOW);
+        let group_deny = rank(true, 0);
+        let list_allow = rank(false, ALLOW);
+        let list_block = rank(false, 0);
+        let order = [
+            allow_imp,
+            block_imp,
+            group_allow,
+            group_deny,
+            list_allow,
+            list_block,
+        ];
+        assert!(order.windows(2).all(|w| w[0] > w[1]), "{order:?}");
+        assert_eq!(allow_imp, MAX_RANK);
+        assert_eq!(
+            rank(true, ALLOW | IMPORTANT),
+            MAX_RANK,
+            "important group allow"
+        );
+        for (r, allows) in [
+            (allow_imp, true),
+            (block_imp, false),
+            (group_allow, true),
+            (group_deny, false),
+        ] {
+            assert_eq!(rank_allows(r), allows);
+        }
+        assert!(rank_allows(list_allow) && !rank_allows(list_block));
+        // Scope bits do not change the rank.
+        assert_eq!(rank(false, EXACT | SUBONLY), list_block);
+    }
+
+    #[test]
+    fn bits_beyond_one_word() {
+        let mut b = Bits::new(200);
+        b.set(0);
+        b.set(130);
+        b.set(199);
+        assert!(b.get(0) && b.get(130) && b.get(199));
+        assert!(!b.get(1) && !b.get(129) && !b.get(64));
+        b.set(10_000);
+        assert!(!b.get(10_000), "out of range is ignored, never panics");
     }
 }

@@ -102,8 +102,15 @@ pub fn required_literal(pattern: &str) -> Option<String> {
     let mut run: Vec<u8> = Vec::new();
     let mut depth = 0usize;
     let mut i = 0;
+    // A run that looks like a TLD (`.com`) occurs in a large share of names and would make the regex a
+    // candidate almost always; it ranks below any other run.
+    let score = |r: &[u8]| -> usize {
+        let tld_like =
+            r.len() <= 7 && r.first() == Some(&b'.') && r[1..].iter().all(u8::is_ascii_alphabetic);
+        if tld_like { r.len() } else { r.len() + 8 }
+    };
     let flush = |run: &mut Vec<u8>, best: &mut Vec<u8>| {
-        if run.len() > best.len() {
+        if !run.is_empty() && (best.is_empty() || score(run) > score(best)) {
             *best = std::mem::take(run);
         }
         run.clear();

@@ -47,6 +47,7 @@ pub mod entry;
 pub mod format;
 pub mod parse;
 pub mod query;
+pub mod request;
 pub mod stats;
 pub mod store;
 mod writer;
@@ -71,6 +72,7 @@ pub use entry::{Entry, Source, Verdict, empty_str, now_ms};
 pub use format::{EntryWriter, OutputFormat, write_entries};
 pub use parse::{format_time, parse_duration, parse_since, parse_time};
 pub use query::{Cursor, DomainPattern, EntryIter, Filter, Order, VerdictFilter};
+pub use request::{LogRequest, StatsRequest};
 pub use stats::{Stats, TopItem};
 pub use store::{SledStore, Store, StoreError};
 

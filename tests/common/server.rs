@@ -25,10 +25,20 @@ pub fn binary() -> PathBuf {
 }
 
 impl Dnsguard {
-    /// Starts `dnsguard serve` with `config` (TOML). Listen on port 0 to get a free port.
+    /// Starts `dnsguard serve` with `config` (TOML). Listen on port 0 to get a free
+    /// port; the HTTP API also gets a free port unless the config has a `[web]` table.
     pub fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        Self::start_in(config, dir)
+    }
+
+    /// Starts with `config` in an existing directory (e.g. to restart on the same data).
+    pub fn start_in(config: &str, dir: tempfile::TempDir) -> Self {
         let path = dir.path().join("dnsguard.toml");
+        let mut config = config.to_owned();
+        if !config.contains("[web]") {
+            config.push_str("\n[web]\nlisten = \"127.0.0.1:0\"\n");
+        }
         std::fs::write(&path, config).unwrap();
         Self::start_file(&path, dir)
     }
@@ -97,12 +107,20 @@ impl Dnsguard {
     }
 
     /// Sends a signal (e.g. SIGTERM) and waits for the exit status.
-    pub fn stop_with(mut self, signal: i32) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-        self.child.wait().unwrap()
+    pub fn stop_with(self, signal: i32) -> std::process::ExitStatus {
+        self.stop_keeping_dir(signal).0
+    }
+
+    /// Sends a signal, waits for the exit, and hands back the directory (config and
+    /// data) so a test can inspect it or restart on it.
+    pub fn stop_keeping_dir(
+        mut self,
+        signal: i32,
+    ) -> (std::process::ExitStatus, tempfile::TempDir) {
+        self.signal(signal);
+        let status = self.child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, dir)
     }
 }
 

@@ -1,0 +1,308 @@
+//! What each subcommand does (the arguments are in [`crate::cli`]).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, ConfigAction, ListsAction, QueryLogArgs};
+use crate::config::{Config, EMBEDDED_DEFAULT};
+use crate::querylog::{self, EntryWriter, QueryLog, QueryLogError, StatsRequest};
+use crate::web::api::StatsReply;
+use crate::web::client::Remote;
+
+/// Runs one command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = load(&config)?;
+            crate::init_tracing(&cfg.server.log);
+            runtime()?.block_on(crate::app::serve(cfg, config))
+        }
+        Command::Check {
+            name,
+            client,
+            qtype,
+            config,
+        } => check(&name, client, &qtype, &config),
+        Command::Lists {
+            action: ListsAction::Update { config },
+        } => lists_update(&config),
+        Command::QueryLog(args) => query_log(&args),
+        Command::Stats {
+            since,
+            until,
+            top,
+            format,
+            verbose,
+            config,
+        } => {
+            let req = StatsRequest {
+                since: Some(since),
+                until,
+                top: Some(top),
+            };
+            stats(&req, &format, verbose, &config)
+        }
+        Command::DetectEval { file, config } => {
+            let cfg = load(&config)?;
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            crate::detect::eval_with(
+                &cfg.detect,
+                std::io::BufReader::new(f),
+                std::io::stdout().lock(),
+            )?;
+            Ok(())
+        }
+        Command::Config { action } => match action {
+            ConfigAction::Check { file } => {
+                Config::load(&file)?;
+                println!("{}: ok", file.display());
+                Ok(())
+            }
+            ConfigAction::Default => {
+                print!("{EMBEDDED_DEFAULT}");
+                Ok(())
+            }
+        },
+    }
+}
+
+fn load(config: &Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(match config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded()?,
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn check(
+    name: &str,
+    client: std::net::IpAddr,
+    qtype: &str,
+    config: &Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    crate::init_tracing("warn");
+    let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates)?;
+    let filter = crate::app::compile_filter_blocking(&cfg, &lists)?;
+    let qtype = crate::dns::parse_qtype(qtype)?;
+    let name = crate::filter::name::normalize(name)
+        .map_err(|e| anyhow::anyhow!("{name:?} is not a valid name: {e}"))?;
+    let verdict = filter.check(client, &name, qtype);
+    let texts = crate::app::read_texts(&cfg, &lists);
+    let refs: Vec<_> = texts
+        .iter()
+        .map(|(name, text)| crate::filter::ListText { name, text })
+        .collect();
+    println!("{name}: {}", filter.explain(&verdict, &refs));
+    Ok(())
+}
+
+fn lists_update(config: &Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    crate::init_tracing("warn");
+    let lists = Arc::new(crate::lists::Lists::new(
+        &cfg.server.data_dir,
+        &cfg.list_updates,
+    )?);
+    runtime()?.block_on(async {
+        for list in cfg.lists.iter().filter(|l| l.enabled) {
+            match lists.update(list).await {
+                Ok(u) => println!("{}: {u:?}", list.name),
+                Err(e) => println!("{}: {e} (kept the last good copy)", list.name),
+            }
+        }
+    });
+    let filter = crate::app::compile_filter_blocking(&cfg, &lists)?;
+    for s in filter.list_stats() {
+        let state = match (s.enabled, s.missing) {
+            (false, _) => "disabled",
+            (true, true) => "missing",
+            (true, false) => "loaded",
+        };
+        println!(
+            "{:<24} {:<8} {:>9} entries {:>7} invalid",
+            s.name, state, s.entries, s.invalid
+        );
+        for (line, reason) in s.invalid_samples.iter().take(3) {
+            println!("    line {line}: {reason}");
+        }
+    }
+    Ok(())
+}
+
+/// The query log opened directly, or the server that holds it.
+enum LogAccess {
+    Local(QueryLog),
+    Remote(Remote),
+}
+
+fn open_log(cfg: &Config, verbose: bool) -> anyhow::Result<LogAccess> {
+    let dir = crate::app::query_log_dir(cfg);
+    match QueryLog::open(&dir, cfg.query_log.clone()) {
+        Ok(log) => {
+            if verbose {
+                eprintln!("reading the query log directly from {}", dir.display());
+            }
+            Ok(LogAccess::Local(log))
+        }
+        Err(QueryLogError::Locked(_)) => {
+            let remote = Remote::find(&cfg.server.data_dir).context(
+                "the query log is held by a running server, but its API cannot be found",
+            )?;
+            if verbose {
+                eprintln!(
+                    "a running server holds the query log; asking it at {}",
+                    remote.base()
+                );
+            }
+            Ok(LogAccess::Remote(remote))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the query log in {}", dir.display())),
+    }
+}
+
+fn query_log(args: &QueryLogArgs) -> anyhow::Result<()> {
+    let cfg = load(&args.config)?;
+    let req = args.request();
+    // Bad input is reported before anything is opened.
+    let filter = req.filter(querylog::now_ms())?;
+    let format = req.format()?;
+    let stdout = std::io::stdout();
+    match open_log(&cfg, args.verbose)? {
+        LogAccess::Local(log) => {
+            let mut out = EntryWriter::new(format, stdout.lock());
+            let mut it = log.query(&filter);
+            for e in it.by_ref() {
+                out.write(&e?)?;
+            }
+            out.flush()?;
+            if !args.follow {
+                return Ok(());
+            }
+            let mut cursor = match filter.until_ms {
+                Some(_) => return Ok(()),
+                None => log.end_cursor()?,
+            };
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let mut it = log.query_after(cursor, &filter);
+                for e in it.by_ref() {
+                    out.write(&e?)?;
+                }
+                cursor = it.cursor();
+                out.flush()?;
+            }
+        }
+        LogAccess::Remote(remote) => runtime()?.block_on(async {
+            let mut out = stdout.lock();
+            if !args.follow {
+                return remote.copy_log(&req, &mut out).await;
+            }
+            let mut writer = EntryWriter::new(format, out);
+            let mut after: Option<String> = None;
+            let mut first = true;
+            loop {
+                let reply = if first {
+                    // Start with what the range already holds, then follow.
+                    let mut buf = Vec::new();
+                    let mut json = req.clone();
+                    json.format = Some("json".into());
+                    remote.copy_log(&json, &mut buf).await?;
+                    for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        writer.write(&serde_json::from_slice(line)?)?;
+                    }
+                    first = false;
+                    remote.follow(&req, None).await?
+                } else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    remote.follow(&req, after.as_deref()).await?
+                };
+                for e in &reply.entries {
+                    writer.write(e)?;
+                }
+                writer.flush()?;
+                after = Some(reply.cursor);
+            }
+        }),
+    }
+}
+
+fn stats(
+    req: &StatsRequest,
+    format: &str,
+    verbose: bool,
+    config: &Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    let (since, until, top) = req.resolve(querylog::now_ms())?;
+    let reply = match open_log(&cfg, verbose)? {
+        LogAccess::Local(log) => StatsReply {
+            stats: log.stats(since, until, top)?,
+            log_dropped: log.dropped(),
+            log_write_errors: log.write_errors(),
+            log_last_error: log.last_error(),
+        },
+        LogAccess::Remote(remote) => runtime()?.block_on(remote.stats(req))?,
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&reply)?)?,
+        "table" => print_stats(&mut out, &reply)?,
+        other => anyhow::bail!("unknown format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+fn print_stats(out: &mut impl Write, r: &StatsReply) -> std::io::Result<()> {
+    let s = &r.stats;
+    writeln!(
+        out,
+        "period        {} .. {}",
+        querylog::format_time(s.since_ms),
+        querylog::format_time(s.until_ms)
+    )?;
+    writeln!(out, "queries       {}", s.total)?;
+    writeln!(
+        out,
+        "blocked       {} ({:.1}%)",
+        s.blocked,
+        s.blocked_share * 100.0
+    )?;
+    writeln!(out, "allowlisted   {}", s.allowlisted)?;
+    writeln!(out, "from cache    {}", s.cached)?;
+    writeln!(out, "flagged       {}", s.flagged)?;
+    writeln!(out, "avg latency   {:.0} µs", s.avg_latency_us)?;
+    if r.log_dropped > 0 || r.log_write_errors > 0 {
+        writeln!(
+            out,
+            "log           {} dropped, {} write errors{}",
+            r.log_dropped,
+            r.log_write_errors,
+            r.log_last_error
+                .as_deref()
+                .map(|e| format!(" (last: {e})"))
+                .unwrap_or_default()
+        )?;
+    }
+    for (title, items) in [
+        ("top domains", &s.top_domains),
+        ("top blocked", &s.top_blocked),
+        ("top clients", &s.top_clients),
+    ] {
+        writeln!(out, "\n{title}")?;
+        for item in items.iter() {
+            writeln!(out, "  {:>8}  {}", item.count, item.key)?;
+        }
+    }
+    Ok(())
+}
