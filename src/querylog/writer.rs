@@ -441,7 +441,16 @@ impl Writer {
         if force || self.last_flush.elapsed() >= self.interval {
             self.last_flush = Instant::now();
             self.unflushed = false;
-            if let Err(e) = self.store.flush() {
+            let flush_started = Instant::now();
+            let flushed = self.store.flush();
+            let took = flush_started.elapsed();
+            if took > Duration::from_secs(1) {
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    "query log: slow disk flush"
+                );
+            }
+            if let Err(e) = flushed {
                 self.failed(&e);
                 return;
             }

@@ -93,6 +93,11 @@ impl Dnsguard {
         self.log.lock().unwrap().clone()
     }
 
+    /// A handle on the log that outlives the server (to read it after a kill).
+    pub fn log_handle(&self) -> Arc<Mutex<String>> {
+        self.log.clone()
+    }
+
     /// The config file the server was started with (rewrite it, then send SIGHUP).
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("dnsguard.toml")
