@@ -234,6 +234,10 @@ pub struct LocalConfig {
     pub hosts_files: Vec<PathBuf>,
     /// TTL of local answers (seconds).
     pub ttl: u32,
+    /// Answer NXDOMAIN to the DNS-bypass canaries (`use-application-dns.net`,
+    /// `mask.icloud.com`, `mask-h2.icloud.com`) for every client, so browsers keep
+    /// their lookups on dnsguard instead of their own encrypted DNS.
+    pub bypass_canaries: bool,
 }
 
 impl Default for LocalConfig {
@@ -242,6 +246,7 @@ impl Default for LocalConfig {
             records: Vec::new(),
             hosts_files: Vec::new(),
             ttl: 300,
+            bypass_canaries: true,
         }
     }
 }

@@ -16,11 +16,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::ListConfig;
 
-/// Lists compiled into the binary, by `builtin:` name.
-pub const BUILTIN: &[(&str, &str)] = &[(
-    "default",
-    include_str!("../blocklists/dnsguard-default.txt"),
-)];
+/// Lists compiled into the binary, by `builtin:` name (their sources are in `blocklists/`).
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "default",
+        include_str!("../blocklists/dnsguard-default.txt"),
+    ),
+    ("exfil", include_str!("../blocklists/exfil-endpoints.txt")),
+    (
+        "doh-resolvers",
+        include_str!("../blocklists/doh-resolvers.txt"),
+    ),
+];
+
+/// Names answered NXDOMAIN for every client whatever its group: the NXDOMAIN itself
+/// tells browsers and OSes not to route around local DNS (Firefox's DoH canary,
+/// iCloud Private Relay).
+pub const BYPASS_CANARIES: &str = include_str!("../blocklists/bypass-canaries.txt");
 
 /// `[list_updates]`: how URL lists are fetched.
 #[derive(Debug, Clone, Deserialize)]

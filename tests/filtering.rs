@@ -432,3 +432,65 @@ fn real_lists_load_with_invalid_counts_reported() {
         "{out}"
     );
 }
+
+#[test]
+fn bypass_canaries_and_builtin_exfil_lists() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(
+        &up,
+        "[[lists]]\nname = \"exfil\"\nsource = \"builtin:exfil\"\n\
+         [[lists]]\nname = \"doh\"\nsource = \"builtin:doh-resolvers\"\ngroups = [\"agents\"]\n\
+         [[groups]]\nname = \"agents\"\nclients = [\"127.0.0.4\"]\nallow = [\"||dns.google^\", \"||www.fwd.test^\"]\n\
+         [[groups]]\nname = \"locked\"\nclients = [\"127.0.0.5\"]\ndefault_deny = true\n",
+    );
+    // Canaries: NXDOMAIN for everyone, even a default-deny group with null blocking.
+    for client in ["127.0.0.1", "127.0.0.4", "127.0.0.5"] {
+        for name in [
+            "use-application-dns.net.",
+            "mask.icloud.com.",
+            "mask-h2.icloud.com.",
+        ] {
+            let r = ask_with(dg.addr, name, RecordType::A, &from(client));
+            assert_eq!(rcode(&r), ResponseCode::NXDomain, "{client} {name}");
+        }
+    }
+    // Every entry of the built-in exfiltration list blocks, for every group.
+    let exfil = include_str!("../blocklists/exfil-endpoints.txt");
+    let names: Vec<&str> = exfil
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(names.len() >= 20);
+    for name in &names {
+        let r = ask(dg.addr, &format!("c7f3a1.{name}."), RecordType::A);
+        assert_eq!(addrs(&r), vec!["0.0.0.0"], "{name}");
+    }
+    // DoH resolver names: blocked for the agents group only; its own allow entry wins.
+    let doh = include_str!("../blocklists/doh-resolvers.txt");
+    for name in doh
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let r = ask_with(
+            dg.addr,
+            &format!("{name}."),
+            RecordType::A,
+            &from("127.0.0.4"),
+        );
+        let expect_blocked = name != "dns.google";
+        assert_eq!(
+            addrs(&r) == ["0.0.0.0"],
+            expect_blocked,
+            "{name}: {:?}",
+            addrs(&r)
+        );
+    }
+    assert_eq!(
+        up.queries_for("dns.google."),
+        1,
+        "allowed for agents, resolved upstream"
+    );
+    assert_eq!(up.queries_for("cloudflare-dns.com."), 0);
+}

@@ -6,8 +6,10 @@
 //! Order and why:
 //! 1. access control: clients outside the configured networks get REFUSED, before
 //!    any work is done for them (no open resolver);
-//! 2. filter: the client's group and its lists decide block / allow / pass; a
-//!    block is answered here, so blocked names never reach an upstream;
+//! 2. bypass canaries (`use-application-dns.net`, iCloud Private Relay) get NXDOMAIN
+//!    for everyone, before any group's block mode could turn it into an address;
+//!    then the filter: the client's group and its lists decide block / allow /
+//!    pass; a block is answered here, so blocked names never reach an upstream;
 //! 3. detect: every query that is not blocked is scored for DNS tunnelling (the
 //!    per-domain window must see all of a domain's traffic); the group's tunnel
 //!    action may refuse it;
@@ -219,6 +221,9 @@ impl Pipeline {
                 None,
                 None,
             );
+        }
+        if let Some(answer) = self.local.canary(&q.name) {
+            return reply(answer, Source::Local, None, None);
         }
         let filter = &policy.filter;
         let client = q.client.ip();

@@ -82,6 +82,7 @@ impl FromStr for LocalRecord {
 #[derive(Debug, Default)]
 pub struct LocalRecords {
     by_name: HashMap<LowerName, Vec<Record>>,
+    nxdomain: Vec<LowerName>,
 }
 
 impl LocalRecords {
@@ -95,7 +96,27 @@ impl LocalRecords {
         for path in &cfg.hosts_files {
             me.add_hosts_file(path, cfg.ttl)?;
         }
+        if cfg.bypass_canaries {
+            for line in crate::lists::BYPASS_CANARIES.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let name = crate::dns::parse_name(line).map_err(LocalError::Record)?;
+                me.nxdomain.push(LowerName::new(&name));
+            }
+        }
         Ok(me)
+    }
+
+    /// NXDOMAIN for a bypass canary (the name or anything below it), else `None`.
+    /// Runs before the filter: a group's block mode must not turn the signal into
+    /// a null address.
+    pub fn canary(&self, name: &LowerName) -> Option<Answer> {
+        self.nxdomain
+            .iter()
+            .any(|c| c.zone_of(name))
+            .then(|| Answer::empty(ResponseCode::NXDomain))
     }
 
     fn add_hosts_file(&mut self, path: &Path, ttl: u32) -> Result<(), LocalError> {
