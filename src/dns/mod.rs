@@ -35,15 +35,21 @@ impl Question {
         self.query.query_type()
     }
 
-    /// The name in the form the filter and detector use: ASCII, lower case, no
-    /// trailing dot (the root is the empty string).
+    /// The query name as [`name_text`] gives it.
     pub fn name_text(&self) -> String {
-        let mut s = self.name.to_ascii();
-        if s.ends_with('.') {
-            s.pop();
-        }
-        s
+        name_text(&self.name)
     }
+}
+
+/// A name in the form the filter, detector and query log use: ASCII, lower case,
+/// no trailing dot (the root is the empty string), odd bytes escaped as `\DDD`.
+pub fn name_text(name: &Name) -> String {
+    let mut s = name.to_ascii();
+    s.make_ascii_lowercase();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
 }
 
 /// Parses a domain name from config or a list, making it fully qualified.

@@ -277,11 +277,7 @@ impl Pipeline {
         // unless the query name itself was explicitly allowed.
         if verdict.action != Action::Allow {
             for target in answer.cname_targets() {
-                let mut target = target.to_ascii().to_ascii_lowercase();
-                if target.ends_with('.') {
-                    target.pop();
-                }
-                let cloaked = filter.check(client, &target, qtype);
+                let cloaked = filter.check(client, &super::name_text(target), qtype);
                 if let Action::Block(_) = cloaked.action {
                     let (mode, ttl) = filter.group_block(cloaked.group);
                     let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
