@@ -32,13 +32,13 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         lists: lists.clone(),
         pipeline: pipeline.clone(),
     });
-    live.publish_list_metrics();
     // The API first: once DNS is announced as listening, everything is up.
     let web = if cfg.web.enabled {
         Some(crate::web::start(&cfg.web, &cfg.server.data_dir, live.clone()).await?)
     } else {
         None
     };
+    live.publish_list_metrics();
     let server = DnsServer::start(
         &cfg.server.listen,
         Duration::from_secs(cfg.server.tcp_idle_timeout_secs),

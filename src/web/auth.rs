@@ -265,12 +265,10 @@ pub async fn login(
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
-    // A login posted from another site (login CSRF) carries a foreign Origin.
-    if let (Some(origin), Some(host)) = (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) && origin.split_once("://").map(|(_, h)| h) != Some(host)
-    {
+    // A login posted from another site (login CSRF): browsers say so in
+    // Sec-Fetch-Site, older ones with a foreign Origin ("null" is what a page
+    // with `Referrer-Policy: no-referrer` sends for itself).
+    if cross_site(&headers) {
         return (StatusCode::FORBIDDEN, "cross-site login refused\n").into_response();
     }
     if !st.auth.allow_login(peer.ip()) {
@@ -300,6 +298,23 @@ pub async fn login(
         [(header::SET_COOKIE, cookie), (header::LOCATION, "/".into())],
     )
         .into_response()
+}
+
+/// Whether a request says it comes from another site.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let get = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = get("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (get(header::ORIGIN.as_str()), get(header::HOST.as_str())) {
+        (Some("null"), _) | (None, _) => false,
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(_), None) => true,
+    }
 }
 
 /// `POST /api/v1/logout`: ends the session and clears the cookie.
