@@ -614,6 +614,30 @@ fn changes_are_validated_applied_live_and_persisted() {
         "{}",
         log.body
     );
+    // The live tail takes the same filters (typed ones included).
+    let f = s.call(
+        &base,
+        "GET",
+        "/api/v1/querylog/follow?blocked=true&domain=ads",
+        None,
+    );
+    assert_eq!(f.status, 200, "{}", f.body);
+    let cursor = f.json()["cursor"].as_str().unwrap().to_owned();
+    assert_eq!(
+        rcode(&ask(dg.addr, "y.ads.fwd.test.", RecordType::A)),
+        ResponseCode::NXDomain
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = format!("/api/v1/querylog/follow?blocked=true&domain=ads&after={cursor}");
+        let f = s.call(&base, "GET", &path, None).json();
+        if let Some(e) = f["entries"].as_array().and_then(|a| a.first()) {
+            assert_eq!(e["name"], "y.ads.fwd.test");
+            break;
+        }
+        assert!(Instant::now() < deadline, "followed entry never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let alerts = s.call(&base, "GET", "/api/v1/alerts?since=1h", None).json();
     assert_eq!(alerts["total"], stats["flagged"], "{alerts}");
     assert_eq!(

@@ -147,8 +147,10 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     d.wait_for("narrow layout", |d| {
         (d.js("return document.documentElement.clientWidth").as_u64() <= Some(400)).then_some(())
     });
-    d.js("window.dispatchEvent(new Event('resize'))");
-    wait_text(&mut d, "#stat-total", "7");
+    d.wait_for("chart redrawn to the phone's width", |d| {
+        let w = d.js("return Number(document.getElementById('chart').dataset.width)");
+        (w.as_f64().is_some_and(|w| w > 200.0 && w < 400.0)).then_some(())
+    });
     let overflow =
         d.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth");
     assert!(

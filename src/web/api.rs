@@ -132,14 +132,14 @@ impl Drop for ChannelWriter {
     }
 }
 
-/// Parameters of `/api/v1/querylog/follow`: the filters plus where to continue.
+/// Where `/api/v1/querylog/follow` continues; the filters are a [`LogRequest`]
+/// in the same query string (two extractors rather than `#[serde(flatten)]`,
+/// which breaks typed fields such as `blocked=true` in query strings).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct FollowRequest {
     /// Cursor from the previous answer; none = start at the end of the log.
     after: Option<String>,
-    #[serde(flatten)]
-    filter: LogRequest,
 }
 
 /// Entries newer than a cursor, for `query-log --follow` and the live tail.
@@ -151,8 +151,12 @@ pub struct FollowReply {
     pub entries: Vec<Entry>,
 }
 
-async fn follow(State(st): State<AppState>, Query(req): Query<FollowRequest>) -> Response {
-    let mut filter = match req.filter.filter(querylog::now_ms()) {
+async fn follow(
+    State(st): State<AppState>,
+    Query(req): Query<FollowRequest>,
+    Query(log_req): Query<LogRequest>,
+) -> Response {
+    let mut filter = match log_req.filter(querylog::now_ms()) {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };

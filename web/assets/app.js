@@ -97,9 +97,13 @@ applyTheme(localStorage.getItem('dnsguard-theme'));
 
 let period = '24h';
 
+let lastSeries = null;
 function drawChart(series) {
+  lastSeries = series;
   const svg = clear($('#chart'));
-  const W = svg.clientWidth || 800, H = svg.clientHeight || 240;
+  const wrap = $('#chart-wrap');
+  const W = wrap.clientWidth || 800, H = wrap.clientHeight || 240;
+  svg.dataset.width = W;
   svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
   const pts = series.points;
   const left = 40, right = 8, top = 10, bottom = 22;
@@ -493,8 +497,7 @@ async function init() {
       toast(r.restart_required.length ? 'Saved; applies after restart: ' + r.restart_required.join(', ') : 'Saved and applied');
     } catch (e) { toast(e.message, true); }
   });
-  let resize = null;
-  addEventListener('resize', () => { clearTimeout(resize); resize = setTimeout(() => { if (!$('#page-overview').hidden) loadOverview(); }, 200); });
+  new ResizeObserver(() => { if (lastSeries && !$('#page-overview').hidden) drawChart(lastSeries); }).observe($('#chart-wrap'));
   setInterval(() => { if (!$('#page-overview').hidden && !document.hidden) loadOverview().catch(() => {}); }, 30000);
   addEventListener('hashchange', route);
   route();
