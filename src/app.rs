@@ -28,9 +28,10 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let cfg_shared = Arc::new(parking_lot::Mutex::new(cfg.clone()));
     let live = Arc::new(Live {
         config_path,
-        config: cfg_shared.clone(),
+        config: cfg_shared,
         lists: lists.clone(),
         pipeline: pipeline.clone(),
+        apply_lock: tokio::sync::Mutex::new(()),
     });
     // The API first: once DNS is announced as listening, everything is up.
     let web = if cfg.web.enabled {
@@ -49,11 +50,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(maintain_cache(pipeline.clone()));
-    tasks.spawn(update_lists_periodically(
-        cfg_shared,
-        lists.clone(),
-        pipeline.clone(),
-    ));
+    tasks.spawn(update_lists_periodically(live.clone()));
     tasks.spawn(reload_on_sighup(hup, live.clone()));
 
     shutdown_signal(term).await;
@@ -147,23 +144,19 @@ pub async fn update_all(cfg: &Config, lists: &Lists) -> bool {
     changed
 }
 
-async fn update_lists_periodically(
-    cfg: Arc<parking_lot::Mutex<Config>>,
-    lists: Arc<Lists>,
-    pipeline: Arc<Pipeline>,
-) {
+async fn update_lists_periodically(live: Arc<Live>) {
     loop {
-        let current = cfg.lock().clone();
+        let current = live.config.lock().clone();
         let has_urls = current
             .lists
             .iter()
             .any(|l| l.enabled && matches!(Source::of(&l.source), Source::Url(_)));
-        if has_urls && update_all(&current, &lists).await {
-            match compile_filter(&current, &lists).await {
-                Ok(f) => pipeline.set_policy(Policy::new(f, &current)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot compile the updated lists; keeping the old filter")
-                }
+        // Recompile from the configuration in force then (the dashboard may have
+        // changed it during the download), through the one reload path.
+        if has_urls && update_all(&current, &live.lists).await {
+            let latest = live.config.lock().clone();
+            if let Err(e) = live.apply(latest).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot compile the updated lists; keeping the old filter")
             }
         }
         let hours = current.list_updates.interval_hours;
@@ -186,6 +179,8 @@ pub struct Live {
     pub lists: Arc<Lists>,
     /// The DNS pipeline whose policy gets swapped.
     pub pipeline: Arc<Pipeline>,
+    /// Orders compile-and-swap runs so an older configuration never replaces a newer one.
+    pub apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl Live {
@@ -202,6 +197,7 @@ impl Live {
 
     /// Compiles `new` and makes it the configuration in force.
     pub async fn apply(&self, new: Config) -> anyhow::Result<()> {
+        let _in_order = self.apply_lock.lock().await;
         let filter = compile_filter(&new, &self.lists).await?;
         let policy = Policy::new(filter, &new);
         self.pipeline.set_policy(policy);
