@@ -576,12 +576,20 @@ fn changes_are_validated_applied_live_and_persisted() {
         "still running"
     );
 
+    // A tunnel-shaped name (base32 payload labels) for the alerts.
+    let _ = ask(
+        dg.addr,
+        "mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwe.gezdgnbvgy3tqojqgezdgnbvgy3tqojq.t.fwd.test.",
+        RecordType::TXT,
+    );
+
     // SIGHUP reloads the same file the dashboard wrote.
     dg.signal(libc::SIGHUP);
 
     // Query log, time series and alerts agree with the queries sent.
     let token = dash::token(&dg);
-    let stats = wait_logged(&base, &token, 8);
+    let stats = wait_logged(&base, &token, 9);
+    assert_eq!(stats["flagged"], 1, "{stats}");
     let series = s
         .call(&base, "GET", "/api/v1/timeseries?since=1h&bucket=5", None)
         .json();
@@ -639,7 +647,20 @@ fn changes_are_validated_applied_live_and_persisted() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let alerts = s.call(&base, "GET", "/api/v1/alerts?since=1h", None).json();
-    assert_eq!(alerts["total"], stats["flagged"], "{alerts}");
+    assert_eq!(alerts["total"], 1, "{alerts}");
+    assert_eq!(alerts["domains"][0]["key"], "fwd.test", "{alerts}");
+    assert_eq!(alerts["clients"][0]["key"], "127.0.0.1", "{alerts}");
+    assert!(
+        !alerts["domains"][0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{alerts}"
+    );
+    assert!(
+        alerts["recent"][0]["tunnel_score"].as_f64().unwrap() > 0.0,
+        "{alerts}"
+    );
     assert_eq!(
         s.call(&base, "GET", "/api/v1/alerts?since=soon", None)
             .status,

@@ -45,8 +45,7 @@ fn save(d: &mut Driver, name: &str) {
 /// Text of the element `css` once it equals `want`.
 fn wait_text(d: &mut Driver, css: &str, want: &str) {
     d.wait_for(&format!("{css} = {want:?}"), |d| {
-        let el = d.find_all(css).into_iter().next()?;
-        (d.text(&el) == want).then_some(())
+        (d.text_of(css)?.trim() == want).then_some(())
     });
 }
 
@@ -128,8 +127,9 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     // The top lists (hourly aggregates, persisted within about a second).
     d.wait_for("top blocked", |d| {
         d.js("document.querySelector('#period button.on').click()");
-        let el = d.find_all("#top-blocked li").into_iter().next()?;
-        d.text(&el).contains("x.ads.fwd.test").then_some(())
+        d.text_of("#top-blocked li")?
+            .contains("x.ads.fwd.test")
+            .then_some(())
     });
     save(&mut d, "overview.png");
 
@@ -206,6 +206,35 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     let text = std::fs::read_to_string(dg.config_path()).unwrap();
     assert!(text.contains("allow = [\"x.ads.fwd.test\"]"), "{text}");
 
+    // A tunnel-shaped query shows on the alerts page with its reasons.
+    let _ = ask(
+        dg.addr,
+        "mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwe.gezdgnbvgy3tqojqgezdgnbvgy3tqojq.t.fwd.test.",
+        RecordType::TXT,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(
+        "GET",
+        &base,
+        "/api/v1/stats?since=1h",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .json()["flagged"]
+        != 1
+    {
+        assert!(Instant::now() < deadline, "flag not logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.goto(&format!("{base}/#/alerts"));
+    wait_text(&mut d, "#alerts-total", "1");
+    d.wait_for("alert row", |d| {
+        d.text_of("#alerts-domains .alert-row")?
+            .contains("fwd.test")
+            .then_some(())
+    });
+    save(&mut d, "alerts.png");
+
     // Other pages render with data.
     d.goto(&format!("{base}/#/groups"));
     d.wait_for("group card", |d| {
@@ -219,4 +248,12 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     d.type_text(&n, "y.ads.fwd.test\n");
     wait_text(&mut d, "#check-verdict", "Blocked");
     save(&mut d, "check.png");
+    d.goto(&format!("{base}/#/settings"));
+    d.wait_for("settings", |d| {
+        (d.js("return document.getElementById('set-upstreams').value") != "").then_some(())
+    });
+    save(&mut d, "settings.png");
+    d.goto(&format!("{base}/#/lists"));
+    d.find(".empty-note");
+    save(&mut d, "lists.png");
 }

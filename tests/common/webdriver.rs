@@ -211,6 +211,16 @@ impl Driver {
             .to_owned()
     }
 
+    /// The rendered text of the first element matching `css`, read in one script
+    /// call (no element handle that a re-render could make stale).
+    pub fn text_of(&mut self, css: &str) -> Option<String> {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.innerText : null;",
+            serde_json::to_string(css).unwrap()
+        );
+        self.js(&script).as_str().map(str::to_owned)
+    }
+
     /// Runs a script in the page and returns its value.
     pub fn js(&mut self, script: &str) -> Value {
         self.cmd(
