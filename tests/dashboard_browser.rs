@@ -247,6 +247,11 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     let n = d.find("#check-name");
     d.type_text(&n, "y.ads.fwd.test\n");
     wait_text(&mut d, "#check-verdict", "Blocked");
+    let verdict = d.text_of("#check-result").unwrap_or_default();
+    assert!(
+        verdict.contains("||ads.fwd.test^") && !verdict.contains("null"),
+        "{verdict}"
+    );
     save(&mut d, "check.png");
     d.goto(&format!("{base}/#/settings"));
     d.wait_for("settings", |d| {

@@ -289,9 +289,10 @@ function alertRows(el, items, what) {
   clear(el);
   if (!items.length) { el.append(h('div', { class: 'empty-note' }, 'No flags — nothing looks like a tunnel.')); return; }
   for (const a of items.slice(0, 20)) {
-    const m = h('i'); m.style.width = Math.min(100, a.max_score * 100) + '%';
+    // Scores are in units of the flag threshold (1 = flagged); 5 or more fills the meter.
+    const m = h('i'); m.style.width = Math.min(100, a.max_score * 20) + '%';
     el.append(h('div', { class: 'alert-row' },
-      h('div', { class: 'row' }, h('b', {}, a.key), h('span', { class: 'muted' }, `${a.count} flags · score ${a.max_score.toFixed(2)} · ${timeOf(a.last_ms, true)}`)),
+      h('div', { class: 'row' }, h('b', {}, a.key), h('span', { class: 'muted' }, `${a.count} ${a.count === 1 ? 'flag' : 'flags'} · score ${a.max_score.toFixed(2)} · ${timeOf(a.last_ms, true)}`)),
       h('div', { class: 'meter' }, m),
       h('div', { class: 'reasons' }, a.reasons.join(' · ')),
       h('div', { class: 'reasons' }, what + ': ' + a.clients_or_domains.join(', '))));
@@ -402,11 +403,11 @@ async function runCheck(name) {
   const box = clear($('#check-result'));
   box.hidden = false;
   const label = { pass: 'Resolves (no rule)', allowed: 'Allowed', blocked: 'Blocked', 'not-allowlisted': 'Blocked (not on the allowlist)' }[r.action];
-  box.append(h('div', { class: 'big ' + r.action, id: 'check-verdict' }, label),
+  box.append(...[h('div', { class: 'big ' + r.action, id: 'check-verdict' }, label),
     h('div', {}, 'Group ', h('b', {}, r.group), ' · client ', r.client),
     r.source ? h('div', {}, 'Rule from ', h('b', {}, r.source), r.line ? ' line ' + r.line : '', r.rule ? ': ' : '', r.rule ? h('code', {}, r.rule) : null) : null,
     r.note ? h('div', { class: 'muted' }, r.note) : null,
-    h('div', { class: 'muted small' }, h('code', {}, r.text)));
+    h('div', { class: 'muted small' }, h('code', {}, r.text))].filter(Boolean));
 }
 
 // ---------------------------------------------------------------- settings
