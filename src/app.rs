@@ -2,7 +2,7 @@
 //! listeners and background tasks (list updates, cache maintenance), reloads lists
 //! on SIGHUP, and shuts everything down on SIGTERM/SIGINT.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +25,21 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log(&cfg)?);
     let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
+    let cfg_shared = Arc::new(parking_lot::Mutex::new(cfg.clone()));
+    let live = Arc::new(Live {
+        config_path,
+        config: cfg_shared,
+        lists: lists.clone(),
+        pipeline: pipeline.clone(),
+        apply_lock: tokio::sync::Mutex::new(()),
+    });
     // The API first: once DNS is announced as listening, everything is up.
     let web = if cfg.web.enabled {
-        Some(crate::web::start(&cfg.web, &cfg.server.data_dir, pipeline.clone()).await?)
+        Some(crate::web::start(&cfg.web, &cfg.server.data_dir, live.clone()).await?)
     } else {
         None
     };
+    live.publish_list_metrics();
     let server = DnsServer::start(
         &cfg.server.listen,
         Duration::from_secs(cfg.server.tcp_idle_timeout_secs),
@@ -39,21 +48,10 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");
     let endpoint_file = crate::web::endpoint_path(&cfg.server.data_dir);
 
-    let cfg = Arc::new(parking_lot::Mutex::new(cfg));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(maintain_cache(pipeline.clone()));
-    tasks.spawn(update_lists_periodically(
-        cfg.clone(),
-        lists.clone(),
-        pipeline.clone(),
-    ));
-    tasks.spawn(reload_on_sighup(
-        hup,
-        config_path,
-        cfg,
-        lists,
-        pipeline.clone(),
-    ));
+    tasks.spawn(update_lists_periodically(live.clone()));
+    tasks.spawn(reload_on_sighup(hup, live.clone()));
 
     shutdown_signal(term).await;
     tracing::info!("shutting down");
@@ -64,6 +62,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     }
     server.shutdown().await;
     drop(pipeline);
+    drop(live);
     // The last batch of the query log reaches the disk before we exit.
     tokio::task::spawn_blocking(move || log.shutdown()).await?;
     Ok(())
@@ -145,23 +144,19 @@ pub async fn update_all(cfg: &Config, lists: &Lists) -> bool {
     changed
 }
 
-async fn update_lists_periodically(
-    cfg: Arc<parking_lot::Mutex<Config>>,
-    lists: Arc<Lists>,
-    pipeline: Arc<Pipeline>,
-) {
+async fn update_lists_periodically(live: Arc<Live>) {
     loop {
-        let current = cfg.lock().clone();
+        let current = live.config.lock().clone();
         let has_urls = current
             .lists
             .iter()
             .any(|l| l.enabled && matches!(Source::of(&l.source), Source::Url(_)));
-        if has_urls && update_all(&current, &lists).await {
-            match compile_filter(&current, &lists).await {
-                Ok(f) => pipeline.set_policy(Policy::new(f, &current)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot compile the updated lists; keeping the old filter")
-                }
+        // Recompile from the configuration in force then (the dashboard may have
+        // changed it during the download), through the one reload path.
+        if has_urls && update_all(&current, &live.lists).await {
+            let latest = live.config.lock().clone();
+            if let Err(e) = live.apply(latest).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot compile the updated lists; keeping the old filter")
             }
         }
         let hours = current.list_updates.interval_hours;
@@ -172,39 +167,66 @@ async fn update_lists_periodically(
     }
 }
 
-async fn reload_on_sighup(
-    mut hup: tokio::signal::unix::Signal,
-    path: Option<PathBuf>,
-    cfg: Arc<parking_lot::Mutex<Config>>,
-    lists: Arc<Lists>,
-    pipeline: Arc<Pipeline>,
-) {
+/// What a running server can change live: the configuration (and where it is
+/// stored), the list store and the pipeline. SIGHUP and the dashboard both apply
+/// changes through [`Live::reload`], so they behave the same.
+pub struct Live {
+    /// The configuration file (`None` when running on the embedded default).
+    pub config_path: Option<PathBuf>,
+    /// The configuration in force.
+    pub config: Arc<parking_lot::Mutex<Config>>,
+    /// List texts and downloads.
+    pub lists: Arc<Lists>,
+    /// The DNS pipeline whose policy gets swapped.
+    pub pipeline: Arc<Pipeline>,
+    /// Orders compile-and-swap runs so an older configuration never replaces a newer one.
+    pub apply_lock: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// Re-reads the configuration file (or keeps the current configuration when
+    /// there is none), recompiles the filter and swaps the new policy in; queries
+    /// in flight finish with the old one. On error nothing changes.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let new = match self.config_path.as_deref() {
+            Some(p) => Config::load(p)?,
+            None => self.config.lock().clone(),
+        };
+        self.apply(new).await
+    }
+
+    /// Compiles `new` and makes it the configuration in force.
+    pub async fn apply(&self, new: Config) -> anyhow::Result<()> {
+        let _in_order = self.apply_lock.lock().await;
+        let filter = compile_filter(&new, &self.lists).await?;
+        let policy = Policy::new(filter, &new);
+        self.pipeline.set_policy(policy);
+        *self.config.lock() = new;
+        self.publish_list_metrics();
+        Ok(())
+    }
+
+    /// Sets the per-list size gauges of `/metrics` from the policy in force.
+    pub fn publish_list_metrics(&self) {
+        let policy = self.pipeline.policy();
+        for s in policy.filter.list_stats() {
+            metrics::gauge!("dnsguard_list_entries", "list" => s.name.clone())
+                .set(s.entries as f64);
+            metrics::gauge!("dnsguard_list_invalid_lines", "list" => s.name.clone())
+                .set(s.invalid as f64);
+        }
+    }
+}
+
+async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, live: Arc<Live>) {
     while hup.recv().await.is_some() {
-        match reload(path.as_deref(), &cfg, &lists).await {
-            Ok(policy) => {
-                pipeline.set_policy(policy);
-                tracing::info!("reloaded lists and groups");
-            }
+        match live.reload().await {
+            Ok(()) => tracing::info!("reloaded lists and groups"),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration")
             }
         }
     }
-}
-
-async fn reload(
-    path: Option<&Path>,
-    cfg: &parking_lot::Mutex<Config>,
-    lists: &Arc<Lists>,
-) -> anyhow::Result<Policy> {
-    let new = match path {
-        Some(p) => Config::load(p)?,
-        None => cfg.lock().clone(),
-    };
-    let filter = compile_filter(&new, lists).await?;
-    let policy = Policy::new(filter, &new);
-    *cfg.lock() = new;
-    Ok(policy)
 }
 
 async fn maintain_cache(pipeline: Arc<Pipeline>) {

@@ -76,6 +76,14 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Set the dashboard password (read from stdin, or prompted for on a terminal);
+    /// stores an argon2id hash in `DATA_DIR/web-password` (mode 0600). A running
+    /// server uses it at the next login.
+    SetPassword {
+        /// Configuration file whose `server.data_dir` to use (default: the embedded one).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Work with configuration files.
     Config {
         /// What to do with the configuration.

@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             Ok(())
         }
+        Command::SetPassword { config } => set_password(&config),
         Command::Config { action } => match action {
             ConfigAction::Check { file } => {
                 Config::load(&file)?;
@@ -105,6 +106,55 @@ fn check(
         .collect();
     println!("{name}: {}", filter.explain(&verdict, &refs));
     Ok(())
+}
+
+fn set_password(config: &Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    let password = if is_terminal() {
+        let first = prompt_hidden("New dashboard password: ")?;
+        let second = prompt_hidden("Again: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    crate::web::auth::set_password(&cfg.server.data_dir, &password)?;
+    println!(
+        "password stored in {}",
+        crate::web::auth::password_path(&cfg.server.data_dir).display()
+    );
+    Ok(())
+}
+
+fn is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
+}
+
+/// Reads a line from the terminal with echo off.
+fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    // SAFETY: termios is plain data; tcgetattr fills it for fd 0, which is a terminal.
+    let mut old: libc::termios = unsafe { std::mem::zeroed() };
+    let have = unsafe { libc::tcgetattr(0, &mut old) } == 0;
+    if have {
+        let mut quiet = old;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: setting attributes of fd 0 from a valid termios.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if have {
+        // SAFETY: restores the attributes read above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &old) };
+    }
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn lists_update(config: &Option<PathBuf>) -> anyhow::Result<()> {

@@ -73,7 +73,7 @@ pub use format::{EntryWriter, OutputFormat, write_entries};
 pub use parse::{format_time, parse_duration, parse_since, parse_time};
 pub use query::{Cursor, DomainPattern, EntryIter, Filter, Order, VerdictFilter};
 pub use request::{LogRequest, StatsRequest};
-pub use stats::{Stats, TopItem};
+pub use stats::{MAX_SERIES_POINTS, SeriesPoint, Stats, TopItem};
 pub use store::{SledStore, Store, StoreError};
 
 use codec::{FORMAT_VERSION, KEY_VERSION, PREFIX_ENTRY};
@@ -374,6 +374,20 @@ impl QueryLog {
         match &self.store {
             Some(s) => stats::compute(&**s, since_ms, until_ms, top_n),
             None => stats::compute(&NullStore, since_ms, until_ms, top_n),
+        }
+    }
+
+    /// Query counts of `[since_ms, until_ms)` in buckets of `bucket_minutes`,
+    /// from the per-minute aggregates (for the dashboard's chart).
+    pub fn series(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        bucket_minutes: u64,
+    ) -> Result<Vec<SeriesPoint>, QueryLogError> {
+        match &self.store {
+            Some(s) => stats::series(&**s, since_ms, until_ms, bucket_minutes),
+            None => stats::series(&NullStore, since_ms, until_ms, bucket_minutes),
         }
     }
 

@@ -986,3 +986,27 @@ fn real_disk_write_errors_recover() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn series_buckets_minute_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = base() - base() % (5 * 60_000);
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    // 3 queries in minute 0, 2 (one blocked) in minute 6, none after.
+    for ms in [0, 1_000, 59_000] {
+        log.record(entry(t + ms, "10.0.0.1", "a.com"));
+    }
+    let mut b = entry(t + 6 * 60_000, "10.0.0.1", "ads.com");
+    b.verdict = Verdict::Blocked;
+    log.record(b);
+    log.record(entry(t + 6 * 60_000 + 5, "10.0.0.1", "a.com"));
+    log.flush().unwrap();
+    let s = log.series(t, t + 15 * 60_000, 5).unwrap();
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[0].start_ms, t);
+    assert_eq!((s[0].total, s[0].blocked), (3, 0));
+    assert_eq!((s[1].total, s[1].blocked, s[1].allowed), (2, 1, 1));
+    assert_eq!(s[2].total, 0);
+    assert!(log.series(t, t + 100_000 * 60_000, 1).is_err());
+    assert!(log.series(t, t, 1).unwrap().is_empty());
+}

@@ -203,7 +203,11 @@ impl Writer {
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if deadline.is_some() || !self.dirty.is_empty() || self.unflushed {
+                    // Top lists persist at most every TOP_PERSIST_EVERY; when traffic
+                    // stops, the idle tick writes the last changes.
+                    let tops_due = self.last_top_persist.elapsed() >= TOP_PERSIST_EVERY
+                        && self.hours.values().any(|t| t.dirty);
+                    if deadline.is_some() || !self.dirty.is_empty() || self.unflushed || tops_due {
                         self.commit(&mut batch, false);
                     }
                     deadline = None;

@@ -4,45 +4,60 @@ use std::io::Write;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::{AppState, auth, manage, metrics, pages};
 use crate::querylog::{self, Cursor, Entry, LogRequest, Order, OutputFormat, Stats, StatsRequest};
 
-/// The API routes; everything but `/api/v1/health` needs the token.
+/// Every route: pages, `/api/v1` (shared by the dashboard and the CLI) and
+/// `/metrics`. One gate ([`auth::require_auth`]) guards them all; only the login
+/// page, its assets and `/api/v1/health` are public. Every response gets the
+/// security headers.
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
+    use axum::routing::{post, put};
+    Router::new()
+        .route("/api/v1/health", get(|| async { "ok\n" }))
+        .route("/login", get(pages::login).post(auth::login))
+        .route("/api/v1/logout", post(auth::logout))
+        .route("/api/v1/session", get(auth::session))
         .route("/api/v1/querylog", get(query_log))
         .route("/api/v1/querylog/follow", get(follow))
         .route("/api/v1/stats", get(stats))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/api/v1/health", get(|| async { "ok\n" }))
-        .merge(protected)
+        .route("/api/v1/timeseries", get(manage::timeseries))
+        .route("/api/v1/alerts", get(manage::alerts))
+        .route("/api/v1/check", get(manage::check))
+        .route("/api/v1/lists", get(manage::lists).post(manage::add_list))
+        .route("/api/v1/lists/update", post(manage::update_lists))
+        .route(
+            "/api/v1/lists/{name}",
+            axum::routing::delete(manage::remove_list),
+        )
+        .route("/api/v1/groups", get(manage::groups))
+        .route(
+            "/api/v1/groups/{name}",
+            put(manage::put_group).delete(manage::remove_group),
+        )
+        .route(
+            "/api/v1/groups/{name}/rules",
+            post(manage::add_rule).delete(manage::remove_rule),
+        )
+        .route(
+            "/api/v1/settings",
+            get(manage::settings).put(manage::put_settings),
+        )
+        .route("/metrics", get(metrics::metrics))
+        .fallback(get(pages::asset))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ))
+        .layer(middleware::from_fn(pages::security_headers))
         .with_state(state)
-}
-
-async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), st.token.as_bytes()) {
-        next.run(req).await
-    } else {
-        (StatusCode::UNAUTHORIZED, "missing or wrong API token\n").into_response()
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Response {
@@ -57,7 +72,7 @@ async fn query_log(State(st): State<AppState>, Query(req): Query<LogRequest>) ->
         (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let log = st.pipeline.log().clone();
+    let log = st.pipeline().log().clone();
     tokio::task::spawn_blocking(move || {
         let out = ChannelWriter {
             tx,
@@ -117,14 +132,14 @@ impl Drop for ChannelWriter {
     }
 }
 
-/// Parameters of `/api/v1/querylog/follow`: the filters plus where to continue.
+/// Where `/api/v1/querylog/follow` continues; the filters are a [`LogRequest`]
+/// in the same query string (two extractors rather than `#[serde(flatten)]`,
+/// which breaks typed fields such as `blocked=true` in query strings).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct FollowRequest {
     /// Cursor from the previous answer; none = start at the end of the log.
     after: Option<String>,
-    #[serde(flatten)]
-    filter: LogRequest,
 }
 
 /// Entries newer than a cursor, for `query-log --follow` and the live tail.
@@ -136,14 +151,18 @@ pub struct FollowReply {
     pub entries: Vec<Entry>,
 }
 
-async fn follow(State(st): State<AppState>, Query(req): Query<FollowRequest>) -> Response {
-    let mut filter = match req.filter.filter(querylog::now_ms()) {
+async fn follow(
+    State(st): State<AppState>,
+    Query(req): Query<FollowRequest>,
+    Query(log_req): Query<LogRequest>,
+) -> Response {
+    let mut filter = match log_req.filter(querylog::now_ms()) {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
     filter.order = Order::OldestFirst;
     filter.limit = Some(filter.limit.unwrap_or(1000).min(1000));
-    let log = st.pipeline.log().clone();
+    let log = st.pipeline().log().clone();
     let after = match req.after.as_deref().map(str::parse::<Cursor>).transpose() {
         Ok(c) => c,
         Err(e) => return bad_request(e),
@@ -191,7 +210,7 @@ async fn stats(State(st): State<AppState>, Query(req): Query<StatsRequest>) -> R
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
-    let log = st.pipeline.log().clone();
+    let log = st.pipeline().log().clone();
     let result = tokio::task::spawn_blocking(move || {
         log.stats(since, until, top).map(|stats| StatsReply {
             stats,

@@ -1,13 +1,27 @@
-//! The HTTP side: a JSON API under `/api/v1` that the CLI (and the dashboard) use,
-//! on `[web] listen` (127.0.0.1:8080 by default).
+//! The HTTP side on `[web] listen` (127.0.0.1:8080 by default): the dashboard's
+//! pages (embedded from `web/`), a JSON API under `/api/v1` that the pages and the
+//! CLI both use, and `/metrics` for Prometheus.
 //!
-//! Every route but `/api/v1/health` needs the API token (`Authorization: Bearer …`),
-//! kept in `DATA_DIR/api-token` (mode 0600, made at first start) so only the
-//! service's user and root can use the API. The server also writes the address it
-//! bound to `DATA_DIR/api-endpoint`, which is how the CLI finds it.
+//! * `auth.rs`: password, sessions, CSRF, login rate limit, the gate on every route;
+//! * `api.rs`: the router and the query-log/stats handlers;
+//! * `manage.rs`: lists, groups, rules, settings, check, alerts, time series;
+//! * `edit.rs`: comment-preserving edits of the config file, atomic writes;
+//! * `pages.rs`: embedded assets, login page, security headers;
+//! * `metrics.rs`: the Prometheus endpoint;
+//! * `client.rs`: the CLI's side.
+//!
+//! Every route but the login page (and its assets) and `/api/v1/health` needs the
+//! API token (`Authorization: Bearer …`, kept in `DATA_DIR/api-token`, mode 0600,
+//! made at first start) or a dashboard session. The server also writes the
+//! address it bound to `DATA_DIR/api-endpoint`, which is how the CLI finds it.
 
 pub mod api;
+pub mod auth;
 pub mod client;
+pub mod edit;
+pub mod manage;
+pub mod metrics;
+pub mod pages;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +30,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::app::Live;
 use crate::dns::pipeline::Pipeline;
 
 /// `[web]`: the HTTP API.
@@ -26,6 +41,11 @@ pub struct WebConfig {
     pub enabled: bool,
     /// Address of the HTTP listener.
     pub listen: SocketAddr,
+    /// Bearer token Prometheus sends to scrape `/metrics` without the admin
+    /// password; unset = only the API token or a session may read it.
+    pub metrics_token: Option<String>,
+    /// Mark the session cookie `Secure` (set when a TLS proxy fronts the dashboard).
+    pub secure_cookie: bool,
 }
 
 impl Default for WebConfig {
@@ -33,6 +53,8 @@ impl Default for WebConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_token: None,
+            secure_cookie: false,
         }
     }
 }
@@ -40,10 +62,29 @@ impl Default for WebConfig {
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The DNS pipeline (policy, query log, cache).
-    pub pipeline: Arc<Pipeline>,
+    /// Configuration, lists and pipeline of the running server.
+    pub live: Arc<Live>,
     /// The bearer token the API requires.
     pub token: Arc<str>,
+    /// Dashboard sessions and login rate limits.
+    pub auth: Arc<auth::AuthState>,
+    /// The data directory (password file).
+    pub data_dir: Arc<Path>,
+    /// Whether session cookies are `Secure`.
+    pub secure_cookie: bool,
+    /// Serialises configuration changes (read, edit, apply, write).
+    pub edit_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The Prometheus recorder's handle.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// `[web] metrics_token`.
+    pub metrics_token: Option<Arc<str>>,
+}
+
+impl AppState {
+    /// The DNS pipeline (policy, query log, cache).
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.live.pipeline
+    }
 }
 
 /// The API token file under the data directory.
@@ -85,12 +126,12 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Binds the listener and serves the API until the task is dropped. Returns the
-/// bound address once listening.
+/// Binds the listener and serves the dashboard, API and metrics until the task is
+/// dropped. Returns the bound address once listening.
 pub async fn start(
     cfg: &WebConfig,
     data_dir: &Path,
-    pipeline: Arc<Pipeline>,
+    live: Arc<Live>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let token = load_or_create_token(data_dir)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -100,10 +141,21 @@ pub async fn start(
     std::fs::write(endpoint_path(data_dir), format!("http://{addr}\n"))
         .with_context(|| format!("cannot write {}", endpoint_path(data_dir).display()))?;
     let state = AppState {
-        pipeline,
+        live,
         token: token.into(),
+        auth: Arc::default(),
+        data_dir: data_dir.into(),
+        secure_cookie: cfg.secure_cookie,
+        edit_lock: Arc::default(),
+        metrics: metrics::install(),
+        metrics_token: cfg.metrics_token.as_deref().map(Arc::from),
     };
-    let app = api::router(state);
+    if !auth::password_is_set(data_dir) {
+        tracing::warn!(
+            "no dashboard password set; run `dnsguard set-password` to use the dashboard"
+        );
+    }
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

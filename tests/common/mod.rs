@@ -12,7 +12,9 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod dash;
 pub mod http;
 pub mod lab;
 pub mod server;
 pub mod upstream;
+pub mod webdriver;

@@ -1,0 +1,674 @@
+//! `/api/v1` handlers that read and change the configuration (lists, groups,
+//! allow/deny entries, settings), check a name, and summarise alerts and the
+//! time series for the overview chart.
+//!
+//! Every change goes the same way: edit the TOML document, validate the result
+//! with [`Config::parse`] and [`Config::load`] (so the errors are the CLI's),
+//! compile and swap the policy through [`crate::app::Live::apply`] (the SIGHUP
+//! path), then rename the new file into place. A change that fails any step
+//! leaves both the file and the running server as they were.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use toml_edit::DocumentMut;
+
+use super::AppState;
+use super::edit::{self, EditError, RuleKind};
+use crate::config::Config;
+use crate::filter::{Action, BlockReason, GroupConfig, ListConfig, ListKind};
+use crate::querylog::{self, Entry, LogRequest, Order};
+
+/// An API failure: status and a message shown to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input, including a configuration the change would make invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such list or group.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with the current state (exists, no config file).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something failed on the server.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+impl From<EditError> for ApiError {
+    fn from(e: EditError) -> Self {
+        match e {
+            EditError::NotFound(m) => ApiError::NotFound(m),
+            EditError::Exists(m) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<querylog::QueryLogError> for ApiError {
+    fn from(e: querylog::QueryLogError) -> Self {
+        match e {
+            querylog::QueryLogError::Parse(m) => ApiError::BadRequest(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// Applies `change` to the config file, validates, applies live, persists.
+async fn change_config(
+    st: &AppState,
+    change: impl FnOnce(&mut DocumentMut) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let _one_at_a_time = st.edit_lock.lock().await;
+    let path: PathBuf = st.live.config_path.clone().ok_or_else(|| {
+        ApiError::Conflict(
+            "the server runs on the embedded default configuration; start it with --config FILE to change settings".into(),
+        )
+    })?;
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
+    let mut doc = edit::parse(&text)?;
+    change(&mut doc)?;
+    let new_text = doc.to_string();
+    Config::parse(&new_text, &path.display().to_string())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&path).map_or(0o644, |m| m.permissions().mode() & 0o777)
+    };
+    // Write next to the real file so relative paths resolve the same, load it as
+    // SIGHUP would, apply, and only then rename it into place.
+    let tmp = edit::temp_path(&path);
+    let staged = {
+        let (tmp, bytes) = (tmp.clone(), new_text.into_bytes());
+        tokio::task::spawn_blocking(move || -> Result<Config, ApiError> {
+            edit::write_atomically(&tmp, &bytes, mode)
+                .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
+            Config::load(&tmp).map_err(|e| ApiError::BadRequest(e.to_string()))
+        })
+        .await
+        .map_err(join_err)
+    };
+    let result = async {
+        let new = staged??;
+        st.live
+            .apply(new)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| ApiError::Internal(format!("cannot replace {}: {e}", path.display())))
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn ok() -> Response {
+    Json(serde_json::json!({ "ok": true })).into_response()
+}
+
+// ------------------------------------------------------------------ lists
+
+/// One list for the lists page.
+#[derive(Debug, Serialize)]
+struct ListView {
+    #[serde(flatten)]
+    config: ListConfig,
+    entries: usize,
+    invalid: usize,
+    invalid_samples: Vec<(u32, String)>,
+    missing: bool,
+    #[serde(flatten)]
+    status: crate::lists::ListStatus,
+}
+
+/// `GET /api/v1/lists`: configured lists with their counts and update status.
+pub async fn lists(State(st): State<AppState>) -> Response {
+    let cfg = st.live.config.lock().clone();
+    let policy = st.live.pipeline.policy();
+    let stats: HashMap<&str, &crate::filter::ListStats> = policy
+        .filter
+        .list_stats()
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+    let out: Vec<ListView> = cfg
+        .lists
+        .iter()
+        .map(|l| {
+            let s = stats.get(l.name.as_str());
+            ListView {
+                config: l.clone(),
+                entries: s.map_or(0, |s| s.entries),
+                invalid: s.map_or(0, |s| s.invalid),
+                invalid_samples: s.map(|s| s.invalid_samples.clone()).unwrap_or_default(),
+                missing: s.is_none_or(|s| s.missing),
+                status: st.live.lists.status(&l.name),
+            }
+        })
+        .collect();
+    Json(out).into_response()
+}
+
+/// Body of `POST /api/v1/lists`.
+#[derive(Debug, Deserialize)]
+pub struct NewList {
+    name: String,
+    source: String,
+    #[serde(default)]
+    kind: Option<ListKind>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// `POST /api/v1/lists`: adds a list (a URL list is downloaded first).
+pub async fn add_list(
+    State(st): State<AppState>,
+    Json(req): Json<NewList>,
+) -> Result<Response, ApiError> {
+    let d = ListConfig::default();
+    let list = ListConfig {
+        name: req.name.trim().to_owned(),
+        source: req.source.trim().to_owned(),
+        enabled: req.enabled.unwrap_or(true),
+        kind: req.kind.unwrap_or(d.kind),
+        groups: req.groups.filter(|g| !g.is_empty()).unwrap_or(d.groups),
+    };
+    if list.name.is_empty() {
+        return Err(ApiError::BadRequest("the list needs a name".into()));
+    }
+    let mut warning = None;
+    if list.enabled
+        && let Err(e) = st.live.lists.update(&list).await
+    {
+        warning = Some(format!("download failed: {e}"));
+    }
+    change_config(&st, |doc| Ok(edit::add_list(doc, &list)?)).await?;
+    Ok(Json(serde_json::json!({ "ok": true, "warning": warning })).into_response())
+}
+
+/// `DELETE /api/v1/lists/{name}`.
+pub async fn remove_list(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    change_config(&st, |doc| Ok(edit::remove_list(doc, &name)?)).await?;
+    Ok(ok())
+}
+
+/// Query of `POST /api/v1/lists/update`.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpdateQuery {
+    name: Option<String>,
+}
+
+/// `POST /api/v1/lists/update[?name=N]`: downloads URL lists now and applies them.
+pub async fn update_lists(
+    State(st): State<AppState>,
+    Query(q): Query<UpdateQuery>,
+) -> Result<Response, ApiError> {
+    let cfg = st.live.config.lock().clone();
+    let mut results = serde_json::Map::new();
+    for list in cfg.lists.iter().filter(|l| l.enabled) {
+        if q.name.as_ref().is_some_and(|n| *n != list.name) {
+            continue;
+        }
+        let r = match st.live.lists.update(list).await {
+            Ok(u) => format!("{u:?}"),
+            Err(e) => format!("failed: {e} (kept the last good copy)"),
+        };
+        results.insert(list.name.clone(), r.into());
+    }
+    if let Some(n) = &q.name
+        && results.is_empty()
+    {
+        return Err(ApiError::NotFound(format!("no enabled list named {n:?}")));
+    }
+    let _one_at_a_time = st.edit_lock.lock().await;
+    st.live
+        .apply(cfg)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+    Ok(Json(results).into_response())
+}
+
+// ----------------------------------------------------------------- groups
+
+/// One group for the groups page (`implicit` = `default` without a table).
+#[derive(Debug, Serialize)]
+struct GroupView {
+    #[serde(flatten)]
+    config: GroupConfig,
+    implicit: bool,
+    lists: Vec<String>,
+}
+
+/// `GET /api/v1/groups`: every group, `default` first, with the lists applying to it.
+pub async fn groups(State(st): State<AppState>) -> Response {
+    let cfg = st.live.config.lock().clone();
+    let mut out = Vec::new();
+    if !cfg
+        .groups
+        .iter()
+        .any(|g| g.name == crate::filter::DEFAULT_GROUP)
+    {
+        out.push(GroupView {
+            config: GroupConfig {
+                name: crate::filter::DEFAULT_GROUP.into(),
+                ..GroupConfig::default()
+            },
+            implicit: true,
+            lists: Vec::new(),
+        });
+    }
+    out.extend(cfg.groups.iter().map(|g| GroupView {
+        config: g.clone(),
+        implicit: false,
+        lists: Vec::new(),
+    }));
+    for g in &mut out {
+        g.lists = cfg
+            .lists
+            .iter()
+            .filter(|l| l.groups.iter().any(|x| x == "*" || *x == g.config.name))
+            .map(|l| l.name.clone())
+            .collect();
+    }
+    out.sort_by_key(|g| g.config.name != crate::filter::DEFAULT_GROUP);
+    Json(out).into_response()
+}
+
+/// `PUT /api/v1/groups/{name}`: creates or replaces a group's settings.
+pub async fn put_group(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Json(mut g): Json<GroupConfig>,
+) -> Result<Response, ApiError> {
+    g.name = name.trim().to_owned();
+    if g.name.is_empty() {
+        return Err(ApiError::BadRequest("the group needs a name".into()));
+    }
+    change_config(&st, |doc| Ok(edit::put_group(doc, &g)?)).await?;
+    Ok(ok())
+}
+
+/// `DELETE /api/v1/groups/{name}`.
+pub async fn remove_group(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    change_config(&st, |doc| Ok(edit::remove_group(doc, &name)?)).await?;
+    Ok(ok())
+}
+
+/// Body of the rule endpoints: allow or deny `entry` (list-line syntax) for a group.
+#[derive(Debug, Deserialize)]
+pub struct RuleChange {
+    action: RuleKind,
+    entry: String,
+}
+
+/// `POST /api/v1/groups/{name}/rules`: adds an allow or deny entry (e.g. from a
+/// name clicked in the query log); the opposite entry is removed.
+pub async fn add_rule(
+    State(st): State<AppState>,
+    Path(group): Path<String>,
+    Json(r): Json<RuleChange>,
+) -> Result<Response, ApiError> {
+    let entry = r.entry.trim().to_owned();
+    if entry.is_empty() {
+        return Err(ApiError::BadRequest("the entry is empty".into()));
+    }
+    change_config(&st, |doc| {
+        Ok(edit::add_rule(doc, &group, r.action, &entry)?)
+    })
+    .await?;
+    Ok(ok())
+}
+
+/// `DELETE /api/v1/groups/{name}/rules`: removes an allow or deny entry.
+pub async fn remove_rule(
+    State(st): State<AppState>,
+    Path(group): Path<String>,
+    Json(r): Json<RuleChange>,
+) -> Result<Response, ApiError> {
+    change_config(&st, |doc| {
+        Ok(edit::remove_rule(doc, &group, r.action, r.entry.trim())?)
+    })
+    .await?;
+    Ok(ok())
+}
+
+// --------------------------------------------------------------- settings
+
+/// The settings page's fields.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Settings {
+    /// `resolver.mode` (read only here).
+    pub mode: Option<String>,
+    /// `resolver.upstreams`.
+    pub upstreams: Option<Vec<String>>,
+    /// `resolver.strategy`.
+    pub strategy: Option<String>,
+    /// The `default` group's `block_mode`.
+    pub block_mode: Option<String>,
+    /// `query_log.retention_days`.
+    pub retention_days: Option<u32>,
+    /// `query_log.privacy`.
+    pub privacy: Option<String>,
+    /// `server.listen` (read only here).
+    pub listen: Option<Vec<String>>,
+    /// The config file, if any (read only).
+    pub config_path: Option<String>,
+}
+
+fn current_settings(st: &AppState) -> Settings {
+    let cfg = st.live.config.lock().clone();
+    let default = cfg
+        .groups
+        .iter()
+        .find(|g| g.name == crate::filter::DEFAULT_GROUP)
+        .cloned()
+        .unwrap_or_default();
+    let s = |v: serde_json::Value| v.as_str().map(str::to_owned);
+    Settings {
+        mode: Some(format!("{:?}", cfg.resolver.mode).to_lowercase()),
+        upstreams: Some(
+            cfg.resolver
+                .upstreams
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+        ),
+        strategy: Some(format!("{:?}", cfg.resolver.strategy).to_lowercase()),
+        block_mode: s(serde_json::to_value(default.block_mode).unwrap_or_default()),
+        retention_days: Some(cfg.query_log.retention_days),
+        privacy: Some(cfg.query_log.privacy.to_string()),
+        listen: Some(cfg.server.listen.iter().map(ToString::to_string).collect()),
+        config_path: st
+            .live
+            .config_path
+            .as_ref()
+            .map(|p| p.display().to_string()),
+    }
+}
+
+/// `GET /api/v1/settings`.
+pub async fn settings(State(st): State<AppState>) -> Response {
+    Json(current_settings(&st)).into_response()
+}
+
+/// `PUT /api/v1/settings`: changes the given fields. The block mode applies at
+/// once; upstreams, strategy, retention and privacy are saved and apply after a
+/// restart (the reply lists them).
+pub async fn put_settings(
+    State(st): State<AppState>,
+    Json(s): Json<Settings>,
+) -> Result<Response, ApiError> {
+    let before = current_settings(&st);
+    let mut restart = Vec::new();
+    if s.upstreams.is_some() && s.upstreams != before.upstreams {
+        restart.push("resolver.upstreams");
+    }
+    if s.strategy.is_some() && s.strategy != before.strategy {
+        restart.push("resolver.strategy");
+    }
+    if s.retention_days.is_some() && s.retention_days != before.retention_days {
+        restart.push("query_log.retention_days");
+    }
+    if s.privacy.is_some() && s.privacy != before.privacy {
+        restart.push("query_log.privacy");
+    }
+    change_config(&st, |doc| {
+        if let Some(u) = &s.upstreams {
+            edit::set(doc, "resolver", "upstreams", edit::string_array(u))?;
+        }
+        if let Some(v) = &s.strategy {
+            edit::set(doc, "resolver", "strategy", v.as_str().into())?;
+        }
+        if let Some(v) = s.retention_days {
+            edit::set(doc, "query_log", "retention_days", i64::from(v).into())?;
+        }
+        if let Some(v) = &s.privacy {
+            edit::set(doc, "query_log", "privacy", v.as_str().into())?;
+        }
+        if let Some(mode) = &s.block_mode {
+            let mut g = st
+                .live
+                .config
+                .lock()
+                .groups
+                .iter()
+                .find(|g| g.name == crate::filter::DEFAULT_GROUP)
+                .cloned()
+                .unwrap_or_else(|| GroupConfig {
+                    name: crate::filter::DEFAULT_GROUP.into(),
+                    ..GroupConfig::default()
+                });
+            g.block_mode = serde_json::from_value(serde_json::Value::String(mode.clone()))
+                .map_err(|_| ApiError::BadRequest(format!("unknown block mode {mode:?}")))?;
+            edit::put_group(doc, &g)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "ok": true, "restart_required": restart })).into_response())
+}
+
+// ------------------------------------------------------------------ check
+
+/// Query of `GET /api/v1/check`.
+#[derive(Debug, Deserialize)]
+pub struct CheckQuery {
+    name: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default, rename = "type")]
+    qtype: Option<String>,
+}
+
+/// `GET /api/v1/check?name=N[&client=IP][&type=T]`: the `dnsguard check` verdict.
+pub async fn check(
+    State(st): State<AppState>,
+    Query(q): Query<CheckQuery>,
+) -> Result<Response, ApiError> {
+    let client: std::net::IpAddr = q
+        .client
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .unwrap_or("127.0.0.1")
+        .parse()
+        .map_err(|_| ApiError::BadRequest("client is not an IP address".into()))?;
+    let qtype = crate::dns::parse_qtype(q.qtype.as_deref().unwrap_or("A"))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let name = crate::filter::name::normalize(q.name.trim())
+        .map_err(|e| ApiError::BadRequest(format!("{:?} is not a valid name: {e}", q.name)))?
+        .into_owned();
+    let cfg = st.live.config.lock().clone();
+    let lists = st.live.lists.clone();
+    let policy = st.live.pipeline.policy();
+    let reply = tokio::task::spawn_blocking(move || {
+        let verdict = policy.filter.check(client, &name, qtype);
+        let texts = crate::app::read_texts(&cfg, &lists);
+        let refs: Vec<_> = texts
+            .iter()
+            .map(|(name, text)| crate::filter::ListText { name, text })
+            .collect();
+        let x = policy.filter.explain(&verdict, &refs);
+        let action = match x.action {
+            Action::Pass => "pass",
+            Action::Allow => "allowed",
+            Action::Block(BlockReason::Rule) => "blocked",
+            Action::Block(BlockReason::NotAllowlisted) => "not-allowlisted",
+        };
+        serde_json::json!({
+            "name": name,
+            "client": client,
+            "action": action,
+            "group": x.group,
+            "source": x.source_name,
+            "line": x.line,
+            "rule": x.rule_text,
+            "note": x.note,
+            "text": format!("{name}: {x}"),
+        })
+    })
+    .await
+    .map_err(join_err)?;
+    Ok(Json(reply).into_response())
+}
+
+// ---------------------------------------------------------------- alerts
+
+/// Flags of one domain or client.
+#[derive(Debug, Default, Serialize)]
+struct AlertGroup {
+    key: String,
+    count: u64,
+    max_score: f32,
+    last_ms: u64,
+    reasons: Vec<String>,
+    clients_or_domains: Vec<String>,
+}
+
+fn bump(map: &mut HashMap<String, AlertGroup>, key: &str, other: &str, e: &Entry, reason: &str) {
+    let g = map.entry(key.to_owned()).or_insert_with(|| AlertGroup {
+        key: key.to_owned(),
+        ..AlertGroup::default()
+    });
+    g.count += 1;
+    g.max_score = g.max_score.max(e.tunnel_score);
+    g.last_ms = g.last_ms.max(e.time_ms);
+    if !reason.is_empty() && g.reasons.len() < 5 && !g.reasons.iter().any(|r| r == reason) {
+        g.reasons.push(reason.to_owned());
+    }
+    if g.clients_or_domains.len() < 5 && !g.clients_or_domains.iter().any(|c| c == other) {
+        g.clients_or_domains.push(other.to_owned());
+    }
+}
+
+fn sorted(map: HashMap<String, AlertGroup>) -> Vec<AlertGroup> {
+    let mut v: Vec<_> = map.into_values().collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    v.truncate(100);
+    v
+}
+
+/// `GET /api/v1/alerts?since=24h`: tunnel-flagged queries per registrable domain
+/// and per client (with reasons and top score) plus the latest 100 flags.
+pub async fn alerts(
+    State(st): State<AppState>,
+    Query(req): Query<LogRequest>,
+) -> Result<Response, ApiError> {
+    let mut filter = LogRequest {
+        flagged: true,
+        limit: Some(10_000),
+        ..req
+    }
+    .filter(querylog::now_ms())?;
+    filter.order = Order::NewestFirst;
+    let log = st.pipeline().log().clone();
+    let reply = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        let mut domains = HashMap::new();
+        let mut clients = HashMap::new();
+        let mut recent = Vec::new();
+        let mut total = 0u64;
+        for e in log.query(&filter) {
+            let e = e?;
+            total += 1;
+            let reason = e
+                .rule
+                .strip_prefix("tunnel: ")
+                .unwrap_or(&e.rule)
+                .to_owned();
+            let domain = psl::domain_str(&e.name).unwrap_or(&e.name).to_owned();
+            let client = e.client.to_string();
+            bump(&mut domains, &domain, &client, &e, &reason);
+            bump(&mut clients, &client, &domain, &e, &reason);
+            if recent.len() < 100 {
+                recent.push(e);
+            }
+        }
+        Ok(serde_json::json!({
+            "total": total,
+            "domains": sorted(domains),
+            "clients": sorted(clients),
+            "recent": recent,
+        }))
+    })
+    .await
+    .map_err(join_err)??;
+    Ok(Json(reply).into_response())
+}
+
+// ------------------------------------------------------------ time series
+
+/// Query of `GET /api/v1/timeseries`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SeriesQuery {
+    since: Option<String>,
+    until: Option<String>,
+    /// Bucket length in minutes; default: the period in about 96 buckets.
+    bucket: Option<u64>,
+}
+
+/// `GET /api/v1/timeseries?since=24h[&bucket=15]`: counts per bucket, from the
+/// query log's per-minute aggregates.
+pub async fn timeseries(
+    State(st): State<AppState>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Response, ApiError> {
+    let now = querylog::now_ms();
+    let (since, until, _) = querylog::StatsRequest {
+        since: q.since.or(Some("24h".into())),
+        until: q.until,
+        top: None,
+    }
+    .resolve(now)?;
+    let span_min = (until - since).div_ceil(60_000);
+    let bucket = q.bucket.unwrap_or_else(|| span_min.div_ceil(96)).max(1);
+    let log = st.pipeline().log().clone();
+    let points = tokio::task::spawn_blocking(move || log.series(since, until, bucket))
+        .await
+        .map_err(join_err)??;
+    Ok(Json(serde_json::json!({
+        "since_ms": since,
+        "until_ms": until,
+        "bucket_ms": bucket * 60_000,
+        "points": points,
+    }))
+    .into_response())
+}
