@@ -32,12 +32,8 @@ impl DnsServer {
         let mut server = Server::new(Handler::new(pipeline));
         let mut local_addrs = Vec::new();
         for addr in listen {
-            let udp = bind_udp(*addr).with_context(|| format!("cannot listen on UDP {addr}"))?;
+            let (udp, tcp) = bind_pair(*addr)?;
             let bound = udp.local_addr()?;
-            // A port of 0 means "any free port": use the same one for TCP.
-            let tcp_addr = SocketAddr::new(addr.ip(), bound.port());
-            let tcp =
-                bind_tcp(tcp_addr).with_context(|| format!("cannot listen on TCP {tcp_addr}"))?;
             server.register_socket(udp);
             server.register_listener(tcp, tcp_idle_timeout, 64 * 1024);
             tracing::info!(addr = %bound, "listening (UDP and TCP)");
@@ -55,6 +51,25 @@ impl DnsServer {
             tracing::warn!(error = %e, "error while shutting down the DNS listeners");
         }
     }
+}
+
+/// Binds UDP and TCP on the same address. Port 0 means "any free port": the UDP
+/// socket picks one and TCP takes the same; if that TCP port is taken, try again.
+fn bind_pair(addr: SocketAddr) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = bind_udp(addr).with_context(|| format!("cannot listen on UDP {addr}"))?;
+        let tcp_addr = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
+        match bind_tcp(tcp_addr) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => {
+                last_error =
+                    Some(anyhow::Error::new(e).context(format!("cannot listen on TCP {tcp_addr}")))
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot listen on {addr}")))
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
