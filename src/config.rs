@@ -45,6 +45,8 @@ pub struct Config {
     pub query_log: QueryLogConfig,
     /// The HTTP API.
     pub web: crate::web::WebConfig,
+    /// DNS-rebinding protection: private and metadata addresses in public answers.
+    pub rebinding: crate::rebinding::RebindingConfig,
 }
 
 /// `[server]`: where dnsguard listens and which clients it answers.

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod filter;
 pub mod lists;
 pub mod querylog;
+pub mod rebinding;
 pub mod resolve;
 pub mod web;
 

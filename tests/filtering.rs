@@ -494,3 +494,53 @@ fn bypass_canaries_and_builtin_exfil_lists() {
     );
     assert_eq!(up.queries_for("cloudflare-dns.com."), 0);
 }
+
+#[test]
+fn rebinding_protection_blocks_private_answers_for_public_names() {
+    let zone = "\
+rebind.fwd.test. 300 A 192.168.1.1
+meta.fwd.test. 300 A 169.254.169.254
+loop.fwd.test. 300 AAAA ::1
+lan.plex.fwd.test. 300 A 10.0.0.5
+www.fwd.test. 300 A 192.0.2.1
+";
+    let up = FakeUpstream::start(localhost(), zone);
+    let dg = start(&up, "[rebinding]\nallow = [\"plex.fwd.test\"]\n");
+    for (name, t) in [
+        ("rebind.fwd.test.", RecordType::A),
+        ("meta.fwd.test.", RecordType::A),
+        ("loop.fwd.test.", RecordType::AAAA),
+    ] {
+        let r = ask(dg.addr, name, t);
+        let a = addrs(&r);
+        assert!(a == ["0.0.0.0"] || a == ["::"], "{name}: {a:?}");
+    }
+    // An allowed name keeps its private answer; public answers pass.
+    assert_eq!(
+        addrs(&ask(dg.addr, "lan.plex.fwd.test.", RecordType::A)),
+        vec!["10.0.0.5"]
+    );
+    assert_eq!(
+        addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
+    // The reason is in the query log.
+    let cfg = dg.config_path();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, out, _) = run_cli(&[
+            "query-log",
+            "--since",
+            "1h",
+            "--blocked",
+            "--format",
+            "json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        if out.contains("rebinding: answer 169.254.169.254") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rebinding entry: {out}");
+    }
+}

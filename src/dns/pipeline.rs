@@ -19,6 +19,8 @@
 //!    on failure a stale cached answer (RFC 8767) beats SERVFAIL;
 //! 7. CNAME cloaking: names in the answer's CNAME chain go through the filter too
 //!    (after the cache, because groups differ while the cached answer is shared);
+//!    then rebinding protection: a public name answered with a private, loopback
+//!    or cloud-metadata address is blocked;
 //! 8. query log: every answered question is recorded without waiting on disk.
 
 use std::fmt::Write as _;
@@ -36,6 +38,7 @@ use crate::config::Config;
 use crate::detect::{self, Detector, Score};
 use crate::filter::{Action, BlockReason, Filter, GroupId, RuleSource, Verdict};
 use crate::querylog::{self, Entry, QueryLog};
+use crate::rebinding::Rebinding;
 use crate::resolve::cache::{Cache, Key};
 use crate::resolve::local::LocalRecords;
 use crate::resolve::router::Router;
@@ -50,6 +53,8 @@ pub enum Source {
     Blocked,
     /// Refused because tunnel detection flagged it or its domain is quarantined.
     Tunnel,
+    /// Blocked because a public name was answered with this private address.
+    Rebinding(std::net::IpAddr),
     /// From `[local]` records or hosts files.
     Local,
     /// A fresh cache entry.
@@ -159,6 +164,7 @@ pub struct Pipeline {
     local: LocalRecords,
     cache: Cache,
     router: Router,
+    rebinding: Rebinding,
     log: Arc<QueryLog>,
 }
 
@@ -173,6 +179,10 @@ impl Pipeline {
             local: LocalRecords::build(&cfg.local)?,
             cache: Cache::new(&cfg.cache),
             router: Router::new(&cfg.resolver)?,
+            rebinding: Rebinding::new(
+                &cfg.rebinding,
+                cfg.resolver.forward_zones.iter().map(|z| z.zone.clone()),
+            ),
             log,
         })
     }
@@ -285,6 +295,16 @@ impl Pipeline {
                 }
             }
         }
+        let addrs = answer.answers.iter().filter_map(|r| match &r.data {
+            RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+            _ => None,
+        });
+        if let Some(ip) = self.rebinding.violation(name, addrs) {
+            let (mode, ttl) = filter.group_block(verdict.group);
+            let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
+            return reply(blocked, Source::Rebinding(ip), Some(verdict), Some(score));
+        }
         reply(answer, source, Some(verdict), Some(score))
     }
 
@@ -317,7 +337,7 @@ impl Pipeline {
         e.latency_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         e.source = match &reply.source {
             Source::Refused => querylog::Source::Refused,
-            Source::Blocked | Source::Tunnel => querylog::Source::Blocked,
+            Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Source::Blocked,
             Source::Local => querylog::Source::Local,
             Source::Cache => querylog::Source::Cache,
             Source::Stale => querylog::Source::Stale,
@@ -345,7 +365,15 @@ impl Pipeline {
                 }
             }
         }
-        if !reply.answer.answers.is_empty() && reply.source != Source::Blocked {
+        if let Source::Rebinding(ip) = reply.source {
+            e.verdict = querylog::Verdict::Blocked;
+            e.rule = Arc::from(format!("rebinding: answer {ip} is private"));
+        }
+        let real_answer = matches!(
+            reply.source,
+            Source::Upstream(_) | Source::Cache | Source::Stale | Source::Local
+        );
+        if real_answer && !reply.answer.answers.is_empty() {
             e.answer = Arc::from(summarize(&reply.answer));
         }
         record_metrics(&e, &reply.source, started);
