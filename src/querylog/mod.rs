@@ -50,6 +50,7 @@ pub mod query;
 pub mod request;
 pub mod stats;
 pub mod store;
+mod wal;
 mod writer;
 
 #[cfg(test)]
@@ -78,6 +79,10 @@ pub use store::{SledStore, Store, StoreError};
 
 use codec::{FORMAT_VERSION, KEY_VERSION, PREFIX_ENTRY};
 use writer::{Msg, Shared, Writer};
+
+/// Batches that may wait between the WAL thread and the writer (while sled
+/// stalls); beyond this the WAL thread waits and `record` starts dropping.
+const WRITER_QUEUE_BATCHES: usize = 64;
 
 /// Errors of the query log.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +136,7 @@ pub struct QueryLog {
     fast_tx: Option<SyncSender<Msg>>,
     shared: Arc<Shared>,
     store: Option<Arc<dyn Store>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<Vec<JoinHandle<()>>>,
     config: QueryLogConfig,
     _lock: Option<File>,
 }
@@ -167,10 +172,21 @@ impl QueryLog {
     /// [`QueryLogError::Open`] when the directory is unusable. With
     /// `enabled = false` nothing is opened and every call is a no-op.
     pub fn open(dir: impl AsRef<Path>, config: QueryLogConfig) -> Result<QueryLog, QueryLogError> {
-        let dir = dir.as_ref();
+        Self::open_wrapped(dir.as_ref(), config, |s| s)
+    }
+
+    /// [`open`](Self::open) with the sled store wrapped by `wrap` (tests
+    /// wrap it to stall or fail its operations).
+    pub(crate) fn open_wrapped(
+        dir: &Path,
+        config: QueryLogConfig,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Result<QueryLog, QueryLogError> {
         if !config.enabled {
             return Ok(QueryLog::disabled(config));
         }
+        // The lock comes first: a second process must not touch the
+        // database or the WAL.
         let lock = lock_dir(dir)?;
         let store = SledStore::open(&dir.join("db")).map_err(|e| match e {
             store::OpenError::Locked(_) => QueryLogError::Locked(dir.to_owned()),
@@ -179,7 +195,7 @@ impl QueryLog {
                 message,
             },
         })?;
-        let store = store.into_dyn();
+        let store = wrap(store.into_dyn());
         match store.get(KEY_VERSION)? {
             None => store.apply(&[(KEY_VERSION.to_vec(), FORMAT_VERSION.to_vec())], &[])?,
             Some(v) if v == FORMAT_VERSION => {}
@@ -190,7 +206,10 @@ impl QueryLog {
                 });
             }
         }
-        let mut log = QueryLog::with_store(store, config);
+        let shared = Arc::new(Shared::default());
+        let mut w = Self::writer(store.clone(), shared.clone(), &config);
+        let wal = w.replay(dir)?;
+        let mut log = QueryLog::spawn(w, store, shared, config, Some(wal));
         log._lock = Some(lock);
         Ok(log)
     }
@@ -202,34 +221,73 @@ impl QueryLog {
             fast_tx: None,
             shared: Arc::default(),
             store: None,
-            writer: Mutex::new(None),
+            writer: Mutex::new(Vec::new()),
             config,
             _lock: None,
         }
     }
 
-    /// Start a log over any [`Store`] (tests, other backends).
+    /// Start a log over any [`Store`] (tests, other backends). It has no
+    /// WAL: durability is the store's `flush`, once per interval.
     pub fn with_store(store: Arc<dyn Store>, config: QueryLogConfig) -> QueryLog {
-        let (tx, rx) = sync_channel(config.channel_capacity.max(1));
         let shared = Arc::new(Shared::default());
-        let w = Writer::new(
-            store.clone(),
-            shared.clone(),
+        let w = Self::writer(store.clone(), shared.clone(), &config);
+        QueryLog::spawn(w, store, shared, config, None)
+    }
+
+    fn writer(store: Arc<dyn Store>, shared: Arc<Shared>, config: &QueryLogConfig) -> Writer {
+        Writer::new(
+            store,
+            shared,
             config.privacy,
             config.retention_days,
             config.batch_size,
             Duration::from_millis(config.flush_interval_ms.max(1)),
+        )
+    }
+
+    fn spawn(
+        w: Writer,
+        store: Arc<dyn Store>,
+        shared: Arc<Shared>,
+        config: QueryLogConfig,
+        wal: Option<wal::Wal>,
+    ) -> QueryLog {
+        let (tx, rx) = sync_channel(config.channel_capacity.max(1));
+        let mut handles = Vec::new();
+        // With a WAL: record -> WAL thread -> (batches) -> writer.
+        let writer_rx = match wal {
+            Some(wal) => {
+                let (wtx, wrx) = sync_channel(WRITER_QUEUE_BATCHES);
+                let (shared, privacy) = (shared.clone(), config.privacy);
+                let (size, every) = (
+                    config.batch_size,
+                    Duration::from_millis(config.flush_interval_ms.max(1)),
+                );
+                handles.extend(
+                    std::thread::Builder::new()
+                        .name("querylog-wal".into())
+                        .spawn(move || {
+                            wal::run_wal_thread(wal, rx, wtx, shared, privacy, size, every)
+                        })
+                        .ok(),
+                );
+                wrx
+            }
+            None => rx,
+        };
+        handles.extend(
+            std::thread::Builder::new()
+                .name("querylog-writer".into())
+                .spawn(move || w.run(writer_rx))
+                .ok(),
         );
-        let handle = std::thread::Builder::new()
-            .name("querylog-writer".into())
-            .spawn(move || w.run(rx))
-            .ok();
         QueryLog {
             tx: Mutex::new(Some(tx.clone())),
             fast_tx: Some(tx),
             shared,
             store: Some(store),
-            writer: Mutex::new(handle),
+            writer: Mutex::new(handles),
             config,
             _lock: None,
         }
@@ -256,12 +314,14 @@ impl QueryLog {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Entries written to the store.
+    /// Entries written to the store (including entries replayed from the
+    /// WAL by [`open`](Self::open)).
     pub fn written(&self) -> u64 {
         self.shared.written.load(Ordering::Relaxed)
     }
 
-    /// Failed store operations (writes, flushes, pruning).
+    /// Failed store operations (writes, flushes, pruning) and failed WAL
+    /// writes.
     pub fn write_errors(&self) -> u64 {
         self.shared.write_errors.load(Ordering::Relaxed)
     }
@@ -316,7 +376,12 @@ impl QueryLog {
                 let _ = ack_rx.recv();
             }
         }
-        if let Some(h) = self.writer.lock().ok().and_then(|mut g| g.take()) {
+        let handles = self
+            .writer
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default();
+        for h in handles {
             let _ = h.join();
         }
     }
