@@ -364,7 +364,9 @@ pub(crate) fn run_wal_thread(
     loop {
         let wait = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
-            None => interval.max(Duration::from_millis(100)),
+            // Wake up to close an idle segment; otherwise rarely.
+            None if wal.touched => interval,
+            None => Duration::from_secs(1),
         };
         let ok = match rx.recv_timeout(wait) {
             Ok(Msg::Entry(e)) => {

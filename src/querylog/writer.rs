@@ -16,8 +16,9 @@
 //! flusher thread; and since sled's `apply` can itself wait behind a slow
 //! flush, the WAL thread never calls sled at all. Invariant: every entry
 //! recorded is in a WAL segment that still exists, or durable in sled, or
-//! still in memory (channels, current batch; lost by a crash, at most one
-//! batch interval plus the queue behind a stalled sled). It holds because
+//! not yet in the WAL (the channel from `record` and the WAL thread's
+//! current batch: what a crash loses, about one batch interval; batches
+//! queued behind a stalled sled are already in the WAL). It holds because
 //! * a batch reaches the WAL before this writer sees it;
 //! * a flush is requested only when everything staged has been applied
 //!   (`dirty` is empty); it reports `applied_seq`, the newest record
@@ -30,7 +31,9 @@
 //! sled stores `applied_seq` under the key `W` in the same atomic batch as
 //! the entries. On open, [`Writer::replay`] applies the records newer than
 //! `W` through the usual commit path (blocks, minute counters, top lists),
-//! flushes, and deletes the segments: no record is applied twice.
+//! flushes, and deletes the segments: no record is applied twice. (The
+//! hourly top lists are persisted once a second, not with every batch, so
+//! after a crash they can miss up to a second of counts, as before.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
