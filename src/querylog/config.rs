@@ -79,7 +79,8 @@ pub struct QueryLogConfig {
     /// Privacy level. Default: `everything`.
     pub privacy: Privacy,
     /// Entries that may wait for the writer; beyond this they are dropped
-    /// (and counted). Default: 65536.
+    /// (and counted). Default: 65536. (With the WAL, up to 64 batches that
+    /// are already in the WAL may also wait while sled is stalled.)
     pub channel_capacity: usize,
     /// Commit a batch once it holds this many entries. Default: 1000.
     pub batch_size: usize,

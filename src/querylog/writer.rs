@@ -6,12 +6,42 @@
 //! Write errors never stop the thread: the failed puts stay pending and are
 //! retried with the next commit; if more than [`MAX_PENDING_ENTRIES`] entries
 //! are pending, the pending entries are counted as dropped and discarded.
+//!
+//! # Durability without waiting for the disk
+//! With a WAL (logs opened by [`QueryLog::open`](super::QueryLog::open)),
+//! entries pass through the WAL thread ([`super::wal::run_wal_thread`]),
+//! which appends each batch to the WAL (plain `write`, no fsync) and then
+//! hands it to this writer as `Msg::Batch(entries, seq)`. sled's `flush`
+//! (fsync, which can stall for seconds on a busy disk) runs in a separate
+//! flusher thread; and since sled's `apply` can itself wait behind a slow
+//! flush, the WAL thread never calls sled at all. Invariant: every entry
+//! recorded is in a WAL segment that still exists, or durable in sled, or
+//! not yet in the WAL (the channel from `record` and the WAL thread's
+//! current batch: what a crash loses, about one batch interval; batches
+//! queued behind a stalled sled are already in the WAL). It holds because
+//! * a batch reaches the WAL before this writer sees it;
+//! * a flush is requested only when everything staged has been applied
+//!   (`dirty` is empty); it reports `applied_seq`, the newest record
+//!   applied (records are applied in `seq` order), and starts after those
+//!   applies, so when it returns every record `<= applied_seq` is durable;
+//! * only then does the flusher delete the *closed* segments whose newest
+//!   record is `<= applied_seq`; a failed flush deletes nothing; at most one
+//!   flush is in flight.
+//!
+//! sled stores `applied_seq` under the key `W` in the same atomic batch as
+//! the entries. On open, [`Writer::replay`] applies the records newer than
+//! `W` through the usual commit path (blocks, minute counters, top lists),
+//! flushes, and deletes the segments: no record is applied twice. (The
+//! hourly top lists are persisted once a second, not with every batch, so
+//! after a crash they can miss up to a second of counts, as before.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::codec::{
@@ -21,6 +51,7 @@ use super::codec::{
 use super::config::Privacy;
 use super::entry::{Entry, Verdict, empty_str, hidden_str};
 use super::store::{Store, StoreError};
+use super::wal::{self, Closed, KEY_WAL_SEQ, Wal};
 
 /// Entries waiting for a successful write before they are dropped.
 pub const MAX_PENDING_ENTRIES: u64 = 200_000;
@@ -41,10 +72,15 @@ const TOP_PERSIST_EVERY: Duration = Duration::from_secs(1);
 const IDLE_TICK: Duration = Duration::from_secs(1);
 const REOPEN_MIN_BACKOFF: Duration = Duration::from_millis(500);
 const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the writer checks for the end of a flush in flight once the
+/// next flush is due.
+const FLUSH_POLL: Duration = Duration::from_millis(10);
 
 /// Messages to the writer.
 pub(crate) enum Msg {
     Entry(Entry),
+    /// A batch already in the WAL as record `seq` (from the WAL thread).
+    Batch(Vec<Entry>, u64),
     Flush(SyncSender<()>),
     Prune(u64, SyncSender<Result<u64, StoreError>>),
     Shutdown(SyncSender<()>),
@@ -60,7 +96,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn error(&self, e: &StoreError) {
+    pub(crate) fn error(&self, e: &StoreError) {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut g) = self.last_error.lock() {
             *g = Some(e.0.clone());
@@ -104,6 +140,38 @@ fn top_n<K: Clone>(m: &HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
     v
 }
 
+/// Apply the privacy level to an entry before it is stored or written to
+/// the WAL (idempotent).
+pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
+    match privacy {
+        Privacy::HideNames => {
+            e.name = hidden_str();
+            e.rule = empty_str();
+            e.answer = empty_str();
+        }
+        Privacy::HideClients => {
+            e.client = match e.client {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            }
+        }
+        // No entry is stored, only anonymous counts: keep nothing
+        // else (this is also what reaches the WAL).
+        Privacy::Nothing => {
+            e.name = hidden_str();
+            e.rule = empty_str();
+            e.answer = empty_str();
+            e.list = empty_str();
+            e.group = empty_str();
+            e.client = match e.client {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            }
+        }
+        Privacy::Everything => {}
+    }
+}
+
 pub(crate) struct Writer {
     pub store: Arc<dyn Store>,
     pub shared: Arc<Shared>,
@@ -125,6 +193,42 @@ pub(crate) struct Writer {
     failing_since: Option<Instant>,
     next_reopen: Instant,
     reopen_backoff: Duration,
+    wal: Option<(std::path::PathBuf, Closed)>,
+    pending_seq: Option<u64>,
+    staged_seq: Option<u64>,
+    applied_seq: Option<u64>,
+    flush_tx: Option<Sender<Option<u64>>>,
+    flush_done: Option<Receiver<Result<(), StoreError>>>,
+    flusher: Option<JoinHandle<()>>,
+    flush_in_flight: bool,
+}
+
+/// Flush the store (fsync) and then delete the closed WAL segments whose
+/// records are all `<= upto` (applied before the flush started). Runs in
+/// the flusher thread (or inline if it could not start).
+fn flush_and_trim(
+    store: &dyn Store,
+    wal: Option<&(std::path::PathBuf, Closed)>,
+    upto: Option<u64>,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let flushed = store.flush();
+    let took = started.elapsed();
+    if took > Duration::from_secs(1) {
+        tracing::warn!(
+            took_ms = took.as_millis() as u64,
+            "query log: slow disk flush (the writer keeps going; the WAL covers it)"
+        );
+    }
+    flushed?;
+    if let (Some((dir, closed)), Some(n)) = (wal, upto)
+        && let Err(e) = wal::delete_durable(dir, closed, n)
+    {
+        // Harmless: leftover records are skipped on replay (their seq is
+        // at most the one stored in sled) and deleted by the next flush.
+        tracing::warn!(error = %e, "query log: cannot delete old WAL segments");
+    }
+    Ok(())
 }
 
 impl Writer {
@@ -158,20 +262,187 @@ impl Writer {
             failing_since: None,
             next_reopen: now,
             reopen_backoff: REOPEN_MIN_BACKOFF,
+            wal: None,
+            pending_seq: None,
+            staged_seq: None,
+            applied_seq: None,
+            flush_tx: None,
+            flush_done: None,
+            flusher: None,
+            flush_in_flight: false,
         }
+    }
+
+    /// Replay the WAL segments in `dir` (left by a crash) into the store,
+    /// skipping records already in it, flush, delete the segments, and
+    /// return the [`Wal`] for the WAL thread to log to `dir` from then on.
+    /// Call before [`run`](Self::run), after the directory lock is taken.
+    pub fn replay(&mut self, dir: &Path) -> Result<Wal, StoreError> {
+        let io = |e: std::io::Error| StoreError(format!("query log WAL {}: {e}", dir.display()));
+        let applied = match self.store.get(KEY_WAL_SEQ)? {
+            Some(v) => decode_seq(&v)
+                .ok_or_else(|| StoreError("corrupt WAL position in the store".into()))?,
+            None => 0,
+        };
+        let segments = wal::list_segments(dir).map_err(io)?;
+        let mut max_seq = applied;
+        let mut replayed = 0u64;
+        for &n in &segments {
+            let (records, torn) = wal::read_segment(dir, n).map_err(io)?;
+            if torn {
+                tracing::warn!(
+                    segment = n,
+                    "query log: ignoring the torn tail of a WAL segment (crash while writing)"
+                );
+            }
+            for r in records {
+                max_seq = max_seq.max(r.seq);
+                if r.seq <= applied {
+                    continue;
+                }
+                let mut batch = r.entries;
+                for e in &mut batch {
+                    self.privacy_apply(e);
+                }
+                replayed += batch.len() as u64;
+                self.dirty
+                    .insert(KEY_WAL_SEQ.to_vec(), r.seq.to_be_bytes().to_vec());
+                self.apply_staged(&mut batch, false)?;
+            }
+        }
+        if let Some(&last) = segments.last() {
+            let mut none = Vec::new();
+            self.apply_staged(&mut none, true)?;
+            self.store.flush()?;
+            self.unflushed = false;
+            wal::delete_upto(dir, last).map_err(io)?;
+            if replayed > 0 {
+                tracing::info!(
+                    entries = replayed,
+                    "query log: replayed entries from the WAL after a crash"
+                );
+            }
+        }
+        let first = segments.last().map_or(0, |n| n + 1);
+        let wal = Wal::new(dir.to_owned(), first, max_seq + 1);
+        self.wal = Some((dir.to_owned(), wal.closed()));
+        Ok(wal)
+    }
+
+    fn start_flusher(&mut self) {
+        let (req_tx, req_rx) = channel::<Option<u64>>();
+        let (done_tx, done_rx) = channel();
+        let store = self.store.clone();
+        let wal = self.wal.clone();
+        let spawned = std::thread::Builder::new()
+            .name("querylog-flusher".into())
+            .spawn(move || {
+                for upto in req_rx {
+                    if done_tx
+                        .send(flush_and_trim(&*store, wal.as_ref(), upto))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        // Without the thread, flushes run inline (as a fallback).
+        if let Ok(h) = spawned {
+            self.flush_tx = Some(req_tx);
+            self.flush_done = Some(done_rx);
+            self.flusher = Some(h);
+        }
+    }
+
+    fn stop_flusher(&mut self) {
+        self.poll_flush(true);
+        self.flush_tx = None;
+        self.flush_done = None;
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Collect the result of the flush in flight, waiting for it if `block`.
+    fn poll_flush(&mut self, block: bool) {
+        if !self.flush_in_flight {
+            return;
+        }
+        let r = match &self.flush_done {
+            Some(rx) if block => rx.recv().map_err(|_| TryRecvError::Disconnected),
+            Some(rx) => rx.try_recv(),
+            None => Err(TryRecvError::Disconnected),
+        };
+        match r {
+            Ok(r) => {
+                self.flush_in_flight = false;
+                self.flush_result(r);
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => {
+                // The flusher is gone: flush inline from now on.
+                self.flush_in_flight = false;
+                self.unflushed = true;
+                self.flush_tx = None;
+                self.flush_done = None;
+            }
+        }
+    }
+
+    fn flush_result(&mut self, r: Result<(), StoreError>) {
+        match r {
+            Ok(()) => {
+                self.failing_since = None;
+                self.reopen_backoff = REOPEN_MIN_BACKOFF;
+            }
+            Err(e) => {
+                self.unflushed = true;
+                self.failed(&e);
+            }
+        }
+    }
+
+    /// Start a flush in the flusher thread (inline when there is none, and
+    /// wait for it when `wait`). Only call with nothing staged (`dirty`
+    /// empty) and no flush in flight.
+    fn start_flush(&mut self, wait: bool) {
+        let upto = self.applied_seq;
+        self.last_flush = Instant::now();
+        self.unflushed = false;
+        if let Some(tx) = &self.flush_tx
+            && tx.send(upto).is_ok()
+        {
+            self.flush_in_flight = true;
+            if wait {
+                self.poll_flush(true);
+            }
+            return;
+        }
+        let r = flush_and_trim(&*self.store, self.wal.as_ref(), upto);
+        self.flush_result(r);
     }
 
     /// The thread body.
     pub fn run(mut self, rx: Receiver<Msg>) {
+        self.start_flusher();
         let mut batch: Vec<Entry> = Vec::with_capacity(self.batch_size);
         let mut deadline: Option<Instant> = None;
+        let mut last_housekeeping = Instant::now();
         loop {
+            self.poll_flush(false);
             let wait = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 // Applied but not yet flushed: flush one interval after
-                // the previous flush even if no more entries arrive.
-                None if self.unflushed => {
-                    (self.last_flush + self.interval).saturating_duration_since(Instant::now())
+                // the previous flush even if no more entries arrive (and
+                // while a flush is in flight, poll for its end).
+                None if self.unflushed || self.flush_in_flight => {
+                    let due =
+                        (self.last_flush + self.interval).saturating_duration_since(Instant::now());
+                    if self.flush_in_flight {
+                        due.max(FLUSH_POLL)
+                    } else {
+                        due
+                    }
                 }
                 None => IDLE_TICK,
             };
@@ -187,6 +458,19 @@ impl Writer {
                         self.housekeeping();
                     }
                 }
+                Ok(Msg::Batch(entries, seq)) => {
+                    // Already batched (and in the WAL): commit at once.
+                    batch.extend(entries);
+                    self.pending_seq = Some(seq);
+                    self.commit(&mut batch, false);
+                    deadline = None;
+                    // As with single entries: at most about once per
+                    // interval (batches pushed out by a flush do not prune).
+                    if last_housekeeping.elapsed() >= self.interval {
+                        last_housekeeping = Instant::now();
+                        self.housekeeping();
+                    }
+                }
                 Ok(Msg::Flush(ack)) => {
                     self.commit(&mut batch, true);
                     deadline = None;
@@ -199,6 +483,7 @@ impl Writer {
                 }
                 Ok(Msg::Shutdown(ack)) => {
                     self.commit(&mut batch, true);
+                    self.stop_flusher();
                     let _ = ack.send(());
                     return;
                 }
@@ -215,6 +500,7 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.commit(&mut batch, true);
+                    self.stop_flusher();
                     return;
                 }
             }
@@ -222,20 +508,7 @@ impl Writer {
     }
 
     fn privacy_apply(&self, e: &mut Entry) {
-        match self.privacy {
-            Privacy::HideNames => {
-                e.name = hidden_str();
-                e.rule = empty_str();
-                e.answer = empty_str();
-            }
-            Privacy::HideClients => {
-                e.client = match e.client {
-                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                }
-            }
-            Privacy::Everything | Privacy::Nothing => {}
-        }
+        privacy_apply(self.privacy, e);
     }
 
     fn minute_counts(&mut self, minute: u64) -> &mut (MinuteCounts, bool) {
@@ -306,8 +579,8 @@ impl Writer {
         seq
     }
 
-    fn add(&mut self, mut e: Entry) {
-        self.privacy_apply(&mut e);
+    /// Add one entry (privacy already applied) to the blocks and aggregates.
+    fn add(&mut self, e: Entry) {
         let minute = minute_of(e.time_ms);
         let m = self.minute_counts(minute);
         m.0.add_entry(&e);
@@ -395,9 +668,39 @@ impl Writer {
         self.last_top_persist = Instant::now();
     }
 
-    /// Stage everything and write it; `force` also persists the top lists
-    /// and flushes to disk regardless of timers.
+    /// Apply the privacy level, stage everything and write it (with the
+    /// WAL `seq` of the batch, if any); `force` also persists the top lists and
+    /// flushes to disk (waiting for it) regardless of timers.
     fn commit(&mut self, batch: &mut Vec<Entry>, force: bool) {
+        if !batch.is_empty() {
+            for e in batch.iter_mut() {
+                self.privacy_apply(e);
+            }
+        }
+        if let Some(seq) = self.pending_seq.take() {
+            self.dirty
+                .insert(KEY_WAL_SEQ.to_vec(), seq.to_be_bytes().to_vec());
+            self.staged_seq = Some(seq);
+        }
+        if self.apply_staged(batch, force).is_err() {
+            return;
+        }
+        if force {
+            self.poll_flush(true);
+            self.start_flush(true);
+        } else if self.unflushed && self.last_flush.elapsed() >= self.interval {
+            self.poll_flush(false);
+            if !self.flush_in_flight {
+                self.start_flush(false);
+            }
+        }
+        self.trim_caches();
+    }
+
+    /// Add `batch` to the blocks and aggregates, stage what changed (top
+    /// lists once a second, or when `force`) and apply it to the store. On
+    /// error the staged puts stay pending (see [`MAX_PENDING_ENTRIES`]).
+    fn apply_staged(&mut self, batch: &mut Vec<Entry>, force: bool) -> Result<(), StoreError> {
         for e in batch.drain(..) {
             self.add(e);
         }
@@ -422,6 +725,9 @@ impl Writer {
             match self.store.apply(&puts, &[]) {
                 Ok(()) => {
                     self.unflushed = true;
+                    if let Some(seq) = self.staged_seq.take() {
+                        self.applied_seq = Some(seq);
+                    }
                     self.shared
                         .written
                         .fetch_add(self.pending_entries, Ordering::Relaxed);
@@ -438,30 +744,11 @@ impl Writer {
                         self.dirty.retain(|k, _| k.first() != Some(&PREFIX_ENTRY));
                         self.open.clear();
                     }
-                    return;
+                    return Err(e);
                 }
             }
         }
-        if force || self.last_flush.elapsed() >= self.interval {
-            self.last_flush = Instant::now();
-            self.unflushed = false;
-            let flush_started = Instant::now();
-            let flushed = self.store.flush();
-            let took = flush_started.elapsed();
-            if took > Duration::from_secs(1) {
-                tracing::warn!(
-                    took_ms = took.as_millis() as u64,
-                    "query log: slow disk flush"
-                );
-            }
-            if let Err(e) = flushed {
-                self.failed(&e);
-                return;
-            }
-        }
-        self.failing_since = None;
-        self.reopen_backoff = REOPEN_MIN_BACKOFF;
-        self.trim_caches();
+        Ok(())
     }
 
     /// Count a store error and, with back-off, try to reopen the store.
@@ -476,7 +763,9 @@ impl Writer {
             self.next_reopen = now + self.reopen_backoff;
             return;
         }
-        if now < self.next_reopen {
+        // Not while the flusher holds the database: the reopen would fail
+        // on sled's file lock.
+        if now < self.next_reopen || self.flush_in_flight {
             return;
         }
         self.reopen_backoff = (self.reopen_backoff * 2).min(REOPEN_MAX_BACKOFF);
@@ -603,4 +892,8 @@ impl Writer {
         self.hours.retain(|&h, _| h >= ch);
         Ok(dels.len())
     }
+}
+
+fn decode_seq(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
 }
