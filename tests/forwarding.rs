@@ -479,3 +479,13 @@ fn race_answers_from_the_live_upstream() {
         "both were asked at once"
     );
 }
+
+#[test]
+fn any_queries_get_a_minimal_answer() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let r = ask(dg.addr, "www.fwd.test.", RecordType::ANY);
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+    assert_eq!(answer_types(&r), vec![RecordType::HINFO], "RFC 8482");
+    assert_eq!(up.queries(), 0, "ANY is not forwarded");
+}

@@ -14,6 +14,7 @@
 //!    per-domain window must see all of a domain's traffic); the group's tunnel
 //!    action may refuse it;
 //! 4. local records: names the operator defined win over everything upstream;
+//!    other ANY queries get the minimal RFC 8482 answer (no amplification);
 //! 5. cache: a fresh answer never touches the upstream;
 //! 6. resolver: conditional zones, forwarder or recursor, bounded by the timeout;
 //!    on failure a stale cached answer (RFC 8767) beats SERVFAIL;
@@ -29,7 +30,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RData;
+use hickory_proto::rr::rdata::HINFO;
+use hickory_proto::rr::{RData, Record, RecordType};
 
 use super::Question;
 use super::block::blocked_answer;
@@ -257,6 +259,10 @@ impl Pipeline {
         if let Some(answer) = self.local.answer(&q.name, q.qtype()) {
             return reply(answer, Source::Local, Some(verdict), Some(score));
         }
+        if q.qtype() == RecordType::ANY {
+            // RFC 8482: a minimal answer, so dnsguard is no amplifier.
+            return reply(minimal_any(q), Source::Local, Some(verdict), Some(score));
+        }
         let key = Key {
             name: q.name.clone(),
             qtype: q.qtype(),
@@ -381,55 +387,107 @@ impl Pipeline {
     }
 }
 
-/// The `/metrics` counters of one answered query: a few atomic adds (label sets
-/// are static strings, except the upstream's label on the upstream path, which
-/// already paid for a network round trip).
+/// The `/metrics` counters of one answered query: a few atomic adds on handles
+/// registered once (the upstream's label is looked up on the upstream path only,
+/// which already paid for a network round trip).
 fn record_metrics(e: &Entry, source: &Source, started: Instant) {
+    let m = MetricHandles::get();
+    let verdict = match e.verdict {
+        querylog::Verdict::Allowed => 0,
+        querylog::Verdict::Blocked => 1,
+        querylog::Verdict::Allowlisted => 2,
+    };
+    m.queries[verdict][qtype_index(e.qtype)].increment(1);
     let secs = started.elapsed().as_secs_f64();
-    metrics::counter!(
-        "dnsguard_queries_total",
-        "verdict" => e.verdict.as_str(),
-        "type" => qtype_label(e.qtype)
-    )
-    .increment(1);
-    metrics::histogram!("dnsguard_query_duration_seconds").record(secs);
+    m.duration.record(secs);
     match source {
-        Source::Cache | Source::Stale => {
-            metrics::counter!("dnsguard_cache_hits_total").increment(1);
-        }
+        Source::Cache | Source::Stale => m.cache_hits.increment(1),
         Source::Upstream(label) => {
-            metrics::counter!("dnsguard_cache_misses_total").increment(1);
+            m.cache_misses.increment(1);
             metrics::histogram!("dnsguard_upstream_duration_seconds", "upstream" => label.to_string())
                 .record(secs);
         }
         Source::Failed(_) => {
-            metrics::counter!("dnsguard_cache_misses_total").increment(1);
-            metrics::counter!("dnsguard_upstream_errors_total").increment(1);
+            m.cache_misses.increment(1);
+            m.upstream_errors.increment(1);
         }
         _ => {}
     }
     if e.flagged {
-        metrics::counter!("dnsguard_tunnel_flags_total").increment(1);
+        m.tunnel_flags.increment(1);
     }
 }
 
-/// A static label for the common query types, `other` for the rest.
-fn qtype_label(qtype: u16) -> &'static str {
-    match qtype {
-        1 => "A",
-        2 => "NS",
-        5 => "CNAME",
-        6 => "SOA",
-        12 => "PTR",
-        15 => "MX",
-        16 => "TXT",
-        28 => "AAAA",
-        33 => "SRV",
-        64 => "SVCB",
-        65 => "HTTPS",
-        255 => "ANY",
-        _ => "other",
+/// Query types with their own label; everything else is `other`.
+const QTYPE_LABELS: [(u16, &str); 13] = [
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+    (0, "other"),
+];
+
+fn qtype_index(qtype: u16) -> usize {
+    QTYPE_LABELS[..QTYPE_LABELS.len() - 1]
+        .iter()
+        .position(|(t, _)| *t == qtype)
+        .unwrap_or(QTYPE_LABELS.len() - 1)
+}
+
+/// Metric handles registered once, the first time a query is recorded (after the
+/// web server installed the recorder; without one they are no-ops).
+struct MetricHandles {
+    queries: [[metrics::Counter; QTYPE_LABELS.len()]; 3],
+    duration: metrics::Histogram,
+    cache_hits: metrics::Counter,
+    cache_misses: metrics::Counter,
+    upstream_errors: metrics::Counter,
+    tunnel_flags: metrics::Counter,
+}
+
+impl MetricHandles {
+    fn get() -> &'static MetricHandles {
+        static HANDLES: std::sync::OnceLock<MetricHandles> = std::sync::OnceLock::new();
+        HANDLES.get_or_init(|| {
+            let verdicts = [
+                querylog::Verdict::Allowed,
+                querylog::Verdict::Blocked,
+                querylog::Verdict::Allowlisted,
+            ];
+            MetricHandles {
+                queries: verdicts.map(|v| {
+                    QTYPE_LABELS.map(|(_, t)| {
+                        metrics::counter!("dnsguard_queries_total", "verdict" => v.as_str(), "type" => t)
+                    })
+                }),
+                duration: metrics::histogram!("dnsguard_query_duration_seconds"),
+                cache_hits: metrics::counter!("dnsguard_cache_hits_total"),
+                cache_misses: metrics::counter!("dnsguard_cache_misses_total"),
+                upstream_errors: metrics::counter!("dnsguard_upstream_errors_total"),
+                tunnel_flags: metrics::counter!("dnsguard_tunnel_flags_total"),
+            }
+        })
     }
+}
+
+/// The RFC 8482 answer to ANY: one synthesized HINFO record instead of everything.
+fn minimal_any(q: &Question) -> Answer {
+    let mut answer = Answer::empty(ResponseCode::NoError);
+    let hinfo = HINFO::new("RFC8482".to_owned(), String::new());
+    answer.answers.push(Record::from_rdata(
+        q.query.name().clone(),
+        3600,
+        RData::HINFO(hinfo),
+    ));
+    answer
 }
 
 /// Addresses and CNAME targets of an answer, for the log (at most four items).

@@ -19,6 +19,10 @@ use super::auth::{COOKIE, cookie, has_bearer};
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide recorder (once); `None` if another recorder is set.
+///
+/// Histogram samples wait in the recorder until `run_upkeep` folds them into
+/// buckets; a background thread does that every few seconds so memory stays flat
+/// whether or not anything scrapes `/metrics`.
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
@@ -26,11 +30,24 @@ pub fn install() -> Option<PrometheusHandle> {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0,
             ];
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets(&latency)
                 .and_then(|b| b.install_recorder())
                 .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
-                .ok()
+                .ok()?;
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start metrics upkeep; histograms will grow until scraped");
+            }
+            Some(handle)
         })
         .clone()
 }
