@@ -527,21 +527,30 @@ impl Matcher {
             n += 1;
             !overflow
         });
+        // The Bloom filter rejects most absent suffixes without touching the table.
         if overflow {
             for_each_suffix(name.as_bytes(), |fp, _, full| {
-                probe(fp, full, &mut best);
+                if self.table.may_contain(fp) {
+                    probe(fp, full, &mut best);
+                }
                 true
             });
         } else {
             let fps = &fps[..n.min(MAX_FAST)];
+            let last = fps.len().saturating_sub(1);
+            let mut present = 0u32; // bit k: suffix k may be in the table
             let mut touched = 0u64;
-            for &fp in fps {
-                touched ^= self.table.touch(fp);
+            for (k, &fp) in fps.iter().enumerate() {
+                if self.table.may_contain(fp) {
+                    present |= 1 << k;
+                    touched ^= self.table.touch(fp);
+                }
             }
             std::hint::black_box(touched);
-            let last = fps.len().saturating_sub(1);
             for (k, &fp) in fps.iter().enumerate() {
-                probe(fp, k == last, &mut best);
+                if present & (1 << k) != 0 {
+                    probe(fp, k == last, &mut best);
+                }
             }
         }
         if best.rank < self.scan_max.get(g).copied().unwrap_or(0) {
