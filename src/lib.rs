@@ -18,6 +18,7 @@ pub mod detect;
 pub mod dns;
 pub mod filter;
 pub mod lists;
+pub mod memory;
 pub mod querylog;
 pub mod rebinding;
 pub mod resolve;

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    dnsguard::memory::limit_arenas();
     let cli = dnsguard::cli::Cli::parse();
     // reqwest and hickory use rustls with the ring provider (no aws-lc: it breaks the
     // aarch64 cross-build); it must be installed before any TLS client is made.

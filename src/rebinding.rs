@@ -78,7 +78,7 @@ impl Rebinding {
     /// The first forbidden address among `addrs` for `name` (lower case, no
     /// trailing dot), or `None` when the answer may pass.
     pub fn violation(&self, name: &str, addrs: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
-        if !self.enabled || self.allow.iter().any(|a| is_under(name, a)) {
+        if !self.enabled || self.allow.iter().any(|a| crate::dns::is_under(name, a)) {
             return None;
         }
         addrs.into_iter().find(|ip| {
@@ -89,13 +89,6 @@ impl Rebinding {
             self.ranges.iter().any(|r| r.contains(&ip))
         })
     }
-}
-
-fn is_under(name: &str, suffix: &str) -> bool {
-    name == suffix
-        || (name.len() > suffix.len()
-            && name.ends_with(suffix)
-            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::Question;
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, Screened};
 
 /// The UDP payload size dnsguard advertises (the DNS flag day 2020 value).
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -33,7 +33,20 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        self.answer(request, response, None).await
+    }
+}
+
+impl Handler {
+    /// Answers `request`; `screened` carries the decision of a front end that
+    /// already ran the screening steps (the UDP fast path handing a query on).
+    pub async fn answer<R: ResponseHandler>(
+        &self,
+        request: &Request,
         mut response: R,
+        screened: Option<Screened>,
     ) -> ResponseInfo {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
@@ -70,7 +83,7 @@ impl RequestHandler for Handler {
             dnssec_ok,
             checking_disabled: request.metadata.checking_disabled,
         };
-        let reply = self.pipeline.handle(&question).await;
+        let reply = self.pipeline.handle_screened(&question, screened).await;
         let answer = &reply.answer;
         meta.response_code = answer.rcode;
         meta.authentic_data = answer.authentic && (dnssec_ok || request.metadata.authentic_data);

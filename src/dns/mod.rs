@@ -8,6 +8,8 @@ pub mod block;
 pub mod handler;
 pub mod pipeline;
 pub mod server;
+pub mod udp;
+pub mod wire;
 
 use std::net::SocketAddr;
 
@@ -50,6 +52,14 @@ pub fn name_text(name: &Name) -> String {
         s.pop();
     }
     s
+}
+
+/// True when `name` is `zone` or below it (both name text, as [`name_text`] gives).
+pub fn is_under(name: &str, zone: &str) -> bool {
+    name == zone
+        || (name.len() > zone.len()
+            && name.ends_with(zone)
+            && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
 }
 
 /// Parses a domain name from config or a list, making it fully qualified.

@@ -24,7 +24,7 @@
 //!    or cloud-metadata address is blocked;
 //! 8. query log: every answered question is recorded without waiting on disk.
 
-use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +41,7 @@ use crate::detect::{self, Detector, Score};
 use crate::filter::{Action, BlockReason, Filter, GroupId, RuleSource, Verdict};
 use crate::querylog::{self, Entry, QueryLog};
 use crate::rebinding::Rebinding;
-use crate::resolve::cache::{Cache, Key};
+use crate::resolve::cache::{Cache, Cached, Hit, Key};
 use crate::resolve::local::LocalRecords;
 use crate::resolve::router::Router;
 use crate::resolve::{Answer, ResolveError};
@@ -80,6 +80,8 @@ pub struct Reply {
     pub verdict: Option<Verdict>,
     /// The tunnel detector's score (`None` when the query was not scored).
     pub score: Option<Score>,
+    /// Addresses and CNAME targets of a real answer, for the query log.
+    pub summary: Option<Arc<str>>,
 }
 
 /// The compiled filter plus what the pipeline derives from the configuration per
@@ -158,6 +160,35 @@ impl Policy {
     }
 }
 
+/// What the steps before resolution decided (access, canaries, filter, tunnel
+/// detection). Both front ends run them through [`Pipeline::screen`]; the UDP fast
+/// path answers the final ones itself and hands `Pass` on when the cache cannot
+/// answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Screen {
+    /// The client is outside the allowed networks: REFUSED.
+    Refused,
+    /// A bypass canary: NXDOMAIN.
+    Canary,
+    /// Blocked by the filter: the group's block answer.
+    Blocked(Verdict),
+    /// Refused by the group's tunnel action.
+    Tunnel(Verdict, Score),
+    /// On to local records, the cache and the resolver.
+    Pass(Verdict, Score),
+}
+
+/// A question already screened by a front end, with when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Screened {
+    /// The decision.
+    pub screen: Screen,
+    /// When the query arrived (for the logged latency).
+    pub started: Instant,
+    /// The same moment in unix milliseconds (for the log and the detector).
+    pub now_ms: u64,
+}
+
 /// Every step, built once from the configuration and shared by all front ends.
 pub struct Pipeline {
     access: Access,
@@ -204,6 +235,12 @@ impl Pipeline {
         self.policy.load_full()
     }
 
+    /// The policy in use now, without touching its reference count (for the fast
+    /// path; hold it only for one query).
+    pub fn policy_guard(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.policy.load()
+    }
+
     /// Swaps in a newly compiled policy; queries in flight finish with the old one,
     /// none waits and none is dropped.
     pub fn set_policy(&self, policy: Policy) {
@@ -212,39 +249,69 @@ impl Pipeline {
 
     /// Runs one question through the steps and records it in the query log.
     pub async fn handle(&self, q: &Question) -> Reply {
-        let started = Instant::now();
-        let now_ms = querylog::now_ms();
+        self.handle_screened(q, None).await
+    }
+
+    /// [`Pipeline::handle`] for a question a front end may already have screened
+    /// (the steps before resolution must run once per query: the tunnel detector
+    /// counts every query).
+    pub async fn handle_screened(&self, q: &Question, screened: Option<Screened>) -> Reply {
         let name = q.name_text();
         let policy = self.policy.load_full();
-        let reply = self.decide(q, &name, &policy, now_ms).await;
-        if reply.score.is_some() {
-            self.detector
-                .record_rcode(now_ms, &name, u16::from(reply.answer.rcode));
-        }
-        self.record(q, name, &policy, &reply, now_ms, started);
+        let qtype = u16::from(q.qtype());
+        let screened = screened.unwrap_or_else(|| {
+            let now_ms = querylog::now_ms();
+            Screened {
+                screen: self.screen(q.client.ip(), &name, qtype, &policy, now_ms),
+                started: Instant::now(),
+                now_ms,
+            }
+        });
+        let reply = match screened.screen {
+            Screen::Pass(verdict, score) => self.complete(q, &name, &policy, verdict, score).await,
+            early => {
+                let (mode, ttl) = policy.filter.group_block(early_group(&early));
+                let block = |_: ()| blocked_answer(mode, ttl, q.query.name(), q.qtype());
+                early_reply(early, block)
+            }
+        };
+        let outcome = Outcome {
+            rcode: u16::from(reply.answer.rcode),
+            source: &reply.source,
+            verdict: reply.verdict.as_ref(),
+            score: reply.score.as_ref(),
+            summary: reply.summary.clone(),
+        };
+        let logged_name = Arc::from(name);
+        self.record(
+            q.client.ip(),
+            logged_name,
+            qtype,
+            &policy,
+            &outcome,
+            &screened,
+        );
         reply
     }
 
-    async fn decide(&self, q: &Question, name: &str, policy: &Policy, now_ms: u64) -> Reply {
-        if !self.access.allows(q.client.ip()) {
-            return reply(
-                Answer::empty(ResponseCode::Refused),
-                Source::Refused,
-                None,
-                None,
-            );
+    /// Steps 1–3: access, bypass canaries, the filter, tunnel detection. No I/O.
+    pub fn screen(
+        &self,
+        client: IpAddr,
+        name: &str,
+        qtype: u16,
+        policy: &Policy,
+        now_ms: u64,
+    ) -> Screen {
+        if !self.access.allows(client) {
+            return Screen::Refused;
         }
-        if let Some(answer) = self.local.canary(&q.name) {
-            return reply(answer, Source::Local, None, None);
+        if self.local.is_canary(name) {
+            return Screen::Canary;
         }
-        let filter = &policy.filter;
-        let client = q.client.ip();
-        let qtype = u16::from(q.qtype());
-        let verdict = filter.check(client, name, qtype);
+        let verdict = policy.filter.check(client, name, qtype);
         if let Action::Block(_) = verdict.action {
-            let (mode, ttl) = filter.group_block(verdict.group);
-            let answer = blocked_answer(mode, ttl, q.query.name(), q.qtype());
-            return reply(answer, Source::Blocked, Some(verdict), None);
+            return Screen::Blocked(verdict);
         }
         let score = self.detector.observe(now_ms, client, name, qtype);
         let refuse = match policy.tunnel_action(verdict.group) {
@@ -253,23 +320,55 @@ impl Pipeline {
             detect::Action::Quarantine => score.quarantined,
         };
         if refuse && verdict.action != Action::Allow {
-            let answer = Answer::empty(ResponseCode::Refused);
-            return reply(answer, Source::Tunnel, Some(verdict), Some(score));
+            return Screen::Tunnel(verdict, score);
         }
-        if let Some(answer) = self.local.answer(&q.name, q.qtype()) {
-            return reply(answer, Source::Local, Some(verdict), Some(score));
+        Screen::Pass(verdict, score)
+    }
+
+    /// For the fast path: a fresh cached answer that `client` may have as it is
+    /// (not a local name, not ANY, passing CNAME cloaking and rebinding checks).
+    /// `None` means "take the full path".
+    pub fn cached_answer(
+        &self,
+        client: IpAddr,
+        name: &str,
+        qtype: u16,
+        dnssec_ok: bool,
+        policy: &Policy,
+        verdict: &Verdict,
+    ) -> Option<Hit> {
+        if qtype == u16::from(RecordType::ANY) || self.local.answer(name, qtype.into()).is_some() {
+            return None;
+        }
+        let hit = self.cache.get(&Key::new(name, qtype, dnssec_ok)?)?;
+        hit.cached.wire.as_ref()?;
+        self.screen_answer(policy, client, verdict, name, qtype, &hit.cached)
+            .is_none()
+            .then_some(hit)
+    }
+
+    /// Steps 4–7 for a question that passed screening.
+    async fn complete(
+        &self,
+        q: &Question,
+        name: &str,
+        policy: &Policy,
+        verdict: Verdict,
+        score: Score,
+    ) -> Reply {
+        let (v, s) = (Some(verdict), Some(score));
+        if let Some(answer) = self.local.answer(name, q.qtype()) {
+            return reply(answer, Source::Local, v, s);
         }
         if q.qtype() == RecordType::ANY {
             // RFC 8482: a minimal answer, so dnsguard is no amplifier.
-            return reply(minimal_any(q), Source::Local, Some(verdict), Some(score));
+            return reply(minimal_any(q), Source::Local, v, s);
         }
-        let key = Key {
-            name: q.name.clone(),
-            qtype: q.qtype(),
-            dnssec_ok: q.dnssec_ok,
-        };
-        let (answer, source) = match self.cache.get(&key) {
-            Some(hit) => (hit.answer, Source::Cache),
+        let qtype = u16::from(q.qtype());
+        let key = Key::new(name, qtype, q.dnssec_ok);
+        let cached = key.as_ref().and_then(|k| self.cache.get(k));
+        let (hit, source) = match cached {
+            Some(hit) => (hit, Source::Cache),
             None => {
                 let (result, upstream) = self
                     .router
@@ -277,71 +376,103 @@ impl Pipeline {
                     .await;
                 match result {
                     Ok(answer) => {
-                        self.cache.insert(key, &answer);
-                        (answer, Source::Upstream(upstream))
+                        let resolved = Cached::new(answer, q.query.name(), q.qtype());
+                        if let Some(k) = &key {
+                            self.cache.insert(k, &resolved);
+                        }
+                        let hit = Hit {
+                            cached: Arc::new(resolved),
+                            ttl_left: u32::MAX,
+                            stale: false,
+                        };
+                        (hit, Source::Upstream(upstream))
                     }
-                    Err(e) => match self.fail(&key, e) {
-                        (answer, Source::Stale) => (answer, Source::Stale),
-                        (answer, failed) => {
-                            return reply(answer, failed, Some(verdict), Some(score));
+                    Err(e) => match self.fail(key.as_ref(), name, e) {
+                        Ok(stale) => (stale, Source::Stale),
+                        Err(failed) => {
+                            let answer = Answer::empty(ResponseCode::ServFail);
+                            return reply(answer, failed, v, s);
                         }
                     },
                 }
             }
         };
-        // CNAME cloaking: a tracker hidden behind a first-party CNAME is still blocked,
-        // unless the query name itself was explicitly allowed.
+        if let Some((source, verdict)) =
+            self.screen_answer(policy, q.client.ip(), &verdict, name, qtype, &hit.cached)
+        {
+            let (mode, ttl) = policy.filter.group_block(verdict.group);
+            let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
+            return reply(blocked, source, Some(verdict), s);
+        }
+        let mut r = reply(hit.answer(), source, v, s);
+        if !hit.cached.answer.answers.is_empty() {
+            r.summary = Some(hit.cached.summary.clone());
+        }
+        r
+    }
+
+    /// The checks on an answer that depend on the client: CNAME cloaking (a tracker
+    /// hidden behind a first-party CNAME is still blocked, unless the query name
+    /// itself was explicitly allowed) and rebinding protection. `Some` when the
+    /// answer must be replaced by the block answer.
+    fn screen_answer(
+        &self,
+        policy: &Policy,
+        client: IpAddr,
+        verdict: &Verdict,
+        name: &str,
+        qtype: u16,
+        cached: &Cached,
+    ) -> Option<(Source, Verdict)> {
         if verdict.action != Action::Allow {
-            for target in answer.cname_targets() {
-                let cloaked = filter.check(client, &super::name_text(target), qtype);
+            for target in cached.cname_targets.iter() {
+                let cloaked = policy.filter.check(client, target, qtype);
                 if let Action::Block(_) = cloaked.action {
-                    let (mode, ttl) = filter.group_block(cloaked.group);
-                    let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
-                    return reply(blocked, Source::Blocked, Some(cloaked), Some(score));
+                    return Some((Source::Blocked, cloaked));
                 }
             }
         }
-        let addrs = answer.answers.iter().filter_map(|r| match &r.data {
-            RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
-            _ => None,
-        });
-        if let Some(ip) = self.rebinding.violation(name, addrs) {
-            let (mode, ttl) = filter.group_block(verdict.group);
-            let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
-            return reply(blocked, Source::Rebinding(ip), Some(verdict), Some(score));
-        }
-        reply(answer, source, Some(verdict), Some(score))
+        let ip = self
+            .rebinding
+            .violation(name, cached.addrs.iter().copied())?;
+        Some((Source::Rebinding(ip), *verdict))
     }
 
-    fn fail(&self, key: &Key, e: ResolveError) -> (Answer, Source) {
+    fn fail(&self, key: Option<&Key>, name: &str, e: ResolveError) -> Result<Hit, Source> {
         // Bogus data is an attack or a broken zone, not an outage: no stale answer.
         let stale = match e {
             ResolveError::Bogus => None,
-            _ => self.cache.get_stale(key),
+            _ => key.and_then(|k| self.cache.get_stale(k)),
         };
         if let Some(hit) = stale {
-            tracing::debug!(name = %key.name, error = %e, "serving stale answer");
-            return (hit.answer, Source::Stale);
+            tracing::debug!(name, error = %e, "serving stale answer");
+            return Ok(hit);
         }
-        tracing::debug!(name = %key.name, error = %e, "resolution failed");
-        let failed = Source::Failed(e.to_string());
-        (Answer::empty(ResponseCode::ServFail), failed)
+        tracing::debug!(name, error = %e, "resolution failed");
+        Err(Source::Failed(e.to_string()))
     }
 
-    fn record(
+    /// Records an answered question in the query log and the metrics; feeds the
+    /// answer's rcode back to the tunnel detector. Never waits on disk.
+    pub fn record(
         &self,
-        q: &Question,
-        name: String,
+        client: IpAddr,
+        name: Arc<str>,
+        qtype: u16,
         policy: &Policy,
-        reply: &Reply,
-        now_ms: u64,
-        started: Instant,
+        outcome: &Outcome<'_>,
+        screened: &Screened,
     ) {
-        let mut e = Entry::new(now_ms, q.client.ip(), Arc::from(name), u16::from(q.qtype()));
-        e.rcode = u16::from(reply.answer.rcode);
-        e.latency_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        e.source = match &reply.source {
+        if outcome.score.is_some() {
+            self.detector
+                .record_rcode(screened.now_ms, &name, outcome.rcode);
+        }
+        let mut e = Entry::new(screened.now_ms, client, name, qtype);
+        e.rcode = outcome.rcode;
+        let elapsed = screened.started.elapsed();
+        e.latency_us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        let source = outcome.source;
+        e.source = match source {
             Source::Refused => querylog::Source::Refused,
             Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Source::Blocked,
             Source::Local => querylog::Source::Local,
@@ -350,47 +481,91 @@ impl Pipeline {
             Source::Upstream(label) => querylog::Source::Upstream(label.clone()),
             Source::Failed(_) => querylog::Source::Failed,
         };
-        if let Some(v) = &reply.verdict {
+        if let Some(v) = outcome.verdict {
             e.group = policy.group_label(v.group);
-            e.verdict = match (reply.source == Source::Blocked, v.action) {
+            e.verdict = match (*source == Source::Blocked, v.action) {
                 (true, _) => querylog::Verdict::Blocked,
                 (false, Action::Allow) => querylog::Verdict::Allowlisted,
                 _ => querylog::Verdict::Allowed,
             };
-            if reply.source == Source::Blocked || v.action == Action::Allow {
+            if *source == Source::Blocked || v.action == Action::Allow {
                 (e.list, e.rule) = policy.rule_labels(v);
             }
         }
-        if let Some(score) = &reply.score {
+        if let Some(score) = outcome.score {
             e.tunnel_score = score.value;
             e.flagged = score.flagged;
-            if score.flagged || reply.source == Source::Tunnel {
+            if score.flagged || *source == Source::Tunnel {
                 e.rule = Arc::from(format!("tunnel: {}", score.reasons.display_for(&e.name)));
-                if reply.source == Source::Tunnel {
+                if *source == Source::Tunnel {
                     e.verdict = querylog::Verdict::Blocked;
                 }
             }
         }
-        if let Source::Rebinding(ip) = reply.source {
+        if let Source::Rebinding(ip) = source {
             e.verdict = querylog::Verdict::Blocked;
             e.rule = Arc::from(format!("rebinding: answer {ip} is private"));
         }
-        let real_answer = matches!(
-            reply.source,
-            Source::Upstream(_) | Source::Cache | Source::Stale | Source::Local
-        );
-        if real_answer && !reply.answer.answers.is_empty() {
-            e.answer = Arc::from(summarize(&reply.answer));
+        if let Some(summary) = &outcome.summary {
+            e.answer = summary.clone();
         }
-        record_metrics(&e, &reply.source, started);
+        record_metrics(&e, source, elapsed);
         self.log.record(e);
     }
+}
+
+/// What the query log needs to know about an answer, from either front end.
+pub struct Outcome<'a> {
+    /// The response code sent.
+    pub rcode: u16,
+    /// Where the answer came from.
+    pub source: &'a Source,
+    /// The filter's verdict, if the filter ran.
+    pub verdict: Option<&'a Verdict>,
+    /// The tunnel score, if the query was scored.
+    pub score: Option<&'a Score>,
+    /// Addresses and CNAME targets of a real answer, for the log.
+    pub summary: Option<Arc<str>>,
+}
+
+impl Screen {
+    /// The source and rcode of a final screen decision, for the log.
+    pub fn outcome_parts(&self) -> (Source, Option<&Verdict>, Option<&Score>) {
+        match self {
+            Screen::Refused => (Source::Refused, None, None),
+            Screen::Canary => (Source::Local, None, None),
+            Screen::Blocked(v) => (Source::Blocked, Some(v), None),
+            Screen::Tunnel(v, s) => (Source::Tunnel, Some(v), Some(s)),
+            Screen::Pass(v, s) => (Source::Cache, Some(v), Some(s)),
+        }
+    }
+}
+
+/// The group whose block answer a final screen decision uses.
+fn early_group(screen: &Screen) -> GroupId {
+    match screen {
+        Screen::Blocked(v) | Screen::Tunnel(v, _) | Screen::Pass(v, _) => v.group,
+        Screen::Refused | Screen::Canary => GroupId(0),
+    }
+}
+
+/// The reply for a final screen decision; `block` builds the block answer.
+fn early_reply(screen: Screen, block: impl FnOnce(()) -> Answer) -> Reply {
+    let (source, verdict, score) = screen.outcome_parts();
+    let (verdict, score) = (verdict.copied(), score.copied());
+    let answer = match screen {
+        Screen::Refused | Screen::Tunnel(..) => Answer::empty(ResponseCode::Refused),
+        Screen::Canary => Answer::empty(ResponseCode::NXDomain),
+        Screen::Blocked(_) => block(()),
+        Screen::Pass(..) => Answer::empty(ResponseCode::ServFail),
+    };
+    reply(answer, source, verdict, score)
 }
 
 /// The `/metrics` counters of one answered query: a few atomic adds on handles
 /// registered once (the upstream's label is looked up on the upstream path only,
 /// which already paid for a network round trip).
-fn record_metrics(e: &Entry, source: &Source, started: Instant) {
+fn record_metrics(e: &Entry, source: &Source, elapsed: std::time::Duration) {
     let m = MetricHandles::get();
     let verdict = match e.verdict {
         querylog::Verdict::Allowed => 0,
@@ -398,7 +573,7 @@ fn record_metrics(e: &Entry, source: &Source, started: Instant) {
         querylog::Verdict::Allowlisted => 2,
     };
     m.queries[verdict][qtype_index(e.qtype)].increment(1);
-    let secs = started.elapsed().as_secs_f64();
+    let secs = elapsed.as_secs_f64();
     m.duration.record(secs);
     match source {
         Source::Cache | Source::Stale => m.cache_hits.increment(1),
@@ -490,31 +665,16 @@ fn minimal_any(q: &Question) -> Answer {
     answer
 }
 
-/// Addresses and CNAME targets of an answer, for the log (at most four items).
-fn summarize(answer: &Answer) -> String {
-    let mut out = String::new();
-    for r in answer.answers.iter().take(4) {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        let _ = match &r.data {
-            RData::A(a) => write!(out, "{}", a.0),
-            RData::AAAA(a) => write!(out, "{}", a.0),
-            RData::CNAME(c) => write!(out, "{}", c.0),
-            other => write!(out, "{}", other.record_type()),
-        };
-    }
-    if answer.answers.len() > 4 {
-        out.push_str(",…");
-    }
-    out
-}
-
 fn reply(answer: Answer, source: Source, verdict: Option<Verdict>, score: Option<Score>) -> Reply {
+    let summary = matches!(source, Source::Local)
+        .then(|| answer.summary())
+        .filter(|s| !s.is_empty())
+        .map(Arc::from);
     Reply {
         answer,
         source,
         verdict,
         score,
+        summary,
     }
 }

@@ -1,4 +1,5 @@
-//! Binds the UDP and TCP listeners and hands them to hickory-server.
+//! Binds the listeners: UDP sockets (one per core) for the [`super::udp`] front
+//! end, and TCP for hickory-server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::handler::Handler;
 use super::pipeline::Pipeline;
+use super::udp::UdpService;
 
 /// Socket buffer size asked for on UDP sockets: bursts of queries wait in the
 /// kernel rather than being dropped while the server catches up.
@@ -18,6 +20,7 @@ const UDP_BUFFER: usize = 4 << 20;
 /// A running DNS service.
 pub struct DnsServer {
     server: Server<Handler>,
+    udp: UdpService,
     /// The addresses actually bound (port 0 in the config becomes a real port).
     pub local_addrs: Vec<SocketAddr>,
 }
@@ -29,18 +32,27 @@ impl DnsServer {
         tcp_idle_timeout: Duration,
         pipeline: Arc<Pipeline>,
     ) -> anyhow::Result<Self> {
-        let mut server = Server::new(Handler::new(pipeline));
+        let mut server = Server::new(Handler::new(pipeline.clone()));
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut local_addrs = Vec::new();
+        let mut udp_sockets = Vec::new();
         for addr in listen {
             let (udp, tcp) = bind_pair(*addr)?;
             let bound = udp.local_addr()?;
-            server.register_socket(udp);
+            udp_sockets.push(udp);
+            for _ in 1..workers {
+                udp_sockets.push(
+                    bind_udp(bound).with_context(|| format!("cannot listen on UDP {bound}"))?,
+                );
+            }
             server.register_listener(tcp, tcp_idle_timeout, 64 * 1024);
             tracing::info!(addr = %bound, "listening (UDP and TCP)");
             local_addrs.push(bound);
         }
+        let udp = UdpService::start(udp_sockets, pipeline, tokio::runtime::Handle::current())?;
         Ok(Self {
             server,
+            udp,
             local_addrs,
         })
     }
@@ -50,12 +62,14 @@ impl DnsServer {
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::warn!(error = %e, "error while shutting down the DNS listeners");
         }
+        let udp = self.udp;
+        let _ = tokio::task::spawn_blocking(move || udp.shutdown()).await;
     }
 }
 
 /// Binds UDP and TCP on the same address. Port 0 means "any free port": the UDP
 /// socket picks one and TCP takes the same; if that TCP port is taken, try again.
-fn bind_pair(addr: SocketAddr) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+fn bind_pair(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, tokio::net::TcpListener)> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
@@ -72,18 +86,20 @@ fn bind_pair(addr: SocketAddr) -> anyhow::Result<(tokio::net::UdpSocket, tokio::
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot listen on {addr}")))
 }
 
-fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+/// A blocking UDP socket with `SO_REUSEPORT`, so each worker gets its own socket
+/// on the same address (the kernel spreads clients over them).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER);
     let _ = socket.set_send_buffer_size(UDP_BUFFER);
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -227,10 +227,10 @@ pub struct BlockBuilder {
     /// Key the block is stored under.
     pub key: BlockKey,
     strings: Vec<Arc<str>>,
-    string_idx: HashMap<Arc<str>, u32>,
+    string_idx: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     strings_bytes: usize,
     clients: Vec<IpAddr>,
-    client_idx: HashMap<IpAddr, u32>,
+    client_idx: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
     body: Vec<u8>,
     count: usize,
 }
@@ -241,10 +241,10 @@ impl BlockBuilder {
         BlockBuilder {
             key,
             strings: Vec::new(),
-            string_idx: HashMap::new(),
+            string_idx: HashMap::with_capacity_and_hasher(64, Default::default()),
             strings_bytes: 0,
             clients: Vec::new(),
-            client_idx: HashMap::new(),
+            client_idx: HashMap::with_capacity_and_hasher(16, Default::default()),
             body: Vec::with_capacity(1024),
             count: 0,
         }

@@ -79,7 +79,8 @@ pub struct QueryLogConfig {
     /// Privacy level. Default: `everything`.
     pub privacy: Privacy,
     /// Entries that may wait for the writer; beyond this they are dropped
-    /// (and counted). Default: 65536. (With the WAL, up to 64 batches that
+    /// (and counted). Default: 16384 (a third of a second at 50k queries/s;
+    /// the writer drains over 400k/s). (With the WAL, up to 64 batches that
     /// are already in the WAL may also wait while sled is stalled.)
     pub channel_capacity: usize,
     /// Commit a batch once it holds this many entries. Default: 1000.
@@ -96,7 +97,7 @@ impl Default for QueryLogConfig {
             enabled: true,
             retention_days: 30,
             privacy: Privacy::Everything,
-            channel_capacity: 65536,
+            channel_capacity: 16384,
             batch_size: 1000,
             flush_interval_ms: 100,
         }

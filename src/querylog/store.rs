@@ -65,7 +65,7 @@ impl SledStore {
     fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
         sled::Config::new()
             .path(dir)
-            .cache_capacity(32 * 1024 * 1024)
+            .cache_capacity(4 * 1024 * 1024)
             .mode(sled::Mode::LowSpace)
             .open()
             .map_err(|e| {

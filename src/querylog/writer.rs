@@ -111,13 +111,17 @@ struct OpenBlock {
 
 #[derive(Default)]
 struct HourTops {
-    domains: HashMap<Arc<str>, u64>,
-    blocked: HashMap<Arc<str>, u64>,
-    clients: HashMap<IpAddr, u64>,
+    domains: TopMap<Arc<str>>,
+    blocked: TopMap<Arc<str>>,
+    clients: TopMap<IpAddr>,
     dirty: bool,
 }
 
-fn bump<K: std::hash::Hash + Eq + Clone>(m: &mut HashMap<K, u64>, k: &K) {
+/// Counts per name or client (foldhash with a random seed: fast, and clients
+/// cannot choose names that collide).
+type TopMap<K> = HashMap<K, u64, foldhash::fast::RandomState>;
+
+fn bump<K: std::hash::Hash + Eq + Clone>(m: &mut TopMap<K>, k: &K) {
     if let Some(c) = m.get_mut(k) {
         *c += 1;
         return;
@@ -130,7 +134,7 @@ fn bump<K: std::hash::Hash + Eq + Clone>(m: &mut HashMap<K, u64>, k: &K) {
     m.insert(k.clone(), 1);
 }
 
-fn top_n<K: Clone>(m: &HashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
+fn top_n<K: Clone>(m: &TopMap<K>, n: usize) -> Vec<(K, u64)> {
     let mut v: Vec<(K, u64)> = m.iter().map(|(k, c)| (k.clone(), *c)).collect();
     if v.len() > n {
         v.select_nth_unstable_by(n, |a, b| b.1.cmp(&a.1));

@@ -5,59 +5,162 @@
 //! Sharded mutexes keep contention low; eviction is CLOCK (FIFO with a second chance
 //! for entries read since they were queued), which approximates LRU cheaply.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, RecordType};
-use parking_lot::Mutex;
+use hickory_proto::rr::{Name, RecordType};
+use parking_lot::RwLock;
 
 use super::Answer;
 use crate::config::CacheConfig;
+use crate::dns::wire::Body;
 
-const SHARDS: usize = 16;
+const SHARDS: usize = 64;
+/// Longest name text a key holds (253 characters, more with `\DDD` escapes).
+const MAX_KEY: usize = 300;
 
-/// What a cached answer is filed under.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a cached answer is filed under: the query name as text (lower case, no
+/// trailing dot), the type, and the DO bit (those answers carry RRSIGs), packed on
+/// the stack so a lookup allocates nothing.
 pub struct Key {
-    /// Query name, lower-cased.
-    pub name: LowerName,
-    /// Query type.
-    pub qtype: RecordType,
-    /// The client asked for DNSSEC records (DO bit): those answers carry RRSIGs.
-    pub dnssec_ok: bool,
+    buf: [u8; MAX_KEY + 3],
+    len: usize,
+}
+
+impl Key {
+    /// The key for `name`/`qtype`/`dnssec_ok`; `None` for names too long to cache.
+    pub fn new(name: &str, qtype: u16, dnssec_ok: bool) -> Option<Key> {
+        let n = name.len();
+        if n > MAX_KEY {
+            return None;
+        }
+        let mut buf = [0u8; MAX_KEY + 3];
+        buf[..n].copy_from_slice(name.as_bytes());
+        buf[n..n + 2].copy_from_slice(&qtype.to_be_bytes());
+        buf[n + 2] = u8::from(dnssec_ok);
+        Some(Key { buf, len: n + 3 })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The name part, for logs.
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len - 3]).unwrap_or("")
+    }
+}
+
+/// A cached answer, shared by every hit: the records for the hickory front end,
+/// their wire form for the UDP fast path, and what the per-client checks after the
+/// cache need (CNAME targets for cloaking, addresses for rebinding), worked out
+/// once when the answer arrives rather than on every hit.
+#[derive(Debug)]
+pub struct Cached {
+    /// The answer with its stored TTLs.
+    pub answer: Answer,
+    /// The answer and authority sections in wire form (`None` if hickory could not
+    /// encode them: such answers go through the full encoder).
+    pub wire: Option<Body>,
+    /// The query-log summary of the answer.
+    pub summary: Arc<str>,
+    /// CNAME targets in the answer, as name text.
+    pub cname_targets: Box<[Box<str>]>,
+    /// A and AAAA addresses in the answer.
+    pub addrs: Box<[IpAddr]>,
+}
+
+impl Cached {
+    /// Works out everything a hit needs from an upstream `answer` to `qname`/`qtype`.
+    pub fn new(answer: Answer, qname: &Name, qtype: RecordType) -> Cached {
+        Cached {
+            wire: Body::encode(&answer, qname, qtype),
+            summary: Arc::from(answer.summary()),
+            cname_targets: answer
+                .cname_targets()
+                .map(|n| crate::dns::name_text(n).into_boxed_str())
+                .collect(),
+            addrs: answer.addresses().collect(),
+            answer,
+        }
+    }
+
+    /// A copy with every record TTL passed through `f`.
+    fn map_ttls(&self, f: impl Fn(u32) -> u32) -> Cached {
+        let mut answer = self.answer.clone();
+        for r in answer
+            .answers
+            .iter_mut()
+            .chain(answer.authorities.iter_mut())
+        {
+            r.ttl = f(r.ttl);
+        }
+        Cached {
+            answer,
+            wire: self.wire.as_ref().map(|w| w.map_ttls(&f)),
+            summary: self.summary.clone(),
+            cname_targets: self.cname_targets.clone(),
+            addrs: self.addrs.clone(),
+        }
+    }
 }
 
 struct Entry {
-    answer: Answer,
+    cached: Arc<Cached>,
     stored: Instant,
     ttl: u32,
     generation: u64,
-    used: bool,
+    used: AtomicBool,
 }
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Key, Entry>,
-    queue: VecDeque<(Key, u64)>,
+    map: HashMap<Box<[u8]>, Entry, foldhash::fast::FixedState>,
+    queue: VecDeque<(Box<[u8]>, u64)>,
     generation: u64,
 }
 
 /// A bounded, TTL-honouring DNS answer cache.
 pub struct Cache {
-    shards: Vec<Mutex<Shard>>,
+    shards: Vec<RwLock<Shard>>,
+    hasher: foldhash::fast::FixedState,
     per_shard: usize,
     cfg: CacheConfig,
 }
 
-/// A cache hit: the answer with TTLs counted down, and whether it is stale.
+/// A cache hit: the shared entry, the time it has left, and whether it is stale.
 pub struct Hit {
-    /// The answer, TTLs adjusted to the time left.
-    pub answer: Answer,
+    /// The cached answer with its stored TTLs.
+    pub cached: Arc<Cached>,
+    /// Seconds left (for a stale hit, the TTL stale answers are served with).
+    pub ttl_left: u32,
     /// The entry had expired and is served because upstreams failed.
     pub stale: bool,
+}
+
+impl Hit {
+    /// The answer with TTLs counted down to the time left (a stale answer carries
+    /// the stale TTL on every record).
+    pub fn answer(&self) -> Answer {
+        let mut answer = self.cached.answer.clone();
+        for r in answer
+            .answers
+            .iter_mut()
+            .chain(answer.authorities.iter_mut())
+        {
+            r.ttl = if self.stale {
+                self.ttl_left
+            } else {
+                r.ttl.min(self.ttl_left)
+            };
+        }
+        answer
+    }
 }
 
 impl Cache {
@@ -65,16 +168,16 @@ impl Cache {
     pub fn new(cfg: &CacheConfig) -> Self {
         let per_shard = cfg.max_entries.div_ceil(SHARDS);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            hasher: foldhash::fast::FixedState::with_seed(rand_seed()),
             per_shard,
             cfg: cfg.clone(),
         }
     }
 
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
+        let h = self.hasher.hash_one(key);
+        &self.shards[(h >> 32) as usize % SHARDS]
     }
 
     /// A fresh answer for `key`, if one is cached.
@@ -94,35 +197,34 @@ impl Cache {
         if self.per_shard == 0 {
             return None;
         }
-        let mut shard = self.shard(key).lock();
-        let entry = shard.map.get_mut(key)?;
+        let shard = self.shard(key.bytes()).read();
+        let entry = shard.map.get(key.bytes())?;
         let age = now.saturating_duration_since(entry.stored).as_secs();
         let age = u32::try_from(age).unwrap_or(u32::MAX);
-        let (ttl, stale) = if age < entry.ttl {
+        let (ttl_left, stale) = if age < entry.ttl {
             (entry.ttl - age, false)
         } else if allow_stale && age - entry.ttl <= self.cfg.stale_max_age {
             (self.cfg.stale_answer_ttl, true)
         } else {
             return None;
         };
-        entry.used = true;
-        let mut answer = entry.answer.clone();
-        for r in answer
-            .answers
-            .iter_mut()
-            .chain(answer.authorities.iter_mut())
-        {
-            r.ttl = r.ttl.min(ttl).max(if stale { ttl } else { 0 });
+        if !entry.used.load(Ordering::Relaxed) {
+            entry.used.store(true, Ordering::Relaxed);
         }
-        Some(Hit { answer, stale })
+        Some(Hit {
+            cached: entry.cached.clone(),
+            ttl_left,
+            stale,
+        })
     }
 
     /// Stores an upstream answer (NOERROR or NXDOMAIN only; a negative answer needs
-    /// its SOA to be cached, RFC 2308).
-    pub fn insert(&self, key: Key, answer: &Answer) {
+    /// its SOA to be cached, RFC 2308), with TTLs clamped to the configured bounds.
+    pub fn insert(&self, key: &Key, resolved: &Cached) {
         if self.per_shard == 0 {
             return;
         }
+        let answer = &resolved.answer;
         let negative = answer.rcode == ResponseCode::NXDomain || answer.answers.is_empty();
         if !matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
             return;
@@ -135,26 +237,21 @@ impl Cache {
         if ttl == 0 {
             return;
         }
-        let mut stored = answer.clone();
-        for r in stored
-            .answers
-            .iter_mut()
-            .chain(stored.authorities.iter_mut())
-        {
-            r.ttl = r.ttl.clamp(self.cfg.min_ttl, ttl);
-        }
-        let mut shard = self.shard(&key).lock();
+        let min_ttl = self.cfg.min_ttl;
+        let stored = Arc::new(resolved.map_ttls(|t| t.clamp(min_ttl, ttl.max(min_ttl))));
+        let bytes: Box<[u8]> = key.bytes().into();
+        let mut shard = self.shard(&bytes).write();
         shard.generation += 1;
         let generation = shard.generation;
-        shard.queue.push_back((key.clone(), generation));
+        shard.queue.push_back((bytes.clone(), generation));
         shard.map.insert(
-            key,
+            bytes,
             Entry {
-                answer: stored,
+                cached: stored,
                 stored: Instant::now(),
                 ttl,
                 generation,
-                used: false,
+                used: AtomicBool::new(false),
             },
         );
         self.evict(&mut shard);
@@ -168,8 +265,8 @@ impl Cache {
                 break;
             };
             match shard.map.get_mut(&key) {
-                Some(e) if e.generation == generation && e.used => {
-                    e.used = false;
+                Some(e) if e.generation == generation && e.used.load(Ordering::Relaxed) => {
+                    e.used.store(false, Ordering::Relaxed);
                     shard.queue.push_back((key, generation));
                 }
                 Some(e) if e.generation == generation => {
@@ -186,7 +283,7 @@ impl Cache {
 
     /// Number of entries held (fresh and stale).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map.len()).sum()
+        self.shards.iter().map(|s| s.read().map.len()).sum()
     }
 
     /// True when nothing is cached.
@@ -199,7 +296,7 @@ impl Cache {
         let now = Instant::now();
         let keep_for = Duration::from_secs(u64::from(self.cfg.stale_max_age));
         for shard in &self.shards {
-            let mut s = shard.lock();
+            let mut s = shard.write();
             s.map.retain(|_, e| {
                 now.saturating_duration_since(e.stored)
                     < Duration::from_secs(u64::from(e.ttl)) + keep_for
@@ -208,18 +305,25 @@ impl Cache {
     }
 }
 
+/// A per-process hash seed, so clients cannot aim queries at one shard.
+fn rand_seed() -> u64 {
+    use std::hash::RandomState;
+    RandomState::new().hash_one(0x5eed_u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hickory_proto::rr::rdata::{A, SOA};
-    use hickory_proto::rr::{Name, RData, Record};
+    use hickory_proto::rr::{RData, Record};
 
     fn key(n: &str) -> Key {
-        Key {
-            name: LowerName::new(&Name::from_ascii(n).unwrap()),
-            qtype: RecordType::A,
-            dnssec_ok: false,
-        }
+        Key::new(n.trim_end_matches('.'), 1, false).unwrap()
+    }
+
+    fn insert(c: &Cache, n: &str, answer: Answer) {
+        let name = Name::from_ascii(n).unwrap();
+        c.insert(&key(n), &Cached::new(answer, &name, RecordType::A));
     }
 
     fn a_answer(n: &str, ttl: u32) -> Answer {
@@ -240,14 +344,14 @@ mod tests {
             ..CacheConfig::default()
         };
         let c = Cache::new(&cfg);
-        c.insert(key("short.example."), &a_answer("short.example.", 5));
-        c.insert(key("long.example."), &a_answer("long.example.", 90_000));
+        insert(&c, "short.example.", a_answer("short.example.", 5));
+        insert(&c, "long.example.", a_answer("long.example.", 90_000));
         assert_eq!(
-            c.get(&key("short.example.")).unwrap().answer.answers[0].ttl,
+            c.get(&key("short.example.")).unwrap().answer().answers[0].ttl,
             60
         );
         assert_eq!(
-            c.get(&key("long.example.")).unwrap().answer.answers[0].ttl,
+            c.get(&key("long.example.")).unwrap().answer().answers[0].ttl,
             600
         );
     }
@@ -258,10 +362,7 @@ mod tests {
             max_negative_ttl: 100,
             ..CacheConfig::default()
         });
-        c.insert(
-            key("nosoa.example."),
-            &Answer::empty(ResponseCode::NXDomain),
-        );
+        insert(&c, "nosoa.example.", Answer::empty(ResponseCode::NXDomain));
         assert!(c.get(&key("nosoa.example.")).is_none());
         let mut nx = Answer::empty(ResponseCode::NXDomain);
         let soa = SOA::new(
@@ -278,11 +379,11 @@ mod tests {
             3000,
             RData::SOA(soa),
         ));
-        c.insert(key("nx.example."), &nx);
-        let hit = c.get(&key("nx.example.")).unwrap();
-        assert_eq!(hit.answer.rcode, ResponseCode::NXDomain);
-        assert_eq!(hit.answer.authorities[0].ttl, 100);
-        c.insert(key("fail.example."), &Answer::empty(ResponseCode::ServFail));
+        insert(&c, "nx.example.", nx);
+        let hit = c.get(&key("nx.example.")).unwrap().answer();
+        assert_eq!(hit.rcode, ResponseCode::NXDomain);
+        assert_eq!(hit.authorities[0].ttl, 100);
+        insert(&c, "fail.example.", Answer::empty(ResponseCode::ServFail));
         assert!(c.get(&key("fail.example.")).is_none());
     }
 
@@ -292,10 +393,10 @@ mod tests {
             max_entries: SHARDS * 4,
             ..CacheConfig::default()
         });
-        c.insert(key("hot.example."), &a_answer("hot.example.", 300));
+        insert(&c, "hot.example.", a_answer("hot.example.", 300));
         for i in 0..1000 {
             let n = format!("n{i}.example.");
-            c.insert(key(&n), &a_answer(&n, 300));
+            insert(&c, &n, a_answer(&n, 300));
             assert!(
                 c.get(&key("hot.example.")).is_some(),
                 "hot entry evicted at {i}"
@@ -310,7 +411,7 @@ mod tests {
             max_entries: 0,
             ..CacheConfig::default()
         });
-        c.insert(key("a.example."), &a_answer("a.example.", 300));
+        insert(&c, "a.example.", a_answer("a.example.", 300));
         assert!(c.get(&key("a.example.")).is_none());
     }
 }

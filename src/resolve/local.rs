@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::Answer;
 use crate::config::LocalConfig;
@@ -78,11 +78,11 @@ impl FromStr for LocalRecord {
     }
 }
 
-/// The compiled local data, looked up by lower-cased name.
+/// The compiled local data, looked up by name text (lower case, no trailing dot).
 #[derive(Debug, Default)]
 pub struct LocalRecords {
-    by_name: HashMap<LowerName, Vec<Record>>,
-    nxdomain: Vec<LowerName>,
+    by_name: HashMap<String, Vec<Record>>,
+    nxdomain: Vec<String>,
 }
 
 impl LocalRecords {
@@ -103,20 +103,17 @@ impl LocalRecords {
                     continue;
                 }
                 let name = crate::dns::parse_name(line).map_err(LocalError::Record)?;
-                me.nxdomain.push(LowerName::new(&name));
+                me.nxdomain.push(crate::dns::name_text(&name));
             }
         }
         Ok(me)
     }
 
-    /// NXDOMAIN for a bypass canary (the name or anything below it), else `None`.
-    /// Runs before the filter: a group's block mode must not turn the signal into
+    /// True for a bypass canary (the name or anything below it), answered NXDOMAIN.
+    /// Checked before the filter: a group's block mode must not turn the signal into
     /// a null address.
-    pub fn canary(&self, name: &LowerName) -> Option<Answer> {
-        self.nxdomain
-            .iter()
-            .any(|c| c.zone_of(name))
-            .then(|| Answer::empty(ResponseCode::NXDomain))
+    pub fn is_canary(&self, name: &str) -> bool {
+        self.nxdomain.iter().any(|c| crate::dns::is_under(name, c))
     }
 
     fn add_hosts_file(&mut self, path: &Path, ttl: u32) -> Result<(), LocalError> {
@@ -158,14 +155,14 @@ impl LocalRecords {
         if let Some(ip) = reverse {
             let ptr = Name::from(ip);
             let rec = Record::from_rdata(ptr.clone(), ttl, RData::PTR(PTR(name.clone())));
-            let entry = self.by_name.entry(LowerName::new(&ptr)).or_default();
+            let entry = self.by_name.entry(crate::dns::name_text(&ptr)).or_default();
             if !entry.iter().any(|r| r.data == rec.data) {
                 entry.push(rec);
             }
         }
         let rec = Record::from_rdata(name.clone(), ttl, data);
         self.by_name
-            .entry(LowerName::new(&name))
+            .entry(crate::dns::name_text(&name))
             .or_default()
             .push(rec);
     }
@@ -182,7 +179,7 @@ impl LocalRecords {
 
     /// The answer for `name`/`qtype` if the name is local, following CNAMEs within
     /// local data; `None` if the name is not local.
-    pub fn answer(&self, name: &LowerName, qtype: RecordType) -> Option<Answer> {
+    pub fn answer(&self, name: &str, qtype: RecordType) -> Option<Answer> {
         let mut records = self.by_name.get(name)?;
         let mut answer = Answer::empty(ResponseCode::NoError);
         for _ in 0..8 {
@@ -204,7 +201,7 @@ impl LocalRecords {
             let RData::CNAME(target) = &cname.data else {
                 return Some(answer);
             };
-            match self.by_name.get(&LowerName::new(&target.0)) {
+            match self.by_name.get(&crate::dns::name_text(&target.0)) {
                 Some(next) => records = next,
                 None => return Some(answer),
             }
@@ -217,8 +214,8 @@ impl LocalRecords {
 mod tests {
     use super::*;
 
-    fn lower(s: &str) -> LowerName {
-        LowerName::new(&Name::from_ascii(s).unwrap())
+    fn lower(s: &str) -> String {
+        crate::dns::name_text(&Name::from_ascii(s).unwrap())
     }
 
     #[test]

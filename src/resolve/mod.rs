@@ -92,6 +92,38 @@ impl Answer {
         })
     }
 
+    /// The A and AAAA addresses in the answer section.
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        self.answers.iter().filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+            hickory_proto::rr::RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+            _ => None,
+        })
+    }
+
+    /// Addresses and CNAME targets of the answer for the query log (at most four
+    /// items).
+    pub fn summary(&self) -> String {
+        use hickory_proto::rr::RData;
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for r in self.answers.iter().take(4) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            let _ = match &r.data {
+                RData::A(a) => write!(out, "{}", a.0),
+                RData::AAAA(a) => write!(out, "{}", a.0),
+                RData::CNAME(c) => write!(out, "{}", c.0),
+                other => write!(out, "{}", other.record_type()),
+            };
+        }
+        if self.answers.len() > 4 {
+            out.push_str(",…");
+        }
+        out
+    }
+
     /// True when the answer holds records of `qtype` (not just a CNAME chain).
     pub fn has_type(&self, qtype: RecordType) -> bool {
         self.answers.iter().any(|r| r.record_type() == qtype)
