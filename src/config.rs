@@ -47,6 +47,10 @@ pub struct Config {
     pub web: crate::web::WebConfig,
     /// DNS-rebinding protection: private and metadata addresses in public answers.
     pub rebinding: crate::rebinding::RebindingConfig,
+    /// Where egress-guard alerts go (webhook, syslog, JSON-lines file).
+    pub alerts: crate::guard::alerts::AlertsConfig,
+    /// nftables set sync of answered addresses.
+    pub firewall: crate::guard::nft::FirewallConfig,
 }
 
 /// `[server]`: where dnsguard listens and which clients it answers.
@@ -325,6 +329,7 @@ impl Config {
             }
         };
         fix(&mut self.server.data_dir);
+        self.alerts.file.as_mut().map(fix);
         self.resolver.tls_ca_file.as_mut().map(fix);
         self.resolver.trust_anchor_file.as_mut().map(fix);
         self.local.hosts_files.iter_mut().for_each(fix);
@@ -403,6 +408,22 @@ impl Config {
                     return bad(&key, format!("unknown builtin:{name}; known: {known:?}"));
                 }
                 _ => {}
+            }
+        }
+        if let Some(url) = &self.alerts.webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(
+                "alerts.webhook_url",
+                format!("{url:?} is not an http(s) URL"),
+            );
+        }
+        if self.firewall.enabled && self.firewall.command.is_empty() {
+            return bad("firewall.command", "needs at least the program".into());
+        }
+        for g in &self.firewall.groups {
+            if g != crate::filter::DEFAULT_GROUP && !self.groups.iter().any(|x| x.name == *g) {
+                return bad("firewall.groups", format!("unknown group {g:?}"));
             }
         }
         if let Err(e) = crate::detect::Detector::new(&self.detect) {

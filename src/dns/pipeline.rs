@@ -168,6 +168,7 @@ pub struct Pipeline {
     router: Router,
     rebinding: Rebinding,
     log: Arc<QueryLog>,
+    guard: arc_swap::ArcSwapOption<crate::guard::Guard>,
 }
 
 impl Pipeline {
@@ -186,7 +187,14 @@ impl Pipeline {
                 cfg.resolver.forward_zones.iter().map(|z| z.zone.clone()),
             ),
             log,
+            guard: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// Attaches the egress guard (alerts, new-domain tracking, firewall sync), which
+    /// then sees every recorded query.
+    pub fn set_guard(&self, guard: Arc<crate::guard::Guard>) {
+        self.guard.store(Some(guard));
     }
 
     /// The cache, for periodic maintenance.
@@ -301,15 +309,17 @@ impl Pipeline {
                 }
             }
         }
-        let addrs = answer.answers.iter().filter_map(|r| match &r.data {
-            RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
-            _ => None,
-        });
-        if let Some(ip) = self.rebinding.violation(name, addrs) {
+        let addrs = || answer_addrs(&answer).map(|(ip, _)| ip);
+        if let Some(ip) = self.rebinding.violation(name, addrs()) {
             let (mode, ttl) = filter.group_block(verdict.group);
             let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
             return reply(blocked, Source::Rebinding(ip), Some(verdict), Some(score));
+        }
+        // Answer rules: address/CIDR entries of the group's lists and deny entries.
+        if let Some((_, by)) = filter.check_answer(verdict.group, addrs()) {
+            let (mode, ttl) = filter.group_block(verdict.group);
+            let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
+            return reply(blocked, Source::Blocked, Some(by), Some(score));
         }
         reply(answer, source, Some(verdict), Some(score))
     }
@@ -383,6 +393,9 @@ impl Pipeline {
             e.answer = Arc::from(summarize(&reply.answer));
         }
         record_metrics(&e, &reply.source, started);
+        if let Some(guard) = &*self.guard.load() {
+            guard.observe(&e, answer_addrs(&reply.answer));
+        }
         self.log.record(e);
     }
 }
@@ -488,6 +501,15 @@ fn minimal_any(q: &Question) -> Answer {
         RData::HINFO(hinfo),
     ));
     answer
+}
+
+/// The A/AAAA addresses of an answer with their TTLs.
+fn answer_addrs(answer: &Answer) -> impl Iterator<Item = (std::net::IpAddr, u32)> + '_ {
+    answer.answers.iter().filter_map(|r| match &r.data {
+        RData::A(a) => Some((std::net::IpAddr::V4(a.0), r.ttl)),
+        RData::AAAA(a) => Some((std::net::IpAddr::V6(a.0), r.ttl)),
+        _ => None,
+    })
 }
 
 /// Addresses and CNAME targets of an answer, for the log (at most four items).

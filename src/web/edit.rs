@@ -169,6 +169,13 @@ pub fn put_group(doc: &mut DocumentMut, g: &GroupConfig) -> Result<(), EditError
     set_or_remove(t, "tunnel_action", g.tunnel_action.is_some(), || {
         enum_str(&g.tunnel_action).into()
     });
+    set_or_remove(t, "mode", g.mode.is_some(), || enum_str(&g.mode).into());
+    set_or_remove(
+        t,
+        "alert_new_domains",
+        g.alert_new_domains.is_some(),
+        || g.alert_new_domains.unwrap_or_default().into(),
+    );
     Ok(())
 }
 
