@@ -407,7 +407,8 @@ fn allowlist_learn(
     req.resolve(querylog::now_ms())?;
     let learned = match open_log(&cfg, verbose)? {
         LogAccess::Local(log) => {
-            let mut learned = learn::learn(&log, req, querylog::now_ms())?;
+            let allowed = learn::allow_entries(&cfg, &req.group);
+            let mut learned = learn::learn(&log, req, &allowed, querylog::now_ms())?;
             drop(log);
             if apply {
                 let path = config

@@ -92,8 +92,15 @@ pub struct Learned {
 /// Most distinct clients counted per domain.
 const MAX_CLIENTS: usize = 10_000;
 
-/// Reads the group's answered queries in the period and builds the proposal.
-pub fn learn(log: &QueryLog, req: &LearnRequest, now_ms: u64) -> Result<Learned, QueryLogError> {
+/// Reads the group's answered queries in the period and builds the proposal;
+/// domains whose entry is in `allowed` (the group's `allow` entries now) or that
+/// only ever matched an allow rule are reported as already allowed.
+pub fn learn(
+    log: &QueryLog,
+    req: &LearnRequest,
+    allowed: &[String],
+    now_ms: u64,
+) -> Result<Learned, QueryLogError> {
     let (since, until) = req.resolve(now_ms)?;
     let filter = Filter {
         since_ms: Some(since),
@@ -146,7 +153,7 @@ pub fn learn(log: &QueryLog, req: &LearnRequest, now_ms: u64) -> Result<Learned,
         p.clients = clients.len() as u64;
         if p.flagged > 0 {
             out.flagged.push(p);
-        } else if p.allowlisted == p.queries {
+        } else if p.allowlisted == p.queries || allowed.contains(&p.entry) {
             out.already_allowed.push(p.domain);
         } else {
             out.proposals.push(p);
@@ -158,6 +165,15 @@ pub fn learn(log: &QueryLog, req: &LearnRequest, now_ms: u64) -> Result<Learned,
     out.flagged.sort_by(order);
     out.already_allowed.sort();
     Ok(out)
+}
+
+/// The `allow` entries of group `name` in `cfg` (empty when there is no such group).
+pub fn allow_entries(cfg: &crate::config::Config, name: &str) -> Vec<String> {
+    cfg.groups
+        .iter()
+        .find(|g| g.name == name)
+        .map(|g| g.allow.clone())
+        .unwrap_or_default()
 }
 
 /// Adds every proposal as an allow entry of the group in `doc` (the group must
@@ -175,7 +191,7 @@ pub fn apply_to(
     };
     let mut added = 0;
     for p in &learned.proposals {
-        if group.allow.iter().any(|a| *a == p.entry) {
+        if group.allow.contains(&p.entry) {
             continue;
         }
         crate::web::edit::add_rule(

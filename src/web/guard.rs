@@ -13,7 +13,8 @@ use crate::querylog::{self, StatsRequest};
 
 async fn compute(st: &AppState, req: LearnRequest) -> Result<Learned, ApiError> {
     let log = st.pipeline().log().clone();
-    tokio::task::spawn_blocking(move || learn::learn(&log, &req, querylog::now_ms()))
+    let allowed = learn::allow_entries(&st.live.config.lock(), &req.group);
+    tokio::task::spawn_blocking(move || learn::learn(&log, &req, &allowed, querylog::now_ms()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::from)
