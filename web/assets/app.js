@@ -311,6 +311,14 @@ async function loadAlerts() {
       h('td', { class: 'num' }, e.tunnel_score.toFixed(2)),
       h('td', { class: 'rule hide-sm', title: e.rule }, e.rule.replace(/^tunnel: /, ''))));
   }
+  // Egress alerts raised since start (new domains, exfil, bypass, tunnel).
+  const raised = await api('GET', '/api/v1/alerts/recent');
+  const eb = clear($('#alerts-egress'));
+  for (const e of raised) {
+    eb.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.type), h('td', {}, e.client),
+      h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
+      h('td', { class: 'hide-sm' }, e.group), h('td', { class: 'rule hide-sm', title: e.reason }, e.reason)));
+  }
 }
 
 // ------------------------------------------------------------------- lists
