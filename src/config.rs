@@ -505,6 +505,35 @@ mod tests {
     }
 
     #[test]
+    fn egress_guard_keys() {
+        let cfg = Config::parse(
+            "[[groups]]\nname = \"agents\"\nclients = [\"10.0.5.0/24\"]\nmode = \"learn\"\ndefault_deny = true\n\
+             [[groups]]\nname = \"lab\"\nmode = \"enforce\"\nalert_new_domains = false\n\
+             [[groups]]\nname = \"office\"\n\
+             [alerts]\nwebhook_url = \"https://hooks.example/x\"\nsyslog = \"127.0.0.1:514\"\n\
+             [firewall]\nenabled = true\ngroups = [\"agents\"]\n",
+            "t",
+        )
+        .unwrap();
+        let g = |n: &str| cfg.groups.iter().find(|g| g.name == n).unwrap();
+        // learn resolves everything (even with default_deny) and watches new domains.
+        assert!(!g("agents").denies_by_default() && g("agents").watches_new_domains());
+        assert!(g("lab").denies_by_default() && !g("lab").watches_new_domains());
+        assert!(!g("office").denies_by_default() && !g("office").watches_new_domains());
+        assert_eq!(cfg.alerts.webhook_retries, 5);
+        assert_eq!(cfg.firewall.set_v4, "dnsguard_allowed");
+        assert_eq!(cfg.rebinding.always_block.len(), 2);
+        let e = err("[alerts]\nwebhook_url = \"ftp://x\"\n");
+        assert!(e.contains("alerts.webhook_url"), "{e}");
+        let e = err("[firewall]\nenabled = true\ngroups = [\"nope\"]\n");
+        assert!(e.contains("firewall.groups") && e.contains("nope"), "{e}");
+        let e = err("[[groups]]\nname = \"a\"\nmode = \"observe\"\n");
+        assert!(e.contains("mode"), "{e}");
+        let e = err("[[groups]]\nname = \"a\"\nallow = [\"10.0.0.0/8\"]\n");
+        assert!(e.contains("only block"), "{e}");
+    }
+
+    #[test]
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.toml");

@@ -64,7 +64,12 @@ impl Seen {
             path: path.clone(),
             message: e.to_string(),
         };
-        let db = sled::Config::new().path(dir).open().map_err(err)?;
+        // A small cache: the guard thread touches the tree only on memory-set misses.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .map_err(err)?;
         let tree = db.open_tree("seen").map_err(err)?;
         let mut memory = HashSet::new();
         let mut count = 0u64;
