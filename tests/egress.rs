@@ -711,3 +711,73 @@ fn firewall_sync_into_nftables_sets_in_a_netns() {
     assert_eq!(timeout("192.0.2.6"), 60);
     assert_eq!(v6[0].1, 60);
 }
+
+#[test]
+fn learned_allowlist_applied_offline() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let cfg = config(
+        &up,
+        "# the agents\n[[groups]]\nname = \"agents\" # learning\nclients = [\"127.0.0.2\"]\nmode = \"learn\"\n",
+    );
+    let dg = Dnsguard::start(&cfg);
+    let agent = from("127.0.0.2");
+    for name in ["www.a.test.", "www.b.test."] {
+        ask_with(dg.addr, name, RecordType::A, &agent);
+    }
+    wait_for("2 log entries", || {
+        (log_entries(dg.dir.path()).len() >= 2).then_some(())
+    });
+    let (_, dir) = dg.stop_keeping_dir(libc::SIGTERM);
+    let (ok, out, err) = cli(
+        dir.path(),
+        &[
+            "allowlist",
+            "learn",
+            "--group",
+            "agents",
+            "--since",
+            "1h",
+            "--apply",
+            "-v",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("directly"), "{err}");
+    assert!(out.contains("applied: 2 new allow entries"), "{out}");
+    let text = std::fs::read_to_string(dir.path().join("dnsguard.toml")).unwrap();
+    assert!(
+        text.contains("# the agents") && text.contains("# learning"),
+        "comments kept: {text}"
+    );
+    assert!(
+        text.contains("\"||a.test^\"") && text.contains("\"||b.test^\""),
+        "{text}"
+    );
+    // Applying again adds nothing; an unknown group is an error.
+    let (ok, out, _) = cli(
+        dir.path(),
+        &[
+            "allowlist",
+            "learn",
+            "--group",
+            "agents",
+            "--since",
+            "1h",
+            "--apply",
+        ],
+    );
+    assert!(ok && out.contains("applied: 0 new"), "{out}");
+    let (ok, _, err) = cli(
+        dir.path(),
+        &[
+            "allowlist",
+            "learn",
+            "--group",
+            "nobody",
+            "--since",
+            "1h",
+            "--apply",
+        ],
+    );
+    assert!(!ok && err.contains("nobody"), "{err}");
+}

@@ -188,6 +188,7 @@ pub struct Guard {
     rules: ArcSwap<Rules>,
     tx: SyncSender<Observation>,
     dropped: AtomicU64,
+    dropped_metric: std::sync::OnceLock<metrics::Counter>,
     recent: alerts::Recent,
     seen: Arc<seen::Seen>,
 }
@@ -223,6 +224,7 @@ impl Guard {
             rules: ArcSwap::from_pointee(Rules::new(cfg)),
             tx,
             dropped: AtomicU64::new(0),
+            dropped_metric: std::sync::OnceLock::new(),
             recent,
             seen,
         }))
@@ -298,7 +300,11 @@ impl Guard {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("dnsguard_guard_dropped_total").increment(1);
+                // Registered at the first drop (after the web server installed the
+                // recorder), then one atomic add.
+                self.dropped_metric
+                    .get_or_init(|| metrics::counter!("dnsguard_guard_dropped_total"))
+                    .increment(1);
             }
         }
     }
