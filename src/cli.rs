@@ -152,6 +152,9 @@ pub enum AllowlistAction {
         /// Write the proposal into the configuration.
         #[arg(long)]
         apply: bool,
+        /// With `--apply`: also switch the group to `mode = "enforce"`.
+        #[arg(long)]
+        enforce: bool,
         /// `table` or `json`.
         #[arg(long, default_value = "table")]
         format: String,

@@ -65,15 +65,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     since,
                     until,
                     apply,
+                    enforce,
                     format,
                     verbose,
                     config,
                 },
         } => {
+            anyhow::ensure!(apply || !enforce, "--enforce needs --apply");
             let req = crate::guard::learn::LearnRequest {
                 group,
                 since: Some(since),
                 until,
+                enforce,
             };
             allowlist_learn(&req, apply, &format, verbose, &config)
         }
@@ -414,7 +417,8 @@ fn allowlist_learn(
                 let path = config
                     .as_deref()
                     .context("--apply needs the configuration file (--config FILE)")?;
-                learned.applied = Some(apply_learned(path, &cfg, &learned)?);
+                learned.applied = Some(apply_learned(path, &cfg, &learned, req.enforce)?);
+                learned.enforced = req.enforce;
             }
             learned
         }
@@ -435,13 +439,14 @@ fn apply_learned(
     path: &std::path::Path,
     cfg: &Config,
     learned: &crate::guard::learn::Learned,
+    enforce: bool,
 ) -> anyhow::Result<usize> {
     use crate::web::edit;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut doc = edit::parse(&text)?;
-    let added =
-        crate::guard::learn::apply_to(&mut doc, learned, cfg).map_err(anyhow::Error::msg)?;
+    let added = crate::guard::learn::apply_to(&mut doc, learned, cfg, enforce)
+        .map_err(anyhow::Error::msg)?;
     let new_text = doc.to_string();
     Config::parse(&new_text, &path.display().to_string())?;
     let mode = {

@@ -738,6 +738,7 @@ fn learned_allowlist_applied_offline() {
             "--since",
             "1h",
             "--apply",
+            "--enforce",
             "-v",
         ],
     );
@@ -753,6 +754,22 @@ fn learned_allowlist_applied_offline() {
         text.contains("\"||a.test^\"") && text.contains("\"||b.test^\""),
         "{text}"
     );
+    assert!(
+        text.contains("mode = \"enforce\"") && !text.contains("\"learn\""),
+        "{text}"
+    );
+    assert!(out.contains("now enforces"), "{out}");
+    // Restarted on the edited file: the learned names resolve, nothing else does.
+    let dg = Dnsguard::start_in(&text, dir);
+    assert_eq!(
+        addrs(&ask_with(dg.addr, "www.a.test.", RecordType::A, &agent)),
+        ["192.0.2.1"]
+    );
+    assert_eq!(
+        addrs(&ask_with(dg.addr, "www.c.test.", RecordType::A, &agent)),
+        ["0.0.0.0"]
+    );
+    let (_, dir) = dg.stop_keeping_dir(libc::SIGTERM);
     // Applying again adds nothing; an unknown group is an error.
     let (ok, out, _) = cli(
         dir.path(),
@@ -780,4 +797,9 @@ fn learned_allowlist_applied_offline() {
         ],
     );
     assert!(!ok && err.contains("nobody"), "{err}");
+    let (ok, _, err) = cli(
+        dir.path(),
+        &["allowlist", "learn", "--group", "agents", "--enforce"],
+    );
+    assert!(!ok && err.contains("--enforce needs --apply"), "{err}");
 }

@@ -26,6 +26,8 @@ pub struct LearnRequest {
     pub since: Option<String>,
     /// End (default now).
     pub until: Option<String>,
+    /// When applying: also switch the group to `mode = "enforce"`.
+    pub enforce: bool,
 }
 
 impl LearnRequest {
@@ -87,6 +89,9 @@ pub struct Learned {
     /// Entries written by `--apply` (absent when not applied).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied: Option<usize>,
+    /// Whether `--apply --enforce` switched the group to `mode = "enforce"`.
+    #[serde(default)]
+    pub enforced: bool,
 }
 
 /// Most distinct clients counted per domain.
@@ -177,11 +182,13 @@ pub fn allow_entries(cfg: &crate::config::Config, name: &str) -> Vec<String> {
 }
 
 /// Adds every proposal as an allow entry of the group in `doc` (the group must
-/// exist); returns how many entries were new.
+/// exist) and, with `learned`'s request asking for it, switches the group to
+/// `mode = "enforce"`; returns how many entries were new.
 pub fn apply_to(
     doc: &mut toml_edit::DocumentMut,
     learned: &Learned,
     existing: &crate::config::Config,
+    enforce: bool,
 ) -> Result<usize, String> {
     let Some(group) = existing.groups.iter().find(|g| g.name == learned.group) else {
         return Err(format!(
@@ -202,6 +209,10 @@ pub fn apply_to(
         )
         .map_err(|e| e.to_string())?;
         added += 1;
+    }
+    if enforce {
+        crate::web::edit::set_group_mode(doc, &learned.group, crate::filter::GroupMode::Enforce)
+            .map_err(|e| e.to_string())?;
     }
     Ok(added)
 }
@@ -252,6 +263,9 @@ pub fn print_table(out: &mut impl Write, l: &Learned) -> std::io::Result<()> {
     }
     if let Some(n) = l.applied {
         writeln!(out, "\napplied: {n} new allow entries in group {}", l.group)?;
+    }
+    if l.enforced {
+        writeln!(out, "group {} now enforces its allowlist", l.group)?;
     }
     Ok(())
 }

@@ -197,6 +197,18 @@ fn set_or_remove(t: &mut Table, key: &str, set: bool, v: impl FnOnce() -> Value)
     }
 }
 
+/// Sets the `mode` (`learn`/`enforce`) of group `name`, keeping its other keys
+/// and comments.
+pub fn set_group_mode(
+    doc: &mut DocumentMut,
+    name: &str,
+    mode: crate::filter::GroupMode,
+) -> Result<(), EditError> {
+    let t = group_table(doc, name)?;
+    set_or_remove(t, "mode", true, || enum_str(&mode).into());
+    Ok(())
+}
+
 /// Removes the `[[groups]]` table named `name`.
 pub fn remove_group(doc: &mut DocumentMut, name: &str) -> Result<(), EditError> {
     let groups = aot(doc, "groups")?;

@@ -28,23 +28,26 @@ pub async fn learn_get(
     Ok(Json(compute(&st, req).await?).into_response())
 }
 
-/// `POST /api/v1/allowlist/learn` (JSON `{group, since, until}`): computes the
-/// proposal, adds it to the group's `allow` entries in the config file and
-/// applies it live (the dashboard's change path).
+/// `POST /api/v1/allowlist/learn` (JSON `{group, since, until, enforce}`):
+/// computes the proposal, adds it to the group's `allow` entries in the config
+/// file (and with `enforce` sets `mode = "enforce"`) and applies it live (the
+/// dashboard's change path).
 pub async fn learn_apply(
     State(st): State<AppState>,
     Json(req): Json<LearnRequest>,
 ) -> Result<Response, ApiError> {
+    let enforce = req.enforce;
     let mut learned = compute(&st, req).await?;
     let current = st.live.config.lock().clone();
     let mut added = 0;
     change_config(&st, |doc| {
-        added = learn::apply_to(doc, &learned, &current).map_err(ApiError::BadRequest)?;
+        added = learn::apply_to(doc, &learned, &current, enforce).map_err(ApiError::BadRequest)?;
         Ok(())
     })
     .await?;
-    tracing::info!(group = %learned.group, added, "learned allowlist applied");
+    tracing::info!(group = %learned.group, added, enforce, "learned allowlist applied");
     learned.applied = Some(added);
+    learned.enforced = enforce;
     Ok(Json(learned).into_response())
 }
 
