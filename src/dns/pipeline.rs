@@ -21,8 +21,10 @@
 //! 7. CNAME cloaking: names in the answer's CNAME chain go through the filter too
 //!    (after the cache, because groups differ while the cached answer is shared);
 //!    then rebinding protection: a public name answered with a private, loopback
-//!    or cloud-metadata address is blocked;
-//! 8. query log: every answered question is recorded without waiting on disk.
+//!    or cloud-metadata address is blocked; then answer rules (address/CIDR
+//!    entries of the group's lists and deny entries);
+//! 8. query log: every answered question is recorded without waiting on disk,
+//!    and handed to the egress guard (`crate::guard`) without waiting either.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
