@@ -25,12 +25,15 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log(&cfg)?);
     let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
+    let guard = crate::guard::Guard::start(&cfg)?;
+    pipeline.set_guard(guard.clone());
     let cfg_shared = Arc::new(parking_lot::Mutex::new(cfg.clone()));
     let live = Arc::new(Live {
         config_path,
         config: cfg_shared,
         lists: lists.clone(),
         pipeline: pipeline.clone(),
+        guard: Some(guard.clone()),
         apply_lock: tokio::sync::Mutex::new(()),
     });
     // The API first: once DNS is announced as listening, everything is up.
@@ -63,6 +66,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     server.shutdown().await;
     drop(pipeline);
     drop(live);
+    guard.flush();
     // The last batch of the query log reaches the disk before we exit.
     tokio::task::spawn_blocking(move || log.shutdown()).await?;
     Ok(())
@@ -182,6 +186,8 @@ pub struct Live {
     pub lists: Arc<Lists>,
     /// The DNS pipeline whose policy gets swapped.
     pub pipeline: Arc<Pipeline>,
+    /// The egress guard (alerts, new domains, firewall), told about new configurations.
+    pub guard: Option<Arc<crate::guard::Guard>>,
     /// Orders compile-and-swap runs so an older configuration never replaces a newer one.
     pub apply_lock: tokio::sync::Mutex<()>,
 }
@@ -204,6 +210,9 @@ impl Live {
         let filter = compile_filter(&new, &self.lists).await?;
         let policy = Policy::new(filter, &new);
         self.pipeline.set_policy(policy);
+        if let Some(guard) = &self.guard {
+            guard.configure(&new);
+        }
         *self.config.lock() = new;
         self.publish_list_metrics();
         Ok(())

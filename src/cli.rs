@@ -84,6 +84,34 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Allowlist-only groups: learn the allowlist from the query log.
+    Allowlist {
+        /// What to do.
+        #[command(subcommand)]
+        action: AllowlistAction,
+    },
+    /// The weekly review: top clients, new domains per client, blocked attempts by
+    /// category, flagged names, bypass attempts.
+    Report {
+        /// Start: a duration back from now (`30m`, `12h`, `7d`, `2w`) or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// End (exclusive), same forms; default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Length of each list.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Say on stderr whether the database or the server answered.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Configuration file (default: the embedded one).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Work with configuration files.
     Config {
         /// What to do with the configuration.
@@ -102,6 +130,42 @@ pub enum ConfigAction {
     },
     /// Print the embedded default configuration, a commented starting point.
     Default,
+}
+
+/// `dnsguard allowlist …`
+#[derive(Debug, Subcommand)]
+pub enum AllowlistAction {
+    /// Propose the group's allowlist from what its clients resolved (registrable
+    /// domains with counts, clients, first and last seen); `--apply` adds them as
+    /// `||domain^` allow entries to the group in the configuration file, and a
+    /// running server applies them at once.
+    Learn {
+        /// The group (e.g. one with `mode = "learn"`).
+        #[arg(long)]
+        group: String,
+        /// Start: a duration back from now (`7d`) or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// End (exclusive), same forms; default now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Write the proposal into the configuration.
+        #[arg(long)]
+        apply: bool,
+        /// With `--apply`: also switch the group to `mode = "enforce"`.
+        #[arg(long)]
+        enforce: bool,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Say on stderr whether the database or the server answered.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Configuration file (default: the embedded one; `--apply` without a
+        /// running server needs one).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `dnsguard lists …`

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, ConfigAction, ListsAction, QueryLogArgs};
+use crate::cli::{AllowlistAction, Cli, Command, ConfigAction, ListsAction, QueryLogArgs};
 use crate::config::{Config, EMBEDDED_DEFAULT};
 use crate::querylog::{self, EntryWriter, QueryLog, QueryLogError, StatsRequest};
 use crate::web::api::StatsReply;
@@ -58,6 +58,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetPassword { config } => set_password(&config),
+        Command::Allowlist {
+            action:
+                AllowlistAction::Learn {
+                    group,
+                    since,
+                    until,
+                    apply,
+                    enforce,
+                    format,
+                    verbose,
+                    config,
+                },
+        } => {
+            anyhow::ensure!(apply || !enforce, "--enforce needs --apply");
+            let req = crate::guard::learn::LearnRequest {
+                group,
+                since: Some(since),
+                until,
+                enforce,
+            };
+            allowlist_learn(&req, apply, &format, verbose, &config)
+        }
+        Command::Report {
+            since,
+            until,
+            top,
+            format,
+            verbose,
+            config,
+        } => {
+            let req = StatsRequest {
+                since: Some(since),
+                until,
+                top: Some(top),
+            };
+            report(&req, &format, verbose, &config)
+        }
         Command::Config { action } => match action {
             ConfigAction::Check { file } => {
                 Config::load(&file)?;
@@ -353,6 +390,100 @@ fn print_stats(out: &mut impl Write, r: &StatsReply) -> std::io::Result<()> {
         for item in items.iter() {
             writeln!(out, "  {:>8}  {}", item.count, item.key)?;
         }
+    }
+    Ok(())
+}
+
+fn allowlist_learn(
+    req: &crate::guard::learn::LearnRequest,
+    apply: bool,
+    format: &str,
+    verbose: bool,
+    config: &Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::guard::learn;
+    anyhow::ensure!(
+        matches!(format, "table" | "json"),
+        "unknown format {format:?}: use table or json"
+    );
+    let cfg = load(config)?;
+    req.resolve(querylog::now_ms())?;
+    let learned = match open_log(&cfg, verbose)? {
+        LogAccess::Local(log) => {
+            let allowed = learn::allow_entries(&cfg, &req.group);
+            let mut learned = learn::learn(&log, req, &allowed, querylog::now_ms())?;
+            drop(log);
+            if apply {
+                let path = config
+                    .as_deref()
+                    .context("--apply needs the configuration file (--config FILE)")?;
+                learned.applied = Some(apply_learned(path, &cfg, &learned, req.enforce)?);
+                learned.enforced = req.enforce;
+            }
+            learned
+        }
+        LogAccess::Remote(remote) => runtime()?.block_on(remote.learn(req, apply))?,
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&learned)?)?,
+        _ => learn::print_table(&mut out, &learned)?,
+    }
+    Ok(())
+}
+
+/// Adds the learned entries to the group in the file at `path`: comment-keeping
+/// edit, validated, written atomically. (A running server is asked through its
+/// API instead, which applies the change live.)
+fn apply_learned(
+    path: &std::path::Path,
+    cfg: &Config,
+    learned: &crate::guard::learn::Learned,
+    enforce: bool,
+) -> anyhow::Result<usize> {
+    use crate::web::edit;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut doc = edit::parse(&text)?;
+    let added = crate::guard::learn::apply_to(&mut doc, learned, cfg, enforce)
+        .map_err(anyhow::Error::msg)?;
+    let new_text = doc.to_string();
+    Config::parse(&new_text, &path.display().to_string())?;
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777)
+    };
+    let tmp = edit::temp_path(path);
+    edit::write_atomically(&tmp, new_text.as_bytes(), mode)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(added)
+}
+
+fn report(
+    req: &StatsRequest,
+    format: &str,
+    verbose: bool,
+    config: &Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use crate::guard::report;
+    let cfg = load(config)?;
+    let (since, until, top) = req.resolve(querylog::now_ms())?;
+    anyhow::ensure!(
+        matches!(format, "table" | "json"),
+        "unknown format {format:?}: use table or json"
+    );
+    let r = match open_log(&cfg, verbose)? {
+        LogAccess::Local(log) => {
+            let cats = crate::guard::Categories::new(&cfg);
+            report::report(&log, &cats, since, until, top)?
+        }
+        LogAccess::Remote(remote) => runtime()?.block_on(remote.report(req))?,
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?,
+        _ => report::print_table(&mut out, &r)?,
     }
     Ok(())
 }

@@ -47,6 +47,10 @@ pub struct Config {
     pub web: crate::web::WebConfig,
     /// DNS-rebinding protection: private and metadata addresses in public answers.
     pub rebinding: crate::rebinding::RebindingConfig,
+    /// Where egress-guard alerts go (webhook, syslog, JSON-lines file).
+    pub alerts: crate::guard::alerts::AlertsConfig,
+    /// nftables set sync of answered addresses.
+    pub firewall: crate::guard::nft::FirewallConfig,
 }
 
 /// `[server]`: where dnsguard listens and which clients it answers.
@@ -325,6 +329,7 @@ impl Config {
             }
         };
         fix(&mut self.server.data_dir);
+        self.alerts.file.as_mut().map(fix);
         self.resolver.tls_ca_file.as_mut().map(fix);
         self.resolver.trust_anchor_file.as_mut().map(fix);
         self.local.hosts_files.iter_mut().for_each(fix);
@@ -405,6 +410,22 @@ impl Config {
                 _ => {}
             }
         }
+        if let Some(url) = &self.alerts.webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad(
+                "alerts.webhook_url",
+                format!("{url:?} is not an http(s) URL"),
+            );
+        }
+        if self.firewall.enabled && self.firewall.command.is_empty() {
+            return bad("firewall.command", "needs at least the program".into());
+        }
+        for g in &self.firewall.groups {
+            if g != crate::filter::DEFAULT_GROUP && !self.groups.iter().any(|x| x.name == *g) {
+                return bad("firewall.groups", format!("unknown group {g:?}"));
+            }
+        }
         if let Err(e) = crate::detect::Detector::new(&self.detect) {
             return bad("detect", e.to_string());
         }
@@ -481,6 +502,35 @@ mod tests {
         assert!(e.contains("resolver.forward_zones[0]"), "{e}");
         let e = err("[server]\nallow_clients = []\n");
         assert!(e.contains("server.allow_clients"), "{e}");
+    }
+
+    #[test]
+    fn egress_guard_keys() {
+        let cfg = Config::parse(
+            "[[groups]]\nname = \"agents\"\nclients = [\"10.0.5.0/24\"]\nmode = \"learn\"\ndefault_deny = true\n\
+             [[groups]]\nname = \"lab\"\nmode = \"enforce\"\nalert_new_domains = false\n\
+             [[groups]]\nname = \"office\"\n\
+             [alerts]\nwebhook_url = \"https://hooks.example/x\"\nsyslog = \"127.0.0.1:514\"\n\
+             [firewall]\nenabled = true\ngroups = [\"agents\"]\n",
+            "t",
+        )
+        .unwrap();
+        let g = |n: &str| cfg.groups.iter().find(|g| g.name == n).unwrap();
+        // learn resolves everything (even with default_deny) and watches new domains.
+        assert!(!g("agents").denies_by_default() && g("agents").watches_new_domains());
+        assert!(g("lab").denies_by_default() && !g("lab").watches_new_domains());
+        assert!(!g("office").denies_by_default() && !g("office").watches_new_domains());
+        assert_eq!(cfg.alerts.webhook_retries, 5);
+        assert_eq!(cfg.firewall.set_v4, "dnsguard_allowed");
+        assert_eq!(cfg.rebinding.always_block.len(), 2);
+        let e = err("[alerts]\nwebhook_url = \"ftp://x\"\n");
+        assert!(e.contains("alerts.webhook_url"), "{e}");
+        let e = err("[firewall]\nenabled = true\ngroups = [\"nope\"]\n");
+        assert!(e.contains("firewall.groups") && e.contains("nope"), "{e}");
+        let e = err("[[groups]]\nname = \"a\"\nmode = \"observe\"\n");
+        assert!(e.contains("mode"), "{e}");
+        let e = err("[[groups]]\nname = \"a\"\nallow = [\"10.0.0.0/8\"]\n");
+        assert!(e.contains("only block"), "{e}");
     }
 
     #[test]

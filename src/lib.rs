@@ -17,6 +17,7 @@ pub mod config;
 pub mod detect;
 pub mod dns;
 pub mod filter;
+pub mod guard;
 pub mod lists;
 pub mod memory;
 pub mod querylog;

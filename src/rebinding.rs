@@ -25,6 +25,10 @@ pub struct RebindingConfig {
     /// Names (and everything below them) whose answers may contain such addresses,
     /// e.g. `plex.direct`. Conditional-forwarding zones are allowed automatically.
     pub allow: Vec<String>,
+    /// Ranges refused in every upstream answer for every group and name, `allow` and
+    /// forwarding zones included (default: the cloud metadata addresses
+    /// 169.254.169.254 and fd00:ec2::254, which no name legitimately points to).
+    pub always_block: Vec<IpNet>,
 }
 
 impl Default for RebindingConfig {
@@ -49,6 +53,10 @@ impl Default for RebindingConfig {
             .filter_map(|n| n.parse().ok())
             .collect(),
             allow: Vec::new(),
+            always_block: ["169.254.169.254/32", "fd00:ec2::254/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
         }
     }
 }
@@ -58,6 +66,7 @@ impl Default for RebindingConfig {
 pub struct Rebinding {
     enabled: bool,
     ranges: Vec<IpNet>,
+    always: Vec<IpNet>,
     /// Allowed name suffixes, lower case, without trailing dots.
     allow: Vec<String>,
 }
@@ -71,22 +80,26 @@ impl Rebinding {
         Self {
             enabled: cfg.enabled,
             ranges: cfg.ranges.clone(),
+            always: cfg.always_block.clone(),
             allow,
         }
     }
 
     /// The first forbidden address among `addrs` for `name` (lower case, no
     /// trailing dot), or `None` when the answer may pass.
+    /// `always_block` ranges apply to every name, even allowed ones.
     pub fn violation(&self, name: &str, addrs: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
-        if !self.enabled || self.allow.iter().any(|a| crate::dns::is_under(name, a)) {
+        if !self.enabled {
             return None;
         }
+        let allowed = self.allow.iter().any(|a| crate::dns::is_under(name, a));
         addrs.into_iter().find(|ip| {
             let ip = match ip {
                 IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
                 v4 => *v4,
             };
-            self.ranges.iter().any(|r| r.contains(&ip))
+            self.always.iter().any(|r| r.contains(&ip))
+                || (!allowed && self.ranges.iter().any(|r| r.contains(&ip)))
         })
     }
 }
@@ -137,6 +150,13 @@ mod tests {
             "allowed name"
         );
         assert!(r.violation("plex.directx", [ip("192.168.1.10")]).is_some());
+        for metadata in ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"] {
+            assert_eq!(
+                r.violation("nas.lan", [ip(metadata)]),
+                Some(ip(metadata)),
+                "metadata is refused even in an allowed zone"
+            );
+        }
         let off = Rebinding::new(
             &RebindingConfig {
                 enabled: false,

@@ -233,6 +233,17 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
             .contains("fwd.test")
             .then_some(())
     });
+    // The review card (from /api/v1/report) and the egress alert for the flag.
+    d.wait_for("review card", |d| {
+        d.text_of("#alerts-review")?
+            .contains("127.0.0.1")
+            .then_some(())
+    });
+    d.wait_for("egress alert", |d| {
+        d.text_of("#alerts-egress")?
+            .contains("tunnel")
+            .then_some(())
+    });
     save(&mut d, "alerts.png");
 
     // Other pages render with data.

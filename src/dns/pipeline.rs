@@ -21,8 +21,10 @@
 //! 7. CNAME cloaking: names in the answer's CNAME chain go through the filter too
 //!    (after the cache, because groups differ while the cached answer is shared);
 //!    then rebinding protection: a public name answered with a private, loopback
-//!    or cloud-metadata address is blocked;
-//! 8. query log: every answered question is recorded without waiting on disk.
+//!    or cloud-metadata address is blocked; then answer rules (address/CIDR
+//!    entries of the group's lists and deny entries);
+//! 8. query log: every answered question is recorded without waiting on disk,
+//!    and handed to the egress guard (`crate::guard`) without waiting either.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -83,6 +85,7 @@ pub struct Reply {
     /// Addresses and CNAME targets of a real answer, for the query log.
     pub summary: Option<Arc<str>>,
 }
+
 
 /// The compiled filter plus what the pipeline derives from the configuration per
 /// group and list; swapped as one on reload.
@@ -199,6 +202,7 @@ pub struct Pipeline {
     router: Router,
     rebinding: Rebinding,
     log: Arc<QueryLog>,
+    guard: arc_swap::ArcSwapOption<crate::guard::Guard>,
 }
 
 impl Pipeline {
@@ -217,7 +221,14 @@ impl Pipeline {
                 cfg.resolver.forward_zones.iter().map(|z| z.zone.clone()),
             ),
             log,
+            guard: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// Attaches the egress guard (alerts, new-domain tracking, firewall sync), which
+    /// then sees every recorded query.
+    pub fn set_guard(&self, guard: Arc<crate::guard::Guard>) {
+        self.guard.store(Some(guard));
     }
 
     /// The cache, for periodic maintenance.
@@ -275,12 +286,15 @@ impl Pipeline {
                 early_reply(early, block)
             }
         };
+        let addrs: Vec<_> = reply.answer.addresses().collect();
         let outcome = Outcome {
             rcode: u16::from(reply.answer.rcode),
             source: &reply.source,
             verdict: reply.verdict.as_ref(),
             score: reply.score.as_ref(),
             summary: reply.summary.clone(),
+            addrs: &addrs,
+            ttl_cap: u32::MAX,
         };
         let logged_name = Arc::from(name);
         self.record(
@@ -432,10 +446,13 @@ impl Pipeline {
                 }
             }
         }
-        let ip = self
-            .rebinding
-            .violation(name, cached.addrs.iter().copied())?;
-        Some((Source::Rebinding(ip), *verdict))
+        let addrs = || cached.addrs.iter().map(|&(ip, _)| ip);
+        if let Some(ip) = self.rebinding.violation(name, addrs()) {
+            return Some((Source::Rebinding(ip), *verdict));
+        }
+        // Answer rules: address/CIDR entries of the group's lists and deny entries.
+        let (_, by) = policy.filter.check_answer(verdict.group, addrs())?;
+        Some((Source::Blocked, by))
     }
 
     fn fail(&self, key: Option<&Key>, name: &str, e: ResolveError) -> Result<Hit, Source> {
@@ -510,6 +527,10 @@ impl Pipeline {
             e.answer = summary.clone();
         }
         record_metrics(&e, source, elapsed);
+        if let Some(guard) = &*self.guard.load() {
+            let cap = outcome.ttl_cap;
+            guard.observe(&e, outcome.addrs.iter().map(|&(ip, t)| (ip, t.min(cap))));
+        }
         self.log.record(e);
     }
 }
@@ -526,6 +547,10 @@ pub struct Outcome<'a> {
     pub score: Option<&'a Score>,
     /// Addresses and CNAME targets of a real answer, for the log.
     pub summary: Option<Arc<str>>,
+    /// The answer's addresses with their record TTLs (for the egress guard).
+    pub addrs: &'a [(IpAddr, u32)],
+    /// The TTLs sent are at most this (a cache hit's time left).
+    pub ttl_cap: u32,
 }
 
 impl Screen {

@@ -195,7 +195,9 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
                 return full;
             }
             let summary = (!cached.answers.is_empty()).then(|| hit.cached.summary.clone());
-            reply.finish(&q).map(|len| (len, summary))
+            reply
+                .finish(&q)
+                .map(|len| (len, summary, Some((hit.cached.clone(), hit.ttl_left))))
         }
         Screen::Refused | Screen::Canary | Screen::Blocked(_) | Screen::Tunnel(..) => {
             let rcode = match screen {
@@ -212,10 +214,10 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
                     return full;
                 }
             }
-            reply.finish(&q).map(|len| (len, None))
+            reply.finish(&q).map(|len| (len, None, None))
         }
     };
-    let Ok((len, summary)) = written else {
+    let Ok((len, summary, cached)) = written else {
         return full; // too big for the client: hickory truncates properly
     };
     let (source, verdict, score) = screen.outcome_parts();
@@ -225,6 +227,8 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
         verdict,
         score,
         summary,
+        addrs: cached.as_ref().map_or(&[], |(c, _)| &c.addrs[..]),
+        ttl_cap: cached.as_ref().map_or(u32::MAX, |(_, ttl)| *ttl),
     };
     pipeline.record(ip, Arc::from(name), q.qtype, &policy, &outcome, &screened);
     Fast::Reply(len)

@@ -69,6 +69,18 @@ pub enum BlockModeKind {
     Custom,
 }
 
+/// How an allowlist-only group treats names nobody allowed yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupMode {
+    /// Resolve everything (as if `default_deny` were off) while the query log and the
+    /// new-domain alerts record what the group's clients use; `dnsguard allowlist learn`
+    /// then proposes the allowlist.
+    Learn,
+    /// Default-deny with the (learned) allowlist: the same as `default_deny = true`.
+    Enforce,
+}
+
 /// One `[[groups]]` entry: a set of clients with its own lists, allow/deny entries and block answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +95,14 @@ pub struct GroupConfig {
     pub deny: Vec<String>,
     /// If true, only names matched by an allow entry or an allow list resolve; all others are blocked.
     pub default_deny: bool,
+    /// `learn` or `enforce` for allowlist-only groups (overrides `default_deny`:
+    /// `learn` resolves everything, `enforce` denies what is not allowed); unset = `default_deny` decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<GroupMode>,
+    /// Raise an alert the first time a client of this group resolves a registrable
+    /// domain it never used; unset = on for allowlist-only and learning groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_new_domains: Option<bool>,
     /// Answer given for blocked names.
     pub block_mode: BlockModeKind,
     /// For `block_mode = "custom"`: at most one IPv4 and one IPv6 address.
@@ -102,11 +122,35 @@ impl Default for GroupConfig {
             allow: Vec::new(),
             deny: Vec::new(),
             default_deny: false,
+            mode: None,
+            alert_new_domains: None,
             block_mode: BlockModeKind::Null,
             block_ips: Vec::new(),
             block_ttl: 60,
             tunnel_action: None,
         }
+    }
+}
+
+impl GroupConfig {
+    /// Whether unlisted names are denied now (`mode` wins over `default_deny`).
+    pub fn denies_by_default(&self) -> bool {
+        match self.mode {
+            Some(GroupMode::Learn) => false,
+            Some(GroupMode::Enforce) => true,
+            None => self.default_deny,
+        }
+    }
+
+    /// Whether an allowlist is being learned or enforced for this group.
+    pub fn allowlist_only(&self) -> bool {
+        self.mode.is_some() || self.default_deny
+    }
+
+    /// Whether new-domain alerts are on for this group (explicit setting, else
+    /// on for allowlist-only and learning groups).
+    pub fn watches_new_domains(&self) -> bool {
+        self.alert_new_domains.unwrap_or(self.allowlist_only())
     }
 }
 

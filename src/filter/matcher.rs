@@ -244,7 +244,8 @@ impl Builder {
             return;
         }
         match rule.pattern {
-            Pattern::Domain { .. } => {}
+            // Address rules are answer rules, kept by `answers::AnswerNets`.
+            Pattern::Domain { .. } | Pattern::Address(_) => {}
             Pattern::Wildcard {
                 anchor,
                 glob,

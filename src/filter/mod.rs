@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod answers;
 pub mod config;
 pub mod error;
 pub mod explain;
@@ -29,7 +30,9 @@ pub mod wildcard;
 
 use std::net::IpAddr;
 
-pub use config::{BlockMode, BlockModeKind, DEFAULT_GROUP, GroupConfig, ListConfig, ListKind};
+pub use config::{
+    BlockMode, BlockModeKind, DEFAULT_GROUP, GroupConfig, GroupMode, ListConfig, ListKind,
+};
 pub use error::FilterError;
 pub use explain::Explanation;
 pub use parse::{InvalidReason, Parsed, Rule, parse_list};
@@ -168,6 +171,7 @@ pub struct Filter {
     clients: ClientMap,
     stats: Vec<ListStats>,
     n_lists: u32,
+    answers: answers::AnswerNets,
 }
 
 const NULL_MODE: BlockMode = BlockMode::Null;
@@ -271,6 +275,7 @@ impl Filter {
             .map(|t| t.len() / 24)
             .sum();
         let mut builder = Builder::with_capacity(approx);
+        let mut answers = answers::AnswerNets::default();
         let mut stats = Vec::with_capacity(lists.len());
         for (li, l) in lists.iter().enumerate() {
             let mut st = ListStats {
@@ -289,6 +294,31 @@ impl Filter {
                         let allow_list = l.kind == ListKind::Allow;
                         for item in parse_list(text) {
                             match item {
+                                Parsed::Rule {
+                                    line,
+                                    rule:
+                                        Rule {
+                                            pattern: parse::Pattern::Address(net),
+                                            ..
+                                        },
+                                } if !allow_list => {
+                                    st.entries += 1;
+                                    answers.add(net, li as u32, line);
+                                }
+                                Parsed::Rule {
+                                    line,
+                                    rule:
+                                        Rule {
+                                            pattern: parse::Pattern::Address(_),
+                                            ..
+                                        },
+                                } => {
+                                    st.invalid += 1;
+                                    if st.invalid_samples.len() < MAX_INVALID_SAMPLES {
+                                        st.invalid_samples
+                                            .push((line, "address entries only block".into()));
+                                    }
+                                }
                                 Parsed::Rule { line, rule } => {
                                     st.entries += 1;
                                     builder.add(li as u32, line, rule, allow_list, false);
@@ -314,6 +344,20 @@ impl Filter {
                 let allow = field == "allow";
                 for (ei, entry) in entries.iter().enumerate() {
                     match parse::parse_line(entry) {
+                        Ok(Some(Rule {
+                            pattern: parse::Pattern::Address(net),
+                            ..
+                        })) => {
+                            if allow {
+                                return Err(FilterError::BadEntry {
+                                    group: g.name.clone(),
+                                    field,
+                                    entry: entry.clone(),
+                                    reason: "address entries only block (put them in deny)".into(),
+                                });
+                            }
+                            answers.add(net, src, ei as u32 + 1);
+                        }
                         Ok(Some(rule)) => builder.add(src, ei as u32 + 1, rule, allow, !allow),
                         Ok(None) => {}
                         Err(e) => {
@@ -337,7 +381,7 @@ impl Filter {
                 name: g.name.clone(),
                 mode,
                 ttl: g.block_ttl,
-                default_deny: g.default_deny,
+                default_deny: g.denies_by_default(),
                 member,
                 allow: g.allow.clone(),
                 deny: g.deny.clone(),
@@ -349,6 +393,7 @@ impl Filter {
             clients,
             stats,
             n_lists,
+            answers,
         })
     }
 
@@ -392,6 +437,35 @@ impl Filter {
             action,
             rule,
         }
+    }
+
+    /// Answer rules: the first of `addrs` that an address or CIDR entry of a list or
+    /// `deny` entry of group `g` covers, with the verdict naming that entry. Hot path
+    /// (after resolution): no allocation, and nothing at all when no list has
+    /// address entries.
+    pub fn check_answer(
+        &self,
+        g: GroupId,
+        addrs: impl IntoIterator<Item = IpAddr>,
+    ) -> Option<(IpAddr, Verdict)> {
+        if self.answers.is_empty() {
+            return None;
+        }
+        let info = self.groups.get(g.0 as usize)?;
+        addrs.into_iter().find_map(|ip| {
+            let hit = self.answers.find(ip, &info.member)?;
+            let verdict = Verdict {
+                group: g,
+                action: Action::Block(BlockReason::Rule),
+                rule: Some(RuleRef {
+                    source: self.source_of(hit.source),
+                    line: hit.line,
+                    fp: 0,
+                    kind: 0,
+                }),
+            };
+            Some((ip, verdict))
+        })
     }
 
     /// The group a client belongs to.

@@ -69,6 +69,10 @@ pub enum Pattern<'a> {
     },
     /// A regular expression (the text between the slashes), matched against the name.
     Regex(String),
+    /// An IP address or CIDR line (`203.0.113.7`, `198.51.100.0/24`): not a name rule but an
+    /// answer rule; answers containing such an address are blocked (IPv4-mapped IPv6 is
+    /// stored as IPv4).
+    Address(IpNet),
 }
 
 /// `$dnstype` filter: query types the rule applies to (or, if `exclude`, does not apply to).
@@ -329,15 +333,20 @@ fn classify(raw: &str) -> Line<'_> {
     {
         return Line::One(Err(InvalidReason::Cosmetic));
     }
+    if let Some(net) = address(line) {
+        // A lone IP address or CIDR: blocks answers that contain it.
+        return Line::One(Ok(Rule {
+            pattern: Pattern::Address(net),
+            allow: false,
+            important: false,
+            modifiers: None,
+        }));
+    }
     let first = line.split_ascii_whitespace().next().unwrap_or(line);
     if first.len() < line.len() && first.parse::<IpAddr>().is_ok() {
         let mut tokens = line.split_ascii_whitespace();
         tokens.next();
         return Line::Hosts(tokens);
-    }
-    if first.parse::<IpAddr>().is_ok() {
-        // A lone IP address (hosts line without names): nothing to block.
-        return Line::One(Err(InvalidReason::Unrecognised));
     }
     let adblock = line.starts_with('|')
         || line.starts_with("@@")
@@ -362,6 +371,23 @@ fn classify(raw: &str) -> Line<'_> {
             .map_err(InvalidReason::from)
             .map(|n| simple(n, Scope::WithSubdomains)),
     )
+}
+
+/// `line` as one IP address or CIDR (a trailing `# comment` allowed), canonical:
+/// host bits cleared, IPv4-mapped IPv6 as IPv4.
+fn address(line: &str) -> Option<IpNet> {
+    let body = line.split('#').next().unwrap_or(line).trim();
+    let net = match body.parse::<IpAddr>() {
+        Ok(ip) => IpNet::from(super::policy::canonical_ip(ip)),
+        Err(_) => body.parse::<IpNet>().ok()?.trunc(),
+    };
+    Some(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    })
 }
 
 fn parse_adblock(line: &str) -> Result<Rule<'_>, InvalidReason> {
@@ -797,6 +823,34 @@ mod tests {
                 (7, "e.com".into())
             ]
         );
+    }
+
+    #[test]
+    fn address_lines_are_answer_rules() {
+        let net = |s: &str| Pattern::Address(s.parse().unwrap());
+        assert_eq!(one("203.0.113.7").unwrap().pattern, net("203.0.113.7/32"));
+        assert_eq!(
+            one("198.51.100.9/24").unwrap().pattern,
+            net("198.51.100.0/24")
+        );
+        assert_eq!(
+            one("2001:db8::/32 # doc").unwrap().pattern,
+            net("2001:db8::/32")
+        );
+        assert_eq!(
+            one("::ffff:192.0.2.1").unwrap().pattern,
+            net("192.0.2.1/32")
+        );
+        assert_eq!(
+            one("::ffff:192.0.2.0/120").unwrap().pattern,
+            net("192.0.2.0/24")
+        );
+        // A hosts line is still a name rule; a bad prefix is still invalid.
+        assert!(matches!(
+            one("0.0.0.0 ads.example").unwrap().pattern,
+            Pattern::Domain { .. }
+        ));
+        assert!(one("10.0.0.0/33").is_err());
     }
 
     #[test]

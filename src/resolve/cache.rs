@@ -71,8 +71,8 @@ pub struct Cached {
     pub summary: Arc<str>,
     /// CNAME targets in the answer, as name text.
     pub cname_targets: Box<[Box<str>]>,
-    /// A and AAAA addresses in the answer.
-    pub addrs: Box<[IpAddr]>,
+    /// A and AAAA addresses in the answer, with their record TTLs.
+    pub addrs: Box<[(IpAddr, u32)]>,
 }
 
 impl Cached {
@@ -105,7 +105,7 @@ impl Cached {
             wire: self.wire.as_ref().map(|w| w.map_ttls(&f)),
             summary: self.summary.clone(),
             cname_targets: self.cname_targets.clone(),
-            addrs: self.addrs.clone(),
+            addrs: self.addrs.iter().map(|&(ip, t)| (ip, f(t))).collect(),
         }
     }
 }

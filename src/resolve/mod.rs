@@ -92,11 +92,11 @@ impl Answer {
         })
     }
 
-    /// The A and AAAA addresses in the answer section.
-    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+    /// The A and AAAA addresses in the answer section, with their TTLs.
+    pub fn addresses(&self) -> impl Iterator<Item = (std::net::IpAddr, u32)> + '_ {
         self.answers.iter().filter_map(|r| match &r.data {
-            hickory_proto::rr::RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
-            hickory_proto::rr::RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+            hickory_proto::rr::RData::A(a) => Some((std::net::IpAddr::V4(a.0), r.ttl)),
+            hickory_proto::rr::RData::AAAA(a) => Some((std::net::IpAddr::V6(a.0), r.ttl)),
             _ => None,
         })
     }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, auth, manage, metrics, pages};
+use super::{AppState, auth, guard, manage, metrics, pages};
 use crate::querylog::{self, Cursor, Entry, LogRequest, Order, OutputFormat, Stats, StatsRequest};
 
 /// Every route: pages, `/api/v1` (shared by the dashboard and the CLI) and
@@ -30,6 +30,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/timeseries", get(manage::timeseries))
         .route("/api/v1/alerts", get(manage::alerts))
+        .route("/api/v1/alerts/recent", get(guard::recent))
+        .route(
+            "/api/v1/allowlist/learn",
+            get(guard::learn_get).post(guard::learn_apply),
+        )
+        .route("/api/v1/report", get(guard::report))
         .route("/api/v1/check", get(manage::check))
         .route("/api/v1/lists", get(manage::lists).post(manage::add_list))
         .route("/api/v1/lists/update", post(manage::update_lists))

@@ -93,4 +93,39 @@ impl Remote {
     pub async fn stats(&self, req: &StatsRequest) -> anyhow::Result<StatsReply> {
         Ok(self.get("/api/v1/stats", req).await?.json().await?)
     }
+
+    /// The weekly review for a period.
+    pub async fn report(&self, req: &StatsRequest) -> anyhow::Result<crate::guard::report::Report> {
+        Ok(self.get("/api/v1/report", req).await?.json().await?)
+    }
+
+    /// The allowlist proposal for a group; with `apply`, the server also adds it
+    /// to the group and applies the change live.
+    pub async fn learn(
+        &self,
+        req: &crate::guard::learn::LearnRequest,
+        apply: bool,
+    ) -> anyhow::Result<crate::guard::learn::Learned> {
+        if !apply {
+            return Ok(self
+                .get("/api/v1/allowlist/learn", req)
+                .await?
+                .json()
+                .await?);
+        }
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/allowlist/learn", self.base))
+            .bearer_auth(&self.token)
+            .json(req)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            anyhow::bail!("server answered {status}: {}", text.trim());
+        }
+        Ok(resp.json().await?)
+    }
 }

@@ -169,6 +169,13 @@ pub fn put_group(doc: &mut DocumentMut, g: &GroupConfig) -> Result<(), EditError
     set_or_remove(t, "tunnel_action", g.tunnel_action.is_some(), || {
         enum_str(&g.tunnel_action).into()
     });
+    set_or_remove(t, "mode", g.mode.is_some(), || enum_str(&g.mode).into());
+    set_or_remove(
+        t,
+        "alert_new_domains",
+        g.alert_new_domains.is_some(),
+        || g.alert_new_domains.unwrap_or_default().into(),
+    );
     Ok(())
 }
 
@@ -188,6 +195,18 @@ fn set_or_remove(t: &mut Table, key: &str, set: bool, v: impl FnOnce() -> Value)
     } else {
         t.remove(key);
     }
+}
+
+/// Sets the `mode` (`learn`/`enforce`) of group `name`, keeping its other keys
+/// and comments.
+pub fn set_group_mode(
+    doc: &mut DocumentMut,
+    name: &str,
+    mode: crate::filter::GroupMode,
+) -> Result<(), EditError> {
+    let t = group_table(doc, name)?;
+    set_or_remove(t, "mode", true, || enum_str(&mode).into());
+    Ok(())
 }
 
 /// Removes the `[[groups]]` table named `name`.

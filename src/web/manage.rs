@@ -81,7 +81,7 @@ fn join_err(e: tokio::task::JoinError) -> ApiError {
 }
 
 /// Applies `change` to the config file, validates, applies live, persists.
-async fn change_config(
+pub(crate) async fn change_config(
     st: &AppState,
     change: impl FnOnce(&mut DocumentMut) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {

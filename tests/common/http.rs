@@ -1,6 +1,6 @@
-//! A minimal HTTP/1.1 server on a real loopback socket, for list-download tests:
-//! the test sets the response; the server counts requests and remembers the last
-//! `If-None-Match` it was sent.
+//! A minimal HTTP/1.1 server on a real loopback socket, for list-download and
+//! webhook tests: the test sets the response (or a sequence of them); the server
+//! counts requests, keeps their bodies and remembers the last `If-None-Match`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -34,7 +34,10 @@ impl Response {
 #[derive(Default)]
 struct State {
     response: Option<Response>,
+    /// Answered first, in order, before `response`.
+    queue: std::collections::VecDeque<Response>,
     requests: u64,
+    bodies: Vec<String>,
     last_if_none_match: Option<String>,
 }
 
@@ -61,23 +64,32 @@ impl HttpServer {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut if_none_match = None;
+                let mut content_length = 0usize;
                 let mut line = String::new();
                 loop {
                     line.clear();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
-                    if let Some((k, v)) = line.split_once(':')
-                        && k.eq_ignore_ascii_case("if-none-match")
-                    {
-                        if_none_match = Some(v.trim().to_owned());
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("if-none-match") {
+                            if_none_match = Some(v.trim().to_owned());
+                        } else if k.eq_ignore_ascii_case("content-length") {
+                            content_length = v.trim().parse().unwrap_or(0);
+                        }
                     }
                 }
+                let mut body = vec![0u8; content_length];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
                 let resp = {
                     let mut s = st.lock().unwrap();
                     s.requests += 1;
+                    s.bodies.push(String::from_utf8_lossy(&body).into_owned());
                     s.last_if_none_match = if_none_match.clone();
-                    s.response.clone().unwrap()
+                    match s.queue.pop_front() {
+                        Some(r) => r,
+                        None => s.response.clone().unwrap(),
+                    }
                 };
                 let not_modified = resp.etag.is_some() && resp.etag == if_none_match;
                 let (status, body): (u16, &[u8]) = if not_modified {
@@ -103,6 +115,16 @@ impl HttpServer {
     /// Changes what the server answers from now on.
     pub fn set(&self, response: Response) {
         self.state.lock().unwrap().response = Some(response);
+    }
+
+    /// Answers these first, in order, then the usual response again.
+    pub fn answer_next(&self, responses: Vec<Response>) {
+        self.state.lock().unwrap().queue.extend(responses);
+    }
+
+    /// Bodies of the requests served so far.
+    pub fn bodies(&self) -> Vec<String> {
+        self.state.lock().unwrap().bodies.clone()
     }
 
     /// Requests served so far.

@@ -311,6 +311,25 @@ async function loadAlerts() {
       h('td', { class: 'num' }, e.tunnel_score.toFixed(2)),
       h('td', { class: 'rule hide-sm', title: e.rule }, e.rule.replace(/^tunnel: /, ''))));
   }
+  // The review of the period (the same data as `dnsguard report`).
+  const r = await api('GET', '/api/v1/report?' + qs({ since: alertsPeriod, top: 10 }));
+  $('#review-period').textContent = alertsPeriod;
+  const rv = clear($('#alerts-review'));
+  const block = (title, lines) => h('div', {}, h('h3', {}, title),
+    lines.length ? h('ul', {}, ...lines.map((l) => h('li', {}, l))) : h('div', { class: 'empty-note' }, 'none'));
+  rv.append(
+    block('Top clients', r.top_clients.map((c) => `${c.client} (${c.group || 'default'}): ${fmt(c.queries)} queries, ${fmt(c.blocked)} blocked`)),
+    block('New domains', r.new_domains.map((n) => `${n.client}: ${n.domains.slice(0, 8).join(', ')}${n.domains.length > 8 ? ' …' : ''}`)),
+    block('Blocked by category', r.blocked_by_category.map((c) => `${c.key}: ${fmt(c.count)}`)),
+    block('Bypass attempts', r.bypass.map((b) => `${b.client} ${b.name} (${b.via}) × ${b.count}`)));
+  // Egress alerts raised since start (new domains, exfil, bypass, tunnel).
+  const raised = await api('GET', '/api/v1/alerts/recent');
+  const eb = clear($('#alerts-egress'));
+  for (const e of raised) {
+    eb.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.type), h('td', {}, e.client),
+      h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
+      h('td', { class: 'hide-sm' }, e.group), h('td', { class: 'rule hide-sm', title: e.reason }, e.reason)));
+  }
 }
 
 // ------------------------------------------------------------------- lists

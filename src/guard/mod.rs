@@ -1,0 +1,416 @@
+//! The agent egress guard: what dnsguard does with the queries it has answered,
+//! beyond logging them.
+//!
+//! * `seen.rs`: the persistent set of (client, registrable domain) pairs, for
+//!   new-domain alerts (once per pair, across restarts, bounded memory);
+//! * `alerts.rs`: alert records and their sinks (webhook with retries, syslog
+//!   RFC 5424 over UDP, a JSON-lines file, the dashboard's recent list);
+//! * `nft.rs`: firewall sync, answered addresses into nftables sets with the TTL
+//!   as timeout;
+//! * `learn.rs`: the allowlist proposal of `dnsguard allowlist learn`;
+//! * `report.rs`: the weekly review of `dnsguard report`.
+//!
+//! The DNS path only calls [`Guard::observe`] (from `Pipeline::record`): a few
+//! comparisons and, for the queries that matter, one `try_send` of a fixed-size
+//! [`Observation`] into a bounded channel. Everything else (PSL split, the seen
+//! set on disk, alert delivery, `nft`) runs on the guard's own thread and tasks;
+//! when the channel is full the observation is dropped and counted.
+
+pub mod alerts;
+pub mod learn;
+pub mod nft;
+pub mod report;
+pub mod seen;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::querylog::{self, Entry};
+use alerts::{Alert, AlertKind, Dispatch};
+
+/// Most addresses of one answer passed on to the firewall sync.
+pub const MAX_ADDRS: usize = 8;
+
+/// Observations waiting for the guard thread; more are dropped and counted.
+const QUEUE: usize = 8192;
+
+/// What the list and canary names mean for alerts and the report: which lists are
+/// exfiltration endpoints and which are bypass (DoH resolver) lists, and the
+/// bypass canary names. Built from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Categories {
+    /// Names of lists whose source is `builtin:exfil`.
+    pub exfil_lists: Vec<String>,
+    /// Names of lists whose source is `builtin:doh-resolvers`.
+    pub bypass_lists: Vec<String>,
+    /// The bypass canaries (`use-application-dns.net`, …), when answered NXDOMAIN.
+    pub canaries: Vec<String>,
+}
+
+impl Categories {
+    /// The categories of `cfg`.
+    pub fn new(cfg: &Config) -> Self {
+        let by_source = |src: &str| -> Vec<String> {
+            cfg.lists
+                .iter()
+                .filter(|l| l.source.trim() == src)
+                .map(|l| l.name.clone())
+                .collect()
+        };
+        let canaries = if cfg.local.bypass_canaries {
+            crate::lists::BYPASS_CANARIES
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| l.trim_end_matches('.').to_ascii_lowercase())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            exfil_lists: by_source("builtin:exfil"),
+            bypass_lists: by_source("builtin:doh-resolvers"),
+            canaries,
+        }
+    }
+
+    /// Whether `name` is a canary or below one.
+    pub fn is_canary(&self, name: &str) -> bool {
+        self.canaries.iter().any(|c| is_under(name, c))
+    }
+
+    /// The alert kind of a blocked entry's list, if it is an exfil or bypass list.
+    pub fn of_list(&self, list: &str) -> Option<AlertKind> {
+        if list.is_empty() {
+            None
+        } else if self.exfil_lists.iter().any(|l| l == list) {
+            Some(AlertKind::Exfil)
+        } else if self.bypass_lists.iter().any(|l| l == list) {
+            Some(AlertKind::Bypass)
+        } else {
+            None
+        }
+    }
+}
+
+/// `name` equals `suffix` or lies below it.
+pub fn is_under(name: &str, suffix: &str) -> bool {
+    name == suffix
+        || (name.len() > suffix.len()
+            && name.ends_with(suffix)
+            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
+}
+
+/// The registrable domain (eTLD+1, PSL private section included) of `name`, or
+/// the name itself when it has none (a bare TLD, a single label).
+pub fn registrable(name: &str) -> &str {
+    psl::domain_str(name).unwrap_or(name)
+}
+
+/// Per-group settings the DNS path consults.
+#[derive(Debug, Clone)]
+struct GroupRules {
+    name: String,
+    new_domains: bool,
+    firewall: bool,
+}
+
+/// What [`Guard::observe`] checks, swapped as one on reload.
+#[derive(Debug, Default)]
+struct Rules {
+    groups: Vec<GroupRules>,
+    categories: Categories,
+}
+
+impl Rules {
+    fn new(cfg: &Config) -> Self {
+        let fw = &cfg.firewall;
+        let mut groups: Vec<GroupRules> = cfg
+            .groups
+            .iter()
+            .map(|g| GroupRules {
+                name: g.name.clone(),
+                new_domains: g.watches_new_domains(),
+                firewall: fw.enabled && (fw.groups.is_empty() || fw.groups.contains(&g.name)),
+            })
+            .collect();
+        if !groups
+            .iter()
+            .any(|g| g.name == crate::filter::DEFAULT_GROUP)
+        {
+            groups.push(GroupRules {
+                name: crate::filter::DEFAULT_GROUP.into(),
+                new_domains: false,
+                firewall: fw.enabled
+                    && (fw.groups.is_empty()
+                        || fw.groups.iter().any(|g| g == crate::filter::DEFAULT_GROUP)),
+            });
+        }
+        Self {
+            groups,
+            categories: Categories::new(cfg),
+        }
+    }
+}
+
+/// Why an observation was passed to the guard thread (bit set).
+mod why {
+    pub const TUNNEL: u8 = 1;
+    pub const EXFIL: u8 = 2;
+    pub const BYPASS: u8 = 4;
+    pub const NEW_DOMAIN: u8 = 8;
+    pub const FIREWALL: u8 = 16;
+}
+
+/// One answered query the guard thread has to look at. Fixed size: the strings
+/// are the log entry's shared `Arc`s (cloning them does not allocate).
+#[derive(Debug, Clone)]
+pub struct Observation {
+    time_ms: u64,
+    client: IpAddr,
+    name: Arc<str>,
+    group: Arc<str>,
+    rule: Arc<str>,
+    list: Arc<str>,
+    score: f32,
+    why: u8,
+    addrs: [(IpAddr, u32); MAX_ADDRS],
+    n_addrs: u8,
+}
+
+/// The guard: observes answered queries, raises alerts, feeds the firewall.
+pub struct Guard {
+    rules: ArcSwap<Rules>,
+    tx: SyncSender<Observation>,
+    dropped: AtomicU64,
+    dropped_metric: std::sync::OnceLock<metrics::Counter>,
+    recent: alerts::Recent,
+    seen: Arc<seen::Seen>,
+}
+
+impl Guard {
+    /// Opens the seen set under `server.data_dir`, starts the alert sinks (the
+    /// webhook task on the current tokio runtime), the firewall sync and the
+    /// guard thread.
+    pub fn start(cfg: &Config) -> anyhow::Result<Arc<Guard>> {
+        let seen = Arc::new(seen::Seen::open(
+            &cfg.server.data_dir.join("guard"),
+            cfg.alerts.max_seen,
+        )?);
+        let recent = alerts::Recent::default();
+        let dispatch = Dispatch::start(&cfg.alerts, recent.clone())?;
+        let firewall = if cfg.firewall.enabled {
+            Some(nft::Firewall::start(&cfg.firewall)?)
+        } else {
+            None
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let worker = Worker {
+            seen: seen.clone(),
+            dispatch,
+            firewall,
+            repeat_ms: cfg.alerts.repeat_secs.saturating_mul(1000),
+            last_alert: std::collections::HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("dnsguard-guard".into())
+            .spawn(move || worker.run(rx))?;
+        Ok(Arc::new(Guard {
+            rules: ArcSwap::from_pointee(Rules::new(cfg)),
+            tx,
+            dropped: AtomicU64::new(0),
+            dropped_metric: std::sync::OnceLock::new(),
+            recent,
+            seen,
+        }))
+    }
+
+    /// Takes the per-group settings and list categories of a new configuration
+    /// (SIGHUP and dashboard changes); sinks and firewall keep their settings
+    /// until restart.
+    pub fn configure(&self, cfg: &Config) {
+        self.rules.store(Arc::new(Rules::new(cfg)));
+    }
+
+    /// Hot path, called once per answered query with its log entry and answer
+    /// addresses: decides whether the guard thread must see it and hands it over
+    /// without blocking. No allocation.
+    pub fn observe(&self, e: &Entry, addrs: impl Iterator<Item = (IpAddr, u32)>) {
+        let rules = self.rules.load();
+        let blocked = e.verdict == querylog::Verdict::Blocked;
+        let mut why = 0;
+        if e.flagged {
+            why |= why::TUNNEL;
+        }
+        if blocked {
+            match rules.categories.of_list(&e.list) {
+                Some(AlertKind::Exfil) => why |= why::EXFIL,
+                Some(AlertKind::Bypass) => why |= why::BYPASS,
+                _ => {}
+            }
+        }
+        if e.source == querylog::Source::Local && rules.categories.is_canary(&e.name) {
+            why |= why::BYPASS;
+        }
+        let resolved = !blocked
+            && matches!(
+                e.source,
+                querylog::Source::Upstream(_)
+                    | querylog::Source::Cache
+                    | querylog::Source::Stale
+                    | querylog::Source::Local
+            );
+        let mut out = [(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0); MAX_ADDRS];
+        let mut n = 0;
+        if resolved && let Some(g) = rules.groups.iter().find(|g| *g.name == *e.group) {
+            if g.new_domains {
+                why |= why::NEW_DOMAIN;
+            }
+            if g.firewall {
+                for (slot, a) in out.iter_mut().zip(addrs) {
+                    *slot = a;
+                    n += 1;
+                }
+                if n > 0 {
+                    why |= why::FIREWALL;
+                }
+            }
+        }
+        if why == 0 {
+            return;
+        }
+        let obs = Observation {
+            time_ms: e.time_ms,
+            client: e.client,
+            name: e.name.clone(),
+            group: e.group.clone(),
+            rule: e.rule.clone(),
+            list: e.list.clone(),
+            score: e.tunnel_score,
+            why,
+            addrs: out,
+            n_addrs: n as u8,
+        };
+        match self.tx.try_send(obs) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                // Registered at the first drop (after the web server installed the
+                // recorder), then one atomic add.
+                self.dropped_metric
+                    .get_or_init(|| metrics::counter!("dnsguard_guard_dropped_total"))
+                    .increment(1);
+            }
+        }
+    }
+
+    /// Observations dropped because the guard thread was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The latest alerts, newest first (for the dashboard).
+    pub fn recent_alerts(&self) -> Vec<Alert> {
+        self.recent.list()
+    }
+
+    /// Makes the seen set durable (at shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.seen.flush() {
+            tracing::warn!(error = %e, "cannot flush the seen-domain set");
+        }
+    }
+}
+
+/// The guard thread's state.
+struct Worker {
+    seen: Arc<seen::Seen>,
+    dispatch: Dispatch,
+    firewall: Option<nft::Firewall>,
+    repeat_ms: u64,
+    /// Last alert time per (kind, client, domain), to hold back repeats.
+    last_alert: std::collections::HashMap<u64, u64>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Observation>) {
+        while let Ok(o) = rx.recv() {
+            self.handle(&o);
+        }
+    }
+
+    fn handle(&mut self, o: &Observation) {
+        if o.why & why::FIREWALL != 0
+            && let Some(fw) = &self.firewall
+        {
+            fw.add(&o.addrs[..usize::from(o.n_addrs)]);
+        }
+        let domain = registrable(&o.name);
+        if o.why & why::NEW_DOMAIN != 0 {
+            match self.seen.first_use(o.client, domain, o.time_ms) {
+                Ok(true) => self.raise(o, AlertKind::NewDomain, domain, || {
+                    format!("first query for {domain} by this client")
+                }),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "seen-domain set unavailable"),
+            }
+        }
+        if o.why & why::TUNNEL != 0 {
+            self.raise(o, AlertKind::Tunnel, domain, || o.rule.to_string());
+        }
+        if o.why & why::EXFIL != 0 {
+            self.raise(o, AlertKind::Exfil, domain, || {
+                format!("exfiltration endpoint (list {})", o.list)
+            });
+        }
+        if o.why & why::BYPASS != 0 {
+            self.raise(o, AlertKind::Bypass, domain, || {
+                if o.list.is_empty() {
+                    "bypass canary".to_owned()
+                } else {
+                    format!("encrypted-DNS resolver (list {})", o.list)
+                }
+            });
+        }
+    }
+
+    fn raise(
+        &mut self,
+        o: &Observation,
+        kind: AlertKind,
+        domain: &str,
+        reason: impl FnOnce() -> String,
+    ) {
+        if kind != AlertKind::NewDomain && self.repeat_ms > 0 {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (kind as u8, o.client, domain).hash(&mut h);
+            let key = h.finish();
+            if let Some(last) = self.last_alert.get(&key)
+                && o.time_ms.saturating_sub(*last) < self.repeat_ms
+            {
+                return;
+            }
+            if self.last_alert.len() >= 10_000 {
+                self.last_alert.clear();
+            }
+            self.last_alert.insert(key, o.time_ms);
+        }
+        self.dispatch.send(Alert {
+            time: querylog::format_time(o.time_ms),
+            time_ms: o.time_ms,
+            kind,
+            client: o.client,
+            name: o.name.to_string(),
+            domain: domain.to_owned(),
+            group: o.group.to_string(),
+            reason: reason(),
+            score: o.score,
+        });
+    }
+}
