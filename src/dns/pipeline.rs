@@ -86,7 +86,6 @@ pub struct Reply {
     pub summary: Option<Arc<str>>,
 }
 
-
 /// The compiled filter plus what the pipeline derives from the configuration per
 /// group and list; swapped as one on reload.
 pub struct Policy {
