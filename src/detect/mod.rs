@@ -56,6 +56,29 @@ pub use reasons::{ReasonCode, Reasons};
 
 use exempt::{Exemptions, Watchlist};
 use name::Name;
+
+/// Slots of the per-thread memo of [`NameFacts`] (about 300 KB per thread that
+/// scores queries).
+const FACTS_SLOTS: usize = 4096;
+
+thread_local! {
+    static FACTS: std::cell::RefCell<Vec<Option<NameFacts>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The per-name part of a score: the lexical evidence and the hashes the
+/// per-domain window is keyed by.
+#[derive(Clone, Copy)]
+struct NameFacts {
+    /// Seeded hash of the whole name.
+    tag: u64,
+    reasons: Reasons,
+    lex: f32,
+    exemption: Exemption,
+    key: u64,
+    name_fp: u64,
+    bytes: u32,
+}
 use window::{FlagPolicy, Update, Window};
 
 /// Payload evidence (bits) at which one name alone scores 1.0.
@@ -153,8 +176,8 @@ impl Detector {
                 reasons: Reasons::default(),
             };
         }
-        let n = Name::parse(qname);
-        let (mut reasons, lex, exemption) = self.lexical(&n);
+        let facts = self.name_facts(qname);
+        let (mut reasons, lex, exemption) = (facts.reasons, facts.lex, facts.exemption);
         reasons.window_secs = self.window_secs;
         if exemption == Exemption::Suffix {
             return Score {
@@ -172,10 +195,10 @@ impl Detector {
             }
         };
         let upd = Update {
-            key: hash::hash_bytes(self.seed, n.registrable()),
+            key: facts.key,
             client: hash::mix(client ^ self.seed),
-            name_fp: hash::hash_bytes(self.seed ^ 0xA5A5, n.sub_lower()),
-            bytes: n.sub_lower().len() as u32,
+            name_fp: facts.name_fp,
+            bytes: facts.bytes,
             rare_type: is_rare_qtype(qtype),
             payload_bits: reasons.payload_bits,
         };
@@ -214,8 +237,7 @@ impl Detector {
     /// Feed back the response code of a query (3 = NXDOMAIN) for the
     /// domain's NXDOMAIN share. Unknown domains are ignored.
     pub fn record_rcode(&self, now_ms: u64, qname: &str, rcode: u16) {
-        let n = Name::parse(qname);
-        let key = hash::hash_bytes(self.seed, n.registrable());
+        let key = self.name_facts(qname).key;
         self.window.record_rcode(now_ms, key, rcode == 3);
     }
 
@@ -230,6 +252,45 @@ impl Detector {
     /// rounded up to a multiple of the shard count).
     pub fn tracked_domains(&self) -> usize {
         self.window.len()
+    }
+
+    /// What scoring needs from the name alone, memoised per thread: most queries
+    /// repeat a name seen moments before, and the PSL split plus the lexical
+    /// features are most of a query's cost.
+    fn name_facts(&self, qname: &str) -> NameFacts {
+        // Seeded per detector: tags never match another detector's entries, and
+        // clients cannot aim names at one slot.
+        let tag = hash::hash_bytes(self.seed ^ 0x5EED_FAC7, qname.as_bytes());
+        let slot = (tag >> 40) as usize % FACTS_SLOTS;
+        let hit = FACTS.with(|t| {
+            t.borrow()
+                .get(slot)
+                .copied()
+                .flatten()
+                .filter(|f| f.tag == tag)
+        });
+        if let Some(f) = hit {
+            return f;
+        }
+        let n = Name::parse(qname);
+        let (reasons, lex, exemption) = self.lexical(&n);
+        let facts = NameFacts {
+            tag,
+            reasons,
+            lex,
+            exemption,
+            key: hash::hash_bytes(self.seed, n.registrable()),
+            name_fp: hash::hash_bytes(self.seed ^ 0xA5A5, n.sub_lower()),
+            bytes: n.sub_lower().len() as u32,
+        };
+        FACTS.with(|t| {
+            let mut t = t.borrow_mut();
+            if t.is_empty() {
+                t.resize(FACTS_SLOTS, None);
+            }
+            t[slot] = Some(facts);
+        });
+        facts
     }
 
     fn lexical(&self, n: &Name) -> (Reasons, f32, Exemption) {

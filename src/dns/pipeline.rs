@@ -154,7 +154,7 @@ impl Policy {
             }
         };
         let line = if rule.line > 0 {
-            Arc::from(format!("line {}", rule.line))
+            line_label(rule.line)
         } else {
             querylog::empty_str()
         };
@@ -189,6 +189,31 @@ pub struct Screened {
     pub started: Instant,
     /// The same moment in unix milliseconds (for the log and the detector).
     pub now_ms: u64,
+}
+
+/// `"line N"` for the log, memoised per thread: a blocked name's rule is logged on
+/// every query, and the same few list lines block most of them.
+fn line_label(line: u32) -> Arc<str> {
+    const SLOTS: usize = 1024;
+    thread_local! {
+        static LABELS: std::cell::RefCell<Vec<Option<(u32, Arc<str>)>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LABELS.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_empty() {
+            t.resize(SLOTS, None);
+        }
+        let slot = &mut t[line as usize % SLOTS];
+        match slot {
+            Some((l, label)) if *l == line => label.clone(),
+            _ => {
+                let label: Arc<str> = Arc::from(format!("line {line}"));
+                *slot = Some((line, label.clone()));
+                label
+            }
+        }
+    })
 }
 
 /// Every step, built once from the configuration and shared by all front ends.

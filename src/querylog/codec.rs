@@ -221,6 +221,9 @@ pub(crate) fn decode_agg_key(bytes: &[u8]) -> Result<(u8, u64, u8), DecodeError>
 
 // ---------------------------------------------------------------- blocks
 
+/// Up to this many strings (or clients) a block looks them up by scanning.
+const LINEAR_LOOKUP: usize = 8;
+
 /// Builds one block incrementally (writer side). Strings and clients are
 /// interned, so a block can be re-encoded cheaply after each batch.
 pub struct BlockBuilder {
@@ -241,11 +244,11 @@ impl BlockBuilder {
         BlockBuilder {
             key,
             strings: Vec::new(),
-            string_idx: HashMap::with_capacity_and_hasher(64, Default::default()),
+            string_idx: HashMap::default(),
             strings_bytes: 0,
             clients: Vec::new(),
-            client_idx: HashMap::with_capacity_and_hasher(16, Default::default()),
-            body: Vec::with_capacity(1024),
+            client_idx: HashMap::default(),
+            body: Vec::with_capacity(256),
             count: 0,
         }
     }
@@ -274,23 +277,53 @@ impl BlockBuilder {
         if s.is_empty() {
             return 0;
         }
-        if let Some(&i) = self.string_idx.get(&**s) {
+        // Few strings (a WAL record's one-entry block, a block's first entries):
+        // a scan beats hashing; the index is built once the block grows.
+        if self.strings.len() <= LINEAR_LOOKUP {
+            let found = self
+                .strings
+                .iter()
+                .position(|x| Arc::ptr_eq(x, s) || **x == **s);
+            if let Some(i) = found {
+                return i as u32 + 1;
+            }
+        } else if let Some(&i) = self.string_idx.get(&**s) {
             return i;
         }
         self.strings.push(s.clone());
         let i = self.strings.len() as u32;
-        self.string_idx.insert(s.clone(), i);
+        if self.strings.len() > LINEAR_LOOKUP {
+            if self.string_idx.is_empty() {
+                for (j, x) in self.strings.iter().enumerate() {
+                    self.string_idx.insert(x.clone(), j as u32 + 1);
+                }
+            } else {
+                self.string_idx.insert(s.clone(), i);
+            }
+        }
         self.strings_bytes += s.len() + 2;
         i
     }
 
     fn client(&mut self, ip: IpAddr) -> u32 {
-        if let Some(&i) = self.client_idx.get(&ip) {
+        if self.clients.len() <= LINEAR_LOOKUP {
+            if let Some(i) = self.clients.iter().position(|c| *c == ip) {
+                return i as u32;
+            }
+        } else if let Some(&i) = self.client_idx.get(&ip) {
             return i;
         }
         let i = self.clients.len() as u32;
         self.clients.push(ip);
-        self.client_idx.insert(ip, i);
+        if self.clients.len() > LINEAR_LOOKUP {
+            if self.client_idx.is_empty() {
+                for (j, c) in self.clients.iter().enumerate() {
+                    self.client_idx.insert(*c, j as u32);
+                }
+            } else {
+                self.client_idx.insert(ip, i);
+            }
+        }
         i
     }
 
