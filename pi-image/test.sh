@@ -186,6 +186,13 @@ if [[ -n $line ]]; then
 else
     info "no dnsguard-report line on the console within 20s"
 fi
+# Wait (bounded) for the report's sockets and log lines, and show them.
+for _ in $(seq 1 40); do
+    grep -aq 'dnsguard-report: log:' "$serial" && break
+    alive
+    sleep 0.5
+done
+grep -a 'dnsguard-report: \(socket\|log\):' "$serial" | tr -d '\r' | sed 's/^.*dnsguard-report: /   /' || true
 grep -a '\[FAILED\]' "$serial" | tr -d '\r' | sed 's/^/   warning: /' || true
 
 log "result"
