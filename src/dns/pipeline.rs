@@ -195,9 +195,9 @@ pub struct Screened {
 /// every query, and the same few list lines block most of them.
 fn line_label(line: u32) -> Arc<str> {
     const SLOTS: usize = 1024;
+    type Slots = Vec<Option<(u32, Arc<str>)>>;
     thread_local! {
-        static LABELS: std::cell::RefCell<Vec<Option<(u32, Arc<str>)>>> =
-            const { std::cell::RefCell::new(Vec::new()) };
+        static LABELS: std::cell::RefCell<Slots> = const { std::cell::RefCell::new(Vec::new()) };
     }
     LABELS.with(|t| {
         let mut t = t.borrow_mut();
