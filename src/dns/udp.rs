@@ -270,3 +270,136 @@ impl ResponseHandler for UdpReply {
         Ok(info)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::dns::pipeline::Policy;
+    use crate::querylog::QueryLog;
+    use crate::resolve::Answer;
+    use crate::resolve::cache::{Cached, Key};
+    use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, RecordType};
+
+    /// A pipeline over the embedded default config (built-in lists), no query log.
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut cfg = Config::embedded().unwrap();
+        cfg.server.data_dir = dir.to_path_buf();
+        let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates).unwrap();
+        let filter = crate::app::compile_filter_blocking(&cfg, &lists).unwrap();
+        let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
+        Pipeline::new(&cfg, Policy::new(filter, &cfg), log).unwrap()
+    }
+
+    fn query(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 77;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if edns {
+            m.set_edns(Edns::new());
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn ask(p: &Pipeline, client: &str, packet: &[u8]) -> Option<Message> {
+        let mut out = [0u8; BUFFER];
+        match answer(p, packet, client.parse().unwrap(), &mut out) {
+            Fast::Reply(n) => Some(Message::from_vec(&out[..n]).expect("fast replies parse")),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn answers_blocked_refused_and_cached_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let lan = "192.168.1.20:40000";
+
+        let r = ask(&p, lan, &query("DoubleClick.net.", RecordType::A, true)).unwrap();
+        assert_eq!(r.metadata.id, 77);
+        assert_eq!(r.answers[0].data, RData::A(A::new(0, 0, 0, 0)));
+        assert!(r.edns.is_some(), "EDNS echoed");
+
+        let r = ask(
+            &p,
+            "203.0.113.9:40000",
+            &query("example.org.", RecordType::A, false),
+        );
+        assert_eq!(r.unwrap().metadata.response_code, ResponseCode::Refused);
+
+        let r = ask(
+            &p,
+            lan,
+            &query("use-application-dns.net.", RecordType::A, false),
+        );
+        assert_eq!(r.unwrap().metadata.response_code, ResponseCode::NXDomain);
+
+        // Not cached yet: the full path. Cached: answered in place, TTL counted down.
+        let packet = query("www.example.org.", RecordType::A, false);
+        assert!(ask(&p, lan, &packet).is_none());
+        let name = Name::from_ascii("www.example.org.").unwrap();
+        let mut upstream = Answer::empty(ResponseCode::NoError);
+        upstream.answers.push(hickory_proto::rr::Record::from_rdata(
+            name.clone(),
+            300,
+            RData::A(A::new(93, 184, 215, 14)),
+        ));
+        let key = Key::new("www.example.org", 1, false).unwrap();
+        p.cache()
+            .insert(&key, &Cached::new(upstream, &name, RecordType::A));
+        let r = ask(&p, lan, &packet).unwrap();
+        assert_eq!(r.answers[0].data, RData::A(A::new(93, 184, 215, 14)));
+        assert!(r.answers[0].ttl <= 300 && r.answers[0].ttl >= 299);
+        assert!(r.metadata.recursion_available);
+
+        // A cached private address for a public name is rebinding: not in place.
+        let evil = Name::from_ascii("evil.example.org.").unwrap();
+        let mut private = Answer::empty(ResponseCode::NoError);
+        private.answers.push(hickory_proto::rr::Record::from_rdata(
+            evil.clone(),
+            300,
+            RData::A(A::new(192, 168, 1, 1)),
+        ));
+        let key = Key::new("evil.example.org", 1, false).unwrap();
+        p.cache()
+            .insert(&key, &Cached::new(private, &evil, RecordType::A));
+        assert!(ask(&p, lan, &query("evil.example.org.", RecordType::A, false)).is_none());
+    }
+
+    #[test]
+    fn mangled_packets_never_panic_and_odd_ones_take_the_full_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let base = query("doubleclick.net.", RecordType::A, true);
+        let mut out = [0u8; BUFFER];
+        let client: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        // Every single-byte change and every truncation of a real query.
+        for i in 0..base.len() {
+            for v in [0u8, 1, 0x3F, 0x40, 0xC0, 0xFF] {
+                let mut m = base.clone();
+                m[i] = v;
+                if let Fast::Reply(n) = answer(&p, &m, client, &mut out) {
+                    Message::from_vec(&out[..n]).expect("fast replies parse");
+                }
+            }
+            let _ = answer(&p, &base[..i], client, &mut out);
+        }
+        // A response is never answered in place (no reflection).
+        let mut response = base.clone();
+        response[2] |= 0x80;
+        assert!(matches!(
+            answer(&p, &response, client, &mut out),
+            Fast::Full(None)
+        ));
+        // A reply buffer too small for the answer never overflows: the full path.
+        let mut tiny = [0u8; 20];
+        assert!(matches!(
+            answer(&p, &base, client, &mut tiny),
+            Fast::Full(Some(_))
+        ));
+    }
+}
