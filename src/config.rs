@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub allow_clients: Vec<IpNet>,
     /// A TCP connection that sends nothing for this long is closed (slowloris guard).
     pub tcp_idle_timeout_secs: u64,
+    /// Per-client response-rate limiting (`[server.rate_limit]`).
+    pub rate_limit: crate::dns::ratelimit::RateLimitConfig,
     /// Where dnsguard keeps its state (downloaded lists, query log).
     pub data_dir: PathBuf,
     /// Default log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             .filter_map(|n| n.parse().ok())
             .collect(),
             tcp_idle_timeout_secs: 10,
+            rate_limit: crate::dns::ratelimit::RateLimitConfig::default(),
             data_dir: PathBuf::from("dnsguard-data"),
             log: "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn".into(),
         }
@@ -349,6 +352,7 @@ impl Config {
                 "no client could use dnsguard; list at least one network".into(),
             );
         }
+        self.server.rate_limit.validate()?;
         let r = &self.resolver;
         if r.mode == Mode::Forward && r.upstreams.is_empty() {
             return bad(

@@ -7,6 +7,7 @@
 pub mod block;
 pub mod handler;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod server;
 
 use std::net::SocketAddr;
