@@ -42,7 +42,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     live.publish_list_metrics();
     let server = DnsServer::start(
         &cfg.server.listen,
-        Duration::from_secs(cfg.server.tcp_idle_timeout_secs),
+        cfg.server.tcp_limits(),
         pipeline.clone(),
     )?;
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");

@@ -58,8 +58,14 @@ pub struct ServerConfig {
     /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
     /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
     pub allow_clients: Vec<IpNet>,
-    /// A TCP connection that sends nothing for this long is closed (slowloris guard).
+    /// A TCP connection that sends no complete query for this long is closed
+    /// (slowloris guard; trickling one byte at a time does not keep it open).
     pub tcp_idle_timeout_secs: u64,
+    /// TCP connections open at once; beyond it the longest-idle one is closed.
+    pub tcp_max_connections: usize,
+    /// TCP connections open at once from one client address; beyond it that
+    /// client's longest-idle connection is closed.
+    pub tcp_max_connections_per_client: usize,
     /// Per-client response-rate limiting (`[server.rate_limit]`).
     pub rate_limit: crate::dns::ratelimit::RateLimitConfig,
     /// Where dnsguard keeps its state (downloaded lists, query log).
@@ -86,9 +92,22 @@ impl Default for ServerConfig {
             .filter_map(|n| n.parse().ok())
             .collect(),
             tcp_idle_timeout_secs: 10,
+            tcp_max_connections: 512,
+            tcp_max_connections_per_client: 32,
             rate_limit: crate::dns::ratelimit::RateLimitConfig::default(),
             data_dir: PathBuf::from("dnsguard-data"),
             log: "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The TCP bounds as `dns::tcp` takes them.
+    pub fn tcp_limits(&self) -> crate::dns::tcp::TcpLimits {
+        crate::dns::tcp::TcpLimits {
+            idle_timeout: std::time::Duration::from_secs(self.tcp_idle_timeout_secs),
+            max_connections: self.tcp_max_connections,
+            max_per_client: self.tcp_max_connections_per_client,
         }
     }
 }
@@ -350,6 +369,18 @@ impl Config {
             return bad(
                 "server.allow_clients",
                 "no client could use dnsguard; list at least one network".into(),
+            );
+        }
+        if self.server.tcp_idle_timeout_secs == 0 {
+            return bad("server.tcp_idle_timeout_secs", "must be at least 1".into());
+        }
+        if self.server.tcp_max_connections == 0 {
+            return bad("server.tcp_max_connections", "must be at least 1".into());
+        }
+        if self.server.tcp_max_connections_per_client == 0 {
+            return bad(
+                "server.tcp_max_connections_per_client",
+                "must be at least 1".into(),
             );
         }
         self.server.rate_limit.validate()?;

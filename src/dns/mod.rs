@@ -9,6 +9,7 @@ pub mod handler;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod server;
+pub mod tcp;
 
 use std::net::SocketAddr;
 

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use hickory_server::Server;
@@ -10,6 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::handler::Handler;
 use super::pipeline::Pipeline;
+use super::tcp::{self, TcpLimits};
 
 /// Socket buffer size asked for on UDP sockets: bursts of queries wait in the
 /// kernel rather than being dropped while the server catches up.
@@ -18,6 +18,8 @@ const UDP_BUFFER: usize = 4 << 20;
 /// A running DNS service.
 pub struct DnsServer {
     server: Server<Handler>,
+    /// DNS-over-TCP accept loops (`dns::tcp`); they stop with `server`'s shutdown token.
+    tcp: Vec<tokio::task::JoinHandle<()>>,
     /// The addresses actually bound (port 0 in the config becomes a real port).
     pub local_addrs: Vec<SocketAddr>,
 }
@@ -26,21 +28,27 @@ impl DnsServer {
     /// Binds UDP and TCP on every address and starts answering.
     pub fn start(
         listen: &[SocketAddr],
-        tcp_idle_timeout: Duration,
+        tcp_limits: TcpLimits,
         pipeline: Arc<Pipeline>,
     ) -> anyhow::Result<Self> {
-        let mut server = Server::new(Handler::new(pipeline));
+        let handler = Handler::new(pipeline);
+        let tcp_handler = Arc::new(handler.clone());
+        let mut server = Server::new(handler);
         let mut local_addrs = Vec::new();
+        let mut tcp_tasks = Vec::new();
         for addr in listen {
             let (udp, tcp) = bind_pair(*addr)?;
             let bound = udp.local_addr()?;
             server.register_socket(udp);
-            server.register_listener(tcp, tcp_idle_timeout, 64 * 1024);
+            // TCP: our bounded loop (slowloris guard), not `register_listener`.
+            let token = server.shutdown_token().clone();
+            tcp_tasks.push(tcp::spawn(tcp, tcp_limits, tcp_handler.clone(), token));
             tracing::info!(addr = %bound, "listening (UDP and TCP)");
             local_addrs.push(bound);
         }
         Ok(Self {
             server,
+            tcp: tcp_tasks,
             local_addrs,
         })
     }
@@ -49,6 +57,9 @@ impl DnsServer {
     pub async fn shutdown(mut self) {
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::warn!(error = %e, "error while shutting down the DNS listeners");
+        }
+        for task in self.tcp.drain(..) {
+            let _ = task.await;
         }
     }
 }
