@@ -503,6 +503,55 @@ mod tests {
     }
 
     #[test]
+    fn tcp_bounds_and_rate_limit_parse_and_validate() {
+        let cfg = Config::embedded().unwrap();
+        // The embedded file spells out the defaults.
+        let d = ServerConfig::default();
+        assert_eq!(cfg.server.rate_limit, d.rate_limit);
+        assert_eq!(cfg.server.tcp_max_connections, d.tcp_max_connections);
+        assert_eq!(
+            cfg.server.tcp_max_connections_per_client,
+            d.tcp_max_connections_per_client
+        );
+        let c = Config::parse(
+            "[server]\ntcp_max_connections = 7\n[server.rate_limit]\nslip = 0\nipv6_prefix = 64\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.server.tcp_limits().max_connections, 7);
+        assert_eq!(
+            (c.server.rate_limit.slip, c.server.rate_limit.ipv6_prefix),
+            (0, 64)
+        );
+        for (text, key) in [
+            (
+                "[server]\ntcp_max_connections = 0\n",
+                "server.tcp_max_connections",
+            ),
+            (
+                "[server]\ntcp_max_connections_per_client = 0\n",
+                "server.tcp_max_connections_per_client",
+            ),
+            (
+                "[server]\ntcp_idle_timeout_secs = 0\n",
+                "server.tcp_idle_timeout_secs",
+            ),
+            (
+                "[server.rate_limit]\nipv4_prefix = 40\n",
+                "server.rate_limit.ipv4_prefix",
+            ),
+            (
+                "[server.rate_limit]\nburst = 0\n",
+                "server.rate_limit.burst",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(err("[server.rate_limit]\nrate = 5\n").contains("rate"));
+    }
+
+    #[test]
     fn semantic_errors_name_the_key() {
         let e = err("[resolver]\nupstreams = []\n");
         assert!(e.contains("resolver.upstreams"), "{e}");
