@@ -171,7 +171,8 @@ fn a_million_invalid_lines_load_quickly_in_bounded_memory() {
         peak_kib < 3 * text_kib + 150 * 1024,
         "peak RSS {peak_kib} KiB for a {text_kib} KiB list"
     );
-    assert!(took < Duration::from_secs(60), "took {took:?}");
+    // Measured: 23 s and 75 MB peak RSS for 25 MB of text, debug build, 2 loaded cores.
+    assert!(took < Duration::from_secs(90), "took {took:?}");
 
     // The count is reported.
     let (ok, out, err) = run_cli(&["lists", "update", "--config", cfg.to_str().unwrap()]);
