@@ -23,7 +23,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let term = signal(SignalKind::terminate())?;
     let lists = Arc::new(Lists::new(&cfg.server.data_dir, &cfg.list_updates)?);
     let filter = compile_filter(&cfg, &lists).await?;
-    let log = Arc::new(open_query_log(&cfg)?);
+    let log = Arc::new(open_query_log_or_degrade(&cfg)?);
     let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
     let guard = crate::guard::Guard::start(&cfg)?;
     pipeline.set_guard(guard.clone());
@@ -45,7 +45,8 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     live.publish_list_metrics();
     let server = DnsServer::start(
         &cfg.server.listen,
-        Duration::from_secs(cfg.server.tcp_idle_timeout_secs),
+        cfg.server.tcp_limits(),
+        &cfg.server.rate_limit,
         pipeline.clone(),
     )?;
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");
@@ -86,6 +87,28 @@ pub fn open_query_log(cfg: &Config) -> anyhow::Result<QueryLog> {
     let dir = query_log_dir(cfg);
     QueryLog::open(&dir, cfg.query_log.clone())
         .with_context(|| format!("cannot open the query log in {}", dir.display()))
+}
+
+/// [`open_query_log`] for the server: a log that cannot be opened because of its
+/// disk (read-only, full, permissions) must not stop DNS, so the server runs
+/// without it and reports the error (log line, `dnsguard stats`, `/metrics`).
+/// Another dnsguard holding the log is still fatal: two servers on one data
+/// directory is a configuration mistake.
+fn open_query_log_or_degrade(cfg: &Config) -> anyhow::Result<QueryLog> {
+    match open_query_log(cfg) {
+        Ok(log) => Ok(log),
+        Err(e)
+            if e.downcast_ref::<crate::querylog::QueryLogError>()
+                .is_some_and(|q| matches!(q, crate::querylog::QueryLogError::Locked(_))) =>
+        {
+            Err(e)
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            tracing::error!(error = %why, "query log disabled: DNS keeps answering, queries are not logged");
+            Ok(QueryLog::unavailable(cfg.query_log.clone(), &why))
+        }
+    }
 }
 
 /// Reads every enabled list and compiles the filter (on a blocking thread: a

@@ -62,8 +62,16 @@ pub struct ServerConfig {
     /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
     /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
     pub allow_clients: Vec<IpNet>,
-    /// A TCP connection that sends nothing for this long is closed (slowloris guard).
+    /// A TCP connection that sends no complete query for this long is closed
+    /// (slowloris guard; trickling one byte at a time does not keep it open).
     pub tcp_idle_timeout_secs: u64,
+    /// TCP connections open at once; beyond it the longest-idle one is closed.
+    pub tcp_max_connections: usize,
+    /// TCP connections open at once from one client address; beyond it that
+    /// client's longest-idle connection is closed.
+    pub tcp_max_connections_per_client: usize,
+    /// Per-client response-rate limiting (`[server.rate_limit]`).
+    pub rate_limit: crate::dns::ratelimit::RateLimitConfig,
     /// Where dnsguard keeps its state (downloaded lists, query log).
     pub data_dir: PathBuf,
     /// Default log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
@@ -88,8 +96,22 @@ impl Default for ServerConfig {
             .filter_map(|n| n.parse().ok())
             .collect(),
             tcp_idle_timeout_secs: 10,
+            tcp_max_connections: 512,
+            tcp_max_connections_per_client: 32,
+            rate_limit: crate::dns::ratelimit::RateLimitConfig::default(),
             data_dir: PathBuf::from("dnsguard-data"),
             log: "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The TCP bounds as `dns::tcp` takes them.
+    pub fn tcp_limits(&self) -> crate::dns::tcp::TcpLimits {
+        crate::dns::tcp::TcpLimits {
+            idle_timeout: std::time::Duration::from_secs(self.tcp_idle_timeout_secs),
+            max_connections: self.tcp_max_connections,
+            max_per_client: self.tcp_max_connections_per_client,
         }
     }
 }
@@ -354,6 +376,19 @@ impl Config {
                 "no client could use dnsguard; list at least one network".into(),
             );
         }
+        if self.server.tcp_idle_timeout_secs == 0 {
+            return bad("server.tcp_idle_timeout_secs", "must be at least 1".into());
+        }
+        if self.server.tcp_max_connections == 0 {
+            return bad("server.tcp_max_connections", "must be at least 1".into());
+        }
+        if self.server.tcp_max_connections_per_client == 0 {
+            return bad(
+                "server.tcp_max_connections_per_client",
+                "must be at least 1".into(),
+            );
+        }
+        self.server.rate_limit.validate()?;
         let r = &self.resolver;
         if r.mode == Mode::Forward && r.upstreams.is_empty() {
             return bad(
@@ -486,6 +521,55 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("max_entries"), "{e}");
         let e = err("[server\n");
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn tcp_bounds_and_rate_limit_parse_and_validate() {
+        let cfg = Config::embedded().unwrap();
+        // The embedded file spells out the defaults.
+        let d = ServerConfig::default();
+        assert_eq!(cfg.server.rate_limit, d.rate_limit);
+        assert_eq!(cfg.server.tcp_max_connections, d.tcp_max_connections);
+        assert_eq!(
+            cfg.server.tcp_max_connections_per_client,
+            d.tcp_max_connections_per_client
+        );
+        let c = Config::parse(
+            "[server]\ntcp_max_connections = 7\n[server.rate_limit]\nslip = 0\nipv6_prefix = 64\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.server.tcp_limits().max_connections, 7);
+        assert_eq!(
+            (c.server.rate_limit.slip, c.server.rate_limit.ipv6_prefix),
+            (0, 64)
+        );
+        for (text, key) in [
+            (
+                "[server]\ntcp_max_connections = 0\n",
+                "server.tcp_max_connections",
+            ),
+            (
+                "[server]\ntcp_max_connections_per_client = 0\n",
+                "server.tcp_max_connections_per_client",
+            ),
+            (
+                "[server]\ntcp_idle_timeout_secs = 0\n",
+                "server.tcp_idle_timeout_secs",
+            ),
+            (
+                "[server.rate_limit]\nipv4_prefix = 40\n",
+                "server.rate_limit.ipv4_prefix",
+            ),
+            (
+                "[server.rate_limit]\nburst = 0\n",
+                "server.rate_limit.burst",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(err("[server.rate_limit]\nrate = 5\n").contains("rate"));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 pub mod block;
 pub mod handler;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod server;
+pub mod tcp;
 pub mod udp;
 pub mod wire;
 

@@ -1,16 +1,17 @@
 //! Binds the listeners: UDP sockets (one per core) for the [`super::udp`] front
-//! end, and TCP for hickory-server.
+//! end, and TCP for the bounded [`super::tcp`] loop; both run the same pipeline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
 
 use super::handler::Handler;
 use super::pipeline::Pipeline;
+use super::ratelimit::{RateLimitConfig, RateLimiter};
+use super::tcp::{self, TcpLimits};
 use super::udp::UdpService;
 
 /// Socket buffer size asked for on UDP sockets: bursts of queries wait in the
@@ -19,8 +20,10 @@ const UDP_BUFFER: usize = 4 << 20;
 
 /// A running DNS service.
 pub struct DnsServer {
-    server: Server<Handler>,
     udp: UdpService,
+    /// DNS-over-TCP accept loops; they stop when `shutdown` is cancelled.
+    tcp: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: CancellationToken,
     /// The addresses actually bound (port 0 in the config becomes a real port).
     pub local_addrs: Vec<SocketAddr>,
 }
@@ -29,13 +32,16 @@ impl DnsServer {
     /// Binds UDP and TCP on every address and starts answering.
     pub fn start(
         listen: &[SocketAddr],
-        tcp_idle_timeout: Duration,
+        tcp_limits: TcpLimits,
+        rate_limit: &RateLimitConfig,
         pipeline: Arc<Pipeline>,
     ) -> anyhow::Result<Self> {
-        let mut server = Server::new(Handler::new(pipeline.clone()));
+        let handler = Arc::new(Handler::new(pipeline.clone()));
+        let shutdown = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut local_addrs = Vec::new();
         let mut udp_sockets = Vec::new();
+        let mut tcp_tasks = Vec::new();
         for addr in listen {
             let (udp, tcp) = bind_pair(*addr)?;
             let bound = udp.local_addr()?;
@@ -45,22 +51,31 @@ impl DnsServer {
                     bind_udp(bound).with_context(|| format!("cannot listen on UDP {bound}"))?,
                 );
             }
-            server.register_listener(tcp, tcp_idle_timeout, 64 * 1024);
+            tcp_tasks.push(tcp::spawn(
+                tcp,
+                tcp_limits,
+                handler.clone(),
+                shutdown.clone(),
+            ));
             tracing::info!(addr = %bound, "listening (UDP and TCP)");
             local_addrs.push(bound);
         }
-        let udp = UdpService::start(udp_sockets, pipeline, tokio::runtime::Handle::current())?;
+        let limiter = Arc::new(RateLimiter::new(rate_limit));
+        let runtime = tokio::runtime::Handle::current();
+        let udp = UdpService::start(udp_sockets, pipeline, limiter, runtime)?;
         Ok(Self {
-            server,
             udp,
+            tcp: tcp_tasks,
+            shutdown,
             local_addrs,
         })
     }
 
     /// Stops accepting queries and waits for the listeners to finish.
-    pub async fn shutdown(mut self) {
-        if let Err(e) = self.server.shutdown_gracefully().await {
-            tracing::warn!(error = %e, "error while shutting down the DNS listeners");
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tcp {
+            let _ = task.await;
         }
         let udp = self.udp;
         let _ = tokio::task::spawn_blocking(move || udp.shutdown()).await;

@@ -24,6 +24,7 @@ use hickory_server::zone_handler::MessageResponse;
 
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::pipeline::{Outcome, Pipeline, Screen, Screened};
+use super::ratelimit::{Decision, RateLimiter};
 use super::wire::{self, FastQuery, Reply};
 use crate::querylog;
 
@@ -39,10 +40,12 @@ pub struct UdpService {
 }
 
 impl UdpService {
-    /// Starts one worker per socket; slow-path queries run on `runtime`.
+    /// Starts one worker per socket; slow-path queries run on `runtime`; every
+    /// client's responses go through `limiter` first.
     pub fn start(
         sockets: Vec<UdpSocket>,
         pipeline: Arc<Pipeline>,
+        limiter: Arc<RateLimiter>,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -54,6 +57,7 @@ impl UdpService {
                 socket: Arc::new(socket),
                 pipeline: pipeline.clone(),
                 handler: handler.clone(),
+                limiter: limiter.clone(),
                 runtime: runtime.clone(),
                 stop: stop.clone(),
             };
@@ -78,6 +82,7 @@ struct Worker {
     socket: Arc<UdpSocket>,
     pipeline: Arc<Pipeline>,
     handler: Handler,
+    limiter: Arc<RateLimiter>,
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
 }
@@ -109,10 +114,26 @@ impl Worker {
             if client.port() == 0 {
                 continue;
             }
+            // Response-rate limiting: dnsguard must not amplify a spoofed flood.
+            match self.limiter.check(client.ip(), Instant::now()) {
+                Decision::Answer => {}
+                Decision::Slip => {
+                    metrics::counter!("dnsguard_rate_limited_total", "action" => "slip")
+                        .increment(1);
+                    if let Some(len) = wire::slip(&packet[..n], &mut out) {
+                        send(&self.socket, &out[..len], client);
+                    }
+                    continue;
+                }
+                Decision::Drop => {
+                    metrics::counter!("dnsguard_rate_limited_total", "action" => "drop")
+                        .increment(1);
+                    continue;
+                }
+            }
             match answer(&self.pipeline, &packet[..n], client, &mut out) {
                 Fast::Reply(len) => send(&self.socket, &out[..len], client),
                 Fast::Full(screened) => self.full(&packet[..n], client, screened, &mut out),
-                Fast::Ignore => {}
             }
         }
     }
@@ -152,8 +173,6 @@ pub enum Fast {
     Reply(usize),
     /// Take the full path; `Some` when the screening steps already ran.
     Full(Option<Screened>),
-    /// Nothing to send (never used for queries; kept for rate limiting).
-    Ignore,
 }
 
 /// The fast path for one packet from `client`: answers it into `out` when that

@@ -374,6 +374,16 @@ impl Body {
     }
 }
 
+/// The empty truncated (TC) reply a rate-limited client gets instead of its answer
+/// (BIND's "slip"): a real client retries over TCP, a spoofed victim gets a small
+/// packet. `None` for packets that are not plain queries (they are dropped).
+pub fn slip(packet: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let q = FastQuery::parse(packet)?;
+    let reply = Reply::start(buf, packet, &q, 0, false).ok()?;
+    reply.buf[2] |= 0x02;
+    reply.finish(&q).ok()
+}
+
 /// The FORMERR reply to a query whose header can be read but nothing else (what
 /// hickory's own listener sends); `None` when not even the header is there or the
 /// packet is itself a response.
@@ -604,6 +614,18 @@ mod tests {
         assert!(Reply::start(&mut small, &p, &q, 0, false).is_ok());
         let mut r = Reply::start(&mut small, &p, &q, 0, false).unwrap();
         assert_eq!(r.body(&body, 300), Err(TooBig), "never past the buffer");
+    }
+
+    #[test]
+    fn slipped_replies_are_empty_and_truncated() {
+        let p = query("www.example.", RecordType::A, Some((1232, false)));
+        let mut buf = [0u8; 512];
+        let n = slip(&p, &mut buf).unwrap();
+        let m = parse_reply(&buf[..n]);
+        assert!(m.metadata.truncation);
+        assert!(m.answers.is_empty());
+        assert_eq!(m.queries[0].name().to_ascii(), "www.example.");
+        assert!(slip(&p[..10], &mut buf).is_none());
     }
 
     #[test]

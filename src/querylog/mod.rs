@@ -241,6 +241,18 @@ impl QueryLog {
         }
     }
 
+    /// A log that could not be opened (read-only or full disk, bad permissions):
+    /// records nothing, like [`disabled`](Self::disabled), but reports `error`
+    /// through [`write_errors`](Self::write_errors) and
+    /// [`last_error`](Self::last_error), so `dnsguard stats`, the dashboard and
+    /// `/metrics` show why nothing is logged while DNS keeps answering.
+    pub fn unavailable(config: QueryLogConfig, error: &str) -> QueryLog {
+        let log = QueryLog::disabled(config);
+        log.shared
+            .error(&StoreError(format!("cannot open the query log: {error}")));
+        log
+    }
+
     /// Start a log over any [`Store`] (tests, other backends). It has no
     /// WAL: durability is the store's `flush`, once per interval.
     pub fn with_store(store: Arc<dyn Store>, config: QueryLogConfig) -> QueryLog {

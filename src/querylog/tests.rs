@@ -1295,3 +1295,21 @@ fn series_buckets_minute_aggregates() {
     assert!(log.series(t, t + 100_000 * 60_000, 1).is_err());
     assert!(log.series(t, t, 1).unwrap().is_empty());
 }
+
+#[test]
+fn unavailable_log_records_nothing_and_reports_why() {
+    let log = QueryLog::unavailable(
+        QueryLogConfig::default(),
+        "Read-only file system (os error 30)",
+    );
+    log.record(Entry::default());
+    assert_eq!(log.written(), 0);
+    assert_eq!(log.write_errors(), 1);
+    let why = log.last_error().expect("an error is reported");
+    assert!(
+        why.contains("cannot open the query log") && why.contains("Read-only file system"),
+        "{why}"
+    );
+    // Reads work (empty), so the dashboard and `dnsguard stats` can show the error.
+    assert_eq!(log.stats(0, u64::MAX, 10).unwrap().total, 0);
+}

@@ -17,6 +17,10 @@ pub struct Response {
     pub etag: Option<String>,
     /// Claim this Content-Length instead of the body's (for "huge body" tests).
     pub claimed_length: Option<u64>,
+    /// Instead of `body`, stream this many bytes of list lines with no
+    /// Content-Length (the end is the connection's close), generated on the fly:
+    /// a multi-gigabyte body never exists in memory.
+    pub stream_bytes: Option<u64>,
 }
 
 impl Response {
@@ -27,6 +31,7 @@ impl Response {
             body: body.as_bytes().to_vec(),
             etag: None,
             claimed_length: None,
+            stream_bytes: None,
         }
     }
 }
@@ -39,6 +44,7 @@ struct State {
     requests: u64,
     bodies: Vec<String>,
     last_if_none_match: Option<String>,
+    streamed: u64,
 }
 
 /// A running server; it stops when the test process ends.
@@ -97,6 +103,24 @@ impl HttpServer {
                 } else {
                     (resp.status, &resp.body)
                 };
+                if let (Some(total), false) = (resp.stream_bytes, not_modified) {
+                    let head =
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n";
+                    if stream.write_all(head.as_bytes()).is_err() {
+                        continue;
+                    }
+                    let chunk = "||streamed.test^\n".repeat(4096);
+                    let mut sent = 0u64;
+                    while sent < total {
+                        let n = chunk.len().min((total - sent) as usize);
+                        if stream.write_all(&chunk.as_bytes()[..n]).is_err() {
+                            break; // the client hung up
+                        }
+                        sent += n as u64;
+                        st.lock().unwrap().streamed = sent;
+                    }
+                    continue;
+                }
                 let mut head = format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\nContent-Type: text/plain\r\n",
                     resp.claimed_length.unwrap_or(body.len() as u64)
@@ -130,6 +154,11 @@ impl HttpServer {
     /// Requests served so far.
     pub fn requests(&self) -> u64 {
         self.state.lock().unwrap().requests
+    }
+
+    /// Bytes of the last streamed body written to the socket (for `stream_bytes`).
+    pub fn streamed(&self) -> u64 {
+        self.state.lock().unwrap().streamed
     }
 
     /// The If-None-Match header of the last request.

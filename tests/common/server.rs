@@ -40,11 +40,38 @@ impl Dnsguard {
             config.push_str("\n[web]\nlisten = \"127.0.0.1:0\"\n");
         }
         std::fs::write(&path, config).unwrap();
-        Self::start_file(&path, dir)
+        Self::start_file(&path, dir, &[])
     }
 
-    fn start_file(path: &Path, dir: tempfile::TempDir) -> Self {
-        let mut child = Command::new(binary())
+    /// Like [`Dnsguard::start_in`], but runs the binary through `wrapper`: a program
+    /// and its arguments that end by exec'ing the command line appended to them
+    /// (e.g. `unshare -m sh -c 'mount … && exec "$@"' sh`), so the server keeps the
+    /// wrapper's pid.
+    pub fn start_wrapped(config: &str, dir: tempfile::TempDir, wrapper: &[&str]) -> Self {
+        let path = dir.path().join("dnsguard.toml");
+        let mut config = config.to_owned();
+        if !config.contains("[web]") {
+            config.push_str("\n[web]\nlisten = \"127.0.0.1:0\"\n");
+        }
+        std::fs::write(&path, config).unwrap();
+        Self::start_file(&path, dir, wrapper)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn start_file(path: &Path, dir: tempfile::TempDir, wrapper: &[&str]) -> Self {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(path)
             .env("RUST_LOG", "info,dnsguard=debug,hickory_server=warn")

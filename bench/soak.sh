@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Soak: dnsguard (query log on, 1.6 M-domain list) under a mixed load at a fixed
+# rate for a bounded time, on loopback. Mix per 20 queries: 8 blocked, 8 cached,
+# 3 forwarded to the NSD upstream (unique names), 1 tunnel-like name (flagged).
+# First a 10 s saturation run of the same mix measures the maximum; the soak then
+# runs at SOAK_LOAD percent of it (default 80) for SOAK_MINUTES (default 10).
+# Prints dnsperf's result (lost queries, rcodes), the RSS curve (every 10 s, also in
+# $WORK/soak-rss.csv) and the query log's dropped-entry and write-error counts.
+#
+#   bench/soak.sh
+#   SOAK_MINUTES=2 bench/soak.sh
+#
+# Needs (Debian): dnsperf nsd bind9-dnsutils python3.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$here/.."
+shared="$root/../shared/bench"
+minutes="${SOAK_MINUTES:-10}"
+load="${SOAK_LOAD:-80}"
+export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
+work="${WORK:-/tmp/dnsguard-soak}"
+mkdir -p "$work"
+[ -f "$BENCH_QUERIES/blocked.txt" ] || python3 "$shared/gen_queries.py"
+"$shared/upstream/upstream.sh" start >/dev/null
+(cd "$root" && cargo build --release --locked -q)
+
+mix="$work/mix.txt"
+python3 - "$BENCH_QUERIES" "$mix" <<'PY'
+import base64, random, sys
+src, out = sys.argv[1], sys.argv[2]
+rnd = random.Random(7)
+blocked = open(f"{src}/blocked.txt").read().split("\n")[:-1]
+cached = open(f"{src}/cached.txt").read().split("\n")[:-1]
+with open(out, "w") as f:
+    for i in range(100_000):
+        for j in range(8):
+            f.write(blocked[(i * 8 + j) % len(blocked)] + "\n")
+        for j in range(8):
+            f.write(cached[(i * 8 + j) % len(cached)] + "\n")
+        for j in range(3):
+            f.write(f"s{i}x{j}.w.bench.example A\n")
+        label = base64.b32encode(rnd.randbytes(25)).decode().rstrip("=").lower()
+        f.write(f"{label}.t{i % 97}.w.bench.example TXT\n")
+PY
+
+export BENCH_ADDR=127.0.0.1 BENCH_PORT=5330 BENCH_UPSTREAM=127.0.0.53:5300
+export BENCH_BLOCKLIST="$root/../shared/blocklists/big-1.6m.domains.txt" BENCH_WORK="$work"
+rm -rf "$work/dnsguard-data-5330"
+setsid "$here/dnsguard-bench.sh" >"$work/dnsguard.log" 2>&1 &
+pid=$!
+trap 'kill -TERM -- -$pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 150); do
+    dig +tries=1 +time=1 @127.0.0.1 -p 5330 doubleclick.net A 2>/dev/null | grep -q "0.0.0.0" && break
+    sleep 0.2
+done
+server=$(pgrep -P "$pid" dnsguard || echo "$pid")
+rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$server/status"; }
+
+echo "== saturation (10 s, same mix)"
+max=$(dnsperf -s 127.0.0.1 -p 5330 -d "$mix" -c 4 -q 200 -l 10 2>&1 |
+    awk '/Queries per second/ {print int($4)}')
+rate=$((max * load / 100))
+echo "max ${max} QPS -> soak at ${rate} QPS (${load}%) for ${minutes} min"
+
+echo "seconds,rss_mb" >"$work/soak-rss.csv"
+(
+    t=0
+    while kill -0 "$server" 2>/dev/null; do
+        echo "$t,$(rss)" >>"$work/soak-rss.csv"
+        sleep 10
+        t=$((t + 10))
+    done
+) &
+sampler=$!
+timeout $((minutes * 60 + 60)) dnsperf -s 127.0.0.1 -p 5330 -d "$mix" -c 4 -q 500 \
+    -Q "$rate" -l $((minutes * 60)) 2>&1 | sed -n '/Statistics/,$p' | head -30
+kill "$sampler" 2>/dev/null || true
+echo "== RSS (MB) every 10 s"
+tail -n +2 "$work/soak-rss.csv" | cut -d, -f2 | tr '\n' ' '
+echo
+echo "== query log"
+"$root/target/release/dnsguard" stats --config "$work/dnsguard-bench-5330.toml" \
+    --since "$((minutes + 2))m" --format json |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print({k: s.get(k) for k in ("total", "log_dropped", "log_write_errors", "log_last_error")})'

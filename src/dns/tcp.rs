@@ -1,0 +1,304 @@
+//! DNS over TCP with bounded connections (slowloris guard).
+//!
+//! hickory-server's own TCP listener (`Server::register_listener`) closes a
+//! connection that delivers no complete message within its timeout, but it accepts
+//! without limit: thousands of idle clients hold thousands of file descriptors, and
+//! once the process runs out, `accept` fails in a busy loop and the resolver can
+//! no longer open sockets to its upstreams. This module is the same per-connection
+//! loop built from hickory's public pieces (`TcpStream`, `TimeoutStream`,
+//! `ResponseHandle`, the same [`RequestHandler`]) plus a connection table:
+//!
+//! * at most `max_connections` connections, and at most `max_per_client` from one
+//!   client address;
+//! * when a new connection would exceed either bound, the connection that has gone
+//!   longest without a complete query (of that client, or overall) is closed to make
+//!   room, so idle or trickling clients cannot lock out a real query;
+//! * a connection is closed after `idle_timeout` without a complete message, however
+//!   slowly its bytes arrive (hickory's `TimeoutStream` restarts only on a whole
+//!   message);
+//! * an `accept` error (such as running out of descriptors) backs off briefly
+//!   instead of spinning.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hickory_proto::op::{Header, ResponseCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_server::net::BufDnsStreamHandle;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
+use hickory_server::net::tcp::TcpStream;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::MessageType;
+use hickory_server::server::{
+    Request, RequestHandler, ResponseHandle, ResponseHandler, TimeoutStream,
+};
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Responses queued per connection before the writer pushes back (hickory's value).
+const RESPONSE_BUFFER: usize = 64 * 1024;
+
+/// Pause after a failed `accept` (descriptors exhausted and the like).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Bounds on DNS-over-TCP clients.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Close a connection that sends no complete message for this long.
+    pub idle_timeout: Duration,
+    /// Connections open at once, all clients together.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_per_client: usize,
+}
+
+/// One open connection, as the table sees it.
+struct Conn {
+    client: IpAddr,
+    /// Last complete message (or the accept), ms since the table's epoch.
+    last_active_ms: Arc<AtomicU64>,
+    close: Arc<Notify>,
+}
+
+/// The open connections; locked once per accept and once per close (never per
+/// message: activity is an atomic).
+struct Table {
+    limits: TcpLimits,
+    epoch: Instant,
+    next_id: u64,
+    conns: HashMap<u64, Conn>,
+}
+
+impl Table {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Registers a new connection from `client`, first closing the longest-idle
+    /// connection of that client, or overall, if a bound would be exceeded.
+    fn admit(&mut self, client: IpAddr) -> (u64, Arc<AtomicU64>, Arc<Notify>) {
+        let per_client = self.conns.values().filter(|c| c.client == client).count();
+        if per_client >= self.limits.max_per_client.max(1) {
+            self.evict(Some(client));
+        } else if self.conns.len() >= self.limits.max_connections.max(1) {
+            self.evict(None);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let last = Arc::new(AtomicU64::new(self.now_ms()));
+        let close = Arc::new(Notify::new());
+        self.conns.insert(
+            id,
+            Conn {
+                client,
+                last_active_ms: last.clone(),
+                close: close.clone(),
+            },
+        );
+        (id, last, close)
+    }
+
+    fn evict(&mut self, client: Option<IpAddr>) {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| client.is_none_or(|ip| c.client == ip))
+            .min_by_key(|(id, c)| (c.last_active_ms.load(Ordering::Relaxed), **id))
+            .map(|(id, _)| *id);
+        if let Some(conn) = victim.and_then(|id| self.conns.remove(&id)) {
+            tracing::debug!(client = %conn.client, "TCP connection limit: closing the longest-idle connection");
+            metrics::counter!("dnsguard_tcp_evicted_total").increment(1);
+            // notify_one keeps the wake-up if the task is not waiting yet.
+            conn.close.notify_one();
+        }
+    }
+}
+
+/// Serves DNS over TCP on `listener` with `handler` until `shutdown` is cancelled.
+/// Returns the accept loop's task; connection tasks end with it.
+pub fn spawn<H: RequestHandler>(
+    listener: tokio::net::TcpListener,
+    limits: TcpLimits,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(accept_loop(listener, limits, handler, shutdown))
+}
+
+async fn accept_loop<H: RequestHandler>(
+    listener: tokio::net::TcpListener,
+    limits: TcpLimits,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
+    let table = Arc::new(Mutex::new(Table {
+        limits,
+        epoch: Instant::now(),
+        next_id: 0,
+        conns: HashMap::new(),
+    }));
+    let mut tasks = JoinSet::new();
+    loop {
+        let (stream, src) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a TCP connection");
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (id, last_active, close) = table.lock().admit(src.ip());
+        let (table, handler, shutdown) = (table.clone(), handler.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let epoch = table.lock().epoch;
+            tokio::select! {
+                _ = serve(stream, src, &*handler, limits.idle_timeout, &last_active, epoch) => {}
+                _ = close.notified() => {}
+                _ = shutdown.cancelled() => {}
+            }
+            table.lock().conns.remove(&id);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// One connection: length-prefixed messages in, responses out, until the client
+/// closes, errs or idles out.
+async fn serve<H: RequestHandler>(
+    stream: tokio::net::TcpStream,
+    src: SocketAddr,
+    handler: &H,
+    idle_timeout: Duration,
+    last_active: &AtomicU64,
+    epoch: Instant,
+) {
+    let (stream, out) =
+        TcpStream::from_stream_with_buffer_size(AsyncIoTokioAsStd(stream), src, RESPONSE_BUFFER);
+    let mut messages = TimeoutStream::new(stream, idle_timeout);
+    while let Some(message) = messages.next().await {
+        let Ok(message) = message else {
+            return; // idle timeout, reset, malformed length
+        };
+        last_active.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let (bytes, src) = message.into_parts();
+        answer(handler, bytes, src, &out).await;
+    }
+}
+
+/// What hickory's server does with one message: nothing for less than a header,
+/// FORMERR if the rest does not parse, nothing for responses, else the handler.
+async fn answer<H: RequestHandler>(
+    handler: &H,
+    bytes: Vec<u8>,
+    src: SocketAddr,
+    out: &BufDnsStreamHandle,
+) {
+    let mut response = ResponseHandle::new(src, out.clone(), Protocol::Tcp);
+    let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
+        return;
+    };
+    let request = match Request::from_bytes(bytes, src, Protocol::Tcp) {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::debug!(%src, %error, "malformed TCP query: FORMERR");
+            let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                return;
+            };
+            let msg = MessageResponseBuilder::new(&queries, None)
+                .error_msg(&header.metadata, ResponseCode::FormErr);
+            if let Err(error) = response.send_response(msg).await {
+                tracing::debug!(%src, %error, "could not send FORMERR");
+            }
+            return;
+        }
+    };
+    if request.metadata.message_type == MessageType::Response {
+        return; // never answer responses (reflection)
+    }
+    handler
+        .handle_request::<_, TokioTime>(&request, response)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max: usize, per_client: usize) -> Table {
+        Table {
+            limits: TcpLimits {
+                idle_timeout: Duration::from_secs(10),
+                max_connections: max,
+                max_per_client: per_client,
+            },
+            epoch: Instant::now(),
+            next_id: 0,
+            conns: HashMap::new(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn global_bound_evicts_the_longest_idle() {
+        let mut t = table(3, 10);
+        let (a, a_last, _) = t.admit(ip("10.0.0.1"));
+        let (b, b_last, _) = t.admit(ip("10.0.0.2"));
+        let (c, c_last, _) = t.admit(ip("10.0.0.3"));
+        // a and c were active recently; b has been idle longest.
+        a_last.store(100, Ordering::Relaxed);
+        b_last.store(5, Ordering::Relaxed);
+        c_last.store(50, Ordering::Relaxed);
+        let (d, _, _) = t.admit(ip("10.0.0.4"));
+        assert_eq!(t.conns.len(), 3);
+        assert!(!t.conns.contains_key(&b), "b evicted");
+        assert!(t.conns.contains_key(&a) && t.conns.contains_key(&c) && t.conns.contains_key(&d));
+    }
+
+    #[tokio::test]
+    async fn eviction_wakes_the_connection() {
+        let mut t = table(1, 1);
+        let (_, _, close) = t.admit(ip("10.0.0.1"));
+        t.admit(ip("10.0.0.2"));
+        tokio::time::timeout(Duration::from_secs(5), close.notified())
+            .await
+            .expect("evicted connection is woken");
+    }
+
+    #[test]
+    fn per_client_bound_evicts_only_that_clients_connections() {
+        let mut t = table(100, 2);
+        let (other, other_last, _) = t.admit(ip("10.0.0.9"));
+        other_last.store(0, Ordering::Relaxed); // the idlest of all
+        let (x1, x1_last, _) = t.admit(ip("10.0.0.1"));
+        let (x2, x2_last, _) = t.admit(ip("10.0.0.1"));
+        x1_last.store(10, Ordering::Relaxed);
+        x2_last.store(20, Ordering::Relaxed);
+        let (x3, _, _) = t.admit(ip("10.0.0.1"));
+        assert!(t.conns.contains_key(&other), "other client untouched");
+        assert!(!t.conns.contains_key(&x1), "that client's idlest closed");
+        assert!(t.conns.contains_key(&x2) && t.conns.contains_key(&x3));
+        assert_eq!(
+            t.conns
+                .values()
+                .filter(|c| c.client == ip("10.0.0.1"))
+                .count(),
+            2
+        );
+    }
+}
