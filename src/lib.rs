@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod app;
+pub mod channel;
 pub mod cli;
 pub mod commands;
 pub mod config;

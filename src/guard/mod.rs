@@ -339,8 +339,13 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, rx: Receiver<Observation>) {
-        while let Ok(o) = rx.recv() {
-            self.handle(&o);
+        // Polled, not blocked: see `crate::channel`.
+        loop {
+            match crate::channel::poll_recv(&rx, std::time::Duration::from_secs(60)) {
+                Ok(o) => self.handle(&o),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 

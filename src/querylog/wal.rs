@@ -368,7 +368,8 @@ pub(crate) fn run_wal_thread(
             None if wal.touched => interval,
             None => Duration::from_secs(1),
         };
-        let ok = match rx.recv_timeout(wait) {
+        // Polled, not blocked: see `crate::channel`.
+        let ok = match crate::channel::poll_recv(&rx, wait) {
             Ok(Msg::Entry(e)) => {
                 if batch.is_empty() {
                     deadline = Some(Instant::now() + interval);
