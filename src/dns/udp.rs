@@ -131,9 +131,15 @@ impl Worker {
                     continue;
                 }
             }
-            match answer(&self.pipeline, &packet[..n], client, &mut out) {
-                Fast::Reply(len) => send(&self.socket, &out[..len], client),
-                Fast::Full(screened) => self.full(&packet[..n], client, screened, &mut out),
+            // A bug must cost one query, never the worker (and with it this
+            // socket's share of clients): contain a panic to the packet.
+            let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                answer(&self.pipeline, &packet[..n], client, &mut out)
+            }));
+            match fast {
+                Ok(Fast::Reply(len)) => send(&self.socket, &out[..len], client),
+                Ok(Fast::Full(screened)) => self.full(&packet[..n], client, screened, &mut out),
+                Err(_) => tracing::error!(%client, "internal error answering a UDP query; dropped"),
             }
         }
     }

