@@ -345,11 +345,20 @@ fn exfil_bypass_and_tunnel_alerts() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = Dnsguard::start(&config(
         &up,
-        "[[lists]]\nname = \"doh\"\nsource = \"builtin:doh-resolvers\"\n\
+        "[[lists]]\nname = \"doh\"\nsource = \"builtin:doh-resolvers\"\ngroups = []\n\
+         [[groups]]\nname = \"agents\"\nclients = [\"127.0.0.2\"]\nmode = \"enforce\"\n\
          [alerts]\nfile = \"alerts.jsonl\"\nrepeat_secs = 3600\n",
     ));
     let file = dg.dir.path().join("alerts.jsonl");
     let me = Ask::default();
+    let agent = from("127.0.0.2");
+    // The DoH resolver list names no group: it applies to allowlist-only groups only.
+    ask_with(dg.addr, "dns.google.", RecordType::A, &me);
+    assert_eq!(
+        up.queries_for("dns.google."),
+        1,
+        "default group: not on the list"
+    );
     assert_eq!(
         addrs(&ask_with(dg.addr, "abc.oast.pro.", RecordType::A, &me)),
         ["0.0.0.0"]
@@ -361,7 +370,7 @@ fn exfil_bypass_and_tunnel_alerts() {
     let r = ask_with(dg.addr, "use-application-dns.net.", RecordType::A, &me);
     assert_eq!(rcode(&r), ResponseCode::NXDomain);
     assert_eq!(
-        addrs(&ask_with(dg.addr, "dns.google.", RecordType::A, &me)),
+        addrs(&ask_with(dg.addr, "dns.google.", RecordType::A, &agent)),
         ["0.0.0.0"]
     );
     ask_with(dg.addr, TUNNEL, RecordType::TXT, &me);
@@ -386,7 +395,12 @@ fn exfil_bypass_and_tunnel_alerts() {
             .contains("exfil-endpoints")
     );
     assert_eq!(all[1]["reason"], "bypass canary");
-    assert!(all[2]["reason"].as_str().unwrap().contains("doh"));
+    assert!(
+        all[2]["reason"].as_str().unwrap().contains("doh"),
+        "{}",
+        all[2]
+    );
+    assert_eq!(all[2]["client"], "127.0.0.2");
     assert!(all[3]["score"].as_f64().unwrap() >= 1.0);
     assert!(all[3]["reason"].as_str().unwrap().starts_with("tunnel: "));
     // The dashboard's recent alerts (newest first).
@@ -664,6 +678,77 @@ fn set_elements(ns: &str, set: &str) -> Vec<(String, u64)> {
     found
 }
 
+/// TCP from network namespace `ns` to `ip`: `true` when the far end answered
+/// (connection refused: nothing listens there), `false` when the firewall dropped it.
+fn tcp_reaches(ns: &str, ip: &str) -> bool {
+    let probe = format!("exec 3<>/dev/tcp/{ip}/9");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "2", "bash", "-c", &probe])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(124) => false,
+        _ if err.contains("refused") => true,
+        other => panic!("unexpected probe result {other:?}: {err}"),
+    }
+}
+
+/// Routes an agent namespace (10.0.5.2, in docs/egress.nft's `agents` set) and a
+/// server namespace (192.0.2.1 and 192.0.2.99) through the router namespace `ns`.
+fn agent_and_server_behind(ns: &str) -> Result<(Netns, Netns), String> {
+    let (a, s) = (format!("{ns}-a"), format!("{ns}-s"));
+    run(&["ip", "netns", "add", &a])?;
+    let agent = Netns(a.clone());
+    run(&["ip", "netns", "add", &s])?;
+    let server = Netns(s.clone());
+    let steps: &[&[&str]] = &[
+        &[
+            "ip", "link", "add", "ra", "netns", ns, "type", "veth", "peer", "name", "aa", "netns",
+            &a,
+        ],
+        &[
+            "ip", "link", "add", "rs", "netns", ns, "type", "veth", "peer", "name", "ss", "netns",
+            &s,
+        ],
+        &["ip", "-n", ns, "addr", "add", "10.0.5.1/24", "dev", "ra"],
+        &["ip", "-n", ns, "addr", "add", "192.0.2.254/24", "dev", "rs"],
+        &["ip", "-n", ns, "link", "set", "ra", "up"],
+        &["ip", "-n", ns, "link", "set", "rs", "up"],
+        &[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+        &["ip", "-n", &a, "addr", "add", "10.0.5.2/24", "dev", "aa"],
+        &["ip", "-n", &a, "link", "set", "aa", "up"],
+        &["ip", "-n", &a, "route", "add", "default", "via", "10.0.5.1"],
+        &["ip", "-n", &s, "addr", "add", "192.0.2.1/24", "dev", "ss"],
+        &["ip", "-n", &s, "addr", "add", "192.0.2.99/24", "dev", "ss"],
+        &["ip", "-n", &s, "link", "set", "ss", "up"],
+        &[
+            "ip",
+            "-n",
+            &s,
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.254",
+        ],
+    ];
+    for step in steps {
+        run(step)?;
+    }
+    Ok((agent, server))
+}
+
+/// dnsguard fills the sets of the documented ruleset (docs/egress.nft, loaded as it
+/// is), and that ruleset then holds an agent to the addresses dnsguard answered it.
 #[test]
 fn firewall_sync_into_nftables_sets_in_a_netns() {
     let ns = format!("dnsguard-test-{}", std::process::id());
@@ -678,6 +763,8 @@ fn firewall_sync_into_nftables_sets_in_a_netns() {
         return;
     }
     let _ns = Netns(ns.clone());
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/egress.nft");
+    run(&["ip", "netns", "exec", &ns, "nft", "-f", rules]).expect("docs/egress.nft loads");
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = Dnsguard::start(&config(
         &up,
@@ -710,6 +797,18 @@ fn firewall_sync_into_nftables_sets_in_a_netns() {
     assert_eq!(timeout("192.0.2.1"), 300, "timeout = TTL");
     assert_eq!(timeout("192.0.2.6"), 60);
     assert_eq!(v6[0].1, 60);
+
+    // The documented forward chain: the agent reaches the answered address only.
+    let (_agent, _server) = agent_and_server_behind(&ns).expect("namespaces and veths");
+    let agent_ns = format!("{ns}-a");
+    assert!(
+        tcp_reaches(&agent_ns, "192.0.2.1"),
+        "answered address reachable"
+    );
+    assert!(
+        !tcp_reaches(&agent_ns, "192.0.2.99"),
+        "unanswered address dropped"
+    );
 }
 
 #[test]

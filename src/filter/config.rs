@@ -12,6 +12,12 @@ use super::FilterError;
 /// Name of the implicit group that every client not selected by another group belongs to.
 pub const DEFAULT_GROUP: &str = "default";
 
+/// The source of the built-in public DoH/DoT resolver list. An enabled list with
+/// this source applies to every allowlist-only group as well as to the groups it
+/// names: an agent's own encrypted DNS would escape every rule, and a hit there is
+/// a bypass attempt (an alert), not just a name missing from the allowlist.
+pub const DOH_RESOLVERS_SOURCE: &str = "builtin:doh-resolvers";
+
 /// Whether a list blocks or allows the names it contains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

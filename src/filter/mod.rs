@@ -31,7 +31,8 @@ pub mod wildcard;
 use std::net::IpAddr;
 
 pub use config::{
-    BlockMode, BlockModeKind, DEFAULT_GROUP, GroupConfig, GroupMode, ListConfig, ListKind,
+    BlockMode, BlockModeKind, DEFAULT_GROUP, DOH_RESOLVERS_SOURCE, GroupConfig, GroupMode,
+    ListConfig, ListKind,
 };
 pub use error::FilterError;
 pub use explain::Explanation;
@@ -257,8 +258,9 @@ impl Filter {
                 continue;
             }
             let all = l.groups.iter().any(|g| g == "*");
+            let bypass = l.source == DOH_RESOLVERS_SOURCE;
             for (gi, g) in ordered.iter().enumerate() {
-                if all || l.groups.contains(&g.name) {
+                if all || l.groups.contains(&g.name) || (bypass && g.allowlist_only()) {
                     members[gi].set(li as u32);
                 }
             }

@@ -74,7 +74,7 @@ impl Categories {
         };
         Self {
             exfil_lists: by_source("builtin:exfil"),
-            bypass_lists: by_source("builtin:doh-resolvers"),
+            bypass_lists: by_source(crate::filter::DOH_RESOLVERS_SOURCE),
             canaries,
         }
     }
