@@ -224,6 +224,9 @@ pub(crate) fn decode_agg_key(bytes: &[u8]) -> Result<(u8, u64, u8), DecodeError>
 /// Up to this many strings (or clients) a block looks them up by scanning.
 const LINEAR_LOOKUP: usize = 8;
 
+/// Recently interned strings remembered by address (see [`BlockBuilder::intern`]).
+const RECENT: usize = 8;
+
 /// Builds one block incrementally (writer side). Strings and clients are
 /// interned, so a block can be re-encoded cheaply after each batch.
 pub struct BlockBuilder {
@@ -231,6 +234,9 @@ pub struct BlockBuilder {
     pub key: BlockKey,
     strings: Vec<Arc<str>>,
     string_idx: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    /// Index of a string interned from this very `Arc` (group, list, rule and
+    /// upstream labels are shared by many entries): found without hashing.
+    recent: [(usize, u32); RECENT],
     strings_bytes: usize,
     clients: Vec<IpAddr>,
     client_idx: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
@@ -245,6 +251,7 @@ impl BlockBuilder {
             key,
             strings: Vec::new(),
             string_idx: HashMap::default(),
+            recent: [(0, 0); RECENT],
             strings_bytes: 0,
             clients: Vec::new(),
             client_idx: HashMap::default(),
@@ -277,8 +284,25 @@ impl BlockBuilder {
         if s.is_empty() {
             return 0;
         }
-        // Few strings (a WAL record's one-entry block, a block's first entries):
-        // a scan beats hashing; the index is built once the block grows.
+        // The same allocation as a string interned before: no hashing. (The
+        // block holds a clone of every interned Arc, so an address it
+        // remembers cannot be reused by another string while it lives.)
+        let addr = s.as_ptr() as usize;
+        let slot = (addr >> 4) % RECENT;
+        let (seen, i) = self.recent[slot];
+        if seen == addr && Arc::ptr_eq(&self.strings[i as usize - 1], s) {
+            return i;
+        }
+        let i = self.lookup_or_add(s);
+        if Arc::ptr_eq(&self.strings[i as usize - 1], s) {
+            self.recent[slot] = (addr, i);
+        }
+        i
+    }
+
+    fn lookup_or_add(&mut self, s: &Arc<str>) -> u32 {
+        // Few strings (a block's first entries): a scan beats hashing; the
+        // index is built once the block grows.
         if self.strings.len() <= LINEAR_LOOKUP {
             let found = self
                 .strings
@@ -294,6 +318,8 @@ impl BlockBuilder {
         let i = self.strings.len() as u32;
         if self.strings.len() > LINEAR_LOOKUP {
             if self.string_idx.is_empty() {
+                // Sized for a typical full block: no rehashing as it fills.
+                self.string_idx.reserve(256);
                 for (j, x) in self.strings.iter().enumerate() {
                     self.string_idx.insert(x.clone(), j as u32 + 1);
                 }

@@ -21,33 +21,35 @@
 //! batch interval, even while the disk is saturated and an fsync takes
 //! seconds. Threads of an open log (see `writer.rs` for the invariant):
 //! * **WAL thread** (`wal.rs`): batches entries every `flush_interval_ms`
-//!   (100 ms) or `batch_size` (1,000), applies the privacy level, appends
-//!   the batch to `<dir>/wal.<n>` with a plain `write` (no fsync: the page
-//!   cache outlives the process) and passes it to the writer. It never
-//!   calls sled, whose `apply` can wait behind a slow flush.
-//! * **writer**: packs the batches into blocks, updates the aggregates and
-//!   applies everything to sled together with the batch's WAL `seq`.
+//!   (100 ms) or `batch_size` (1,000), applies the privacy level, encodes the
+//!   batch once into the sled puts it makes (`encoder.rs`: entry blocks,
+//!   the minute's counters, the hour's top lists, each an absolute value),
+//!   appends them to `<dir>/wal.<n>` with a plain `write` (no fsync: the
+//!   page cache outlives the process) and passes them to the writer. It
+//!   never writes to sled, whose `apply` can wait behind a slow flush.
+//! * **writer**: applies the puts to sled together with the batch's WAL `seq`.
 //! * **flusher**: runs sled's `flush` (write + fsync) at most once per
 //!   interval, then deletes the WAL segments that flush made redundant.
 //!
-//! [`QueryLog::open`] replays the records of leftover segments newer than
-//! the `seq` stored in sled (so never twice), flushes and deletes them.
+//! [`QueryLog::open`] applies the records of leftover segments newer than
+//! the `seq` stored in sled, flushes and deletes them; since every put is an
+//! absolute value, a record applied twice changes nothing.
 //! Measured with `kill -9` under load: the newest entry is ~20–115 ms older
 //! than the kill, on a quiet disk and while another process keeps fsync
 //! stalled for 0.9–3.6 s (`tests/querylog.rs`, docs/RELIABILITY.md).
 //! A power loss can still lose what the kernel had not written back.
 //! sled's own background flush (every 500 ms) stays on as a backstop.
-//! [`QueryLog::with_store`] has no WAL: durability is the store's flush.
+//! [`QueryLog::with_store`] has no WAL file: durability is the store's flush.
 //!
 //! # Storage
 //! Layout and encoding: see [`codec`]. Entries are packed into blocks (one
 //! minute, ≤ ~6 KiB, strings and clients interned per block); measured
 //! ~58 logical and ~99 on-disk bytes per entry over 10 M entries (sled
 //! compacts its segments by itself; there is no separate compaction step).
-//! Trade-off: the block of the current minute is rewritten on every commit
-//! until it is full, so at low query rates (a commit every 100 ms holding a
-//! few entries) the writer rewrites up to ~6 KiB per commit, i.e. at most
-//! ~60 KB/s of writes; space on disk is unaffected after sled's cleaning.
+//! Trade-off: the block of the current minute is put again with every batch
+//! until it is full, so at low query rates (a batch every 100 ms holding a
+//! few entries) up to ~6 KiB are rewritten per batch, i.e. at most ~60 KB/s
+//! of writes; space on disk is unaffected after sled's cleaning.
 //!
 //! sled allows one process per database: [`QueryLog::open`] takes a lock
 //! file (`<dir>/lock`, `flock`) first and reports [`QueryLogError::Locked`]
@@ -57,6 +59,7 @@
 
 pub mod codec;
 pub mod config;
+mod encoder;
 pub mod entry;
 pub mod format;
 pub mod parse;
@@ -94,8 +97,8 @@ pub use store::{SledStore, Store, StoreError};
 use codec::{FORMAT_VERSION, KEY_VERSION, PREFIX_ENTRY};
 use writer::{Msg, Shared, Writer};
 
-/// Batches that may wait between the WAL thread and the writer (while sled
-/// stalls); beyond this the WAL thread waits and `record` starts dropping.
+/// Encoded batches that may wait between the WAL thread and the writer (while
+/// sled stalls); beyond this the WAL thread waits and `record` starts dropping.
 const WRITER_QUEUE_BATCHES: usize = 64;
 
 /// Errors of the query log.
@@ -222,8 +225,8 @@ impl QueryLog {
         }
         let shared = Arc::new(Shared::default());
         let mut w = Self::writer(store.clone(), shared.clone(), &config);
-        let wal = w.replay(dir)?;
-        let mut log = QueryLog::spawn(w, store, shared, config, Some(wal));
+        let (wal, next_seq) = w.replay(dir)?;
+        let mut log = QueryLog::spawn(w, store, shared, config, Some(wal), next_seq);
         log._lock = Some(lock);
         Ok(log)
     }
@@ -258,50 +261,45 @@ impl QueryLog {
     pub fn with_store(store: Arc<dyn Store>, config: QueryLogConfig) -> QueryLog {
         let shared = Arc::new(Shared::default());
         let w = Self::writer(store.clone(), shared.clone(), &config);
-        QueryLog::spawn(w, store, shared, config, None)
+        let next_seq = w.next_seq().unwrap_or(1);
+        QueryLog::spawn(w, store, shared, config, None, next_seq)
     }
 
     fn writer(store: Arc<dyn Store>, shared: Arc<Shared>, config: &QueryLogConfig) -> Writer {
         Writer::new(
             store,
             shared,
-            config.privacy,
             config.retention_days,
-            config.batch_size,
             Duration::from_millis(config.flush_interval_ms.max(1)),
         )
     }
 
+    /// Starts record -> WAL thread (encoder, WAL file when `wal`) -> writer.
     fn spawn(
         w: Writer,
         store: Arc<dyn Store>,
         shared: Arc<Shared>,
         config: QueryLogConfig,
         wal: Option<wal::Wal>,
+        next_seq: u64,
     ) -> QueryLog {
         let (tx, rx) = sync_channel(config.channel_capacity.max(1));
         let mut handles = Vec::new();
-        // With a WAL: record -> WAL thread -> (batches) -> writer.
-        let writer_rx = match wal {
-            Some(wal) => {
-                let (wtx, wrx) = sync_channel(WRITER_QUEUE_BATCHES);
-                let (shared, privacy) = (shared.clone(), config.privacy);
-                let (size, every) = (
-                    config.batch_size,
-                    Duration::from_millis(config.flush_interval_ms.max(1)),
-                );
-                handles.extend(
-                    std::thread::Builder::new()
-                        .name("querylog-wal".into())
-                        .spawn(move || {
-                            wal::run_wal_thread(wal, rx, wtx, shared, privacy, size, every)
-                        })
-                        .ok(),
-                );
-                wrx
-            }
-            None => rx,
-        };
+        let (wtx, writer_rx) = sync_channel(WRITER_QUEUE_BATCHES);
+        let encoder = encoder::Encoder::new(Some(store.clone()), config.privacy);
+        let wal_shared = shared.clone();
+        let (size, every) = (
+            config.batch_size,
+            Duration::from_millis(config.flush_interval_ms.max(1)),
+        );
+        handles.extend(
+            std::thread::Builder::new()
+                .name("querylog-wal".into())
+                .spawn(move || {
+                    wal::run_wal_thread(wal, encoder, next_seq, rx, wtx, wal_shared, size, every)
+                })
+                .ok(),
+        );
         handles.extend(
             std::thread::Builder::new()
                 .name("querylog-writer".into())

@@ -1,27 +1,26 @@
-//! The write-ahead log (WAL): each committed batch is appended, with plain
-//! `write(2)` and no fsync, to a segment file `<dir>/wal.<n>` before it is
-//! applied to sled, so a process crash (`kill -9`, panic, OOM kill) never
-//! loses a batch that sled has not made durable yet, however long sled's
-//! `flush` (fsync) takes: the kernel's page cache outlives the process.
-//! (A power loss can still lose what neither sled nor the kernel has written
-//! back: at most the unflushed tail, as before.)
+//! The write-ahead log (WAL): each batch's puts (see `encoder.rs`) are
+//! appended, with plain `write(2)` and no fsync, to a segment file
+//! `<dir>/wal.<n>` before they are applied to sled, so a process crash
+//! (`kill -9`, panic, OOM kill) never loses a batch that sled has not made
+//! durable yet, however long sled's `flush` (fsync) takes: the kernel's page
+//! cache outlives the process. (A power loss can still lose what neither sled
+//! nor the kernel has written back: at most the unflushed tail, as before.)
 //!
 //! # Record format
 //! `len: u32 LE | crc32(payload): u32 LE | payload`, with
-//! `payload = seq: u64 LE | count: u32 LE | count × (len: u32 LE | entry)`
-//! where `entry` is [`encode_entry`] of the entry *after* the privacy level
-//! was applied. `seq` numbers records monotonically across segments and
-//! restarts. Reading a segment stops at the first record that is short, has
-//! a bad checksum or does not decode (a torn tail after a crash); the rest
-//! of that segment is ignored.
+//! `payload = seq: u64 LE | count: u32 LE | count × (klen: u32 LE | key | vlen: u32 LE | value)`:
+//! the batch's sled puts, after the privacy level was applied. `seq` numbers
+//! records monotonically across segments and restarts. Reading a segment
+//! stops at the first record that is short, has a bad checksum or does not
+//! decode (a torn tail after a crash); the rest of that segment is ignored.
 //!
 //! # Sequence numbers and replay
-//! Every sled batch that carries a record's entries also stores that
-//! record's `seq` under the key `W` (atomically, in the same batch), so sled
-//! always knows the newest record it holds. On open, records with
-//! `seq <= W` are already in sled (durably, since sled recovers to a batch
-//! boundary) and are skipped; newer ones are replayed. Replay therefore
-//! never duplicates entries, whatever was or was not deleted before a crash.
+//! Every sled batch that carries a record's puts also stores that record's
+//! `seq` under the key `W` (atomically, in the same batch), so sled always
+//! knows the newest record it holds. On open, records with `seq <= W` are
+//! already in sled (durably, since sled recovers to a batch boundary) and are
+//! skipped; newer ones are applied again. Every put is an absolute value, so
+//! applying a record twice is harmless anyway.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -30,11 +29,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::codec::{decode_entry, encode_entry};
-use super::config::Privacy;
+use super::encoder::{Encoded, Encoder, MAX_RECORD_ENTRIES};
 use super::entry::Entry;
 use super::store::StoreError;
-use super::writer::{Msg, Shared, privacy_apply};
+use super::writer::{Msg, Shared};
 
 /// sled key holding the `seq` of the newest WAL record applied (u64 BE).
 pub(crate) const KEY_WAL_SEQ: &[u8] = b"W";
@@ -44,47 +42,22 @@ const HEADER: usize = 8;
 /// entries is ~100 KB).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
 
-const fn crc_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
 /// CRC-32 (IEEE 802.3).
 pub(crate) fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(data)
 }
 
-/// Append one record holding `entries` under `seq` to `out`.
-pub(crate) fn encode_record(seq: u64, entries: &[Entry], out: &mut Vec<u8>) {
+/// Append one record holding `puts` under `seq` to `out`.
+pub(crate) fn encode_record(seq: u64, puts: &[(Vec<u8>, Vec<u8>)], out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
     out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    for e in entries {
-        let b = encode_entry(e);
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out.extend_from_slice(&b);
+    out.extend_from_slice(&(puts.len() as u32).to_le_bytes());
+    for (k, v) in puts {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
     }
     let payload = &out[start + HEADER..];
     let len = payload.len() as u32;
@@ -97,7 +70,7 @@ pub(crate) fn encode_record(seq: u64, entries: &[Entry], out: &mut Vec<u8>) {
 #[derive(Debug)]
 pub(crate) struct Record {
     pub seq: u64,
-    pub entries: Vec<Entry>,
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -109,14 +82,20 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
     let seq = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
     let count = u32_at(p, 8)? as usize;
     let mut at = 12;
-    let mut entries = Vec::with_capacity(count.min(p.len() / 4));
+    let mut puts = Vec::with_capacity(count.min(p.len() / 8));
+    let field = |at: &mut usize| -> Option<Vec<u8>> {
+        let n = u32_at(p, *at)? as usize;
+        *at += 4;
+        let v = p.get(*at..at.checked_add(n)?)?.to_vec();
+        *at += n;
+        Some(v)
+    };
     for _ in 0..count {
-        let n = u32_at(p, at)? as usize;
-        at += 4;
-        entries.push(decode_entry(p.get(at..at.checked_add(n)?)?).ok()?);
-        at += n;
+        let k = field(&mut at)?;
+        let v = field(&mut at)?;
+        puts.push((k, v));
     }
-    (at == p.len()).then_some(Record { seq, entries })
+    (at == p.len()).then_some(Record { seq, puts })
 }
 
 /// Decode the records of a segment's bytes, stopping at the first bad one.
@@ -223,7 +202,7 @@ pub(crate) fn delete_durable(dir: &Path, closed: &Closed, durable_seq: u64) -> i
     first
 }
 
-/// The WAL thread's segment writer: the current segment and the next `seq`.
+/// The WAL thread's segment writer: the current segment.
 pub(crate) struct Wal {
     dir: PathBuf,
     cur: u64,
@@ -231,15 +210,14 @@ pub(crate) struct Wal {
     touched: bool,
     cur_max: u64,
     opened_at: Instant,
-    next_seq: u64,
     buf: Vec<u8>,
     closed: Closed,
 }
 
 impl Wal {
-    /// Append to segments numbered from `first_segment`, records from
-    /// `next_seq`. Files are created on the first append.
-    pub fn new(dir: PathBuf, first_segment: u64, next_seq: u64) -> Wal {
+    /// Append to segments numbered from `first_segment`. Files are created on
+    /// the first append.
+    pub fn new(dir: PathBuf, first_segment: u64) -> Wal {
         Wal {
             dir,
             cur: first_segment,
@@ -247,7 +225,6 @@ impl Wal {
             touched: false,
             cur_max: 0,
             opened_at: Instant::now(),
-            next_seq,
             buf: Vec::new(),
             closed: Closed::default(),
         }
@@ -263,15 +240,12 @@ impl Wal {
         self.closed.clone()
     }
 
-    /// Write `entries` as one record (one `write` call, no fsync) and return
-    /// its `seq`. On error the seq is still used up, and the segment is
-    /// closed so the next record starts a fresh one (never appended after a
-    /// possibly torn record).
-    pub fn append(&mut self, entries: &[Entry]) -> (u64, io::Result<()>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    /// Write `puts` as record `seq` (one `write` call, no fsync). On error the
+    /// segment is closed so the next record starts a fresh one (never appended
+    /// after a possibly torn record).
+    pub fn append(&mut self, seq: u64, puts: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
         self.buf.clear();
-        encode_record(seq, entries, &mut self.buf);
+        encode_record(seq, puts, &mut self.buf);
         if !self.touched {
             self.touched = true;
             self.opened_at = Instant::now();
@@ -281,7 +255,7 @@ impl Wal {
         if r.is_err() {
             self.rotate();
         }
-        (seq, r)
+        r
     }
 
     fn write_buf(&mut self) -> io::Result<()> {
@@ -321,52 +295,53 @@ impl Wal {
 }
 
 /// Body of the WAL thread, between [`QueryLog::record`] and the writer:
-/// batches entries (`batch_size` / `interval`, like the writer), applies the
-/// privacy level, appends each batch to the WAL and only then passes it on
-/// (`Msg::Batch`). sled can stall the writer (its `apply` waits behind a
-/// slow fsync on a busy disk); this thread never touches sled, so batches
-/// keep reaching the WAL meanwhile (until `tx`, bounded, is full; then the
-/// DNS-side channel fills and entries are dropped and counted, as before).
-/// Control messages are forwarded after the pending batch, with the segment
-/// closed first so the writer's flush can delete it.
+/// batches entries (`batch_size` / `interval`), encodes each batch once into
+/// its sled puts (privacy applied first, see `encoder.rs`), appends them to the
+/// WAL (when there is one) and only then passes them on (`Msg::Encoded`).
+/// sled can stall the writer (its `apply` waits behind a slow fsync on a busy
+/// disk); this thread never writes to sled, so batches keep reaching the WAL
+/// meanwhile (until `tx`, bounded, is full; then the DNS-side channel fills
+/// and entries are dropped and counted). Control messages are forwarded after
+/// the pending batch (encoded with the top lists), with the segment closed
+/// first so the writer's flush can delete it. Records are numbered from
+/// `next_seq`.
 ///
 /// [`QueryLog::record`]: super::QueryLog::record
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_wal_thread(
-    mut wal: Wal,
+    wal: Option<Wal>,
+    encoder: Encoder,
+    next_seq: u64,
     rx: Receiver<Msg>,
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
-    privacy: Privacy,
     batch_size: usize,
     interval: Duration,
 ) {
-    let batch_size = batch_size.max(1);
+    let batch_size = batch_size.clamp(1, MAX_RECORD_ENTRIES);
+    let mut out = Output {
+        wal,
+        encoder,
+        next_seq,
+        tx,
+        shared,
+        interval,
+    };
     let mut batch: Vec<Entry> = Vec::with_capacity(batch_size);
     let mut deadline: Option<Instant> = None;
-    let send = |wal: &mut Wal, batch: &mut Vec<Entry>| -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        for e in batch.iter_mut() {
-            privacy_apply(privacy, e);
-        }
-        let (seq, r) = wal.append(batch);
-        if let Err(e) = r {
-            shared.error(&StoreError(format!(
-                "query log WAL {}: {e}",
-                wal.dir().display()
-            )));
-        }
-        wal.rotate_if_older(interval);
-        let b = std::mem::replace(batch, Vec::with_capacity(batch_size));
-        tx.send(Msg::Batch(b, seq)).is_ok()
-    };
     loop {
         let wait = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
-            // Wake up to close an idle segment; otherwise rarely.
-            None if wal.touched => interval,
-            None => Duration::from_secs(1),
+            // Wake up to close an idle segment or to put the last top-list
+            // counts; otherwise rarely.
+            None => {
+                let idle = if out.wal.as_ref().is_some_and(|w| w.touched) {
+                    interval
+                } else {
+                    Duration::from_secs(1)
+                };
+                out.encoder.tops_due_in().map_or(idle, |d| d.min(idle))
+            }
         };
         // Polled, not blocked: see `crate::channel`.
         let ok = match crate::channel::poll_recv(&rx, wait) {
@@ -375,38 +350,127 @@ pub(crate) fn run_wal_thread(
                     deadline = Some(Instant::now() + interval);
                 }
                 batch.push(e);
-                if batch.len() >= batch_size {
+                // Take whatever else is queued without looking at the clock.
+                let mut control = None;
+                while batch.len() < batch_size && control.is_none() {
+                    match rx.try_recv() {
+                        Ok(Msg::Entry(e)) => batch.push(e),
+                        Ok(m) => control = Some(m),
+                        Err(_) => break,
+                    }
+                }
+                if let Some(m) = control {
                     deadline = None;
-                    send(&mut wal, &mut batch)
+                    out.control(&mut batch, m)
+                } else if batch.len() >= batch_size {
+                    deadline = None;
+                    out.send(&mut batch, false)
                 } else {
                     true
                 }
             }
-            Ok(control) => {
+            Ok(m) => {
                 deadline = None;
-                let stop = matches!(control, Msg::Shutdown(_));
-                let ok = send(&mut wal, &mut batch);
-                wal.rotate();
-                if !ok || tx.send(control).is_err() || stop {
-                    return;
-                }
-                true
+                out.control(&mut batch, m)
             }
             Err(RecvTimeoutError::Timeout) => {
                 deadline = None;
-                let ok = send(&mut wal, &mut batch);
+                let ok = out.send(&mut batch, false);
                 // Idle: close the segment so a later flush can delete it.
-                wal.rotate_if_older(interval);
+                if let Some(wal) = &mut out.wal {
+                    wal.rotate_if_older(interval);
+                }
                 ok
             }
             Err(RecvTimeoutError::Disconnected) => {
-                send(&mut wal, &mut batch);
-                wal.rotate();
+                out.send(&mut batch, true);
+                if let Some(wal) = &mut out.wal {
+                    wal.rotate();
+                }
                 return;
             }
         };
         if !ok {
             return;
         }
+    }
+}
+
+/// The WAL thread's output side: encoder, WAL file and the writer's queue.
+struct Output {
+    wal: Option<Wal>,
+    encoder: Encoder,
+    next_seq: u64,
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+    interval: Duration,
+}
+
+impl Output {
+    /// Encodes `batch` (with the top lists when `force` or due), logs it and
+    /// passes it on. False once the writer is gone.
+    fn send(&mut self, batch: &mut Vec<Entry>, force: bool) -> bool {
+        let tops_due = self.encoder.tops_due_in().is_some_and(|d| d.is_zero());
+        if batch.is_empty() && !force && !tops_due {
+            return true;
+        }
+        let seq = self.next_seq;
+        let Encoded { puts, entries } = self.encoder.encode(seq, batch, force);
+        if puts.is_empty() {
+            return true;
+        }
+        self.next_seq += 1;
+        if let Some(wal) = &mut self.wal {
+            if let Err(e) = wal.append(seq, &puts) {
+                self.shared.error(&StoreError(format!(
+                    "query log WAL {}: {e}",
+                    wal.dir().display()
+                )));
+            }
+            wal.rotate_if_older(self.interval);
+        }
+        self.tx
+            .send(Msg::Encoded(Encoded { puts, entries }, seq))
+            .is_ok()
+    }
+
+    /// A control message: the pending batch goes first (with the top lists),
+    /// the segment is closed, then the message is forwarded. False when the
+    /// thread must end (shutdown, or the writer is gone).
+    fn control(&mut self, batch: &mut Vec<Entry>, control: Msg) -> bool {
+        let stop = matches!(control, Msg::Shutdown(_));
+        let ok = self.send(batch, true);
+        if let Some(wal) = &mut self.wal {
+            wal.rotate();
+        }
+        ok && self.tx.send(control).is_ok() && !stop
+    }
+}
+
+/// Test helpers: records written by hand, read back as entries.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::super::config::Privacy;
+    use super::*;
+
+    /// Appends record `seq` holding `entries` as `encoder` encodes them.
+    pub fn encode_entries(encoder: &mut Encoder, seq: u64, entries: &[Entry], out: &mut Vec<u8>) {
+        let mut batch = entries.to_vec();
+        let e = encoder.encode(seq, &mut batch, true);
+        encode_record(seq, &e.puts, out);
+    }
+
+    /// The entries of every block a record puts.
+    pub fn entries(r: &Record) -> Vec<Entry> {
+        r.puts
+            .iter()
+            .filter(|(k, _)| super::super::codec::decode_key(k).is_ok())
+            .flat_map(|(_, v)| super::super::codec::decode_block(v).unwrap())
+            .collect()
+    }
+
+    /// An encoder starting from nothing, storing everything.
+    pub fn encoder() -> Encoder {
+        Encoder::new(None, Privacy::Everything)
     }
 }

@@ -1,24 +1,23 @@
-//! The writer thread: drains the channel, applies the privacy level, packs
-//! entries into blocks, keeps the per-minute counters and per-hour top lists,
-//! commits in batches, flushes, retries after write errors, and prunes old
-//! data (retention).
+//! The writer thread: applies the encoded batches (sled puts, see
+//! `encoder.rs`) with their WAL `seq`, flushes, retries after write errors,
+//! and prunes old data (retention).
 //!
 //! Write errors never stop the thread: the failed puts stay pending and are
 //! retried with the next commit; if more than [`MAX_PENDING_ENTRIES`] entries
-//! are pending, the pending entries are counted as dropped and discarded.
+//! are pending, the pending entry blocks are counted as dropped and discarded.
 //!
 //! # Durability without waiting for the disk
 //! With a WAL (logs opened by [`QueryLog::open`](super::QueryLog::open)),
-//! entries pass through the WAL thread ([`super::wal::run_wal_thread`]),
-//! which appends each batch to the WAL (plain `write`, no fsync) and then
-//! hands it to this writer as `Msg::Batch(entries, seq)`. sled's `flush`
-//! (fsync, which can stall for seconds on a busy disk) runs in a separate
-//! flusher thread; and since sled's `apply` can itself wait behind a slow
-//! flush, the WAL thread never calls sled at all. Invariant: every entry
-//! recorded is in a WAL segment that still exists, or durable in sled, or
-//! not yet in the WAL (the channel from `record` and the WAL thread's
-//! current batch: what a crash loses, about one batch interval; batches
-//! queued behind a stalled sled are already in the WAL). It holds because
+//! the WAL thread ([`super::wal::run_wal_thread`]) encodes each batch, appends
+//! its puts to the WAL (plain `write`, no fsync) and then hands them to this
+//! writer as `Msg::Encoded(puts, seq)`. sled's `flush` (fsync, which can stall
+//! for seconds on a busy disk) runs in a separate flusher thread; and since
+//! sled's `apply` can itself wait behind a slow flush, the WAL thread never
+//! calls sled's write path. Invariant: every entry recorded is in a WAL
+//! segment that still exists, or durable in sled, or not yet in the WAL (the
+//! channel from `record` and the WAL thread's current batch: what a crash
+//! loses, about one batch interval; batches queued behind a stalled sled are
+//! already in the WAL). It holds because
 //! * a batch reaches the WAL before this writer sees it;
 //! * a flush is requested only when everything staged has been applied
 //!   (`dirty` is empty); it reports `applied_seq`, the newest record
@@ -29,13 +28,12 @@
 //!   flush is in flight.
 //!
 //! sled stores `applied_seq` under the key `W` in the same atomic batch as
-//! the entries. On open, [`Writer::replay`] applies the records newer than
-//! `W` through the usual commit path (blocks, minute counters, top lists),
-//! flushes, and deletes the segments: no record is applied twice. (The
-//! hourly top lists are persisted once a second, not with every batch, so
-//! after a crash they can miss up to a second of counts, as before.)
+//! the puts. On open, [`Writer::replay`] applies the records newer than `W`
+//! again, flushes, and deletes the segments. Puts are absolute values, so a
+//! record applied twice (after a store reopen, or a crash between a flush and
+//! the deletion of its segments) changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,30 +43,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::codec::{
-    BlockBuilder, BlockKey, HOUR_MS, MINUTE_MS, MinuteCounts, PREFIX_ENTRY, PREFIX_HOUR,
-    PREFIX_MINUTE, decode_key, decode_top, encode_top, hour_key, hour_of, minute_key, minute_of,
+    BlockKey, PREFIX_ENTRY, PREFIX_HOUR, PREFIX_MINUTE, hour_key, hour_of, minute_key, minute_of,
 };
 use super::config::Privacy;
-use super::entry::{Entry, Verdict, empty_str, hidden_str};
+use super::encoder::Encoded;
+pub(crate) use super::encoder::{TOP_BLOCKED, TOP_CLIENTS, TOP_DOMAINS};
+use super::entry::{Entry, empty_str, hidden_str};
 use super::store::{Store, StoreError};
 use super::wal::{self, Closed, KEY_WAL_SEQ, Wal};
 
 /// Entries waiting for a successful write before they are dropped.
 pub const MAX_PENDING_ENTRIES: u64 = 200_000;
-/// Distinct keys kept per in-memory hourly top map before it is trimmed to
-/// half (keeping the largest counts).
-pub const TOP_MEMORY_CAP: usize = 20_000;
-/// Keys persisted per hourly top list.
-pub const TOP_STORED: usize = 100;
-/// Kinds of hourly top lists.
-pub(crate) const TOP_DOMAINS: u8 = b'd';
-pub(crate) const TOP_BLOCKED: u8 = b'b';
-pub(crate) const TOP_CLIENTS: u8 = b'c';
 
-const OPEN_BLOCKS: usize = 4;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const PRUNE_CHUNK: usize = 5000;
-const TOP_PERSIST_EVERY: Duration = Duration::from_secs(1);
 const IDLE_TICK: Duration = Duration::from_secs(1);
 const REOPEN_MIN_BACKOFF: Duration = Duration::from_millis(500);
 const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -76,11 +64,12 @@ const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// next flush is due.
 const FLUSH_POLL: Duration = Duration::from_millis(10);
 
-/// Messages to the writer.
+/// Messages to the WAL thread and the writer.
 pub(crate) enum Msg {
+    /// A query to log (DNS path to the WAL thread).
     Entry(Entry),
-    /// A batch already in the WAL as record `seq` (from the WAL thread).
-    Batch(Vec<Entry>, u64),
+    /// A batch encoded (and in the WAL, when there is one) as record `seq`.
+    Encoded(Encoded, u64),
     Flush(SyncSender<()>),
     Prune(u64, SyncSender<Result<u64, StoreError>>),
     Shutdown(SyncSender<()>),
@@ -102,46 +91,6 @@ impl Shared {
             *g = Some(e.0.clone());
         }
     }
-}
-
-struct OpenBlock {
-    b: BlockBuilder,
-    modified: bool,
-}
-
-#[derive(Default)]
-struct HourTops {
-    domains: TopMap<Arc<str>>,
-    blocked: TopMap<Arc<str>>,
-    clients: TopMap<IpAddr>,
-    dirty: bool,
-}
-
-/// Counts per name or client (foldhash with a random seed: fast, and clients
-/// cannot choose names that collide).
-type TopMap<K> = HashMap<K, u64, foldhash::fast::RandomState>;
-
-fn bump<K: std::hash::Hash + Eq + Clone>(m: &mut TopMap<K>, k: &K) {
-    if let Some(c) = m.get_mut(k) {
-        *c += 1;
-        return;
-    }
-    if m.len() >= TOP_MEMORY_CAP {
-        let keep = top_n(m, TOP_MEMORY_CAP / 2);
-        m.clear();
-        m.extend(keep);
-    }
-    m.insert(k.clone(), 1);
-}
-
-fn top_n<K: Clone>(m: &TopMap<K>, n: usize) -> Vec<(K, u64)> {
-    let mut v: Vec<(K, u64)> = m.iter().map(|(k, c)| (k.clone(), *c)).collect();
-    if v.len() > n {
-        v.select_nth_unstable_by(n, |a, b| b.1.cmp(&a.1));
-        v.truncate(n);
-    }
-    v.sort_by_key(|b| std::cmp::Reverse(b.1));
-    v
 }
 
 /// Apply the privacy level to an entry before it is stored or written to
@@ -179,18 +128,11 @@ pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
 pub(crate) struct Writer {
     pub store: Arc<dyn Store>,
     pub shared: Arc<Shared>,
-    pub privacy: Privacy,
     pub retention_days: u32,
-    pub batch_size: usize,
     pub interval: Duration,
-    open: Vec<OpenBlock>,
-    last_seq: HashMap<u64, u32>,
-    minutes: HashMap<u64, (MinuteCounts, bool)>,
-    hours: HashMap<u64, HourTops>,
     dirty: BTreeMap<Vec<u8>, Vec<u8>>,
     pending_entries: u64,
     last_flush: Instant,
-    last_top_persist: Instant,
     next_prune: Instant,
     pruning: bool,
     unflushed: bool,
@@ -198,7 +140,6 @@ pub(crate) struct Writer {
     next_reopen: Instant,
     reopen_backoff: Duration,
     wal: Option<(std::path::PathBuf, Closed)>,
-    pending_seq: Option<u64>,
     staged_seq: Option<u64>,
     applied_seq: Option<u64>,
     flush_tx: Option<Sender<Option<u64>>>,
@@ -239,27 +180,18 @@ impl Writer {
     pub fn new(
         store: Arc<dyn Store>,
         shared: Arc<Shared>,
-        privacy: Privacy,
         retention_days: u32,
-        batch_size: usize,
         interval: Duration,
     ) -> Writer {
         let now = Instant::now();
         Writer {
             store,
             shared,
-            privacy,
             retention_days,
-            batch_size: batch_size.max(1),
             interval,
-            open: Vec::new(),
-            last_seq: HashMap::new(),
-            minutes: HashMap::new(),
-            hours: HashMap::new(),
             dirty: BTreeMap::new(),
             pending_entries: 0,
             last_flush: now,
-            last_top_persist: now,
             next_prune: now,
             pruning: true,
             unflushed: false,
@@ -267,7 +199,6 @@ impl Writer {
             next_reopen: now,
             reopen_backoff: REOPEN_MIN_BACKOFF,
             wal: None,
-            pending_seq: None,
             staged_seq: None,
             applied_seq: None,
             flush_tx: None,
@@ -277,23 +208,58 @@ impl Writer {
         }
     }
 
+    /// The `seq` of the newest record the store holds (0: none).
+    fn stored_seq(&self) -> Result<u64, StoreError> {
+        match self.store.get(KEY_WAL_SEQ)? {
+            Some(v) => {
+                decode_seq(&v).ok_or_else(|| StoreError("corrupt WAL position in the store".into()))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The `seq` the next record gets, for a log without a WAL.
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.stored_seq()? + 1)
+    }
+
     /// Replay the WAL segments in `dir` (left by a crash) into the store,
     /// skipping records already in it, flush, delete the segments, and
-    /// return the [`Wal`] for the WAL thread to log to `dir` from then on.
-    /// Call before [`run`](Self::run), after the directory lock is taken.
-    pub fn replay(&mut self, dir: &Path) -> Result<Wal, StoreError> {
+    /// return the [`Wal`] for the WAL thread to log to `dir` from then on,
+    /// with the `seq` of the next record. Call before [`run`](Self::run),
+    /// after the directory lock is taken.
+    pub fn replay(&mut self, dir: &Path) -> Result<(Wal, u64), StoreError> {
         let io = |e: std::io::Error| StoreError(format!("query log WAL {}: {e}", dir.display()));
-        let applied = match self.store.get(KEY_WAL_SEQ)? {
-            Some(v) => decode_seq(&v)
-                .ok_or_else(|| StoreError("corrupt WAL position in the store".into()))?,
-            None => 0,
-        };
+        let applied = self.stored_seq()?;
         let segments = wal::list_segments(dir).map_err(io)?;
-        let mut max_seq = applied;
-        let mut replayed = 0u64;
-        for &n in &segments {
+        let max_seq = self.apply_wal(dir, applied, u64::MAX, true)?;
+        if let Some(&last) = segments.last() {
+            self.store.flush()?;
+            self.unflushed = false;
+            wal::delete_upto(dir, last).map_err(io)?;
+        }
+        let first = segments.last().map_or(0, |n| n + 1);
+        let wal = Wal::new(dir.to_owned(), first);
+        self.wal = Some((dir.to_owned(), wal.closed()));
+        Ok((wal, max_seq.max(applied) + 1))
+    }
+
+    /// Stages the records of the WAL segments in `dir` whose seq is in
+    /// `(after, upto]`, in order, applying each one when `apply`. Returns the
+    /// highest seq seen.
+    fn apply_wal(
+        &mut self,
+        dir: &Path,
+        after: u64,
+        upto: u64,
+        apply: bool,
+    ) -> Result<u64, StoreError> {
+        let io = |e: std::io::Error| StoreError(format!("query log WAL {}: {e}", dir.display()));
+        let mut max_seq = 0;
+        let mut again = 0u64;
+        for n in wal::list_segments(dir).map_err(io)? {
             let (records, torn) = wal::read_segment(dir, n).map_err(io)?;
-            if torn {
+            if torn && apply {
                 tracing::warn!(
                     segment = n,
                     "query log: ignoring the torn tail of a WAL segment (crash while writing)"
@@ -301,36 +267,27 @@ impl Writer {
             }
             for r in records {
                 max_seq = max_seq.max(r.seq);
-                if r.seq <= applied {
+                if r.seq <= after || r.seq > upto {
                     continue;
                 }
-                let mut batch = r.entries;
-                for e in &mut batch {
-                    self.privacy_apply(e);
+                again += 1;
+                let puts = Encoded {
+                    puts: r.puts,
+                    entries: 0,
+                };
+                self.stage(puts, r.seq);
+                if apply {
+                    self.apply_staged()?;
                 }
-                replayed += batch.len() as u64;
-                self.dirty
-                    .insert(KEY_WAL_SEQ.to_vec(), r.seq.to_be_bytes().to_vec());
-                self.apply_staged(&mut batch, false)?;
             }
         }
-        if let Some(&last) = segments.last() {
-            let mut none = Vec::new();
-            self.apply_staged(&mut none, true)?;
-            self.store.flush()?;
-            self.unflushed = false;
-            wal::delete_upto(dir, last).map_err(io)?;
-            if replayed > 0 {
-                tracing::info!(
-                    entries = replayed,
-                    "query log: replayed entries from the WAL after a crash"
-                );
-            }
+        if again > 0 {
+            tracing::info!(
+                records = again,
+                "query log: WAL records applied again (after a crash or a store reopen)"
+            );
         }
-        let first = segments.last().map_or(0, |n| n + 1);
-        let wal = Wal::new(dir.to_owned(), first, max_seq + 1);
-        self.wal = Some((dir.to_owned(), wal.closed()));
-        Ok(wal)
+        Ok(max_seq)
     }
 
     fn start_flusher(&mut self) {
@@ -429,81 +386,59 @@ impl Writer {
     /// The thread body.
     pub fn run(mut self, rx: Receiver<Msg>) {
         self.start_flusher();
-        let mut batch: Vec<Entry> = Vec::with_capacity(self.batch_size);
-        let mut deadline: Option<Instant> = None;
         let mut last_housekeeping = Instant::now();
         loop {
             self.poll_flush(false);
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                // Applied but not yet flushed: flush one interval after
-                // the previous flush even if no more entries arrive (and
-                // while a flush is in flight, poll for its end).
-                None if self.unflushed || self.flush_in_flight => {
-                    let due =
-                        (self.last_flush + self.interval).saturating_duration_since(Instant::now());
-                    if self.flush_in_flight {
-                        due.max(FLUSH_POLL)
-                    } else {
-                        due
-                    }
+            // Applied but not yet flushed: flush one interval after the
+            // previous flush even if nothing more arrives (and while a flush
+            // is in flight, poll for its end).
+            let wait = if self.unflushed || self.flush_in_flight {
+                let due =
+                    (self.last_flush + self.interval).saturating_duration_since(Instant::now());
+                if self.flush_in_flight {
+                    due.max(FLUSH_POLL)
+                } else {
+                    due
                 }
-                None => IDLE_TICK,
+            } else {
+                IDLE_TICK
             };
             match rx.recv_timeout(wait) {
-                Ok(Msg::Entry(e)) => {
-                    if batch.is_empty() {
-                        deadline = Some(Instant::now() + self.interval);
-                    }
-                    batch.push(e);
-                    if batch.len() >= self.batch_size {
-                        self.commit(&mut batch, false);
-                        deadline = None;
-                        self.housekeeping();
-                    }
-                }
-                Ok(Msg::Batch(entries, seq)) => {
-                    // Already batched (and in the WAL): commit at once.
-                    batch.extend(entries);
-                    self.pending_seq = Some(seq);
-                    self.commit(&mut batch, false);
-                    deadline = None;
-                    // As with single entries: at most about once per
-                    // interval (batches pushed out by a flush do not prune).
+                Ok(Msg::Encoded(encoded, seq)) => {
+                    self.stage(encoded, seq);
+                    self.commit(false);
+                    // Pruning at most about once per interval.
                     if last_housekeeping.elapsed() >= self.interval {
                         last_housekeeping = Instant::now();
                         self.housekeeping();
                     }
                 }
+                // Entries go to the WAL thread; one here is a wiring bug.
+                Ok(Msg::Entry(_)) => {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Msg::Flush(ack)) => {
-                    self.commit(&mut batch, true);
-                    deadline = None;
+                    self.commit(true);
                     let _ = ack.send(());
                 }
                 Ok(Msg::Prune(now_ms, ack)) => {
-                    self.commit(&mut batch, true);
-                    deadline = None;
+                    self.commit(true);
                     let _ = ack.send(self.prune_all(now_ms));
                 }
                 Ok(Msg::Shutdown(ack)) => {
-                    self.commit(&mut batch, true);
+                    self.commit(true);
                     self.stop_flusher();
                     let _ = ack.send(());
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    // Top lists persist at most every TOP_PERSIST_EVERY; when traffic
-                    // stops, the idle tick writes the last changes.
-                    let tops_due = self.last_top_persist.elapsed() >= TOP_PERSIST_EVERY
-                        && self.hours.values().any(|t| t.dirty);
-                    if deadline.is_some() || !self.dirty.is_empty() || self.unflushed || tops_due {
-                        self.commit(&mut batch, false);
+                    if !self.dirty.is_empty() || self.unflushed {
+                        self.commit(false);
                     }
-                    deadline = None;
                     self.housekeeping();
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.commit(&mut batch, true);
+                    self.commit(true);
                     self.stop_flusher();
                     return;
                 }
@@ -511,182 +446,19 @@ impl Writer {
         }
     }
 
-    fn privacy_apply(&self, e: &mut Entry) {
-        privacy_apply(self.privacy, e);
+    /// Adds a record's puts (and its `seq`, stored with them) to what the next
+    /// apply writes; later puts of a key replace earlier ones.
+    fn stage(&mut self, encoded: Encoded, seq: u64) {
+        self.dirty.extend(encoded.puts);
+        self.dirty
+            .insert(KEY_WAL_SEQ.to_vec(), seq.to_be_bytes().to_vec());
+        self.staged_seq = Some(seq);
+        self.pending_entries += encoded.entries;
     }
 
-    fn minute_counts(&mut self, minute: u64) -> &mut (MinuteCounts, bool) {
-        let store = &self.store;
-        self.minutes.entry(minute).or_insert_with(|| {
-            let c = store
-                .get(&minute_key(minute))
-                .ok()
-                .flatten()
-                .and_then(|v| MinuteCounts::decode(&v).ok())
-                .unwrap_or_default();
-            (c, false)
-        })
-    }
-
-    fn hour_tops(&mut self, hour: u64) -> &mut HourTops {
-        let store = &self.store;
-        self.hours.entry(hour).or_insert_with(|| {
-            let mut t = HourTops::default();
-            let load = |kind: u8| -> Vec<(String, u64)> {
-                store
-                    .get(&hour_key(hour, kind))
-                    .ok()
-                    .flatten()
-                    .and_then(|v| decode_top(&v).ok())
-                    .unwrap_or_default()
-            };
-            for (k, c) in load(TOP_DOMAINS) {
-                t.domains.insert(Arc::from(k), c);
-            }
-            for (k, c) in load(TOP_BLOCKED) {
-                t.blocked.insert(Arc::from(k), c);
-            }
-            for (k, c) in load(TOP_CLIENTS) {
-                if let Ok(ip) = k.parse::<IpAddr>() {
-                    t.clients.insert(ip, c);
-                }
-            }
-            t
-        })
-    }
-
-    fn next_seq(&mut self, minute: u64) -> u32 {
-        let seq = match self.last_seq.get(&minute) {
-            Some(s) => s.saturating_add(1),
-            None => {
-                let start = BlockKey {
-                    minute_ms: minute,
-                    seq: 0,
-                }
-                .encode();
-                let end = BlockKey {
-                    minute_ms: minute + 1,
-                    seq: 0,
-                }
-                .encode();
-                match self.store.scan(&start, &end, true).next() {
-                    Some(Ok((k, _))) => {
-                        decode_key(&k).map(|k| k.seq.saturating_add(1)).unwrap_or(0)
-                    }
-                    None => 0,
-                    // Unknown state: pick a number far from the ones in use.
-                    Some(Err(_)) => 0x8000_0000 | (minute as u32 & 0xffff),
-                }
-            }
-        };
-        self.last_seq.insert(minute, seq);
-        seq
-    }
-
-    /// Add one entry (privacy already applied) to the blocks and aggregates.
-    fn add(&mut self, e: Entry) {
-        let minute = minute_of(e.time_ms);
-        let m = self.minute_counts(minute);
-        m.0.add_entry(&e);
-        m.1 = true;
-        if self.privacy == Privacy::Nothing {
-            return;
-        }
-        let (names, clients) = (
-            self.privacy != Privacy::HideNames,
-            self.privacy != Privacy::HideClients,
-        );
-        let t = self.hour_tops(hour_of(e.time_ms));
-        t.dirty = true;
-        if names {
-            if e.verdict == Verdict::Blocked {
-                bump(&mut t.blocked, &e.name);
-            } else {
-                bump(&mut t.domains, &e.name);
-            }
-        }
-        if clients {
-            bump(&mut t.clients, &e.client);
-        }
-        let idx = match self.open.iter().position(|o| o.b.key.minute_ms == minute) {
-            Some(i) => i,
-            None => {
-                if self.open.len() >= OPEN_BLOCKS {
-                    // Close the block of the oldest minute.
-                    let (i, _) = self
-                        .open
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, o)| o.b.key.minute_ms)
-                        .unwrap_or((0, &self.open[0]));
-                    let o = self.open.swap_remove(i);
-                    if o.modified {
-                        self.stage_block(&o.b);
-                    }
-                }
-                let seq = self.next_seq(minute);
-                self.open.push(OpenBlock {
-                    b: BlockBuilder::new(BlockKey {
-                        minute_ms: minute,
-                        seq,
-                    }),
-                    modified: false,
-                });
-                self.open.len() - 1
-            }
-        };
-        let o = &mut self.open[idx];
-        o.b.push(&e);
-        o.modified = true;
-        self.pending_entries += 1;
-        if o.b.is_full() {
-            let o = self.open.swap_remove(idx);
-            self.stage_block(&o.b);
-        }
-    }
-
-    fn stage_block(&mut self, b: &BlockBuilder) {
-        let mut v = Vec::new();
-        b.encode_into(&mut v);
-        self.dirty.insert(b.key.encode().to_vec(), v);
-    }
-
-    fn stage_tops(&mut self) {
-        let mut puts = Vec::new();
-        for (&hour, t) in self.hours.iter_mut().filter(|(_, t)| t.dirty) {
-            let d = top_n(&t.domains, TOP_STORED);
-            let d: Vec<(&str, u64)> = d.iter().map(|(k, c)| (&**k, *c)).collect();
-            puts.push((hour_key(hour, TOP_DOMAINS).to_vec(), encode_top(&d)));
-            let b = top_n(&t.blocked, TOP_STORED);
-            let b: Vec<(&str, u64)> = b.iter().map(|(k, c)| (&**k, *c)).collect();
-            puts.push((hour_key(hour, TOP_BLOCKED).to_vec(), encode_top(&b)));
-            let c: Vec<(String, u64)> = top_n(&t.clients, TOP_STORED)
-                .into_iter()
-                .map(|(ip, c)| (ip.to_string(), c))
-                .collect();
-            let c: Vec<(&str, u64)> = c.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-            puts.push((hour_key(hour, TOP_CLIENTS).to_vec(), encode_top(&c)));
-            t.dirty = false;
-        }
-        self.dirty.extend(puts);
-        self.last_top_persist = Instant::now();
-    }
-
-    /// Apply the privacy level, stage everything and write it (with the
-    /// WAL `seq` of the batch, if any); `force` also persists the top lists and
-    /// flushes to disk (waiting for it) regardless of timers.
-    fn commit(&mut self, batch: &mut Vec<Entry>, force: bool) {
-        if !batch.is_empty() {
-            for e in batch.iter_mut() {
-                self.privacy_apply(e);
-            }
-        }
-        if let Some(seq) = self.pending_seq.take() {
-            self.dirty
-                .insert(KEY_WAL_SEQ.to_vec(), seq.to_be_bytes().to_vec());
-            self.staged_seq = Some(seq);
-        }
-        if self.apply_staged(batch, force).is_err() {
+    /// Apply what is staged, then flush when due (`force`: now, waiting for it).
+    fn commit(&mut self, force: bool) {
+        if self.apply_staged().is_err() {
             return;
         }
         if force {
@@ -698,61 +470,43 @@ impl Writer {
                 self.start_flush(false);
             }
         }
-        self.trim_caches();
     }
 
-    /// Add `batch` to the blocks and aggregates, stage what changed (top
-    /// lists once a second, or when `force`) and apply it to the store. On
-    /// error the staged puts stay pending (see [`MAX_PENDING_ENTRIES`]).
-    fn apply_staged(&mut self, batch: &mut Vec<Entry>, force: bool) -> Result<(), StoreError> {
-        for e in batch.drain(..) {
-            self.add(e);
+    /// Write everything staged to the store. On error the staged puts stay
+    /// pending (see [`MAX_PENDING_ENTRIES`]).
+    fn apply_staged(&mut self) -> Result<(), StoreError> {
+        if self.dirty.is_empty() {
+            return Ok(());
         }
-        let mut staged = Vec::new();
-        for o in self.open.iter_mut().filter(|o| o.modified) {
-            let mut v = Vec::new();
-            o.b.encode_into(&mut v);
-            staged.push((o.b.key.encode().to_vec(), v));
-            o.modified = false;
-        }
-        self.dirty.extend(staged);
-        for (&m, (c, d)) in self.minutes.iter_mut().filter(|(_, (_, d))| *d) {
-            self.dirty.insert(minute_key(m).to_vec(), c.encode());
-            *d = false;
-        }
-        if force || self.last_top_persist.elapsed() >= TOP_PERSIST_EVERY {
-            self.stage_tops();
-        }
-        if !self.dirty.is_empty() {
-            let puts: Vec<(Vec<u8>, Vec<u8>)> =
-                std::mem::take(&mut self.dirty).into_iter().collect();
-            match self.store.apply(&puts, &[]) {
-                Ok(()) => {
-                    self.unflushed = true;
-                    if let Some(seq) = self.staged_seq.take() {
-                        self.applied_seq = Some(seq);
-                    }
+        let puts: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        match self.store.apply(&puts, &[]) {
+            Ok(()) => {
+                self.unflushed = true;
+                if let Some(seq) = self.staged_seq.take() {
+                    self.applied_seq = Some(seq);
+                }
+                self.shared
+                    .written
+                    .fetch_add(self.pending_entries, Ordering::Relaxed);
+                self.pending_entries = 0;
+                Ok(())
+            }
+            Err(e) => {
+                let seq = self.staged_seq;
+                self.failed(&e);
+                // Records staged again by a reopen are older than these puts.
+                self.dirty.extend(puts);
+                self.staged_seq = seq;
+                if self.pending_entries > MAX_PENDING_ENTRIES {
                     self.shared
-                        .written
+                        .dropped
                         .fetch_add(self.pending_entries, Ordering::Relaxed);
                     self.pending_entries = 0;
+                    self.dirty.retain(|k, _| k.first() != Some(&PREFIX_ENTRY));
                 }
-                Err(e) => {
-                    self.failed(&e);
-                    self.dirty = puts.into_iter().collect();
-                    if self.pending_entries > MAX_PENDING_ENTRIES {
-                        self.shared
-                            .dropped
-                            .fetch_add(self.pending_entries, Ordering::Relaxed);
-                        self.pending_entries = 0;
-                        self.dirty.retain(|k, _| k.first() != Some(&PREFIX_ENTRY));
-                        self.open.clear();
-                    }
-                    return Err(e);
-                }
+                Err(e)
             }
         }
-        Ok(())
     }
 
     /// Count a store error and, with back-off, try to reopen the store.
@@ -775,36 +529,22 @@ impl Writer {
         self.reopen_backoff = (self.reopen_backoff * 2).min(REOPEN_MAX_BACKOFF);
         self.next_reopen = now + self.reopen_backoff;
         match self.store.reopen() {
+            // What was applied but not flushed may be gone: apply the WAL's
+            // records since the last durable one again (up to the last record
+            // applied; later ones are still on their way here).
             Ok(()) => {
-                for o in &mut self.open {
-                    o.modified = true;
-                }
-                for (_, d) in self.minutes.values_mut() {
-                    *d = true;
-                }
-                for t in self.hours.values_mut() {
-                    t.dirty = true;
+                let dir = self.wal.as_ref().map(|(d, _)| d.clone());
+                let upto = self.applied_seq.unwrap_or(0);
+                let again = match (dir, self.stored_seq()) {
+                    (Some(dir), Ok(after)) => self.apply_wal(&dir, after, upto, false).map(drop),
+                    (_, Err(e)) => Err(e),
+                    (None, Ok(_)) => Ok(()),
+                };
+                if let Err(e) = again {
+                    self.shared.error(&e);
                 }
             }
             Err(e) => self.shared.error(&e),
-        }
-    }
-
-    fn trim_caches(&mut self) {
-        if let Some(&newest) = self.minutes.keys().max() {
-            let keep = newest.saturating_sub(5 * MINUTE_MS);
-            self.minutes.retain(|&m, (_, d)| *d || m >= keep);
-        }
-        if let Some(&newest) = self.hours.keys().max() {
-            let keep = newest.saturating_sub(HOUR_MS);
-            self.hours.retain(|&h, t| t.dirty || h >= keep);
-        }
-        if self.last_seq.len() > 64 {
-            let open: Vec<u64> = self.open.iter().map(|o| o.b.key.minute_ms).collect();
-            if let Some(&newest) = self.last_seq.keys().max() {
-                let keep = newest.saturating_sub(5 * MINUTE_MS);
-                self.last_seq.retain(|m, _| *m >= keep || open.contains(m));
-            }
         }
     }
 
@@ -892,8 +632,6 @@ impl Writer {
             return Ok(0);
         }
         self.store.apply(&[], &dels)?;
-        self.minutes.retain(|&m, _| m >= cm);
-        self.hours.retain(|&h, _| h >= ch);
         Ok(dels.len())
     }
 }
