@@ -7,28 +7,26 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::netset::NetSet;
+
 /// The set of client networks allowed to query.
 #[derive(Debug, Clone)]
 pub struct Access {
-    nets: Vec<IpNet>,
+    nets: NetSet,
 }
 
 impl Access {
     /// Allows exactly these networks.
     pub fn new(nets: &[IpNet]) -> Self {
         Self {
-            nets: nets.iter().map(IpNet::trunc).collect(),
+            nets: NetSet::new(nets),
         }
     }
 
     /// True when `ip` may use dnsguard. IPv4-mapped IPv6 clients are judged by their
     /// IPv4 address, as a dual-stack socket reports them that way.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.nets.iter().any(|n| n.contains(&ip))
+        self.nets.contains(ip)
     }
 }
 

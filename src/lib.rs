@@ -21,6 +21,7 @@ pub mod filter;
 pub mod guard;
 pub mod lists;
 pub mod memory;
+pub mod netset;
 pub mod querylog;
 pub mod rebinding;
 pub mod resolve;

@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::netset::NetSet;
+
 /// `[rebinding]`: which answer addresses are refused for which names.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,8 +67,8 @@ impl Default for RebindingConfig {
 #[derive(Debug, Clone)]
 pub struct Rebinding {
     enabled: bool,
-    ranges: Vec<IpNet>,
-    always: Vec<IpNet>,
+    ranges: NetSet,
+    always: NetSet,
     /// Allowed name suffixes, lower case, without trailing dots.
     allow: Vec<String>,
 }
@@ -79,8 +81,8 @@ impl Rebinding {
         allow.extend(zones.into_iter().map(|z| norm(&z)));
         Self {
             enabled: cfg.enabled,
-            ranges: cfg.ranges.clone(),
-            always: cfg.always_block.clone(),
+            ranges: NetSet::new(&cfg.ranges),
+            always: NetSet::new(&cfg.always_block),
             allow,
         }
     }
@@ -92,14 +94,13 @@ impl Rebinding {
         if !self.enabled {
             return None;
         }
-        let allowed = self.allow.iter().any(|a| crate::dns::is_under(name, a));
-        addrs.into_iter().find(|ip| {
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
-                v4 => *v4,
-            };
-            self.always.iter().any(|r| r.contains(&ip))
-                || (!allowed && self.ranges.iter().any(|r| r.contains(&ip)))
+        let mut allowed = None;
+        addrs.into_iter().find(|&ip| {
+            self.always.contains(ip)
+                || (self.ranges.contains(ip)
+                    && !*allowed.get_or_insert_with(|| {
+                        self.allow.iter().any(|a| crate::dns::is_under(name, a))
+                    }))
         })
     }
 }

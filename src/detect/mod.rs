@@ -58,8 +58,11 @@ use exempt::{Exemptions, Watchlist};
 use name::Name;
 
 /// Slots of the per-thread memo of [`NameFacts`] (about 300 KB per thread that
-/// scores queries).
+/// scores queries), in sets of [`FACTS_WAYS`]: a name evicts the least recently
+/// used of its set, so a thousand hot names do not keep evicting each other as
+/// they would in a direct-mapped table.
 const FACTS_SLOTS: usize = 4096;
+const FACTS_WAYS: usize = 4;
 
 thread_local! {
     static FACTS: std::cell::RefCell<Vec<Option<NameFacts>>> =
@@ -261,13 +264,14 @@ impl Detector {
         // Seeded per detector: tags never match another detector's entries, and
         // clients cannot aim names at one slot.
         let tag = hash::hash_bytes(self.seed ^ 0x5EED_FAC7, qname.as_bytes());
-        let slot = (tag >> 40) as usize % FACTS_SLOTS;
+        let set = (tag >> 40) as usize % (FACTS_SLOTS / FACTS_WAYS) * FACTS_WAYS;
         let hit = FACTS.with(|t| {
-            t.borrow()
-                .get(slot)
-                .copied()
-                .flatten()
-                .filter(|f| f.tag == tag)
+            let mut t = t.borrow_mut();
+            let ways = t.get_mut(set..set + FACTS_WAYS)?;
+            let way = ways.iter().position(|f| f.is_some_and(|f| f.tag == tag))?;
+            // Most recently used first.
+            ways[..=way].rotate_right(1);
+            ways[0]
         });
         if let Some(f) = hit {
             return f;
@@ -288,7 +292,10 @@ impl Detector {
             if t.is_empty() {
                 t.resize(FACTS_SLOTS, None);
             }
-            t[slot] = Some(facts);
+            // Replaces the least recently used way.
+            let ways = &mut t[set..set + FACTS_WAYS];
+            ways.rotate_right(1);
+            ways[0] = Some(facts);
         });
         facts
     }

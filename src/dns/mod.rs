@@ -6,6 +6,7 @@
 
 pub mod block;
 pub mod handler;
+pub mod latency;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod server;

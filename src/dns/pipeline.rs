@@ -537,7 +537,10 @@ impl Pipeline {
             e.tunnel_score = score.value;
             e.flagged = score.flagged;
             if score.flagged || *source == Source::Tunnel {
-                e.rule = Arc::from(format!("tunnel: {}", score.reasons.display_for(&e.name)));
+                use std::fmt::Write;
+                let mut rule = String::with_capacity(192);
+                let _ = write!(rule, "tunnel: {}", score.reasons.display_for(&e.name));
+                e.rule = Arc::from(rule);
                 if *source == Source::Tunnel {
                     e.verdict = querylog::Verdict::Blocked;
                 }
@@ -622,14 +625,13 @@ fn record_metrics(e: &Entry, source: &Source, elapsed: std::time::Duration) {
         querylog::Verdict::Allowlisted => 2,
     };
     m.queries[verdict][qtype_index(e.qtype)].increment(1);
-    let secs = elapsed.as_secs_f64();
-    m.duration.record(secs);
+    super::latency::record(elapsed);
     match source {
         Source::Cache | Source::Stale => m.cache_hits.increment(1),
         Source::Upstream(label) => {
             m.cache_misses.increment(1);
             metrics::histogram!("dnsguard_upstream_duration_seconds", "upstream" => label.to_string())
-                .record(secs);
+                .record(elapsed.as_secs_f64());
         }
         Source::Failed(_) => {
             m.cache_misses.increment(1);
@@ -670,7 +672,6 @@ fn qtype_index(qtype: u16) -> usize {
 /// web server installed the recorder; without one they are no-ops).
 struct MetricHandles {
     queries: [[metrics::Counter; QTYPE_LABELS.len()]; 3],
-    duration: metrics::Histogram,
     cache_hits: metrics::Counter,
     cache_misses: metrics::Counter,
     upstream_errors: metrics::Counter,
@@ -692,7 +693,6 @@ impl MetricHandles {
                         metrics::counter!("dnsguard_queries_total", "verdict" => v.as_str(), "type" => t)
                     })
                 }),
-                duration: metrics::histogram!("dnsguard_query_duration_seconds"),
                 cache_hits: metrics::counter!("dnsguard_cache_hits_total"),
                 cache_misses: metrics::counter!("dnsguard_cache_misses_total"),
                 upstream_errors: metrics::counter!("dnsguard_upstream_errors_total"),
