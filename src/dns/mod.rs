@@ -7,6 +7,7 @@
 pub mod block;
 pub mod handler;
 pub mod latency;
+mod mmsg;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod server;

@@ -1,10 +1,11 @@
 //! The UDP front end: one socket per core (`SO_REUSEPORT`, the kernel spreads
 //! clients over them), each read by a thread of its own.
 //!
-//! A worker reads a query in place, runs the pipeline's screening steps, and when
-//! the answer needs no network (refused, blocked, a canary, a fresh cache hit) writes
-//! it over its reply buffer and sends it: no task, no allocation beyond the query
-//! log's entry. Everything else (cache misses, local records, unusual packets,
+//! A worker takes every waiting query in one `recvmmsg` (`mmsg.rs`), reads each in
+//! place, runs the pipeline's screening steps, and when the answer needs no network
+//! (refused, blocked, a canary, a fresh cache hit) writes it into the query's reply
+//! buffer; the batch's replies leave in one `sendmmsg`. No task, no allocation
+//! beyond the query log's entry. Everything else (cache misses, local records, unusual packets,
 //! answers too big for the client) goes to hickory's full parser and the async
 //! pipeline on the tokio runtime, answered from the same socket. Every query is
 //! logged exactly once either way.
@@ -23,6 +24,7 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 
 use super::handler::{EDNS_PAYLOAD, Handler};
+use super::mmsg::Batch;
 use super::pipeline::{Outcome, Pipeline, Screen, Screened};
 use super::ratelimit::{Decision, RateLimiter};
 use super::wire::{self, FastQuery, Reply};
@@ -30,6 +32,8 @@ use crate::querylog;
 
 /// Receive and reply buffer size: larger queries are not DNS over UDP.
 const BUFFER: usize = 4096;
+/// Datagrams taken per `recvmmsg` (and replies sent per `sendmmsg`).
+const BATCH: usize = 32;
 /// How often an idle worker checks whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(200);
 
@@ -89,11 +93,10 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        let mut packet = vec![0u8; BUFFER];
-        let mut out = vec![0u8; BUFFER];
+        let mut batch = Batch::new(BATCH, BUFFER);
         while !self.stop.load(Ordering::Relaxed) {
-            let (n, client) = match self.socket.recv_from(&mut packet) {
-                Ok(received) => received,
+            let n = match batch.recv(&self.socket) {
+                Ok(n) => n,
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -110,36 +113,54 @@ impl Worker {
                     continue;
                 }
             };
-            // Port 0 cannot be answered (and is a reflection trick): drop.
-            if client.port() == 0 {
-                continue;
-            }
-            // Response-rate limiting: dnsguard must not amplify a spoofed flood.
-            match self.limiter.check(client.ip(), Instant::now()) {
-                Decision::Answer => {}
-                Decision::Slip => {
-                    metrics::counter!("dnsguard_rate_limited_total", "action" => "slip")
-                        .increment(1);
-                    if let Some(len) = wire::slip(&packet[..n], &mut out) {
-                        send(&self.socket, &out[..len], client);
-                    }
-                    continue;
-                }
-                Decision::Drop => {
-                    metrics::counter!("dnsguard_rate_limited_total", "action" => "drop")
-                        .increment(1);
-                    continue;
+            let now = Instant::now();
+            for i in 0..n {
+                let (packet, client, out) = batch.slot(i);
+                if let Some(len) = self.one(packet, client, out, now) {
+                    batch.reply(i, len);
                 }
             }
-            // A bug must cost one query, never the worker (and with it this
-            // socket's share of clients): contain a panic to the packet.
-            let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                answer(&self.pipeline, &packet[..n], client, &mut out)
-            }));
-            match fast {
-                Ok(Fast::Reply(len)) => send(&self.socket, &out[..len], client),
-                Ok(Fast::Full(screened)) => self.full(&packet[..n], client, screened, &mut out),
-                Err(_) => tracing::error!(%client, "internal error answering a UDP query; dropped"),
+            batch.send(&self.socket);
+        }
+    }
+
+    /// One datagram: `Some(len)` when the reply is in `out`, to be sent with the
+    /// rest of the batch.
+    fn one(
+        &self,
+        packet: &[u8],
+        client: Option<SocketAddr>,
+        out: &mut [u8],
+        now: Instant,
+    ) -> Option<usize> {
+        // Port 0 cannot be answered (and is a reflection trick): drop.
+        let client = client.filter(|c| c.port() != 0)?;
+        // Response-rate limiting: dnsguard must not amplify a spoofed flood.
+        match self.limiter.check(client.ip(), now) {
+            Decision::Answer => {}
+            Decision::Slip => {
+                metrics::counter!("dnsguard_rate_limited_total", "action" => "slip").increment(1);
+                return wire::slip(packet, out);
+            }
+            Decision::Drop => {
+                metrics::counter!("dnsguard_rate_limited_total", "action" => "drop").increment(1);
+                return None;
+            }
+        }
+        // A bug must cost one query, never the worker (and with it this
+        // socket's share of clients): contain a panic to the packet.
+        let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            answer(&self.pipeline, packet, client, out)
+        }));
+        match fast {
+            Ok(Fast::Reply(len)) => Some(len),
+            Ok(Fast::Full(screened)) => {
+                self.full(packet, client, screened, out);
+                None
+            }
+            Err(_) => {
+                tracing::error!(%client, "internal error answering a UDP query; dropped");
+                None
             }
         }
     }
