@@ -495,3 +495,51 @@ fn any_queries_get_a_minimal_answer() {
     assert_eq!(answer_types(&r), vec![RecordType::HINFO], "RFC 8482");
     assert_eq!(up.queries(), 0, "ANY is not forwarded");
 }
+
+#[test]
+fn a_lost_datagram_is_sent_again_well_before_the_upstream_timeout() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    up.set_mode(Mode::LoseEveryOther);
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[resolver]\nupstreams = [\"{}\"]\n\
+         timeout_ms = 3000\nupstream_timeout_ms = 3000\n[cache]\nmax_entries = 0\n",
+        up.addr()
+    ));
+    for i in 0..4 {
+        let t = Instant::now();
+        let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
+        assert_eq!(addrs(&r), vec!["192.0.2.1"], "query {i}");
+        // Retransmitted after the retransmission timeout (at most 400 ms before the
+        // first answer is measured), not after the 3 s upstream timeout.
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "query {i}: {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(up.udp_queries(), 8, "each query lost once, then answered");
+}
+
+#[test]
+fn upstream_queries_use_random_ids_and_changing_source_ports() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let n = 300;
+    for i in 0..n {
+        let r = ask(dg.addr, &format!("n{i}.fwd.test."), RecordType::A);
+        assert_eq!(rcode(&r), ResponseCode::NXDomain);
+    }
+    let sources = up.udp_sources();
+    assert_eq!(sources.len(), n);
+    let ids: std::collections::HashSet<u16> = sources.iter().map(|s| s.1).collect();
+    let ports: std::collections::HashSet<u16> = sources.iter().map(|s| s.0).collect();
+    // 300 random 16-bit IDs: a handful of repeats at most; never counting up.
+    assert!(ids.len() >= n - 10, "{} distinct IDs", ids.len());
+    let sequential = sources
+        .windows(2)
+        .filter(|w| w[1].1 == w[0].1.wrapping_add(1))
+        .count();
+    assert!(sequential < 5, "{sequential} sequential IDs");
+    // A pool of sockets, each on its own random port, chosen per query.
+    assert!(ports.len() >= 16, "{} distinct source ports", ports.len());
+}

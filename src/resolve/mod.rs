@@ -11,6 +11,7 @@ pub mod local;
 pub mod recursive;
 pub mod router;
 pub mod spec;
+pub mod udp;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Record, RecordType};

@@ -56,6 +56,9 @@ pub enum Mode {
     TruncateUdp,
     /// Answer SERVFAIL (with the question echoed).
     ServFail,
+    /// Over UDP: leave the 1st, 3rd, 5th, … query unanswered (a lost datagram),
+    /// answer the others normally.
+    LoseEveryOther,
 }
 
 /// Records for [`FakeUpstream::start`]: zone-file text, or `(name, type, ttl, rdata)` tuples,
@@ -115,6 +118,8 @@ struct Shared {
     udp: AtomicU64,
     tcp: AtomicU64,
     per_name: Mutex<HashMap<Name, u64>>,
+    /// (source port, message id) of every UDP query.
+    sources: Mutex<Vec<(u16, u16)>>,
     rng: AtomicU64,
 }
 
@@ -227,6 +232,11 @@ impl FakeUpstream {
         counts.get(&name.to_lowercase()).copied().unwrap_or(0)
     }
 
+    /// (source port, message id) of every UDP query received.
+    pub fn udp_sources(&self) -> Vec<(u16, u16)> {
+        self.shared.sources.lock().expect("poisoned").clone()
+    }
+
     /// Sets all counters back to zero.
     pub fn reset_counters(&self) {
         self.shared.total.store(0, Ordering::SeqCst);
@@ -292,7 +302,19 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
             continue;
         };
-        shared.udp.fetch_add(1, Ordering::SeqCst);
+        let nth = shared.udp.fetch_add(1, Ordering::SeqCst);
+        if n >= 2 {
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            shared
+                .sources
+                .lock()
+                .expect("poisoned")
+                .push((peer.port(), id));
+        }
+        if shared.mode() == Mode::LoseEveryOther && nth.is_multiple_of(2) {
+            shared.total.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
         let query = buf[..n].to_vec();
         let (sock, shared) = (sock.clone(), shared.clone());
         tokio::spawn(async move {
@@ -369,7 +391,9 @@ async fn respond(shared: &Shared, query: &[u8], udp: bool) -> Option<Vec<u8>> {
             m.metadata.truncation = true;
             m
         }
-        Mode::Normal | Mode::Slow(_) | Mode::WrongId | Mode::TruncateUdp => answer(shared, &req),
+        Mode::Normal | Mode::Slow(_) | Mode::WrongId | Mode::TruncateUdp | Mode::LoseEveryOther => {
+            answer(shared, &req)
+        }
     };
     if mode == Mode::WrongId {
         resp.metadata.id = req.metadata.id.wrapping_add(1);
