@@ -182,11 +182,17 @@ fn a_million_invalid_lines_load_quickly_in_bounded_memory() {
 
 // ---------------------------------------------------------------- query-log disk
 
-/// Runs the server with a fresh tmpfs of `size` mounted (with `opts`) on
-/// `DATA_DIR/querylog`, in a private mount namespace so nothing leaks to the host.
+/// Runs the server with a fresh tmpfs mounted (with `opts`) on `DATA_DIR/querylog`,
+/// in a private mount namespace so nothing leaks to the host.
 fn start_with_querylog_tmpfs(up: &FakeUpstream, opts: &str) -> Dnsguard {
+    start_with_tmpfs(up, "dnsguard-data/querylog", opts)
+}
+
+/// Runs the server with a fresh tmpfs mounted (with `opts`) on `sub` of its
+/// directory, in a private mount namespace.
+fn start_with_tmpfs(up: &FakeUpstream, sub: &str, opts: &str) -> Dnsguard {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("dnsguard-data/querylog");
+    let mnt = dir.path().join(sub);
     std::fs::create_dir_all(&mnt).unwrap();
     let script = format!("mount -t tmpfs -o {opts} dnsguard-test \"$0\" && exec \"$@\"");
     Dnsguard::start_wrapped(
@@ -223,6 +229,25 @@ fn read_only_query_log_disk_keeps_dns_answering_and_reports_why() {
         stats["log_write_errors"].as_u64() >= Some(1) && last.contains("Read-only file system"),
         "the API's stats show the log's error: {stats}"
     );
+}
+
+#[test]
+fn read_only_data_directory_keeps_dns_answering_and_says_what_is_lost() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start_with_tmpfs(&up, "dnsguard-data", "ro,size=1m");
+    for _ in 0..20 {
+        let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &Ask::default());
+        assert_eq!(addrs(&r), ["192.0.2.1"]);
+    }
+    let log = dg.log();
+    for why in [
+        "query log disabled",
+        "seen-domain set kept in memory only",
+        "API token not saved",
+        "Read-only file system",
+    ] {
+        assert!(log.contains(why), "{why:?} in the server's log: {log}");
+    }
 }
 
 #[test]

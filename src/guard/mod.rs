@@ -198,10 +198,18 @@ impl Guard {
     /// webhook task on the current tokio runtime), the firewall sync and the
     /// guard thread.
     pub fn start(cfg: &Config) -> anyhow::Result<Arc<Guard>> {
-        let seen = Arc::new(seen::Seen::open(
-            &cfg.server.data_dir.join("guard"),
-            cfg.alerts.max_seen,
-        )?);
+        let dir = cfg.server.data_dir.join("guard");
+        let seen = match seen::Seen::open(&dir, cfg.alerts.max_seen) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "seen-domain set kept in memory only: new-domain alerts repeat after a restart"
+                );
+                seen::Seen::memory_only(&dir, cfg.alerts.max_seen)
+            }
+        };
+        let seen = Arc::new(seen);
         let recent = alerts::Recent::default();
         let dispatch = Dispatch::start(&cfg.alerts, recent.clone())?;
         let firewall = if cfg.firewall.enabled {

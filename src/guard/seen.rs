@@ -8,6 +8,10 @@
 //! the authority). When the database holds `max_seen` pairs no new pair is
 //! recorded and no new-domain alert is raised (a warning says so once): an alert
 //! storm of repeats would be worse than silence.
+//!
+//! When the database cannot be opened (a read-only or full disk),
+//! [`Seen::memory_only`] keeps the pairs in memory alone: alerts work, but a
+//! restart forgets what was seen.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -35,8 +39,8 @@ pub enum SeenError {
 
 /// The persistent seen set.
 pub struct Seen {
-    tree: sled::Tree,
-    db: sled::Db,
+    /// The database, unless the set lives in memory only.
+    disk: Option<(sled::Db, sled::Tree)>,
     path: String,
     memory: Mutex<HashSet<u64>>,
     count: AtomicU64,
@@ -86,14 +90,26 @@ impl Seen {
         }
         tracing::debug!(pairs = count, "seen-domain set loaded");
         Ok(Seen {
-            tree,
-            db,
+            disk: Some((db, tree)),
             path,
             memory: Mutex::new(memory),
             count: AtomicU64::new(count),
             max,
             full_warned: AtomicBool::new(false),
         })
+    }
+
+    /// A set kept in memory only (at most `max` pairs, and no more than the
+    /// memory bound), for when the database in `dir` cannot be used.
+    pub fn memory_only(dir: &Path, max: u64) -> Seen {
+        Seen {
+            disk: None,
+            path: dir.display().to_string(),
+            memory: Mutex::new(HashSet::new()),
+            count: AtomicU64::new(0),
+            max: max.min(MEMORY_ENTRIES as u64),
+            full_warned: AtomicBool::new(false),
+        }
     }
 
     /// Records that `client` used `domain` at `time_ms`; true when that is the
@@ -108,11 +124,13 @@ impl Seen {
             path: self.path.clone(),
             message: e.to_string(),
         };
-        if memory.len() >= MEMORY_ENTRIES {
+        if memory.len() >= MEMORY_ENTRIES && self.disk.is_some() {
             memory.clear();
         }
         let k = key(client, domain);
-        if self.tree.contains_key(&k).map_err(err)? {
+        if let Some((_, tree)) = &self.disk
+            && tree.contains_key(&k).map_err(err)?
+        {
             memory.insert(fp);
             return Ok(false);
         }
@@ -125,9 +143,9 @@ impl Seen {
             }
             return Ok(false);
         }
-        self.tree
-            .insert(k, &time_ms.to_be_bytes()[..])
-            .map_err(err)?;
+        if let Some((_, tree)) = &self.disk {
+            tree.insert(k, &time_ms.to_be_bytes()[..]).map_err(err)?;
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         memory.insert(fp);
         Ok(true)
@@ -145,7 +163,10 @@ impl Seen {
 
     /// Writes everything to disk.
     pub fn flush(&self) -> Result<(), SeenError> {
-        self.db.flush().map(|_| ()).map_err(|e| SeenError::Db {
+        let Some((db, _)) = &self.disk else {
+            return Ok(());
+        };
+        db.flush().map(|_| ()).map_err(|e| SeenError::Db {
             path: self.path.clone(),
             message: e.to_string(),
         })
@@ -177,5 +198,18 @@ mod tests {
         assert!(!s.first_use(a, "example.com", 6).unwrap());
         assert!(!s.first_use(b, "example.com", 6).unwrap());
         assert!(s.first_use(b, "example.org", 7).unwrap());
+    }
+
+    #[test]
+    fn memory_only_set_alerts_once_per_pair_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Seen::memory_only(&dir.path().join("unusable"), 2);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(s.first_use(a, "example.com", 1).unwrap());
+        assert!(!s.first_use(a, "example.com", 2).unwrap());
+        assert!(s.first_use(a, "example.org", 3).unwrap());
+        assert!(!s.first_use(a, "example.net", 4).unwrap(), "full");
+        s.flush().unwrap();
+        assert!(!dir.path().join("unusable").exists(), "nothing written");
     }
 }

@@ -101,7 +101,7 @@ pub fn endpoint_path(data_dir: &Path) -> PathBuf {
 
 /// Reads the API token, making a new random one (mode 0600) if there is none.
 pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = token_path(data_dir);
     if let Ok(t) = std::fs::read_to_string(&path) {
@@ -112,11 +112,7 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .context("cannot read /dev/urandom")?;
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = random_token()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -128,6 +124,16 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// 32 random bytes in hex.
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("cannot read /dev/urandom")?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Binds the listener and serves the dashboard, API and metrics until the task is
 /// dropped. Returns the bound address once listening.
 pub async fn start(
@@ -135,13 +141,25 @@ pub async fn start(
     data_dir: &Path,
     live: Arc<Live>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let token = load_or_create_token(data_dir)?;
+    // An unwritable data directory (read-only or full disk) must not stop DNS:
+    // the token then lives in memory, and the CLI cannot find the server.
+    let token = load_or_create_token(data_dir).unwrap_or_else(|e| {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "API token not saved: the CLI cannot ask this server"
+        );
+        random_token().unwrap_or_default()
+    });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (web.listen)", cfg.listen))?;
     let addr = listener.local_addr()?;
-    std::fs::write(endpoint_path(data_dir), format!("http://{addr}\n"))
-        .with_context(|| format!("cannot write {}", endpoint_path(data_dir).display()))?;
+    if let Err(e) = std::fs::write(endpoint_path(data_dir), format!("http://{addr}\n")) {
+        tracing::error!(
+            error = %e, path = %endpoint_path(data_dir).display(),
+            "API address not saved: the CLI cannot find this server"
+        );
+    }
     let state = AppState {
         live,
         token: token.into(),
