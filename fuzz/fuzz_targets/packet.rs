@@ -40,7 +40,7 @@ fn pipeline() -> &'static Pipeline {
         a.answers.push(Record::from_rdata(name.clone(), 300, RData::CNAME(CNAME(target.clone()))));
         a.answers.push(Record::from_rdata(target, 60, RData::A(A::new(192, 0, 2, 80))));
         let key = Key::new("www.example.org", 1, false).unwrap();
-        p.cache().insert(&key, &Cached::new(a, &name, RecordType::A));
+        p.cache().insert(&key, &Cached::new(&a, &name, RecordType::A));
         p
     })
 }

@@ -379,7 +379,7 @@ impl Pipeline {
             return None;
         }
         let hit = self.cache.get(&Key::new(name, qtype, dnssec_ok)?)?;
-        hit.cached.wire.as_ref()?;
+        hit.cached.wire()?;
         self.screen_answer(policy, client, verdict, name, qtype, &hit.cached)
             .is_none()
             .then_some(hit)
@@ -405,6 +405,9 @@ impl Pipeline {
         let qtype = u16::from(q.qtype());
         let key = Key::new(name, qtype, q.dnssec_ok);
         let cached = key.as_ref().and_then(|k| self.cache.get(k));
+        // A fresh upstream answer is also the reply (no round trip through the
+        // cache's wire form).
+        let mut fresh = None;
         let (hit, source) = match cached {
             Some(hit) => (hit, Source::Cache),
             None => {
@@ -414,10 +417,11 @@ impl Pipeline {
                     .await;
                 match result {
                     Ok(answer) => {
-                        let resolved = Cached::new(answer, q.query.name(), q.qtype());
+                        let resolved = Cached::new(&answer, q.query.name(), q.qtype());
                         if let Some(k) = &key {
                             self.cache.insert(k, &resolved);
                         }
+                        fresh = Some(answer);
                         let hit = Hit {
                             cached: Arc::new(resolved),
                             ttl_left: u32::MAX,
@@ -442,8 +446,9 @@ impl Pipeline {
             let blocked = blocked_answer(mode, ttl, q.query.name(), q.qtype());
             return reply(blocked, source, Some(verdict), s);
         }
-        let mut r = reply(hit.answer(), source, v, s);
-        if !hit.cached.answer.answers.is_empty() {
+        let answer = fresh.unwrap_or_else(|| hit.answer(q.query.name(), q.qtype()));
+        let mut r = reply(answer, source, v, s);
+        if hit.cached.has_answers {
             r.summary = Some(hit.cached.summary.clone());
         }
         r

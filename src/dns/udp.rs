@@ -228,10 +228,10 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
             else {
                 return full;
             };
-            let Some(body) = &hit.cached.wire else {
+            let cached = &hit.cached;
+            let Some(body) = cached.wire() else {
                 return full;
             };
-            let cached = &hit.cached.answer;
             let ad = cached.authentic && (q.dnssec_ok() || q.ad);
             let rcode = u16::from(cached.rcode) as u8;
             let Ok(mut reply) = Reply::start(out, packet, &q, rcode, ad) else {
@@ -240,7 +240,7 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
             if reply.body(body, hit.ttl_left).is_err() {
                 return full;
             }
-            let summary = (!cached.answers.is_empty()).then(|| hit.cached.summary.clone());
+            let summary = cached.has_answers.then(|| cached.summary.clone());
             reply
                 .finish(&q)
                 .map(|len| (len, summary, Some((hit.cached.clone(), hit.ttl_left))))
@@ -396,7 +396,7 @@ mod tests {
         ));
         let key = Key::new("www.example.org", 1, false).unwrap();
         p.cache()
-            .insert(&key, &Cached::new(upstream, &name, RecordType::A));
+            .insert(&key, &Cached::new(&upstream, &name, RecordType::A));
         let r = ask(&p, lan, &packet).unwrap();
         assert_eq!(r.answers[0].data, RData::A(A::new(93, 184, 215, 14)));
         assert!(r.answers[0].ttl <= 300 && r.answers[0].ttl >= 299);
@@ -412,7 +412,7 @@ mod tests {
         ));
         let key = Key::new("evil.example.org", 1, false).unwrap();
         p.cache()
-            .insert(&key, &Cached::new(private, &evil, RecordType::A));
+            .insert(&key, &Cached::new(&private, &evil, RecordType::A));
         assert!(ask(&p, lan, &query("evil.example.org.", RecordType::A, false)).is_none());
     }
 

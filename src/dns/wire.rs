@@ -365,6 +365,36 @@ impl Body {
 }
 
 impl Body {
+    /// The answer and authority records, parsed back from the wire form as the
+    /// reply to `qname`/`qtype` carries them, with the stored TTLs. `None` if the
+    /// bytes do not parse (they are made by [`Body::encode`], so never in practice).
+    pub fn records(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+    ) -> Option<(
+        Vec<hickory_proto::rr::Record>,
+        Vec<hickory_proto::rr::Record>,
+    )> {
+        let mut head = Message::new(0, MessageType::Response, OpCode::Query);
+        head.add_query(Query::query(qname.clone(), qtype));
+        let mut wire = head.to_vec().ok()?;
+        wire.get_mut(6..10)?.copy_from_slice(
+            &[self.answers.to_be_bytes(), self.authorities.to_be_bytes()].concat(),
+        );
+        wire.extend_from_slice(&self.bytes);
+        let msg = Message::from_vec(&wire).ok()?;
+        let (mut answers, mut authorities) = (msg.answers, msg.authorities);
+        for (r, &(_, ttl)) in answers
+            .iter_mut()
+            .chain(authorities.iter_mut())
+            .zip(self.ttls.iter())
+        {
+            r.ttl = ttl;
+        }
+        Some((answers, authorities))
+    }
+
     /// A copy with every stored TTL passed through `f`.
     pub fn map_ttls(&self, f: impl Fn(u32) -> u32) -> Body {
         Body {

@@ -56,17 +56,23 @@ impl Key {
     }
 }
 
-/// A cached answer, shared by every hit: the records for the hickory front end,
-/// their wire form for the UDP fast path, and what the per-client checks after the
-/// cache need (CNAME targets for cloaking, addresses for rebinding), worked out
-/// once when the answer arrives rather than on every hit.
+/// A cached answer, shared by every hit: its records in wire form (for the UDP
+/// fast path, and parsed back into records when the hickory front end needs
+/// them), and what the per-client checks after the cache need (CNAME targets for
+/// cloaking, addresses for rebinding), worked out once when the answer arrives
+/// rather than on every hit. Keeping wire bytes instead of hickory records makes
+/// an entry a few hundred bytes instead of a few kilobytes.
 #[derive(Debug)]
 pub struct Cached {
-    /// The answer with its stored TTLs.
-    pub answer: Answer,
-    /// The answer and authority sections in wire form (`None` if hickory could not
-    /// encode them: such answers go through the full encoder).
-    pub wire: Option<Body>,
+    /// The response code (NOERROR or NXDOMAIN once cached).
+    pub rcode: ResponseCode,
+    /// Every record was DNSSEC-validated (the AD bit).
+    pub authentic: bool,
+    /// The answer section holds records (not a negative answer).
+    pub has_answers: bool,
+    /// How long the answer may be kept ([`Answer::ttl`]).
+    ttl: Option<u32>,
+    records: Records,
     /// The query-log summary of the answer.
     pub summary: Arc<str>,
     /// CNAME targets in the answer, as name text.
@@ -75,34 +81,80 @@ pub struct Cached {
     pub addrs: Box<[(IpAddr, u32)]>,
 }
 
+/// The records of a cached answer.
+#[derive(Debug)]
+enum Records {
+    /// Answer and authority sections as they follow the question.
+    Wire(Body),
+    /// Records hickory could not encode, kept as they are.
+    Parsed(Answer),
+}
+
 impl Cached {
     /// Works out everything a hit needs from an upstream `answer` to `qname`/`qtype`.
-    pub fn new(answer: Answer, qname: &Name, qtype: RecordType) -> Cached {
+    pub fn new(answer: &Answer, qname: &Name, qtype: RecordType) -> Cached {
+        let records = match Body::encode(answer, qname, qtype) {
+            Some(body) => Records::Wire(body),
+            None => Records::Parsed(answer.clone()),
+        };
         Cached {
-            wire: Body::encode(&answer, qname, qtype),
+            rcode: answer.rcode,
+            authentic: answer.authentic,
+            has_answers: !answer.answers.is_empty(),
+            ttl: answer.ttl(),
+            records,
             summary: Arc::from(answer.summary()),
             cname_targets: answer
                 .cname_targets()
                 .map(|n| crate::dns::name_text(n).into_boxed_str())
                 .collect(),
             addrs: answer.addresses().collect(),
-            answer,
+        }
+    }
+
+    /// The wire form, when the records could be encoded.
+    pub fn wire(&self) -> Option<&Body> {
+        match &self.records {
+            Records::Wire(body) => Some(body),
+            Records::Parsed(_) => None,
+        }
+    }
+
+    /// The answer with its stored TTLs, as the reply to `qname`/`qtype` (the
+    /// question it was cached for, in any letter case).
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
+        let (answers, authorities) = match &self.records {
+            Records::Parsed(a) => (a.answers.clone(), a.authorities.clone()),
+            // The bytes were made by `Body::encode`; if they ever failed to parse
+            // the answer is served empty with its rcode, never a panic.
+            Records::Wire(body) => body.records(qname, qtype).unwrap_or_default(),
+        };
+        Answer {
+            rcode: self.rcode,
+            answers,
+            authorities,
+            authentic: self.authentic,
         }
     }
 
     /// A copy with every record TTL passed through `f`.
     fn map_ttls(&self, f: impl Fn(u32) -> u32) -> Cached {
-        let mut answer = self.answer.clone();
-        for r in answer
-            .answers
-            .iter_mut()
-            .chain(answer.authorities.iter_mut())
-        {
-            r.ttl = f(r.ttl);
-        }
+        let records = match &self.records {
+            Records::Wire(body) => Records::Wire(body.map_ttls(&f)),
+            Records::Parsed(a) => {
+                let mut a = a.clone();
+                for r in a.answers.iter_mut().chain(a.authorities.iter_mut()) {
+                    r.ttl = f(r.ttl);
+                }
+                Records::Parsed(a)
+            }
+        };
         Cached {
-            answer,
-            wire: self.wire.as_ref().map(|w| w.map_ttls(&f)),
+            rcode: self.rcode,
+            authentic: self.authentic,
+            has_answers: self.has_answers,
+            ttl: self.ttl,
+            records,
             summary: self.summary.clone(),
             cname_targets: self.cname_targets.clone(),
             addrs: self.addrs.iter().map(|&(ip, t)| (ip, f(t))).collect(),
@@ -144,10 +196,10 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// The answer with TTLs counted down to the time left (a stale answer carries
-    /// the stale TTL on every record).
-    pub fn answer(&self) -> Answer {
-        let mut answer = self.cached.answer.clone();
+    /// The answer to `qname`/`qtype` with TTLs counted down to the time left (a
+    /// stale answer carries the stale TTL on every record).
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
+        let mut answer = self.cached.answer(qname, qtype);
         for r in answer
             .answers
             .iter_mut()
@@ -224,12 +276,14 @@ impl Cache {
         if self.per_shard == 0 {
             return;
         }
-        let answer = &resolved.answer;
-        let negative = answer.rcode == ResponseCode::NXDomain || answer.answers.is_empty();
-        if !matches!(answer.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+        let negative = resolved.rcode == ResponseCode::NXDomain || !resolved.has_answers;
+        if !matches!(
+            resolved.rcode,
+            ResponseCode::NoError | ResponseCode::NXDomain
+        ) {
             return;
         }
-        let Some(ttl) = answer.ttl() else { return };
+        let Some(ttl) = resolved.ttl else { return };
         let mut ttl = ttl.clamp(self.cfg.min_ttl, self.cfg.max_ttl);
         if negative {
             ttl = ttl.min(self.cfg.max_negative_ttl);
@@ -321,9 +375,13 @@ mod tests {
         Key::new(n.trim_end_matches('.'), 1, false).unwrap()
     }
 
+    fn name(n: &str) -> Name {
+        Name::from_ascii(n).unwrap()
+    }
+
     fn insert(c: &Cache, n: &str, answer: Answer) {
         let name = Name::from_ascii(n).unwrap();
-        c.insert(&key(n), &Cached::new(answer, &name, RecordType::A));
+        c.insert(&key(n), &Cached::new(&answer, &name, RecordType::A));
     }
 
     fn a_answer(n: &str, ttl: u32) -> Answer {
@@ -337,6 +395,40 @@ mod tests {
     }
 
     #[test]
+    fn entries_keep_wire_bytes_and_give_back_the_same_records() {
+        use hickory_proto::rr::rdata::CNAME;
+        let c = Cache::new(&CacheConfig::default());
+        let mut a = Answer::empty(ResponseCode::NoError);
+        a.answers.push(Record::from_rdata(
+            name("www.example."),
+            300,
+            RData::CNAME(CNAME(name("edge.cdn.example."))),
+        ));
+        a.answers.push(Record::from_rdata(
+            name("edge.cdn.example."),
+            60,
+            RData::A(A::new(192, 0, 2, 7)),
+        ));
+        a.authentic = true;
+        let cached = Cached::new(&a, &name("www.example."), RecordType::A);
+        assert!(cached.wire().is_some(), "stored as wire bytes");
+        assert_eq!(&*cached.cname_targets[0], "edge.cdn.example");
+        c.insert(&key("www.example."), &cached);
+        // Asked again in another letter case: the same records, names included.
+        let back = c
+            .get(&key("www.example."))
+            .unwrap()
+            .answer(&name("WWW.Example."), RecordType::A);
+        assert_eq!(back.rcode, ResponseCode::NoError);
+        assert!(back.authentic);
+        assert_eq!(back.answers.len(), 2);
+        assert_eq!(back.answers[0].data, a.answers[0].data);
+        assert_eq!(back.answers[1], a.answers[1]);
+        assert!(back.answers[0].name.eq_case(&name("WWW.Example.")));
+        assert!(back.answers[1].ttl <= 60);
+    }
+
+    #[test]
     fn clamps_ttls() {
         let cfg = CacheConfig {
             min_ttl: 60,
@@ -347,11 +439,19 @@ mod tests {
         insert(&c, "short.example.", a_answer("short.example.", 5));
         insert(&c, "long.example.", a_answer("long.example.", 90_000));
         assert_eq!(
-            c.get(&key("short.example.")).unwrap().answer().answers[0].ttl,
+            c.get(&key("short.example."))
+                .unwrap()
+                .answer(&name("short.example."), RecordType::A)
+                .answers[0]
+                .ttl,
             60
         );
         assert_eq!(
-            c.get(&key("long.example.")).unwrap().answer().answers[0].ttl,
+            c.get(&key("long.example."))
+                .unwrap()
+                .answer(&name("long.example."), RecordType::A)
+                .answers[0]
+                .ttl,
             600
         );
     }
@@ -380,7 +480,10 @@ mod tests {
             RData::SOA(soa),
         ));
         insert(&c, "nx.example.", nx);
-        let hit = c.get(&key("nx.example.")).unwrap().answer();
+        let hit = c
+            .get(&key("nx.example."))
+            .unwrap()
+            .answer(&name("nx.example."), RecordType::A);
         assert_eq!(hit.rcode, ResponseCode::NXDomain);
         assert_eq!(hit.authorities[0].ttl, 100);
         insert(&c, "fail.example.", Answer::empty(ResponseCode::ServFail));
