@@ -9,7 +9,52 @@
 //! see a waiting receiver, and a burst is taken in one go.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// The nice value of background threads (see [`spawn_background`]).
+const BACKGROUND_NICE: i32 = 5;
+
+/// Starts a background thread (query log, egress guard, metrics upkeep) at a
+/// lower scheduling priority than the DNS workers: when a query arrives while
+/// such a thread works through a batch on the same core, the worker gets the
+/// core at once (measured on one pinned core at 10k queries/s: p99 0.21 ms
+/// with the log threads at the same priority, 0.07 ms without the log). Nice 5
+/// still leaves them about a quarter of a saturated core, more than the query
+/// log needs to keep up.
+pub fn spawn_background<F, T>(name: &str, f: F) -> std::io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            #[cfg(target_os = "linux")]
+            // SAFETY: setpriority on this thread's own id; integer arguments only.
+            unsafe {
+                libc::setpriority(
+                    libc::PRIO_PROCESS,
+                    libc::gettid() as libc::id_t,
+                    BACKGROUND_NICE,
+                );
+            }
+            f()
+        })
+}
+
+/// Runs `f` on a background-priority thread and waits for it: for work that
+/// starts threads of its own which should inherit the lower priority (sled's
+/// I/O pool and log flusher, started when a database opens).
+pub fn in_background<F, T>(name: &str, f: F) -> std::io::Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    spawn_background(name, f)?
+        .join()
+        .map_err(|_| std::io::Error::other(format!("{name} thread panicked")))
+}
 
 /// Longest nap between polls of an empty queue (bounds the added latency).
 pub const NAP: Duration = Duration::from_millis(5);

@@ -225,9 +225,7 @@ impl Guard {
             repeat_ms: cfg.alerts.repeat_secs.saturating_mul(1000),
             last_alert: std::collections::HashMap::new(),
         };
-        std::thread::Builder::new()
-            .name("dnsguard-guard".into())
-            .spawn(move || worker.run(rx))?;
+        crate::channel::spawn_background("dnsguard-guard", move || worker.run(rx))?;
         Ok(Arc::new(Guard {
             rules: ArcSwap::from_pointee(Rules::new(cfg)),
             tx,

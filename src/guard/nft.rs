@@ -122,9 +122,7 @@ impl Firewall {
         );
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let cfg = cfg.clone();
-        std::thread::Builder::new()
-            .name("dnsguard-nft".into())
-            .spawn(move || Sync::new(cfg).run(rx))?;
+        crate::channel::spawn_background("dnsguard-nft", move || Sync::new(cfg).run(rx))?;
         Ok(Firewall { tx })
     }
 

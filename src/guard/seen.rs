@@ -69,10 +69,15 @@ impl Seen {
             message: e.to_string(),
         };
         // A small cache: the guard thread touches the tree only on memory-set misses.
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
+            .cache_capacity(16 * 1024 * 1024);
+        // sled's I/O and flusher threads inherit the background priority.
+        let db = crate::channel::in_background("guard-open", move || config.open())
+            .map_err(|e| SeenError::Db {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
             .map_err(err)?;
         let tree = db.open_tree("seen").map_err(err)?;
         let mut memory = HashSet::new();

@@ -293,18 +293,13 @@ impl QueryLog {
             Duration::from_millis(config.flush_interval_ms.max(1)),
         );
         handles.extend(
-            std::thread::Builder::new()
-                .name("querylog-wal".into())
-                .spawn(move || {
-                    wal::run_wal_thread(wal, encoder, next_seq, rx, wtx, wal_shared, size, every)
-                })
-                .ok(),
+            crate::channel::spawn_background("querylog-wal", move || {
+                wal::run_wal_thread(wal, encoder, next_seq, rx, wtx, wal_shared, size, every)
+            })
+            .ok(),
         );
         handles.extend(
-            std::thread::Builder::new()
-                .name("querylog-writer".into())
-                .spawn(move || w.run(writer_rx))
-                .ok(),
+            crate::channel::spawn_background("querylog-writer", move || w.run(writer_rx)).ok(),
         );
         QueryLog {
             tx: Mutex::new(Some(tx.clone())),

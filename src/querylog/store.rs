@@ -63,11 +63,13 @@ impl SledStore {
     }
 
     fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
-        sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(4 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
-            .open()
+            .mode(sled::Mode::LowSpace);
+        // sled's I/O and flusher threads inherit the background priority.
+        crate::channel::in_background("querylog-open", move || config.open())
+            .map_err(|e| OpenError::Other(e.to_string()))?
             .map_err(|e| {
                 let msg = e.to_string();
                 if msg.contains("could not acquire lock") {

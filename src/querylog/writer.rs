@@ -295,18 +295,16 @@ impl Writer {
         let (done_tx, done_rx) = channel();
         let store = self.store.clone();
         let wal = self.wal.clone();
-        let spawned = std::thread::Builder::new()
-            .name("querylog-flusher".into())
-            .spawn(move || {
-                for upto in req_rx {
-                    if done_tx
-                        .send(flush_and_trim(&*store, wal.as_ref(), upto))
-                        .is_err()
-                    {
-                        return;
-                    }
+        let spawned = crate::channel::spawn_background("querylog-flusher", move || {
+            for upto in req_rx {
+                if done_tx
+                    .send(flush_and_trim(&*store, wal.as_ref(), upto))
+                    .is_err()
+                {
+                    return;
                 }
-            });
+            }
+        });
         // Without the thread, flushes run inline (as a fallback).
         if let Ok(h) = spawned {
             self.flush_tx = Some(req_tx);

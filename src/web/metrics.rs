@@ -36,9 +36,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
                 .ok()?;
             let upkeep = handle.clone();
-            let spawned = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
+            let spawned = crate::channel::spawn_background("metrics-upkeep", move || {
                     loop {
                         std::thread::sleep(std::time::Duration::from_secs(5));
                         upkeep.run_upkeep();
