@@ -146,7 +146,7 @@ pub struct RateLimiter {
     slip: u32,
     v4_mask: u128,
     v6_mask: u128,
-    exempt: Vec<IpNet>,
+    exempt: crate::netset::NetSet,
     seed: std::hash::RandomState,
     epoch: Instant,
     buckets: Box<[Mutex<[Slot; WAYS]>]>,
@@ -181,7 +181,7 @@ impl RateLimiter {
             // covers the top 96 bits plus the IPv4 prefix.
             v4_mask: prefix_mask(96 + v4),
             v6_mask: prefix_mask(v6),
-            exempt: cfg.exempt_clients.clone(),
+            exempt: crate::netset::NetSet::new(&cfg.exempt_clients),
             seed: std::hash::RandomState::new(),
             epoch: Instant::now(),
             buckets: (0..n_buckets)
@@ -197,7 +197,7 @@ impl RateLimiter {
             return Decision::Answer;
         }
         let client = client.to_canonical();
-        if self.exempt.iter().any(|n| n.contains(&client)) {
+        if self.exempt.contains(client) {
             return Decision::Answer;
         }
         let key = self.key(client);
