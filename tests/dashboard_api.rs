@@ -514,6 +514,14 @@ fn changes_are_validated_applied_live_and_persisted() {
     let r = s.call(&base, "POST", "/api/v1/lists/update", None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["mine"], "Local");
+    // A list file edited on disk is read again by "update now".
+    std::fs::write(&list_file, "listed.fwd.test\nsecond.fwd.test\n").unwrap();
+    let r = s.call(&base, "POST", "/api/v1/lists/update", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        addrs(&ask(dg.addr, "second.fwd.test.", RecordType::A)),
+        ["0.0.0.0"]
+    );
     assert_eq!(
         s.call(&base, "POST", "/api/v1/lists/update?name=nope", None)
             .status,
@@ -534,6 +542,14 @@ fn changes_are_validated_applied_live_and_persisted() {
         addrs(&ask(dg.addr, "listed.fwd.test.", RecordType::A)),
         ["192.0.2.11"]
     );
+    // Nothing that can have changed (no URL or file list): "update now" does not
+    // compile the filter again (seconds of CPU and a memory peak on a Pi).
+    let compiles = || dg.log().matches("filter compiled").count();
+    let before = compiles();
+    assert!(before >= 1, "the server logs its compilations");
+    let r = s.call(&base, "POST", "/api/v1/lists/update", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(compiles(), before);
 
     // Settings: block mode applies now; upstreams are saved for the next start.
     let r = s.call(

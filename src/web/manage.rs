@@ -22,6 +22,7 @@ use super::AppState;
 use super::edit::{self, EditError, RuleKind};
 use crate::config::Config;
 use crate::filter::{Action, BlockReason, GroupConfig, ListConfig, ListKind};
+use crate::lists::{Source, Updated};
 use crate::querylog::{self, Entry, LogRequest, Order};
 
 /// An API failure: status and a message shown to the user.
@@ -234,17 +235,26 @@ pub struct UpdateQuery {
 }
 
 /// `POST /api/v1/lists/update[?name=N]`: downloads URL lists now and applies them.
+/// The filter is compiled again only when something may have changed (a new
+/// download, or a list file): on a Pi that is seconds of CPU and a memory peak.
 pub async fn update_lists(
     State(st): State<AppState>,
     Query(q): Query<UpdateQuery>,
 ) -> Result<Response, ApiError> {
     let cfg = st.live.config.lock().clone();
     let mut results = serde_json::Map::new();
+    let mut changed = false;
     for list in cfg.lists.iter().filter(|l| l.enabled) {
         if q.name.as_ref().is_some_and(|n| *n != list.name) {
             continue;
         }
-        let r = match st.live.lists.update(list).await {
+        let r = st.live.lists.update(list).await;
+        changed |= match &r {
+            Ok(Updated::New { .. }) => true,
+            Ok(Updated::Local) => matches!(Source::of(&list.source), Source::File(_)),
+            Ok(Updated::NotModified) | Err(_) => false,
+        };
+        let r = match r {
             Ok(u) => format!("{u:?}"),
             Err(e) => format!("failed: {e} (kept the last good copy)"),
         };
@@ -255,11 +265,13 @@ pub async fn update_lists(
     {
         return Err(ApiError::NotFound(format!("no enabled list named {n:?}")));
     }
-    let _one_at_a_time = st.edit_lock.lock().await;
-    st.live
-        .apply(cfg)
-        .await
-        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+    if changed {
+        let _one_at_a_time = st.edit_lock.lock().await;
+        st.live
+            .apply(cfg)
+            .await
+            .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
+    }
     Ok(Json(results).into_response())
 }
 
