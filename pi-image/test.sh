@@ -348,13 +348,20 @@ for l in json.loads(sys.stdin.read() or "[]"):
     done
     check "$BLOCKED still blocked (default blocklist)" blocked_a "$BLOCKED"
 
+    # The dnsguard-report lines (every 5 s) the console shows in the next
+    # BIG_LIST_SETTLE seconds.
+    settle_reports() {
+        local from
+        from=$(wc -l <"$serial")
+        for _ in $(seq 1 "$((BIG_LIST_SETTLE * 2))"); do alive; sleep 0.5; done
+        tail -n +"$((from + 1))" "$serial" | grep -a 'dnsguard-report: .*rss_kib=' | tr -d '\r' || true
+    }
+
     # Memory with the list loaded: the dnsguard-report lines (every 5 s) of the next
     # BIG_LIST_SETTLE seconds (dnsguard's malloc_trim runs every 10 s); the last one
     # counts; the highest VmRSS in the window is shown too.
     info "dnsguard's memory with the list loaded (dnsguard-report, next ${BIG_LIST_SETTLE}s)"
-    settle_from=$(wc -l <"$serial")
-    for _ in $(seq 1 "$((BIG_LIST_SETTLE * 2))"); do alive; sleep 0.5; done
-    big_lines=$(tail -n +"$((settle_from + 1))" "$serial" | grep -a 'dnsguard-report: .*rss_kib=' | tr -d '\r' || true)
+    big_lines=$(settle_reports)
     [[ -n $big_lines ]] || die "big list: no dnsguard-report line on the console within ${BIG_LIST_SETTLE}s"
     printf '%s\n' "$big_lines" | sed 's/^.*dnsguard-report: /   /'
     last=$(tail -n 1 <<<"$big_lines")
@@ -414,9 +421,7 @@ time.sleep(0.5)
         check "after the restart: ${probes[1]} A -> 0.0.0.0 (list read from disk)" blocked_a "${probes[1]}"
         check "after the restart: $BLOCKED A -> 0.0.0.0" blocked_a "$BLOCKED"
         info "dnsguard's memory after the restart (dnsguard-report, next ${BIG_LIST_SETTLE}s)"
-        settle_from=$(wc -l <"$serial")
-        for _ in $(seq 1 "$((BIG_LIST_SETTLE * 2))"); do alive; sleep 0.5; done
-        r_lines=$(tail -n +"$((settle_from + 1))" "$serial" | grep -a 'dnsguard-report: .*rss_kib=' | tr -d '\r' || true)
+        r_lines=$(settle_reports)
         [[ -n $r_lines ]] || die "big list: no dnsguard-report line on the console within ${BIG_LIST_SETTLE}s of the restart"
         printf '%s\n' "$r_lines" | sed 's/^.*dnsguard-report: /   /'
         tail -n +"$((restart_from + 1))" "$serial" | grep -a 'dnsguard-report: log:' | tr -d '\r' \
