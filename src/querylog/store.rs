@@ -63,10 +63,14 @@ impl SledStore {
     }
 
     fn open_db(dir: &Path) -> Result<sled::Db, OpenError> {
+        // HighThroughput: less segment cleaning than LowSpace, i.e. fewer rewrites
+        // (SD-card wear) and less background work competing with the DNS path
+        // after a burst (p99 at 10k QPS right after a saturating run, one pinned
+        // core: 0.17/0.22 -> 0.08/0.14 ms blocked/cached), for some disk space.
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(4 * 1024 * 1024)
-            .mode(sled::Mode::LowSpace);
+            .mode(sled::Mode::HighThroughput);
         // sled's I/O and flusher threads inherit the background priority.
         crate::channel::in_background("querylog-open", move || config.open())
             .map_err(|e| OpenError::Other(e.to_string()))?

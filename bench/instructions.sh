@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Instructions per query under callgrind: counts that stay the same on a busy
+# machine, for comparing two builds. dnsguard (release build, 140k-name list,
+# query log on, NSD upstream on loopback) answers 1,000 cache misses to warm up;
+# the counters are zeroed, then 20,000 cached and 20,000 blocked queries are
+# sent at 3,000 QPS. Prints each busy thread's instructions, naming it by its
+# most expensive dnsguard function, and the total per query.
+#
+#   bench/instructions.sh                   # target/release/dnsguard
+#   bench/instructions.sh path/to/dnsguard  # another build
+#
+# Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
+# ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$here/.."
+shared="$root/../shared/bench"
+bin="${1:-$root/target/release/dnsguard}"
+export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
+work="${WORK:-/tmp/dnsguard-instructions}"
+rm -rf "$work"
+mkdir -p "$work"
+[ -f "$BENCH_QUERIES/blocked-small.txt" ] || python3 "$shared/gen_queries.py"
+"$shared/upstream/upstream.sh" start >/dev/null
+head -1000 "$BENCH_QUERIES/cached.txt" >"$work/cached1k.txt"
+for _ in $(seq 20); do cat "$work/cached1k.txt"; done >"$work/cached20k.txt"
+head -20000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked20k.txt"
+cat >"$work/dnsguard.toml" <<TOML
+[server]
+listen = ["127.0.0.1:5340"]
+data_dir = "$work/data"
+log = "warn"
+[resolver]
+upstreams = ["127.0.0.53:5300"]
+timeout_ms = 5000
+[[lists]]
+name = "bench"
+source = "$root/../shared/blocklists/small-140k.domains.txt"
+[list_updates]
+interval_hours = 0
+TOML
+valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg.%p" \
+    "$bin" serve --config "$work/dnsguard.toml" >"$work/server.log" 2>&1 &
+vpid=$!
+trap 'kill -TERM $vpid 2>/dev/null || true; wait $vpid 2>/dev/null || true' EXIT
+ready=""
+for _ in $(seq 300); do
+    if dig +tries=1 +time=2 @127.0.0.1 -p 5340 localhost A >/dev/null 2>&1; then ready=1; break; fi
+    sleep 0.5
+done
+[ -n "$ready" ] || { tail "$work/server.log"; echo "dnsguard did not start under valgrind" >&2; exit 1; }
+dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached1k.txt" -n 1 -Q 500 -t 10 >/dev/null 2>&1
+callgrind_control -z "$vpid" >/dev/null
+dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
+dnsperf -s 127.0.0.1 -p 5340 -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
+sleep 3
+callgrind_control -d "$vpid" >/dev/null
+sleep 2
+total=0
+for f in "$work"/cg.*.1-*; do
+    ir=$(grep -E '^(summary|totals):' "$f" | head -n 1 | awk '{print $2}')
+    [ -n "$ir" ] && [ "$ir" -ge 1000000 ] || continue
+    what=$(callgrind_annotate --inclusive=yes "$f" 2>/dev/null |
+        grep -oE 'dnsguard::[A-Za-z_:]+|sled::[A-Za-z_:]+' | grep -v 'backtrace' | sed -n 4p || true)
+    printf '%14d  %s\n' "$ir" "${what:-?}"
+    total=$((total + ir))
+done
+echo "total: $total instructions, $((total / 40000)) per query"
