@@ -39,6 +39,9 @@ const INITIAL_RTO: Duration = Duration::from_millis(400);
 const EDNS_PAYLOAD: u16 = 1232;
 /// Largest datagram read.
 const RECV_BUFFER: usize = 65_535;
+/// How often a socket's receiver checks, while nothing arrives, whether it has
+/// been retired.
+const RETIRE_POLL: Duration = Duration::from_millis(500);
 
 /// One upstream server spoken to in plain DNS.
 pub struct UdpUpstream {
@@ -59,6 +62,8 @@ struct Sock {
     socket: UdpSocket,
     uses: AtomicU32,
     born: Instant,
+    /// Queries sent on this socket still waiting for their answer.
+    waiting: AtomicU32,
 }
 
 struct Pending {
@@ -208,11 +213,12 @@ impl UdpUpstream {
                     tx,
                 },
             );
+            sock.waiting.fetch_add(1, Ordering::Relaxed);
             key
         };
         packet[..2].copy_from_slice(&(key as u16).to_be_bytes());
         if let Err(e) = sock.socket.send(packet).await {
-            self.inner.pending.lock().remove(&key);
+            self.inner.forget(&sock, key);
             tracing::debug!(upstream = %self.inner.addr, error = %e, "UDP send failed");
             // Unreachable now (ICMP): the next attempt, after the wait, may work.
             tokio::time::sleep(wait).await;
@@ -221,7 +227,7 @@ impl UdpUpstream {
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(bytes)) => Ok(Some(bytes)),
             _ => {
-                self.inner.pending.lock().remove(&key);
+                self.inner.forget(&sock, key);
                 Ok(None)
             }
         }
@@ -271,48 +277,58 @@ impl UdpUpstream {
             socket,
             uses: AtomicU32::new(0),
             born: Instant::now(),
+            waiting: AtomicU32::new(0),
         })
     }
 }
 
+impl Inner {
+    /// Drops an outstanding query that was not answered (timed out, or never sent).
+    fn forget(&self, sock: &Sock, key: u64) {
+        if self.pending.lock().remove(&key).is_some() {
+            sock.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A socket's receiver: hands each datagram to the query it answers. Ends when
-/// the upstream is dropped, or once the socket has left the pool and no answer
-/// can be awaited on it any more.
+/// the upstream is dropped, or once the socket has left the pool and no query
+/// sent on it is still waiting (so retired sockets close within a round trip or
+/// a retransmission timeout, and busy upstreams do not pile up descriptors).
 async fn receive(inner: Weak<Inner>, sock: Arc<Sock>) {
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut retired: Option<Instant> = None;
     loop {
-        let got = tokio::time::timeout(Duration::from_secs(1), sock.socket.recv(&mut buf)).await;
+        let got = tokio::time::timeout(RETIRE_POLL, sock.socket.recv(&mut buf)).await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
         if let Ok(Ok(n)) = got {
-            deliver(&inner, sock.id, &buf[..n]);
+            deliver(&inner, &sock, &buf[..n]);
         }
         // ICMP errors (port unreachable) also surface here: the waiting query
         // retransmits or times out on its own.
-        let in_pool = inner.pool.lock().iter().any(|s| Arc::ptr_eq(s, &sock));
-        if in_pool {
-            retired = None;
-        } else if retired.get_or_insert_with(Instant::now).elapsed() > MAX_AGE {
+        if sock.waiting.load(Ordering::Relaxed) == 0
+            && !inner.pool.lock().iter().any(|s| Arc::ptr_eq(s, &sock))
+        {
             return;
         }
     }
 }
 
 /// Matches an answer to its outstanding query by ID and question.
-fn deliver(inner: &Inner, sock: u32, bytes: &[u8]) {
+fn deliver(inner: &Inner, sock: &Sock, bytes: &[u8]) {
     // A response (QR) with exactly one question.
     if bytes.len() < 12 || bytes[2] & 0x80 == 0 || bytes[4..6] != [0, 1] {
         return;
     }
-    let key = (u64::from(sock) << 16) | u64::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+    let key = (u64::from(sock.id) << 16) | u64::from(u16::from_be_bytes([bytes[0], bytes[1]]));
     let mut pending = inner.pending.lock();
     let matches = pending
         .get(&key)
         .is_some_and(|p| p.question.answered_by(&bytes[12..]));
     if matches && let Some(p) = pending.remove(&key) {
         drop(pending);
+        sock.waiting.fetch_sub(1, Ordering::Relaxed);
         let _ = p.tx.send(bytes.to_vec());
     }
 }
@@ -423,5 +439,57 @@ mod tests {
         let mut wrong_type = packet[12..].to_vec();
         wrong_type[n - 3] = b'a';
         assert!(!question.answered_by(&wrong_type));
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+    use hickory_proto::rr::{Name, RecordType};
+
+    /// A responder on loopback that answers every query with its own bytes, QR set.
+    fn echo_upstream() -> SocketAddr {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                buf[2] |= 0x80;
+                let _ = s.send_to(&buf[..n], from);
+            }
+        });
+        addr
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sockets_rotate_and_retired_ones_close() {
+        let up = UdpUpstream::new(echo_upstream());
+        let q = Query::query(Name::from_ascii("rotate.example.").unwrap(), RecordType::A);
+        let before = open_fds();
+        let n = 2 * POOL * MAX_USES as usize;
+        for _ in 0..n {
+            let m = up.ask(&q, false, Duration::from_secs(2)).await.unwrap();
+            assert_eq!(m.queries[0].name(), q.name());
+        }
+        let opened = up.inner.next_sock.load(Ordering::Relaxed) as usize;
+        assert!(
+            opened > POOL,
+            "{opened} sockets opened for {n} queries: they rotate"
+        );
+        // Retired sockets close once nothing waits on them (within a poll).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let extra = open_fds().saturating_sub(before);
+            if extra <= POOL {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{extra} descriptors still open");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up.srtt().is_some(), "round trips measured");
     }
 }
