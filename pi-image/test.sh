@@ -237,6 +237,8 @@ for _ in $(seq 1 40); do
 done
 grep -a 'dnsguard-report: \(socket\|log\):' "$serial" | tr -d '\r' | sed 's/^.*dnsguard-report: /   /' || true
 grep -a '\[FAILED\]' "$serial" | tr -d '\r' | sed 's/^/   warning: /' || true
+background_niced() { grep -aq 'dnsguard-report: threads:.* querylog-wal=5' "$serial"; }
+check "background threads at nice 5 (setpriority allowed by the unit's system call filter)" background_niced
 # The report's first line (before its first memory line) gives the THP mode.
 thp_madvise() { grep -aq 'dnsguard-report: thp_mode=madvise' "$serial"; }
 check "transparent huge pages: madvise, not always (/etc/tmpfiles.d/transparent-hugepage.conf)" thp_madvise

