@@ -7,6 +7,10 @@
 //! names: 80k → 135k queries/s per core when the log thread polled instead).
 //! Background threads therefore drain their queue, then nap briefly: senders never
 //! see a waiting receiver, and a burst is taken in one go.
+//!
+//! The same concern decides who gets a shared core first: background threads run
+//! at a lower priority ([`spawn_background`]) and threads that answer queries ask
+//! for a short time slice ([`latency_sensitive`]).
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::thread::JoinHandle;
