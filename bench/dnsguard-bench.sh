@@ -5,11 +5,16 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${DNSGUARD:-$here/../target/release/dnsguard}"
 cfg="$BENCH_WORK/dnsguard-bench-$BENCH_PORT.toml"
+data="$BENCH_WORK/dnsguard-data-$BENCH_PORT"
+# Each run starts with an empty query log, as dnsmasq and unbound start without state
+# (BENCH_KEEP_DATA=1 keeps it: a log of millions of entries from earlier runs adds
+# to startup time and ready RSS).
+[ "${BENCH_KEEP_DATA:-0}" = 1 ] || rm -rf "$data"
 mkdir -p "$BENCH_WORK"
 cat > "$cfg" <<TOML
 [server]
 listen = ["$BENCH_ADDR:$BENCH_PORT"]
-data_dir = "$BENCH_WORK/dnsguard-data-$BENCH_PORT"
+data_dir = "$data"
 log = "warn"
 [resolver]
 upstreams = ["$BENCH_UPSTREAM"]
