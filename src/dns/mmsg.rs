@@ -3,12 +3,19 @@
 //! the replies written in place in one more. The per-packet work in the kernel
 //! stays; the per-call cost is shared by the batch.
 //!
+//! [`watch`] registers a worker's socket with its runtime, so the worker waits
+//! for queries without blocking the thread's other tasks.
+//!
 //! This is the only `unsafe` of the DNS path: the message headers point into
 //! buffers the [`Batch`] owns and never moves (boxed slices, allocated once).
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// Receive and reply buffers for `size` datagrams, with their headers.
 pub struct Batch {
@@ -66,9 +73,9 @@ impl Batch {
         b
     }
 
-    /// Waits (up to the socket's read timeout) for at least one datagram and
-    /// takes every one already queued, up to the batch size. Returns how many.
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    /// Takes every datagram already queued, up to the batch size, without
+    /// waiting: `WouldBlock` when there is none (wait with [`watch`]).
+    pub fn try_recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         self.received = 0;
         self.queued = 0;
         let n = self.in_hdr.len();
@@ -90,7 +97,7 @@ impl Batch {
                 socket.as_raw_fd(),
                 self.in_hdr.as_mut_ptr(),
                 n as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                libc::MSG_WAITFORONE | libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
         };
@@ -167,6 +174,14 @@ impl Batch {
     }
 }
 
+/// Registers `socket` with the current tokio runtime, to wait until it is
+/// readable before [`Batch::try_recv`].
+pub fn watch(socket: Arc<UdpSocket>) -> io::Result<AsyncFd<Arc<UdpSocket>>> {
+    // SAFETY: the `Arc` the `AsyncFd` holds keeps the socket, and so its file
+    // descriptor, open and unchanged for as long as the registration lives.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)
+}
+
 /// `n` all-zero values of a C struct.
 ///
 /// # Safety
@@ -206,12 +221,29 @@ fn sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
+    /// Waits (at most 5 s) until `s` has a datagram queued.
+    fn wait_readable(s: &UdpSocket) {
+        let mut p = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a socket this test owns.
+        let n = unsafe { libc::poll(&mut p, 1, 5000) };
+        assert_eq!(n, 1, "no datagram within 5 s");
+    }
+
+    #[test]
+    fn an_empty_socket_would_block() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batch = Batch::new(2, 64);
+        let e = batch.try_recv(&server).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
     #[test]
     fn receives_a_burst_and_replies_to_each_sender() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
         let clients: Vec<UdpSocket> = (0..5)
             .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
@@ -222,7 +254,8 @@ mod tests {
         let mut batch = Batch::new(4, 512);
         let mut seen = 0;
         while seen < clients.len() {
-            let n = batch.recv(&server).unwrap();
+            wait_readable(&server);
+            let n = batch.try_recv(&server).unwrap();
             assert!((1..=4).contains(&n));
             for i in 0..n {
                 let (packet, from, out) = batch.slot(i);
@@ -253,13 +286,11 @@ mod tests {
         let Ok(server) = UdpSocket::bind("[::1]:0") else {
             return; // no IPv6 loopback in this sandbox
         };
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
         let client = UdpSocket::bind("[::1]:0").unwrap();
         client.send_to(b"q", server.local_addr().unwrap()).unwrap();
         let mut batch = Batch::new(2, 64);
-        assert_eq!(batch.recv(&server).unwrap(), 1);
+        wait_readable(&server);
+        assert_eq!(batch.try_recv(&server).unwrap(), 1);
         let (_, from, out) = batch.slot(0);
         assert_eq!(from, Some(client.local_addr().unwrap()));
         out[0] = b'r';

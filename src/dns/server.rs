@@ -61,8 +61,7 @@ impl DnsServer {
             local_addrs.push(bound);
         }
         let limiter = Arc::new(RateLimiter::new(rate_limit));
-        let runtime = tokio::runtime::Handle::current();
-        let udp = UdpService::start(udp_sockets, pipeline, limiter, runtime)?;
+        let udp = UdpService::start(udp_sockets, pipeline, limiter)?;
         Ok(Self {
             udp,
             tcp: tcp_tasks,
