@@ -10,16 +10,12 @@
 # Needs (Debian): dnsmasq nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use).
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$here/.."
-shared="$root/../shared/bench"
+source "$(dirname "$0")/common.sh"
 secs="${SECONDS_PER_MIX:-10}"
-export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
 work="${WORK:-/tmp/dnsguard-capacity}"
 list="$root/../shared/blocklists/big-1.6m.domains.txt"
 mkdir -p "$work"
-[ -f "$BENCH_QUERIES/blocked.txt" ] || python3 "$shared/gen_queries.py"
-"$shared/upstream/upstream.sh" start >/dev/null
+start_upstream
 (cd "$root" && cargo build --release --locked -q)
 
 # dnsguard: the bench wrapper's config (forward to the NSD upstream, list, log on).

@@ -12,16 +12,12 @@
 # Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$here/.."
-shared="$root/../shared/bench"
+source "$(dirname "$0")/common.sh"
 bin="${1:-$root/target/release/dnsguard}"
-export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
 work="${WORK:-/tmp/dnsguard-instructions}"
 rm -rf "$work"
 mkdir -p "$work"
-[ -f "$BENCH_QUERIES/blocked-small.txt" ] || python3 "$shared/gen_queries.py"
-"$shared/upstream/upstream.sh" start >/dev/null
+start_upstream
 head -1000 "$BENCH_QUERIES/cached.txt" >"$work/cached1k.txt"
 for _ in $(seq 20); do cat "$work/cached1k.txt"; done >"$work/cached20k.txt"
 head -20000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked20k.txt"

@@ -10,12 +10,8 @@
 #
 # Needs (Debian): dnsperf dnsmasq unbound nsd bind9-dnsutils knot-dnsutils.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$here/.."
-shared="$root/../shared/bench"
-export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
+source "$(dirname "$0")/common.sh"
 export WORK="${WORK:-/tmp/dnsbench}"
-[ -f "$BENCH_QUERIES/blocked.txt" ] || python3 "$shared/gen_queries.py"
 (cd "$root" && cargo build --release --locked)
 python3 "$shared/dnsbench.py" compare --list big \
     --server "dnsguard|5310|$here/dnsguard-bench.sh" \

@@ -12,16 +12,12 @@
 #
 # Needs (Debian): dnsperf nsd bind9-dnsutils python3.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$here/.."
-shared="$root/../shared/bench"
+source "$(dirname "$0")/common.sh"
 minutes="${SOAK_MINUTES:-10}"
 load="${SOAK_LOAD:-80}"
-export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
 work="${WORK:-/tmp/dnsguard-soak}"
 mkdir -p "$work"
-[ -f "$BENCH_QUERIES/blocked.txt" ] || python3 "$shared/gen_queries.py"
-"$shared/upstream/upstream.sh" start >/dev/null
+start_upstream
 (cd "$root" && cargo build --release --locked -q)
 
 mix="$work/mix.txt"

@@ -1,0 +1,15 @@
+# Sourced by the bench scripts: where things are, and the shared query files.
+#   here    this directory          root    the repository
+#   shared  ../shared/bench (the harness, query generator and NSD upstream)
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$here/.."
+shared="$root/../shared/bench"
+export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
+# The query files of ../shared/bench/gen_queries.py, made on first use.
+[ -f "$BENCH_QUERIES/blocked.txt" ] && [ -f "$BENCH_QUERIES/blocked-small.txt" ] ||
+    python3 "$shared/gen_queries.py"
+
+# Starts the loopback NSD upstream (127.0.0.53:5300) unless it runs already.
+start_upstream() {
+    "$shared/upstream/upstream.sh" start >/dev/null
+}
