@@ -14,12 +14,13 @@
 //! logged exactly once either way.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
-
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::BinEncoder;
@@ -27,6 +28,7 @@ use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
+use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::mmsg::{self, Batch};
@@ -42,12 +44,11 @@ const BATCH: usize = 32;
 /// Batches answered in a row at most before the worker lets its runtime's
 /// tasks and I/O run (sooner when a batch started a task).
 const YIELD_EVERY: u32 = 16;
-/// How often an idle worker checks whether it should stop.
-const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// The running UDP workers.
 pub struct UdpService {
-    stop: Arc<AtomicBool>,
+    /// Dropping one stops its worker (no timer to look at a flag).
+    stops: Vec<oneshot::Sender<()>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -59,7 +60,7 @@ impl UdpService {
         pipeline: Arc<Pipeline>,
         limiter: Arc<RateLimiter>,
     ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let mut stops = Vec::with_capacity(sockets.len());
         let handler = Handler::new(pipeline.clone());
         let mut workers = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -68,23 +69,24 @@ impl UdpService {
                 pipeline: pipeline.clone(),
                 handler: handler.clone(),
                 limiter: limiter.clone(),
-                stop: stop.clone(),
                 handed_off: Cell::new(0),
             };
+            let (stop, stopped) = oneshot::channel();
+            stops.push(stop);
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
                 .spawn(move || {
                     crate::channel::latency_sensitive();
-                    worker.run()
+                    worker.run(stopped)
                 })?;
             workers.push(thread);
         }
-        Ok(Self { stop, workers })
+        Ok(Self { stops, workers })
     }
 
-    /// Stops the workers (each notices within [`STOP_POLL`]) and waits for them.
+    /// Stops the workers and waits for them.
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stops);
         for w in self.workers {
             let _ = w.join();
         }
@@ -96,7 +98,6 @@ struct Worker {
     pipeline: Arc<Pipeline>,
     handler: Handler,
     limiter: Arc<RateLimiter>,
-    stop: Arc<AtomicBool>,
     /// Full-path tasks started since the worker last let its tasks run.
     handed_off: Cell<u32>,
 }
@@ -105,7 +106,7 @@ impl Worker {
     /// Serves the socket on a runtime of this thread's own: the queries it hands
     /// to the full path (cache misses above all) run here too, between batches,
     /// so a miss costs no hand-off to another thread and no context switch.
-    fn run(self) {
+    fn run(self, stopped: oneshot::Receiver<()>) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -116,10 +117,10 @@ impl Worker {
                 return;
             }
         };
-        runtime.block_on(self.serve());
+        runtime.block_on(self.serve(stopped));
     }
 
-    async fn serve(&self) {
+    async fn serve(&self, mut stopped: oneshot::Receiver<()>) {
         let ready = match mmsg::watch(self.socket.clone()) {
             Ok(fd) => fd,
             Err(e) => {
@@ -129,14 +130,21 @@ impl Worker {
         };
         let mut batch = Batch::new(BATCH, BUFFER);
         let mut batches = 0;
-        while !self.stop.load(Ordering::Relaxed) {
-            let mut guard = match tokio::time::timeout(STOP_POLL, ready.readable()).await {
-                Ok(Ok(guard)) => guard,
-                Ok(Err(e)) => {
+        loop {
+            // The next datagram, or the service stopping.
+            let next = std::future::poll_fn(|cx| {
+                if Pin::new(&mut stopped).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                ready.poll_read_ready(cx).map(Some)
+            });
+            let mut guard = match next.await {
+                Some(Ok(guard)) => guard,
+                Some(Err(e)) => {
                     tracing::error!(error = %e, "UDP socket watch failed");
                     return;
                 }
-                Err(_) => continue, // idle: look at the stop flag again
+                None => return,
             };
             // Every queued datagram, a batch at a time; between batches the
             // full-path queries and upstream replies of this thread get their turn.
@@ -175,6 +183,10 @@ impl Worker {
                 if self.handed_off.replace(0) > 0 || batches >= YIELD_EVERY {
                     batches = 0;
                     tokio::task::yield_now().await;
+                    // A flood never drains the socket: look for a stop here too.
+                    if !matches!(stopped.try_recv(), Err(TryRecvError::Empty)) {
+                        return;
+                    }
                 }
                 if drained {
                     break;
