@@ -31,9 +31,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
 use super::Question;
 use super::block::blocked_answer;
@@ -189,6 +189,27 @@ pub struct Screened {
     pub started: Instant,
     /// The same moment in unix milliseconds (for the log and the detector).
     pub now_ms: u64,
+}
+
+/// What the cache holds for a screened question, as the UDP fast path sees it.
+pub enum Lookup {
+    /// A fresh answer the client may have as it is.
+    Hit(Hit),
+    /// Nothing fresh: ask the resolver ([`Pipeline::fetch`]), then answer alike.
+    Miss,
+    /// The full path decides: a local name, ANY, a name too long to cache, or a
+    /// cached answer that must be replaced or cannot be written in place.
+    Full,
+}
+
+/// An answer [`Pipeline::fetch`] got (or a stale one it fell back to).
+pub struct Fetched {
+    /// The answer as the cache holds it.
+    pub hit: Hit,
+    /// The upstream that answered, or [`Source::Stale`].
+    pub source: Source,
+    /// The resolver's answer itself (`None` for a stale one).
+    pub answer: Option<Answer>,
 }
 
 /// `"line N"` for the log, memoised per thread: a blocked name's rule is logged on
@@ -363,9 +384,9 @@ impl Pipeline {
         Screen::Pass(verdict, score)
     }
 
-    /// For the fast path: a fresh cached answer that `client` may have as it is
-    /// (not a local name, not ANY, passing CNAME cloaking and rebinding checks).
-    /// `None` means "take the full path".
+    /// For the fast path: what the cache holds for a screened question that
+    /// `client` may have as it is (not a local name, not ANY, passing CNAME
+    /// cloaking and rebinding checks).
     pub fn cached_answer(
         &self,
         client: IpAddr,
@@ -374,15 +395,68 @@ impl Pipeline {
         dnssec_ok: bool,
         policy: &Policy,
         verdict: &Verdict,
-    ) -> Option<Hit> {
+    ) -> Lookup {
         if qtype == u16::from(RecordType::ANY) || self.local.answer(name, qtype.into()).is_some() {
-            return None;
+            return Lookup::Full;
         }
-        let hit = self.cache.get(&Key::new(name, qtype, dnssec_ok)?)?;
-        hit.cached.wire()?;
-        self.screen_answer(policy, client, verdict, name, qtype, &hit.cached)
-            .is_none()
-            .then_some(hit)
+        let Some(key) = Key::new(name, qtype, dnssec_ok) else {
+            return Lookup::Full;
+        };
+        let Some(hit) = self.cache.get(&key) else {
+            return Lookup::Miss;
+        };
+        if hit.cached.wire().is_none()
+            || self
+                .screen_answer(policy, client, verdict, name, qtype, &hit.cached)
+                .is_some()
+        {
+            return Lookup::Full;
+        }
+        Lookup::Hit(hit)
+    }
+
+    /// Step 6 for a question the cache cannot answer: asks the resolver and caches
+    /// its answer (under `key`, when the name can be a key). On failure, a stale
+    /// answer (RFC 8767) if there is one, else why there is none. Both front ends
+    /// call it; the resolver's own `Answer` comes back too, so the hickory front
+    /// end need not rebuild it from the cache's wire form.
+    pub async fn fetch(
+        &self,
+        query: &Query,
+        name: &LowerName,
+        key: Option<&Key>,
+        dnssec_ok: bool,
+        checking_disabled: bool,
+    ) -> Result<Fetched, Source> {
+        let (result, upstream) = self
+            .router
+            .resolve(query, name, dnssec_ok, checking_disabled)
+            .await;
+        match result {
+            Ok(answer) => {
+                let resolved = Cached::new(&answer, query.name(), query.query_type());
+                if let Some(k) = key {
+                    self.cache.insert(k, &resolved);
+                }
+                Ok(Fetched {
+                    hit: Hit {
+                        cached: Arc::new(resolved),
+                        ttl_left: u32::MAX,
+                        stale: false,
+                    },
+                    source: Source::Upstream(upstream),
+                    answer: Some(answer),
+                })
+            }
+            Err(e) => {
+                let name = query.name().to_ascii();
+                self.fail(key, &name, e).map(|hit| Fetched {
+                    hit,
+                    source: Source::Stale,
+                    answer: None,
+                })
+            }
+        }
     }
 
     /// Steps 4–7 for a question that passed screening.
@@ -411,31 +485,24 @@ impl Pipeline {
         let (hit, source) = match cached {
             Some(hit) => (hit, Source::Cache),
             None => {
-                let (result, upstream) = self
-                    .router
-                    .resolve(&q.query, &q.name, q.dnssec_ok, q.checking_disabled)
+                let fetched = self
+                    .fetch(
+                        &q.query,
+                        &q.name,
+                        key.as_ref(),
+                        q.dnssec_ok,
+                        q.checking_disabled,
+                    )
                     .await;
-                match result {
-                    Ok(answer) => {
-                        let resolved = Cached::new(&answer, q.query.name(), q.qtype());
-                        if let Some(k) = &key {
-                            self.cache.insert(k, &resolved);
-                        }
-                        fresh = Some(answer);
-                        let hit = Hit {
-                            cached: Arc::new(resolved),
-                            ttl_left: u32::MAX,
-                            stale: false,
-                        };
-                        (hit, Source::Upstream(upstream))
+                match fetched {
+                    Ok(f) => {
+                        fresh = f.answer;
+                        (f.hit, f.source)
                     }
-                    Err(e) => match self.fail(key.as_ref(), name, e) {
-                        Ok(stale) => (stale, Source::Stale),
-                        Err(failed) => {
-                            let answer = Answer::empty(ResponseCode::ServFail);
-                            return reply(answer, failed, v, s);
-                        }
-                    },
+                    Err(failed) => {
+                        let answer = Answer::empty(ResponseCode::ServFail);
+                        return reply(answer, failed, v, s);
+                    }
                 }
             }
         };
@@ -458,7 +525,7 @@ impl Pipeline {
     /// hidden behind a first-party CNAME is still blocked, unless the query name
     /// itself was explicitly allowed) and rebinding protection. `Some` when the
     /// answer must be replaced by the block answer.
-    fn screen_answer(
+    pub fn screen_answer(
         &self,
         policy: &Policy,
         client: IpAddr,
@@ -635,8 +702,7 @@ fn record_metrics(e: &Entry, source: &Source, elapsed: std::time::Duration) {
         Source::Cache | Source::Stale => m.cache_hits.increment(1),
         Source::Upstream(label) => {
             m.cache_misses.increment(1);
-            metrics::histogram!("dnsguard_upstream_duration_seconds", "upstream" => label.to_string())
-                .record(elapsed.as_secs_f64());
+            upstream_histogram(label).record(elapsed.as_secs_f64());
         }
         Source::Failed(_) => {
             m.cache_misses.increment(1);
@@ -647,6 +713,31 @@ fn record_metrics(e: &Entry, source: &Source, elapsed: std::time::Duration) {
     if e.flagged {
         m.tunnel_flags.increment(1);
     }
+}
+
+/// The upstream-duration histogram of `label`, registered once per thread and
+/// upstream (a registration hashes and allocates the label).
+fn upstream_histogram(label: &Arc<str>) -> metrics::Histogram {
+    thread_local! {
+        static HANDLES: std::cell::RefCell<Vec<(Arc<str>, metrics::Histogram)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        if let Some((_, handle)) = h.iter().find(|(l, _)| l == label) {
+            return handle.clone();
+        }
+        let handle = metrics::histogram!(
+            "dnsguard_upstream_duration_seconds",
+            "upstream" => label.to_string()
+        );
+        // Upstreams are few; a reload with new labels starts the memo afresh.
+        if h.len() >= 64 {
+            h.clear();
+        }
+        h.push((label.clone(), handle.clone()));
+        handle
+    })
 }
 
 /// Query types with their own label; everything else is `other`.

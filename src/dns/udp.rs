@@ -15,14 +15,15 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use hickory_proto::rr::Record;
+use hickory_proto::op::Query;
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
@@ -32,10 +33,12 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::mmsg::{self, Batch};
-use super::pipeline::{Outcome, Pipeline, Screen, Screened};
+use super::pipeline::{Lookup, Outcome, Pipeline, Policy, Screen, Screened, Source};
 use super::ratelimit::{Decision, RateLimiter};
-use super::wire::{self, FastQuery, Reply};
+use super::wire::{self, FastQuery, Reply, TooBig};
+use crate::filter::Verdict;
 use crate::querylog;
+use crate::resolve::cache::{Hit, Key};
 
 /// Receive and reply buffer size: larger queries are not DNS over UDP.
 const BUFFER: usize = 4096;
@@ -225,8 +228,17 @@ impl Worker {
         }));
         match fast {
             Ok(Fast::Reply(len)) => Some(len),
+            Ok(Fast::Miss(screened)) => {
+                self.miss(packet, client, screened);
+                None
+            }
             Ok(Fast::Full(screened)) => {
-                self.full(packet, client, screened, out);
+                if let Some((request, reply)) = parse_full(&self.socket, packet, client, out) {
+                    let handler = self.handler.clone();
+                    self.spawn(async move {
+                        handler.answer(&request, reply, screened).await;
+                    });
+                }
                 None
             }
             Err(_) => {
@@ -236,32 +248,60 @@ impl Worker {
         }
     }
 
-    /// Hands a query to hickory's parser and the async pipeline.
-    fn full(&self, packet: &[u8], client: SocketAddr, screened: Option<Screened>, out: &mut [u8]) {
-        let request = match Request::from_bytes(packet.to_vec(), client, Protocol::Udp) {
-            Ok(r) if r.metadata.message_type == hickory_proto::op::MessageType::Query => r,
-            Ok(_) => return, // a response: never answered (no reflection)
-            Err(_) => {
-                if let Some(len) = wire::format_error(packet, out) {
-                    send(&self.socket, &out[..len], client);
-                }
-                return;
-            }
-        };
-        let max_size = request
-            .edns
-            .as_ref()
-            .map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD));
-        let reply = UdpReply {
-            socket: self.socket.clone(),
-            client,
-            max_size,
-        };
+    /// A cache miss: a task on this thread asks the resolver and answers as a
+    /// cache hit is answered, written in place and sent from this socket. Only an
+    /// answer that cannot be written in place (too big for the client, records
+    /// kept parsed) goes on to hickory's full path, which finds it cached.
+    fn miss(&self, packet: &[u8], client: SocketAddr, screened: Screened) {
+        let packet: Box<[u8]> = packet.into();
+        let (pipeline, socket) = (self.pipeline.clone(), self.socket.clone());
         let handler = self.handler.clone();
-        self.handed_off.set(self.handed_off.get() + 1);
-        tokio::spawn(async move {
-            handler.answer(&request, reply, screened).await;
+        self.spawn(async move {
+            let mut out = Vec::new();
+            if let Some(len) = answer_miss(&pipeline, &packet, client, &screened, &mut out).await {
+                send(&socket, &out[..len], client);
+            } else if let Some((request, reply)) = parse_full(&socket, &packet, client, &mut out) {
+                handler.answer(&request, reply, Some(screened)).await;
+            }
         });
+    }
+
+    /// Starts a task on this worker's runtime; it runs between batches.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.handed_off.set(self.handed_off.get() + 1);
+        tokio::spawn(task);
+    }
+}
+
+/// Hickory's parse of a query for the full path, with the sender of its reply
+/// (truncated to the client's UDP size). What hickory cannot parse gets FORMERR
+/// (written in `out`); a response is never answered (no reflection).
+fn parse_full(
+    socket: &Arc<UdpSocket>,
+    packet: &[u8],
+    client: SocketAddr,
+    out: &mut [u8],
+) -> Option<(Request, UdpReply)> {
+    match Request::from_bytes(packet.to_vec(), client, Protocol::Udp) {
+        Ok(request) if request.metadata.message_type == hickory_proto::op::MessageType::Query => {
+            let max_size = request
+                .edns
+                .as_ref()
+                .map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD));
+            let reply = UdpReply {
+                socket: socket.clone(),
+                client,
+                max_size,
+            };
+            Some((request, reply))
+        }
+        Ok(_) => None,
+        Err(_) => {
+            if let Some(len) = wire::format_error(packet, out) {
+                send(socket, &out[..len], client);
+            }
+            None
+        }
     }
 }
 
@@ -270,8 +310,21 @@ impl Worker {
 pub enum Fast {
     /// The reply is in the buffer, this long.
     Reply(usize),
+    /// Nothing fresh in the cache: resolve, then answer in place ([`answer_miss`]).
+    Miss(Screened),
     /// Take the full path; `Some` when the screening steps already ran.
     Full(Option<Screened>),
+}
+
+/// What a reply written in place says.
+enum Says {
+    /// A cached (or just fetched) answer, and where it came from.
+    Answer(Hit, Source),
+    /// The group's block answer for this verdict (the filter's, or a CNAME
+    /// target's), and why.
+    Blocked(Verdict, Source),
+    /// A bare response code, and why.
+    Rcode(u8, Source),
 }
 
 /// The fast path for one packet from `client`: answers it into `out` when that
@@ -285,71 +338,147 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
     let now_ms = querylog::now_ms();
     let policy = pipeline.policy_guard();
     let ip = client.ip();
-    let name = q.name();
-    let screen = pipeline.screen(ip, name, q.qtype, &policy, now_ms);
+    let screen = pipeline.screen(ip, q.name(), q.qtype, &policy, now_ms);
     let screened = Screened {
         screen,
         started,
         now_ms,
     };
-    let full = Fast::Full(Some(screened));
-    let written = match screen {
+    let says = match screen {
+        Screen::Refused => Says::Rcode(5, Source::Refused),
+        Screen::Tunnel(..) => Says::Rcode(5, Source::Tunnel),
+        Screen::Canary => Says::Rcode(3, Source::Local),
+        Screen::Blocked(v) => Says::Blocked(v, Source::Blocked),
         Screen::Pass(verdict, _) => {
-            let Some(hit) =
-                pipeline.cached_answer(ip, name, q.qtype, q.dnssec_ok(), &policy, &verdict)
-            else {
-                return full;
-            };
-            let cached = &hit.cached;
-            let Some(body) = cached.wire() else {
-                return full;
-            };
-            let ad = cached.authentic && (q.dnssec_ok() || q.ad);
-            let rcode = u16::from(cached.rcode) as u8;
-            let Ok(mut reply) = Reply::start(out, packet, &q, rcode, ad) else {
-                return full;
-            };
-            if reply.body(body, hit.ttl_left).is_err() {
-                return full;
+            let dnssec_ok = q.dnssec_ok();
+            match pipeline.cached_answer(ip, q.name(), q.qtype, dnssec_ok, &policy, &verdict) {
+                Lookup::Hit(hit) => Says::Answer(hit, Source::Cache),
+                Lookup::Miss => return Fast::Miss(screened),
+                Lookup::Full => return Fast::Full(Some(screened)),
             }
-            let summary = cached.has_answers.then(|| cached.summary.clone());
-            reply
-                .finish(&q)
-                .map(|len| (len, summary, Some((hit.cached.clone(), hit.ttl_left))))
-        }
-        Screen::Refused | Screen::Canary | Screen::Blocked(_) | Screen::Tunnel(..) => {
-            let rcode = match screen {
-                Screen::Refused | Screen::Tunnel(..) => 5,
-                Screen::Canary => 3,
-                _ => 0,
-            };
-            let Ok(mut reply) = Reply::start(out, packet, &q, rcode, false) else {
-                return full;
-            };
-            if let Screen::Blocked(v) = screen {
-                let (mode, ttl) = policy.filter.group_block(v.group);
-                if reply.blocked(mode, ttl, q.qtype).is_err() {
-                    return full;
-                }
-            }
-            reply.finish(&q).map(|len| (len, None, None))
         }
     };
-    let Ok((len, summary, cached)) = written else {
-        return full; // too big for the client: hickory truncates properly
+    match respond(pipeline, &policy, packet, &q, ip, &screened, &says, out) {
+        Some(len) => Fast::Reply(len),
+        None => Fast::Full(Some(screened)), // too big for the client: hickory truncates
+    }
+}
+
+/// Resolves a query the fast path found no fresh cache entry for ([`Fast::Miss`])
+/// and writes its reply into `out` (sized here) as a cache hit's is written,
+/// logging it. `None` (nothing logged) when the answer cannot be written in
+/// place: the caller hands the query to the full path, which finds the answer
+/// cached (a stale one is asked for again first).
+pub async fn answer_miss(
+    pipeline: &Pipeline,
+    packet: &[u8],
+    client: SocketAddr,
+    screened: &Screened,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let q = FastQuery::parse(packet)?;
+    let Screen::Pass(verdict, _) = screened.screen else {
+        return None;
     };
-    let (source, verdict, score) = screen.outcome_parts();
+    let mut qname = Name::from_ascii(q.name()).ok()?;
+    qname.set_fqdn(true);
+    let query = Query::query(qname.clone(), RecordType::from(q.qtype));
+    let key = Key::new(q.name(), q.qtype, q.dnssec_ok());
+    let fetched = pipeline
+        .fetch(
+            &query,
+            &LowerName::new(&qname),
+            key.as_ref(),
+            q.dnssec_ok(),
+            q.cd,
+        )
+        .await;
+    let policy = pipeline.policy_guard();
+    let ip = client.ip();
+    let says = match fetched {
+        Ok(f) => {
+            let cached = &f.hit.cached;
+            match pipeline.screen_answer(&policy, ip, &verdict, q.name(), q.qtype, cached) {
+                Some((source, by)) => Says::Blocked(by, source),
+                None if cached.wire().is_some() => Says::Answer(f.hit, f.source),
+                None => return None,
+            }
+        }
+        Err(failed) => Says::Rcode(2, failed),
+    };
+    out.resize(q.max_reply(), 0);
+    respond(pipeline, &policy, packet, &q, ip, screened, &says, out)
+}
+
+/// Writes the reply to `q` that `says` into `out` and logs the query. `None`
+/// (nothing logged) when it cannot be written in place.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    pipeline: &Pipeline,
+    policy: &Policy,
+    packet: &[u8],
+    q: &FastQuery,
+    ip: IpAddr,
+    screened: &Screened,
+    says: &Says,
+    out: &mut [u8],
+) -> Option<usize> {
+    let len = write(policy, packet, q, says, out).ok()?;
+    let (_, screen_verdict, score) = screened.screen.outcome_parts();
+    let (source, verdict, hit) = match says {
+        Says::Answer(hit, source) => (source, screen_verdict, Some(hit)),
+        Says::Blocked(by, source) => (source, Some(by), None),
+        Says::Rcode(_, source) => (source, screen_verdict, None),
+    };
     let outcome = Outcome {
         rcode: u16::from(out[3] & 0x0F),
-        source: &source,
+        source,
         verdict,
         score,
-        summary,
-        addrs: cached.as_ref().map_or(&[], |(c, _)| &c.addrs[..]),
-        ttl_cap: cached.as_ref().map_or(u32::MAX, |(_, ttl)| *ttl),
+        summary: hit
+            .filter(|h| h.cached.has_answers)
+            .map(|h| h.cached.summary.clone()),
+        addrs: hit.map_or(&[], |h| &h.cached.addrs[..]),
+        ttl_cap: hit.map_or(u32::MAX, |h| h.ttl_left),
     };
-    pipeline.record(ip, Arc::from(name), q.qtype, &policy, &outcome, &screened);
-    Fast::Reply(len)
+    pipeline.record(ip, Arc::from(q.name()), q.qtype, policy, &outcome, screened);
+    Some(len)
+}
+
+/// The wire form of [`respond`]'s reply.
+fn write(
+    policy: &Policy,
+    packet: &[u8],
+    q: &FastQuery,
+    says: &Says,
+    out: &mut [u8],
+) -> Result<usize, TooBig> {
+    let (rcode, ad) = match says {
+        Says::Answer(hit, _) => (
+            u16::from(hit.cached.rcode) as u8,
+            hit.cached.authentic && (q.dnssec_ok() || q.ad),
+        ),
+        Says::Blocked(..) => (0, false),
+        Says::Rcode(rcode, _) => (*rcode, false),
+    };
+    let mut reply = Reply::start(out, packet, q, rcode, ad)?;
+    match says {
+        Says::Answer(hit, _) => {
+            let body = hit.cached.wire().ok_or(TooBig)?;
+            if hit.stale {
+                // RFC 8767: every record of a stale answer carries the stale TTL.
+                reply.body(&body.map_ttls(|_| hit.ttl_left), hit.ttl_left)?;
+            } else {
+                reply.body(body, hit.ttl_left)?;
+            }
+        }
+        Says::Blocked(v, _) => {
+            let (mode, ttl) = policy.filter.group_block(v.group);
+            reply.blocked(mode, ttl, q.qtype)?;
+        }
+        Says::Rcode(..) => {}
+    }
+    reply.finish(q)
 }
 
 fn send(socket: &UdpSocket, reply: &[u8], client: SocketAddr) {
