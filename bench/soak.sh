@@ -4,7 +4,8 @@
 # 3 forwarded to the NSD upstream (unique names), 1 tunnel-like name (flagged).
 # First a 10 s saturation run of the same mix measures the maximum; the soak then
 # runs at SOAK_LOAD percent of it (default 80) for SOAK_MINUTES (default 10).
-# Prints dnsperf's result (lost queries, rcodes), the RSS curve (every 10 s, also in
+# Prints dnsperf's result (lost queries, rcodes), the kernel's UDP receive-buffer
+# drops during the soak, the RSS curve (every 10 s, also in
 # $WORK/soak-rss.csv) and the query log's dropped-entry and write-error counts.
 #
 #   bench/soak.sh
@@ -68,9 +69,14 @@ echo "seconds,rss_mb" >"$work/soak-rss.csv"
     done
 ) &
 sampler=$!
+# Datagrams the kernel dropped from full receive buffers (any UDP socket here:
+# dnsguard's, dnsperf's, NSD's), to tell them from queries dnsguard lost.
+rcvbuf_errors() { awk '/^Udp:/ {if (!n) {for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; n = 1} else print $c}' /proc/net/snmp; }
+drops_before=$(rcvbuf_errors)
 timeout $((minutes * 60 + 60)) dnsperf -s 127.0.0.1 -p 5330 -d "$mix" -c 4 -q 500 \
     -Q "$rate" -l $((minutes * 60)) 2>&1 | sed -n '/Statistics/,$p' | head -30
 kill "$sampler" 2>/dev/null || true
+echo "== UDP receive-buffer drops during the soak (kernel, all sockets): $(($(rcvbuf_errors) - drops_before))"
 echo "== RSS (MB) every 10 s"
 tail -n +2 "$work/soak-rss.csv" | cut -d, -f2 | tr '\n' ' '
 echo
