@@ -22,23 +22,7 @@ start_upstream
 (cd "$root" && cargo build --release --locked -q)
 
 mix="$work/mix.txt"
-python3 - "$BENCH_QUERIES" "$mix" <<'PY'
-import base64, random, sys
-src, out = sys.argv[1], sys.argv[2]
-rnd = random.Random(7)
-blocked = open(f"{src}/blocked.txt").read().split("\n")[:-1]
-cached = open(f"{src}/cached.txt").read().split("\n")[:-1]
-with open(out, "w") as f:
-    for i in range(100_000):
-        for j in range(8):
-            f.write(blocked[(i * 8 + j) % len(blocked)] + "\n")
-        for j in range(8):
-            f.write(cached[(i * 8 + j) % len(cached)] + "\n")
-        for j in range(3):
-            f.write(f"s{i}x{j}.w.bench.example A\n")
-        label = base64.b32encode(rnd.randbytes(25)).decode().rstrip("=").lower()
-        f.write(f"{label}.t{i % 97}.w.bench.example TXT\n")
-PY
+python3 "$here/mix.py" "$BENCH_QUERIES" "$mix" --blocked 8 --cached 8 --miss 3 --tunnel 1 --prefix s
 
 export BENCH_ADDR=127.0.0.1 BENCH_PORT=5330 BENCH_UPSTREAM=127.0.0.53:5300
 export BENCH_BLOCKLIST="$root/../shared/blocklists/big-1.6m.domains.txt" BENCH_WORK="$work"
