@@ -35,7 +35,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
-use hickory_proto::rr::{LowerName, RData, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::Question;
 use super::block::blocked_answer;
@@ -450,14 +450,11 @@ impl Pipeline {
                     answer: Some(answer),
                 })
             }
-            Err(e) => {
-                let name = query.name().to_ascii();
-                self.fail(key, &name, e).map(|hit| Fetched {
-                    hit,
-                    source: Source::Stale,
-                    answer: None,
-                })
-            }
+            Err(e) => self.fail(key, query.name(), e).map(|hit| Fetched {
+                hit,
+                source: Source::Stale,
+                answer: None,
+            }),
         }
     }
 
@@ -553,17 +550,17 @@ impl Pipeline {
         Some((Source::Blocked, by))
     }
 
-    fn fail(&self, key: Option<&Key>, name: &str, e: ResolveError) -> Result<Hit, Source> {
+    fn fail(&self, key: Option<&Key>, name: &Name, e: ResolveError) -> Result<Hit, Source> {
         // Bogus data is an attack or a broken zone, not an outage: no stale answer.
         let stale = match e {
             ResolveError::Bogus => None,
             _ => key.and_then(|k| self.cache.get_stale(k)),
         };
         if let Some(hit) = stale {
-            tracing::debug!(name, error = %e, "serving stale answer");
+            tracing::debug!(%name, error = %e, "serving stale answer");
             return Ok(hit);
         }
-        tracing::debug!(name, error = %e, "resolution failed");
+        tracing::debug!(%name, error = %e, "resolution failed");
         Err(Source::Failed(e.to_string()))
     }
 
