@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use dnsguard::config::Config;
 use dnsguard::dns::pipeline::{Pipeline, Policy};
-use dnsguard::dns::udp::{Fast, answer};
+use dnsguard::dns::udp::{Arrived, Fast, answer};
 use dnsguard::dns::wire;
 use dnsguard::querylog::QueryLog;
 use dnsguard::resolve::Answer;
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let p = pipeline();
     let mut out = [0u8; 4096];
     let client: SocketAddr = "192.168.1.10:5353".parse().unwrap();
-    match answer(p, data, client, &mut out) {
+    match answer(p, data, client, &mut out, Arrived::now()) {
         Fast::Reply(n) => {
             Message::from_vec(&out[..n]).expect("a fast-path reply must parse");
         }
