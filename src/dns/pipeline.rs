@@ -608,9 +608,9 @@ impl Pipeline {
             e.tunnel_score = score.value;
             e.flagged = score.flagged;
             if score.flagged || *source == Source::Tunnel {
-                use std::fmt::Write;
                 let mut rule = String::with_capacity(192);
-                let _ = write!(rule, "tunnel: {}", score.reasons.display_for(&e.name));
+                rule.push_str("tunnel: ");
+                score.reasons.write_for(&e.name, &mut rule);
                 e.rule = Arc::from(rule);
                 if *source == Source::Tunnel {
                     e.verdict = querylog::Verdict::Blocked;
