@@ -81,113 +81,132 @@ impl Reasons {
     /// Display with the registrable domain taken from `qname` (the name the
     /// score was computed for), e.g. "412 distinct names under x.example".
     pub fn display_for<'a>(&'a self, qname: &'a str) -> impl fmt::Display + 'a {
+        Shown {
+            reasons: self,
+            domain: self.domain_in(qname),
+        }
+    }
+
+    /// The registrable domain at the end of `qname`, or "the domain".
+    fn domain_in<'a>(&self, qname: &'a str) -> &'a str {
         let q = qname.trim_end_matches('.');
         let n = usize::from(self.reg_len);
-        let domain = if n > 0 && n <= q.len() && q.is_char_boundary(q.len() - n) {
+        if n > 0 && n <= q.len() && q.is_char_boundary(q.len() - n) {
             &q[q.len() - n..]
         } else {
             "the domain"
-        };
-        Shown {
-            reasons: self,
-            domain,
         }
     }
-}
 
-impl Reasons {
     /// Appends what [`Reasons::display_for`] shows to `out`, without `fmt`'s
     /// machinery: a flagged query's reasons are written for the query log on the
     /// DNS path, where `write!` cost about 1k instructions per query (callgrind),
     /// and under a tunnel flood every query is flagged.
     pub fn write_for(&self, qname: &str, out: &mut String) {
-        let q = qname.trim_end_matches('.');
-        let n = usize::from(self.reg_len);
-        let domain = if n > 0 && n <= q.len() && q.is_char_boundary(q.len() - n) {
-            &q[q.len() - n..]
-        } else {
-            "the domain"
-        };
-        render(self, domain, out);
+        render(self, self.domain_in(qname), out);
     }
 }
 
 /// The text of `r`, with `domain` as the registrable domain.
 fn render(r: &Reasons, domain: &str, out: &mut String) {
+    use Piece::{Dec, Int, Str};
+    let d = domain;
+    let dist = Int(u64::from(r.distinct));
+    let rate = Dec(r.bytes_per_min, 0);
+    let reasons: [(bool, &[Piece<'_>]); 9] = [
+        (r.has(ReasonCode::Exempt), &[Str("exempt")]),
+        (
+            r.has(ReasonCode::Quarantined),
+            &[Str(d), Str(" quarantined")],
+        ),
+        (
+            r.has(ReasonCode::Callback),
+            &[Str(d), Str(" is an out-of-band callback service")],
+        ),
+        (
+            r.has(ReasonCode::Payload) || r.has(ReasonCode::LongLabel),
+            &[
+                Str("label "),
+                Int(u64::from(r.longest_label)),
+                Str(" chars ("),
+                Str(r.shape.as_str()),
+                Str("), entropy "),
+                Dec(r.entropy, 1),
+                Str(" bits, "),
+                Dec(r.payload_bits, 0),
+                Str(" bits of payload evidence"),
+            ],
+        ),
+        (
+            r.has(ReasonCode::OddBytes),
+            &[
+                Int(u64::from(r.odd_bytes)),
+                Str(" bytes outside the host-name alphabet"),
+            ],
+        ),
+        (
+            r.has(ReasonCode::DistinctSubdomains),
+            &[
+                dist,
+                Str(" distinct names under "),
+                Str(d),
+                Str(" in "),
+                Int(u64::from(r.window_secs)),
+                Str(" s, "),
+                rate,
+                Str(" B/min"),
+            ],
+        ),
+        (
+            r.has(ReasonCode::DomainPayload),
+            &[
+                Dec(r.domain_bits, 0),
+                Str(" bits of encoded payload sent to "),
+                Str(d),
+                Str(" ("),
+                dist,
+                Str(" distinct names, "),
+                rate,
+                Str(" B/min)"),
+            ],
+        ),
+        (
+            r.has(ReasonCode::RareTypes),
+            &[
+                Int(u64::from(r.rare_type_pct)),
+                Str("% TXT/NULL/CNAME/MX/SRV queries"),
+            ],
+        ),
+        (
+            r.has(ReasonCode::Nxdomain),
+            &[Int(u64::from(r.nx_pct)), Str("% NXDOMAIN")],
+        ),
+    ];
     let start = out.len();
-    let sep = |out: &mut String| {
+    for (_, pieces) in reasons.iter().filter(|(on, _)| *on) {
         if out.len() > start {
             out.push_str(", ");
         }
-    };
-    if r.has(ReasonCode::Exempt) {
-        sep(out);
-        out.push_str("exempt");
-    }
-    if r.has(ReasonCode::Quarantined) {
-        sep(out);
-        push_all(out, &[domain, " quarantined"]);
-    }
-    if r.has(ReasonCode::Callback) {
-        sep(out);
-        push_all(out, &[domain, " is an out-of-band callback service"]);
-    }
-    if r.has(ReasonCode::Payload) || r.has(ReasonCode::LongLabel) {
-        sep(out);
-        out.push_str("label ");
-        push_int(out, r.longest_label);
-        push_all(out, &[" chars (", r.shape.as_str(), "), entropy "]);
-        push_dec(out, r.entropy, 1);
-        out.push_str(" bits, ");
-        push_dec(out, r.payload_bits, 0);
-        out.push_str(" bits of payload evidence");
-    }
-    if r.has(ReasonCode::OddBytes) {
-        sep(out);
-        push_int(out, r.odd_bytes);
-        out.push_str(" bytes outside the host-name alphabet");
-    }
-    if r.has(ReasonCode::DistinctSubdomains) {
-        sep(out);
-        push_int(out, r.distinct);
-        push_all(out, &[" distinct names under ", domain, " in "]);
-        push_int(out, r.window_secs);
-        out.push_str(" s, ");
-        push_dec(out, r.bytes_per_min, 0);
-        out.push_str(" B/min");
-    }
-    if r.has(ReasonCode::DomainPayload) {
-        sep(out);
-        push_dec(out, r.domain_bits, 0);
-        push_all(out, &[" bits of encoded payload sent to ", domain, " ("]);
-        push_int(out, r.distinct);
-        out.push_str(" distinct names, ");
-        push_dec(out, r.bytes_per_min, 0);
-        out.push_str(" B/min)");
-    }
-    if r.has(ReasonCode::RareTypes) {
-        sep(out);
-        push_int(out, r.rare_type_pct);
-        out.push_str("% TXT/NULL/CNAME/MX/SRV queries");
-    }
-    if r.has(ReasonCode::Nxdomain) {
-        sep(out);
-        push_int(out, r.nx_pct);
-        out.push_str("% NXDOMAIN");
+        for piece in pieces.iter() {
+            match *piece {
+                Str(s) => out.push_str(s),
+                Int(n) => out.push_str(itoa::Buffer::new().format(n)),
+                Dec(v, decimals) => push_dec(out, v, decimals),
+            }
+        }
     }
     if out.len() == start {
         out.push_str("no signal");
     }
 }
 
-fn push_all(out: &mut String, parts: &[&str]) {
-    for p in parts {
-        out.push_str(p);
-    }
-}
-
-fn push_int(out: &mut String, n: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(n));
+/// A piece of reason text.
+#[derive(Clone, Copy)]
+enum Piece<'a> {
+    Str(&'a str),
+    Int(u64),
+    /// A number with 0 or 1 decimals.
+    Dec(f32, u8),
 }
 
 /// `v` with 0 or 1 decimals through integer formatting (Rust's float formatting
@@ -199,17 +218,18 @@ fn push_dec(out: &mut String, v: f32, decimals: u8) {
         let _ = write!(out, "{v:.*}", usize::from(decimals));
         return;
     }
+    let mut digits = itoa::Buffer::new();
     if decimals == 0 {
-        push_int(out, v.round() as i64);
+        out.push_str(digits.format(v.round() as i64));
         return;
     }
     let tenths = (v * 10.0).round() as i64;
     if tenths < 0 {
         out.push('-');
     }
-    push_int(out, tenths.abs() / 10);
+    out.push_str(digits.format(tenths.abs() / 10));
     out.push('.');
-    push_int(out, tenths.abs() % 10);
+    out.push_str(digits.format(tenths.abs() % 10));
 }
 
 /// [`push_dec`] as a `Display`, for the test against the float formatter.
