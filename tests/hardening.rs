@@ -365,19 +365,19 @@ fn slowloris_tcp_clients_cannot_lock_out_a_real_query() {
             .unwrap_or_else(|e| panic!("TCP query from {from} not answered: {e}"));
         assert_eq!(addrs(&r), ["192.0.2.1"], "from {from}");
     }
-    // The server closed all but at most 20 of the idle connections (with the limit
-    // gone all 150 stay open), and at most 5 of the single client's.
-    let open = wait_for(
+    // The server closes all but at most 20 of the idle connections (with the limit
+    // gone all 150 stay open), and all but at most 5 of the single client's. Both
+    // are watched together: the client sees each close a moment after the server
+    // makes it, so one snapshot can meet the first bound before the second.
+    wait_for(
         Duration::from_secs(10),
-        "idle connections to be closed",
+        "idle connections closed down to 20 in all and 5 for the one client",
         || {
             let open: Vec<bool> = idle.iter().map(|s| !closed_by_server(s)).collect();
-            (open.iter().filter(|o| **o).count() <= 20).then_some(open)
+            let total = open.iter().filter(|o| **o).count();
+            let one_client = open[120..].iter().filter(|o| **o).count();
+            (total <= 20 && one_client <= 5).then_some(())
         },
-    );
-    assert!(
-        open[120..].iter().filter(|o| **o).count() <= 5,
-        "per-client bound"
     );
     // The idle connections were closed, not the one that was just used.
     let r = tcp_query(dg.addr, "127.0.0.3".parse().unwrap(), "mail.fwd.test.").unwrap();
