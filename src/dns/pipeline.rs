@@ -662,6 +662,17 @@ impl Screen {
             Screen::Pass(v, s) => (Source::Cache, Some(v), Some(s)),
         }
     }
+
+    /// The response code of a final screen decision (a block answer may set its
+    /// own; `Pass` is not final).
+    pub fn rcode(&self) -> ResponseCode {
+        match self {
+            Screen::Refused | Screen::Tunnel(..) => ResponseCode::Refused,
+            Screen::Canary => ResponseCode::NXDomain,
+            Screen::Blocked(_) => ResponseCode::NoError,
+            Screen::Pass(..) => ResponseCode::ServFail,
+        }
+    }
 }
 
 /// The group whose block answer a final screen decision uses.
@@ -677,10 +688,8 @@ fn early_reply(screen: Screen, block: impl FnOnce(()) -> Answer) -> Reply {
     let (source, verdict, score) = screen.outcome_parts();
     let (verdict, score) = (verdict.copied(), score.copied());
     let answer = match screen {
-        Screen::Refused | Screen::Tunnel(..) => Answer::empty(ResponseCode::Refused),
-        Screen::Canary => Answer::empty(ResponseCode::NXDomain),
         Screen::Blocked(_) => block(()),
-        Screen::Pass(..) => Answer::empty(ResponseCode::ServFail),
+        other => Answer::empty(other.rcode()),
     };
     reply(answer, source, verdict, score)
 }

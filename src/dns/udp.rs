@@ -24,7 +24,7 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use hickory_proto::op::Query;
+use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::NetError;
@@ -389,10 +389,10 @@ pub fn answer(
         now_ms: now.unix_ms,
     };
     let says = match screen {
-        Screen::Refused => Says::Rcode(5, Source::Refused),
-        Screen::Tunnel(..) => Says::Rcode(5, Source::Tunnel),
-        Screen::Canary => Says::Rcode(3, Source::Local),
         Screen::Blocked(v) => Says::Blocked(v, Source::Blocked),
+        Screen::Refused | Screen::Canary | Screen::Tunnel(..) => {
+            Says::Rcode(u16::from(screen.rcode()) as u8, screen.outcome_parts().0)
+        }
         Screen::Pass(verdict, _) => {
             let (ip, name, dnssec_ok) = (asked.ip, asked.name, q.dnssec_ok());
             match pipeline.cached_answer(ip, name, q.qtype, dnssec_ok, &policy, &verdict) {
@@ -456,7 +456,7 @@ pub async fn answer_miss(
                 None => return None,
             }
         }
-        Err(failed) => Says::Rcode(2, failed),
+        Err(failed) => Says::Rcode(u16::from(ResponseCode::ServFail) as u8, failed),
     };
     out.resize(q.max_reply(), 0);
     respond(pipeline, policy, &asked, screened, &says, out)
