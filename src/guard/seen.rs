@@ -72,25 +72,11 @@ impl Seen {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(16 * 1024 * 1024);
-        // sled's I/O and flusher threads inherit the background priority. A
-        // database of this process dropped just before (a reload) lets go of its
-        // file lock only when sled's threads finish: wait for that, briefly.
-        let mut tries = 0;
-        let db = loop {
-            let config = config.clone();
-            let opened = crate::channel::in_background("guard-open", move || config.open())
-                .map_err(|e| SeenError::Db {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            match opened {
-                Err(e) if tries < 50 && e.to_string().contains("could not acquire lock") => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other.map_err(err)?,
-            }
-        };
+        let db =
+            crate::querylog::store::open_sled("guard-open", config).map_err(|e| SeenError::Db {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         let tree = db.open_tree("seen").map_err(err)?;
         let mut memory = HashSet::new();
         let mut count = 0u64;

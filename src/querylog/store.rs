@@ -44,11 +44,13 @@ pub struct SledStore {
 }
 
 /// Why [`SledStore::open`] failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// Another process holds the database.
+    #[error("{0}")]
     Locked(String),
     /// Anything else.
+    #[error("{0}")]
     Other(String),
 }
 
@@ -71,17 +73,7 @@ impl SledStore {
             .path(dir)
             .cache_capacity(4 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput);
-        // sled's I/O and flusher threads inherit the background priority.
-        crate::channel::in_background("querylog-open", move || config.open())
-            .map_err(|e| OpenError::Other(e.to_string()))?
-            .map_err(|e| {
-                let msg = e.to_string();
-                if msg.contains("could not acquire lock") {
-                    OpenError::Locked(msg)
-                } else {
-                    OpenError::Other(msg)
-                }
-            })
+        open_sled("querylog-open", config)
     }
 
     fn db(&self) -> Result<sled::Db, StoreError> {
@@ -95,6 +87,34 @@ impl SledStore {
     /// As an `Arc<dyn Store>`.
     pub fn into_dyn(self) -> Arc<dyn Store> {
         Arc::new(self)
+    }
+}
+
+/// Opens a sled database as every dnsguard database is opened: from a
+/// background-priority thread, whose priority sled's I/O and flusher threads
+/// inherit; and waiting up to a second while sled's file lock is still held by
+/// a handle this process dropped just before (sled lets go of it only when its
+/// own threads finish: a reload, a reopen after an error, tests).
+pub(crate) fn open_sled(thread: &str, config: sled::Config) -> Result<sled::Db, OpenError> {
+    let mut tries = 0;
+    loop {
+        let config = config.clone();
+        let opened = crate::channel::in_background(thread, move || config.open())
+            .map_err(|e| OpenError::Other(e.to_string()))?;
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(e) => {
+                let msg = e.to_string();
+                if !msg.contains("could not acquire lock") {
+                    return Err(OpenError::Other(msg));
+                }
+                if tries == 50 {
+                    return Err(OpenError::Locked(msg));
+                }
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
     }
 }
 
@@ -154,9 +174,7 @@ impl Store for SledStore {
             .write()
             .map_err(|_| StoreError("store lock poisoned".into()))?;
         *g = None; // drop our handle so the file lock can be released
-        let db = Self::open_db(&self.path).map_err(|e| match e {
-            OpenError::Locked(m) | OpenError::Other(m) => StoreError(m),
-        })?;
+        let db = Self::open_db(&self.path).map_err(|e| StoreError(e.to_string()))?;
         *g = Some(db);
         Ok(())
     }
