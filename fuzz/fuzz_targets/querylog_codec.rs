@@ -13,6 +13,7 @@ use dnsguard::querylog::codec::{
     BlockKey, MINUTE_MS, MinuteCounts, decode_block, decode_entry, decode_key, decode_top,
     encode_block, encode_entry, encode_top,
 };
+use dnsguard::detect::Reasons;
 use dnsguard::querylog::{Entry, Source, Verdict};
 use libfuzzer_sys::fuzz_target;
 
@@ -46,6 +47,8 @@ struct E {
     latency_us: u32,
     tunnel_score: f32,
     group: String,
+    /// Tunnel reasons as stored (kept when they decode).
+    tunnel: Option<[u8; Reasons::ENCODED_LEN]>,
 }
 
 impl E {
@@ -77,13 +80,30 @@ impl E {
             latency_us: self.latency_us,
             tunnel_score: self.tunnel_score,
             group: Arc::from(self.group.as_str()),
+            tunnel: self.tunnel.and_then(|b| Reasons::decode(&b)).map(Box::new),
         }
     }
 }
 
-/// `Entry` equality with the score compared bit for bit (NaN is a value here),
-/// except that 0.0 and -0.0 both mean "not scored".
+/// What `e` reads back as: with tunnel reasons, their text is its rule.
+fn read_back(e: &Entry) -> Entry {
+    let mut want = e.clone();
+    if let Some(t) = &e.tunnel {
+        want.rule = Arc::from(t.rule_for(&e.name));
+    }
+    want
+}
+
+/// `Entry` equality with the score and the tunnel reasons compared bit for bit
+/// (NaN is a value here), except that 0.0 and -0.0 both mean "not scored".
 fn same(a: &Entry, b: &Entry) -> bool {
+    let reasons = |e: &Entry| {
+        e.tunnel.as_ref().map(|r| {
+            let mut v = Vec::new();
+            r.encode(&mut v);
+            v
+        })
+    };
     let score = |e: &Entry| {
         if e.tunnel_score == 0.0 {
             0
@@ -93,9 +113,9 @@ fn same(a: &Entry, b: &Entry) -> bool {
     };
     let mut a2 = a.clone();
     let mut b2 = b.clone();
-    a2.tunnel_score = 0.0;
-    b2.tunnel_score = 0.0;
-    a2 == b2 && score(a) == score(b)
+    (a2.tunnel_score, a2.tunnel) = (0.0, None);
+    (b2.tunnel_score, b2.tunnel) = (0.0, None);
+    a2 == b2 && score(a) == score(b) && reasons(a) == reasons(b)
 }
 
 fn raw(bytes: &[u8]) {
@@ -137,13 +157,13 @@ fuzz_target!(|data: &[u8]| {
             let back = decode_block(&bytes).expect("encoded block decodes");
             assert_eq!(back.len(), entries.len());
             for (got, e) in back.iter().zip(&entries) {
-                let mut want = e.clone();
+                let mut want = read_back(e);
                 want.time_ms = minute + e.time_ms.saturating_sub(minute).min(MINUTE_MS - 1);
                 assert!(same(got, &want), "{got:?} != {want:?}");
             }
             if let Some(e) = entries.first() {
                 let one = decode_entry(&encode_entry(e)).expect("encoded entry decodes");
-                assert!(same(&one, e), "{one:?} != {e:?}");
+                assert!(same(&one, &read_back(e)), "{one:?} != {e:?}");
             }
             raw(&bytes);
         }

@@ -47,6 +47,21 @@ impl Shape {
             Shape::Binary => "binary",
         }
     }
+
+    /// The shape stored as byte `b` (its discriminant), if any.
+    pub fn from_u8(b: u8) -> Option<Shape> {
+        [
+            Shape::None,
+            Shape::Digits,
+            Shape::Hex,
+            Shape::Base32,
+            Shape::Alnum,
+            Shape::Base64,
+            Shape::Binary,
+        ]
+        .get(usize::from(b))
+        .copied()
+    }
 }
 
 /// Lexical features of one query name (the part below its registrable domain).

@@ -105,6 +105,66 @@ impl Reasons {
     pub fn write_for(&self, qname: &str, out: &mut String) {
         render(self, self.domain_in(qname), out);
     }
+
+    /// The query log's rule text of a flagged query: `tunnel: ` and the reasons.
+    pub fn rule_for(&self, qname: &str) -> String {
+        let mut rule = String::with_capacity(192);
+        rule.push_str("tunnel: ");
+        self.write_for(qname, &mut rule);
+        rule
+    }
+
+    /// Appends the reasons as [`Reasons::ENCODED_LEN`] bytes: the query log
+    /// stores them so, and renders the text only when the entry is read (the
+    /// text is about four times longer and costs ~1k instructions to write).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.codes.to_le_bytes());
+        out.extend_from_slice(&[
+            self.reg_len,
+            self.longest_label,
+            self.shape as u8,
+            self.odd_bytes,
+        ]);
+        out.extend_from_slice(&self.total_len.to_le_bytes());
+        for v in [self.entropy, self.payload_bits] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.distinct, self.window_secs] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.bytes_per_min, self.domain_bits] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&[self.rare_type_pct, self.nx_pct]);
+    }
+
+    /// Length of [`Reasons::encode`]'s output.
+    pub const ENCODED_LEN: usize = 34;
+
+    /// Reads what [`Reasons::encode`] wrote; `None` unless `b` is exactly
+    /// that long and every field is valid.
+    pub fn decode(b: &[u8]) -> Option<Reasons> {
+        let b: &[u8; Self::ENCODED_LEN] = b.try_into().ok()?;
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let f32_at = |i: usize| f32::from_bits(u32_at(i));
+        Some(Reasons {
+            codes: u16_at(0),
+            reg_len: b[2],
+            longest_label: b[3],
+            shape: Shape::from_u8(b[4])?,
+            odd_bytes: b[5],
+            total_len: u16_at(6),
+            entropy: f32_at(8),
+            payload_bits: f32_at(12),
+            distinct: u32_at(16),
+            window_secs: u32_at(20),
+            bytes_per_min: f32_at(24),
+            domain_bits: f32_at(28),
+            rare_type_pct: b[32],
+            nx_pct: b[33],
+        })
+    }
 }
 
 /// The text of `r`, with `domain` as the registrable domain.
@@ -322,6 +382,40 @@ mod tests {
             r.to_string()
                 .contains("412 distinct names under the domain in 300 s")
         );
+    }
+
+    #[test]
+    fn reasons_read_back_as_written() {
+        let mut r = Reasons {
+            reg_len: 9,
+            longest_label: 52,
+            shape: Shape::Base64,
+            odd_bytes: 3,
+            total_len: 300,
+            entropy: 4.27,
+            payload_bits: 118.6,
+            distinct: 70_000,
+            window_secs: 300,
+            bytes_per_min: 2048.4,
+            domain_bits: 5120.2,
+            rare_type_pct: 87,
+            nx_pct: 12,
+            ..Reasons::default()
+        };
+        r.set(ReasonCode::DistinctSubdomains);
+        r.set(ReasonCode::Callback);
+        let mut bytes = Vec::new();
+        r.encode(&mut bytes);
+        assert_eq!(bytes.len(), Reasons::ENCODED_LEN);
+        assert_eq!(Reasons::decode(&bytes), Some(r));
+        assert_eq!(
+            Reasons::decode(&bytes).unwrap().rule_for("a.x.example"),
+            r.rule_for("a.x.example")
+        );
+        // Wrong length or an unknown shape: refused, not misread.
+        assert_eq!(Reasons::decode(&bytes[1..]), None);
+        bytes[4] = 200;
+        assert_eq!(Reasons::decode(&bytes), None);
     }
 
     #[test]

@@ -608,10 +608,10 @@ impl Pipeline {
             e.tunnel_score = score.value;
             e.flagged = score.flagged;
             if score.flagged || *source == Source::Tunnel {
-                let mut rule = String::with_capacity(192);
-                rule.push_str("tunnel: ");
-                score.reasons.write_for(&e.name, &mut rule);
-                e.rule = Arc::from(rule);
+                // Stored as they are; the log renders the text when read, as
+                // the entry's rule (in place of a list rule).
+                e.tunnel = Some(Box::new(score.reasons));
+                e.rule = querylog::entry::empty_str();
                 if *source == Source::Tunnel {
                     e.verdict = querylog::Verdict::Blocked;
                 }

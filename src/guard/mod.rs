@@ -178,6 +178,7 @@ pub struct Observation {
     rule: Arc<str>,
     list: Arc<str>,
     score: f32,
+    tunnel: Option<crate::detect::Reasons>,
     why: u8,
     addrs: [(IpAddr, u32); MAX_ADDRS],
     n_addrs: u8,
@@ -298,6 +299,7 @@ impl Guard {
             rule: e.rule.clone(),
             list: e.list.clone(),
             score: e.tunnel_score,
+            tunnel: e.tunnel.as_deref().copied(),
             why,
             addrs: out,
             n_addrs: n as u8,
@@ -372,7 +374,10 @@ impl Worker {
             }
         }
         if o.why & why::TUNNEL != 0 {
-            self.raise(o, AlertKind::Tunnel, domain, || o.rule.to_string());
+            self.raise(o, AlertKind::Tunnel, domain, || match &o.tunnel {
+                Some(r) => r.rule_for(&o.name),
+                None => o.rule.to_string(),
+            });
         }
         if o.why & why::EXFIL != 0 {
             self.raise(o, AlertKind::Exfil, domain, || {

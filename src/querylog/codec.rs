@@ -15,17 +15,22 @@
 //! of one minute into a block, interning strings and clients per block:
 //!
 //! ```text
-//! u8 version=1, varint minute_ms
+//! u8 version=2, varint minute_ms
 //! varint n_strings, n_strings * (varint len, utf8)   -- string #k is index k+1; 0 = ""
 //! varint n_clients, n_clients * (u8 4|6, 4|16 bytes)
 //! varint n_entries, n_entries * entry
 //! entry: varint ms_in_minute, varint client, varint name, varint qtype,
 //!        u8 flags (bits 0-1 verdict, 2 flagged, 3-5 source kind,
 //!                  6 has score, 7 has rule/list),
-//!        varint rcode, varint latency_us, [f32 LE score], varint group,
+//!        varint rcode, varint latency_us,
+//!        [f32 LE score, u8 n, n bytes of tunnel reasons (`Reasons::encode`)],
+//!        varint group,
 //!        [varint upstream label if source = upstream], [varint rule, varint list],
 //!        varint answer
 //! ```
+//! Version 1 blocks (no reasons byte after the score) are still read. An
+//! entry with reasons reads back with their text as its rule.
+//!
 //! Every decoder here validates lengths, indices and ranges and returns
 //! [`DecodeError`] on any malformed input; none of them panics.
 
@@ -34,6 +39,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use super::entry::{Entry, Source, Verdict, empty_str};
+use crate::detect::Reasons;
 
 /// Milliseconds per minute.
 pub const MINUTE_MS: u64 = 60_000;
@@ -51,7 +57,7 @@ pub(crate) const PREFIX_HOUR: u8 = b'H';
 pub(crate) const KEY_VERSION: &[u8] = b"V";
 pub(crate) const FORMAT_VERSION: &[u8] = b"dnsguard-querylog-1";
 
-const BLOCK_VERSION: u8 = 1;
+const BLOCK_VERSION: u8 = 2;
 const AGG_VERSION: u8 = 1;
 
 /// Malformed stored bytes.
@@ -374,7 +380,7 @@ impl BlockBuilder {
             (0, 0)
         };
         let answer = self.intern(&e.answer);
-        let has_score = e.tunnel_score != 0.0;
+        let has_score = e.tunnel_score != 0.0 || e.tunnel.is_some();
         let verdict = match e.verdict {
             Verdict::Allowed => 0u8,
             Verdict::Blocked => 1,
@@ -395,6 +401,13 @@ impl BlockBuilder {
         put_varint(b, u64::from(e.latency_us));
         if has_score {
             b.extend_from_slice(&e.tunnel_score.to_le_bytes());
+            match &e.tunnel {
+                Some(r) => {
+                    b.push(Reasons::ENCODED_LEN as u8);
+                    r.encode(b);
+                }
+                None => b.push(0),
+            }
         }
         put_varint(b, u64::from(group));
         if let Some(l) = label {
@@ -460,9 +473,9 @@ pub fn decode_block(bytes: &[u8]) -> Result<Vec<Entry>, DecodeError> {
 pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), DecodeError> {
     out.clear();
     let mut r = Reader { buf: bytes };
-    let v = r.u8()?;
-    if v != BLOCK_VERSION {
-        return Err(DecodeError::Version(v));
+    let version = r.u8()?;
+    if version != 1 && version != BLOCK_VERSION {
+        return Err(DecodeError::Version(version));
     }
     let minute = r.varint()?;
     let n_strings = r.count(1)?;
@@ -521,12 +534,23 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
         let kind = (flags >> 3) & 7;
         let rcode = r.varint_u16("rcode")?;
         let latency_us = r.varint_u32("latency")?;
-        let tunnel_score = if flags & 0x40 != 0 {
+        let (tunnel_score, tunnel) = if flags & 0x40 != 0 {
             let mut a = [0u8; 4];
             a.copy_from_slice(r.bytes(4)?);
-            f32::from_le_bytes(a)
+            let n = if version >= 2 {
+                usize::from(r.u8()?)
+            } else {
+                0
+            };
+            let tunnel = match n {
+                0 => None,
+                n => Some(Box::new(
+                    Reasons::decode(r.bytes(n)?).ok_or(DecodeError::Invalid("tunnel reasons"))?,
+                )),
+            };
+            (f32::from_le_bytes(a), tunnel)
         } else {
-            0.0
+            (0.0, None)
         };
         let group = s(r.varint()?)?;
         let source = match kind {
@@ -539,11 +563,14 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
             6 => Source::Failed,
             _ => return Err(DecodeError::Invalid("source")),
         };
-        let (rule, list) = if flags & 0x80 != 0 {
+        let (mut rule, list) = if flags & 0x80 != 0 {
             (s(r.varint()?)?, s(r.varint()?)?)
         } else {
             (empty_str(), empty_str())
         };
+        if let Some(t) = &tunnel {
+            rule = Arc::from(t.rule_for(&name));
+        }
         let answer = s(r.varint()?)?;
         out.push(Entry {
             time_ms,
@@ -560,6 +587,7 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
             latency_us,
             tunnel_score,
             group,
+            tunnel,
         });
     }
     r.end()

@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::detect::Reasons;
+
 /// The filtering decision taken for a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -155,6 +157,11 @@ pub struct Entry {
     pub tunnel_score: f32,
     /// Client group name (empty when none).
     pub group: Arc<str>,
+    /// Why tunnel detection flagged (or blocked) the query. The DNS path
+    /// stores these instead of text; an entry read back from the log also has
+    /// their text in `rule` (`tunnel: ...`), which is what outputs show.
+    #[serde(skip)]
+    pub tunnel: Option<Box<Reasons>>,
 }
 
 /// A shared empty string; cloning it does not allocate.
@@ -195,6 +202,7 @@ impl Entry {
             latency_us: 0,
             tunnel_score: 0.0,
             group: empty_str(),
+            tunnel: None,
         }
     }
 }

@@ -44,6 +44,7 @@ fn full_entry(t: u64) -> Entry {
         latency_us: 12345,
         tunnel_score: 0.75,
         group: Arc::from("kids"),
+        tunnel: None,
     }
 }
 
@@ -88,6 +89,50 @@ fn codec_round_trip() {
         e.source = src;
         assert_eq!(decode_entry(&encode_entry(&e)).unwrap(), e);
     }
+}
+
+#[test]
+fn tunnel_reasons_are_stored_as_data_and_read_back_as_the_rule() {
+    use crate::detect::{ReasonCode, Reasons};
+    let mut reasons = Reasons::default();
+    reasons.reg_len = 11; // example.com
+    reasons.distinct = 412;
+    reasons.window_secs = 300;
+    reasons.bytes_per_min = 2048.0;
+    reasons.set(ReasonCode::DistinctSubdomains);
+    let mut e = full_entry(base() + 77);
+    e.rule = entry::empty_str();
+    e.tunnel = Some(Box::new(reasons));
+    let bytes = encode_entry(&e);
+    let back = decode_entry(&bytes).unwrap();
+    let text = "tunnel: 412 distinct names under example.com in 300 s, 2048 B/min";
+    assert_eq!(&*back.rule, text);
+    assert_eq!(
+        back,
+        Entry {
+            rule: Arc::from(text),
+            ..e.clone()
+        }
+    );
+    // The text is what the DNS path no longer writes: it would be longer.
+    let mut as_text = e.clone();
+    (as_text.rule, as_text.tunnel) = (Arc::from(text), None);
+    assert!(bytes.len() + 20 < encode_entry(&as_text).len());
+    // Names hidden: the reasons go with the rule.
+    writer::privacy_apply(Privacy::HideNames, &mut e);
+    assert_eq!(e.tunnel, None);
+}
+
+#[test]
+fn blocks_of_version_1_are_still_read() {
+    // Version 1 had no reasons byte after the score: take it out again.
+    let e = full_entry(base() + 5);
+    let mut bytes = encode_entry(&e);
+    let score = e.tunnel_score.to_le_bytes();
+    let at = bytes.windows(4).position(|w| w == score).unwrap() + 4;
+    assert_eq!(bytes.remove(at), 0, "no reasons");
+    bytes[0] = 1;
+    assert_eq!(decode_entry(&bytes).unwrap(), e);
 }
 
 #[test]
@@ -606,6 +651,9 @@ fn full_channel_drops_and_counts_without_blocking() {
             ..cfg()
         },
     );
+    // Dropped before `log` if an assertion fails: the writer then leaves apply()
+    // and the test fails instead of hanging in the log's shutdown.
+    let release_tx = release_tx;
     let t = base();
     log.record(entry(t, "10.0.0.1", "first"));
     entered_rx.recv().unwrap(); // the writer is now stuck in apply()

@@ -100,6 +100,7 @@ pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
         Privacy::HideNames => {
             e.name = hidden_str();
             e.rule = empty_str();
+            e.tunnel = None;
             e.answer = empty_str();
         }
         Privacy::HideClients => {
@@ -113,6 +114,7 @@ pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
         Privacy::Nothing => {
             e.name = hidden_str();
             e.rule = empty_str();
+            e.tunnel = None;
             e.answer = empty_str();
             e.list = empty_str();
             e.group = empty_str();
