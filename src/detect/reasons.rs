@@ -99,9 +99,9 @@ impl Reasons {
     }
 
     /// Appends what [`Reasons::display_for`] shows to `out`, without `fmt`'s
-    /// machinery: a flagged query's reasons are written for the query log on the
-    /// DNS path, where `write!` cost about 1k instructions per query (callgrind),
-    /// and under a tunnel flood every query is flagged.
+    /// machinery (`write!` cost about 1k instructions per text, callgrind): the
+    /// query log renders the reasons of every flagged entry it reads, and under
+    /// a tunnel flood every entry is flagged.
     pub fn write_for(&self, qname: &str, out: &mut String) {
         render(self, self.domain_in(qname), out);
     }

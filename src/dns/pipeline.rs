@@ -95,6 +95,8 @@ pub struct Policy {
     pub filter: Filter,
     tunnel_actions: Vec<detect::Action>,
     group_labels: Vec<Arc<str>>,
+    /// Per group, the log's list labels of its own allow and deny entries.
+    group_rule_labels: Vec<[Arc<str>; 2]>,
     list_labels: Vec<Arc<str>>,
 }
 
@@ -104,12 +106,17 @@ impl Policy {
         let groups = filter.group_count();
         let mut tunnel_actions = Vec::with_capacity(groups);
         let mut group_labels = Vec::with_capacity(groups);
+        let mut group_rule_labels = Vec::with_capacity(groups);
         for g in 0..groups {
             let name = filter.group_name(GroupId(g as u16));
             let configured = cfg.groups.iter().find(|c| c.name == name);
             let action = configured.and_then(|c| c.tunnel_action);
             tunnel_actions.push(action.unwrap_or(cfg.detect.action));
             group_labels.push(Arc::from(name));
+            group_rule_labels.push([
+                Arc::from(format!("group {name} allow")),
+                Arc::from(format!("group {name} deny")),
+            ]);
         }
         let list_labels = cfg
             .lists
@@ -120,6 +127,7 @@ impl Policy {
             filter,
             tunnel_actions,
             group_labels,
+            group_rule_labels,
             list_labels,
         }
     }
@@ -141,19 +149,23 @@ impl Policy {
     /// The list (or group entry set) name and rule text for the log.
     fn rule_labels(&self, verdict: &Verdict) -> (Arc<str>, Arc<str>) {
         if verdict.action == Action::Block(BlockReason::NotAllowlisted) {
-            return (querylog::empty_str(), Arc::from("not-allowlisted"));
+            static NOT_ALLOWLISTED: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+            let rule = NOT_ALLOWLISTED.get_or_init(|| Arc::from("not-allowlisted"));
+            return (querylog::empty_str(), rule.clone());
         }
         let Some(rule) = verdict.rule else {
             return (querylog::empty_str(), querylog::empty_str());
         };
         let list = match rule.source {
             RuleSource::List(i) => self.list_labels.get(i as usize).cloned(),
-            RuleSource::GroupAllow(g) => {
-                Some(Arc::from(format!("group {} allow", self.group_label(g))))
-            }
-            RuleSource::GroupDeny(g) => {
-                Some(Arc::from(format!("group {} deny", self.group_label(g))))
-            }
+            RuleSource::GroupAllow(g) => self
+                .group_rule_labels
+                .get(usize::from(g.0))
+                .map(|l| l[0].clone()),
+            RuleSource::GroupDeny(g) => self
+                .group_rule_labels
+                .get(usize::from(g.0))
+                .map(|l| l[1].clone()),
         };
         let line = if rule.line > 0 {
             line_label(rule.line)
@@ -231,7 +243,12 @@ fn line_label(line: u32) -> Arc<str> {
         match slot {
             Some((l, label)) if *l == line => label.clone(),
             _ => {
-                let label: Arc<str> = Arc::from(format!("line {line}"));
+                // Without `format!` (about 1k instructions): a run of distinct
+                // blocked names misses this memo on every query.
+                let mut text = String::with_capacity(16);
+                text.push_str("line ");
+                text.push_str(itoa::Buffer::new().format(line));
+                let label: Arc<str> = Arc::from(text);
                 *slot = Some((line, label.clone()));
                 label
             }
