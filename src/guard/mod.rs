@@ -175,10 +175,10 @@ pub struct Observation {
     client: IpAddr,
     name: Arc<str>,
     group: Arc<str>,
-    rule: Arc<str>,
     list: Arc<str>,
     score: f32,
-    tunnel: Option<crate::detect::Reasons>,
+    /// Why detection flagged the name (the alert's text).
+    tunnel: crate::detect::Reasons,
     why: u8,
     addrs: [(IpAddr, u32); MAX_ADDRS],
     n_addrs: u8,
@@ -296,10 +296,9 @@ impl Guard {
             client: e.client,
             name: e.name.clone(),
             group: e.group.clone(),
-            rule: e.rule.clone(),
             list: e.list.clone(),
             score: e.tunnel_score,
-            tunnel: e.tunnel.as_deref().copied(),
+            tunnel: e.tunnel.as_deref().copied().unwrap_or_default(),
             why,
             addrs: out,
             n_addrs: n as u8,
@@ -374,10 +373,7 @@ impl Worker {
             }
         }
         if o.why & why::TUNNEL != 0 {
-            self.raise(o, AlertKind::Tunnel, domain, || match &o.tunnel {
-                Some(r) => r.rule_for(&o.name),
-                None => o.rule.to_string(),
-            });
+            self.raise(o, AlertKind::Tunnel, domain, || o.tunnel.rule_for(&o.name));
         }
         if o.why & why::EXFIL != 0 {
             self.raise(o, AlertKind::Exfil, domain, || {
