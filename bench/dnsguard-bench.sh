@@ -3,7 +3,7 @@
 # listening on $BENCH_ADDR:$BENCH_PORT, forwarding to $BENCH_UPSTREAM, blocking $BENCH_BLOCKLIST.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-bin="${DNSGUARD:-$here/../target/release/dnsguard}"
+bin="${DNSGUARD:-$here/../target/dist/dnsguard}"
 cfg="$BENCH_WORK/dnsguard-bench-$BENCH_PORT.toml"
 data="$BENCH_WORK/dnsguard-data-$BENCH_PORT"
 # Each run starts with an empty query log, as dnsmasq and unbound start without state

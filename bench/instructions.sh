@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Instructions per query under callgrind: counts that stay the same on a busy
-# machine, for comparing two builds. dnsguard (release build, 140k-name list,
+# machine, for comparing two builds. dnsguard (`--profile dist` build, 140k-name list,
 # query log on, NSD upstream on loopback) answers 1,000 cache misses to warm up;
 # the counters are zeroed, then 20,000 cached and 20,000 blocked queries are
 # sent at 3,000 QPS. Prints each busy thread's instructions, naming it by its
 # most expensive dnsguard function, and the total per query.
 #
-#   bench/instructions.sh                   # target/release/dnsguard
+#   bench/instructions.sh                   # target/dist/dnsguard
 #   bench/instructions.sh path/to/dnsguard  # another build
 #
 # Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-bin="${1:-$root/target/release/dnsguard}"
+bin="${1:-$root/target/dist/dnsguard}"
 work="${WORK:-/tmp/dnsguard-instructions}"
 rm -rf "$work"
 mkdir -p "$work"

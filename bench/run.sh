@@ -14,7 +14,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 export WORK="${WORK:-/tmp/dnsbench}"
-(cd "$root" && cargo build --release --locked)
+(cd "$root" && cargo build --profile dist --locked)
 python3 "$shared/dnsbench.py" compare --list big \
     --server "dnsguard|5310|$here/dnsguard-bench.sh" \
     --baselines dnsmasq-address,unbound --modes pinned \

@@ -19,7 +19,7 @@ load="${SOAK_LOAD:-80}"
 work="${WORK:-/tmp/dnsguard-soak}"
 mkdir -p "$work"
 start_upstream
-(cd "$root" && cargo build --release --locked -q)
+(cd "$root" && cargo build --profile dist --locked -q)
 
 mix="$work/mix.txt"
 python3 "$here/mix.py" "$BENCH_QUERIES" "$mix" --blocked 8 --cached 8 --miss 3 --tunnel 1 --prefix s
@@ -65,6 +65,6 @@ echo "== RSS (MB) every 10 s"
 tail -n +2 "$work/soak-rss.csv" | cut -d, -f2 | tr '\n' ' '
 echo
 echo "== query log"
-"$root/target/release/dnsguard" stats --config "$work/dnsguard-bench-5330.toml" \
+"$root/target/dist/dnsguard" stats --config "$work/dnsguard-bench-5330.toml" \
     --since "$((minutes + 2))m" --format json |
     python3 -c 'import json,sys; s=json.load(sys.stdin); print({k: s.get(k) for k in ("total", "log_dropped", "log_write_errors", "log_last_error")})'

@@ -29,7 +29,7 @@ t_all=$SECONDS
 log "1/4 cross-compiling dnsguard for $TARGET"
 t=$SECONDS
 "$PI_DIR/cross.sh" build
-bin=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$TARGET/release/dnsguard
+bin=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$TARGET/dist/dnsguard
 aarch64-linux-gnu-strip -o "$OUT/dnsguard" "$bin"
 file -b "$OUT/dnsguard" 2>/dev/null | grep -q 'ARM aarch64' || [[ ! -x /usr/bin/file ]] \
     || die "$bin is not an aarch64 binary"

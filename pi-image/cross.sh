@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-compile dnsguard for aarch64-unknown-linux-gnu (Raspberry Pi 3/4/5, 64-bit OS).
-#   pi-image/cross.sh [--install] build   release binary: target/aarch64-unknown-linux-gnu/release/dnsguard
+#   pi-image/cross.sh [--install] build   dist-profile binary: target/aarch64-unknown-linux-gnu/dist/dnsguard
 #   pi-image/cross.sh [--install] check   cargo check only
 # Toolchain: DNSGUARD_CROSS=auto (default: rustup's target if it is there or can be added,
 # else Debian's rustc-web/cargo-web), rustup or debian. --install: install the Debian
@@ -26,11 +26,11 @@ cross_env "$toolchain"
 log "toolchain: $toolchain ($("$CARGO" --version), $(${RUSTC:-rustc} --version))"
 cd "$REPO_DIR"
 args=(--locked --target "$TARGET")
-[[ $action == build ]] && args+=(--release)
+[[ $action == build ]] && args+=(--profile dist)
 info "$CARGO $action ${args[*]} $*"
 "$CARGO" "$action" "${args[@]}" "$@" || die "cargo $action for $TARGET failed (toolchain: $toolchain)"
 if [[ $action == build ]]; then
-    bin=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$TARGET/release/dnsguard
+    bin=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$TARGET/dist/dnsguard
     [[ -x $bin ]] || die "no binary at $bin"
     info "built $bin ($(du -h "$bin" | cut -f1))"
 fi

@@ -602,3 +602,66 @@ fn upstream_queries_use_random_ids_and_changing_source_ports() {
     // A pool of sockets, each on its own random port, chosen per query.
     assert!(ports.len() >= 16, "{} distinct source ports", ports.len());
 }
+
+/// Special-use and locally served names (RFC 6761, RFC 6303) are answered by
+/// dnsguard and never reach the upstream; a forward zone takes its reverse zone back.
+#[test]
+fn special_use_names_are_answered_locally_and_never_forwarded() {
+    let up = FakeUpstream::start(
+        localhost(),
+        "4.3.2.10.in-addr.arpa. 300 PTR router.lan.\nwww.fwd.test. 300 A 192.0.2.1\n",
+    );
+    let zones = format!(
+        "[[resolver.forward_zones]]\nzone = \"10.in-addr.arpa\"\nupstreams = [\"{}\"]\n\
+         [local]\nrecords = [\"nas.lan A 192.168.1.10\"]\n",
+        up.addr()
+    );
+    let dg = start(&up, &zones);
+    let tcp = Ask {
+        tcp: true,
+        ..Ask::default()
+    };
+    for opts in [Ask::default(), tcp] {
+        let r = ask_with(dg.addr, "localhost.", RecordType::A, &opts);
+        assert_eq!(addrs(&r), vec!["127.0.0.1"]);
+        let r = ask_with(dg.addr, "agent.LOCALHOST.", RecordType::AAAA, &opts);
+        assert_eq!(addrs(&r), vec!["::1"]);
+        let r = ask_with(dg.addr, "x.localhost.", RecordType::MX, &opts);
+        assert_eq!((rcode(&r), r.answers.len()), (ResponseCode::NoError, 0));
+        for (name, qtype) in [
+            ("invalid.", RecordType::A),
+            ("a.b.invalid.", RecordType::AAAA),
+            ("11.1.168.192.in-addr.arpa.", RecordType::PTR),
+            ("9.9.20.172.in-addr.arpa.", RecordType::PTR),
+            (
+                "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+                RecordType::PTR,
+            ),
+        ] {
+            let r = ask_with(dg.addr, name, qtype, &opts);
+            assert_eq!(rcode(&r), ResponseCode::NXDomain, "{name}");
+        }
+        // A local record's reverse name is answered; 127.0.0.1's reverse is localhost.
+        for (name, target) in [
+            ("10.1.168.192.in-addr.arpa.", "nas.lan."),
+            ("1.0.0.127.in-addr.arpa.", "localhost."),
+        ] {
+            let r = ask_with(dg.addr, name, RecordType::PTR, &opts);
+            let ptr: Vec<String> = r
+                .answers
+                .iter()
+                .filter_map(|a| match &a.data {
+                    RData::PTR(p) => Some(p.0.to_ascii()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(ptr, vec![target.to_owned()], "{name}");
+        }
+    }
+    assert_eq!(up.queries(), 0, "a special-use name reached the upstream");
+    // The forward zone for 10.in-addr.arpa sends its names to its forwarder.
+    let r = ask(dg.addr, "4.3.2.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
+    assert_eq!(up.queries_for("4.3.2.10.in-addr.arpa."), 1);
+}

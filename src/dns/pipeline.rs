@@ -277,7 +277,10 @@ impl Pipeline {
             access: Access::new(&cfg.server.allow_clients),
             policy: ArcSwap::from_pointee(policy),
             detector: Arc::new(Detector::new(&cfg.detect)?),
-            local: LocalRecords::build(&cfg.local)?,
+            local: LocalRecords::build(
+                &cfg.local,
+                cfg.resolver.forward_zones.iter().map(|z| z.zone.as_str()),
+            )?,
             cache: Cache::new(&cfg.cache),
             router: Router::new(&cfg.resolver)?,
             rebinding: Rebinding::new(

@@ -1,4 +1,5 @@
-//! Names dnsguard answers itself: `[local] records` and hosts files.
+//! Names dnsguard answers itself: `[local] records`, hosts files and the
+//! special-use names that must never leave the box (`special.rs`).
 //!
 //! A name known here is answered authoritatively (records of the asked type, a CNAME
 //! chain within local data, or NODATA); an unknown name goes on down the chain.
@@ -14,6 +15,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::Answer;
+use super::special::SpecialUse;
 use crate::config::LocalConfig;
 
 /// One local record as written in the config: `NAME TYPE VALUE`.
@@ -83,12 +85,23 @@ impl FromStr for LocalRecord {
 pub struct LocalRecords {
     by_name: HashMap<String, Vec<Record>>,
     nxdomain: Vec<String>,
+    special: SpecialUse,
+    ttl: u32,
 }
 
 impl LocalRecords {
-    /// Builds the table from config records and hosts files.
-    pub fn build(cfg: &LocalConfig) -> Result<Self, LocalError> {
-        let mut me = Self::default();
+    /// Builds the table from config records and hosts files; names under
+    /// `forwarded` zones go to their conditional forwarder even when special-use.
+    pub fn build<I, S>(cfg: &LocalConfig, forwarded: I) -> Result<Self, LocalError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut me = Self {
+            special: SpecialUse::new(forwarded),
+            ttl: cfg.ttl,
+            ..Self::default()
+        };
         for line in &cfg.records {
             let rec: LocalRecord = line.parse()?;
             me.add(rec.name, rec.data, cfg.ttl);
@@ -180,7 +193,9 @@ impl LocalRecords {
     /// The answer for `name`/`qtype` if the name is local, following CNAMEs within
     /// local data; `None` if the name is not local.
     pub fn answer(&self, name: &str, qtype: RecordType) -> Option<Answer> {
-        let mut records = self.by_name.get(name)?;
+        let Some(mut records) = self.by_name.get(name) else {
+            return self.special.answer(name, qtype, self.ttl);
+        };
         let mut answer = Answer::empty(ResponseCode::NoError);
         for _ in 0..8 {
             let matching: Vec<&Record> = records
@@ -228,7 +243,7 @@ mod tests {
             ],
             ..LocalConfig::default()
         };
-        let local = LocalRecords::build(&cfg).unwrap();
+        let local = LocalRecords::build(&cfg, [""; 0]).unwrap();
         let a = local.answer(&lower("NAS.lan."), RecordType::A).unwrap();
         assert_eq!(a.answers.len(), 1);
         assert_eq!(
@@ -270,7 +285,7 @@ mod tests {
             hosts_files: vec![hosts],
             ..LocalConfig::default()
         };
-        let e = LocalRecords::build(&cfg).unwrap_err().to_string();
+        let e = LocalRecords::build(&cfg, [""; 0]).unwrap_err().to_string();
         assert!(e.ends_with(":3: \"not-an-ip\" is not an IP address"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod local;
 pub mod recursive;
 pub mod router;
+pub mod special;
 pub mod spec;
 pub mod udp;
 
