@@ -23,7 +23,9 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-    /// Show what dnsguard would do with a name, and why (group, list, rule, line).
+    /// Show what the server would answer for a name, and why: the same steps as a
+    /// query (access, canaries, lists and groups, tunnel action, local and
+    /// special-use names; with `--resolve` the answer too).
     Check {
         /// The name to check, e.g. `ads.example.com`.
         name: String,
@@ -33,6 +35,10 @@ pub enum Command {
         /// The query type, e.g. A, AAAA, HTTPS.
         #[arg(long = "type", default_value = "A")]
         qtype: String,
+        /// Also ask the resolver and check its answer as the server does (CNAME
+        /// cloaking, rebinding, answer rules); without it nothing leaves this machine.
+        #[arg(long)]
+        resolve: bool,
         /// Configuration file (default: the embedded one).
         #[arg(short, long)]
         config: Option<PathBuf>,

@@ -25,8 +25,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             client,
             qtype,
+            resolve,
             config,
-        } => check(&name, client, &qtype, &config),
+        } => check(&name, client, &qtype, resolve, &config),
         Command::Lists {
             action: ListsAction::Update { config },
         } => lists_update(&config),
@@ -124,10 +125,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `dnsguard check`: the server's own decision chain on a pipeline built from the
+/// configuration (nothing sent anywhere unless `resolve`).
 fn check(
     name: &str,
     client: std::net::IpAddr,
     qtype: &str,
+    resolve: bool,
     config: &Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let cfg = load(config)?;
@@ -137,13 +141,23 @@ fn check(
     let qtype = crate::dns::parse_qtype(qtype)?;
     let name = crate::filter::name::normalize(name)
         .map_err(|e| anyhow::anyhow!("{name:?} is not a valid name: {e}"))?;
-    let verdict = filter.check(client, &name, qtype);
+    let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (checked, policy) = runtime.block_on(async {
+        let policy = crate::dns::pipeline::Policy::new(filter, &cfg);
+        let pipeline = crate::dns::pipeline::Pipeline::new(&cfg, policy, log)?;
+        let checked = pipeline.check(client, &name, qtype.into(), resolve).await;
+        anyhow::Ok((checked, pipeline.policy()))
+    })?;
     let texts = crate::app::read_texts(&cfg, &lists);
     let refs: Vec<_> = texts
         .iter()
         .map(|(name, text)| crate::filter::ListText { name, text })
         .collect();
-    println!("{name}: {}", filter.explain(&verdict, &refs));
+    let x = checked.verdict.map(|v| policy.filter.explain(&v, &refs));
+    println!("{name}: {}", checked.describe(x.as_ref()));
     Ok(())
 }
 

@@ -544,3 +544,104 @@ www.fwd.test. 300 A 192.0.2.1
         assert!(Instant::now() < deadline, "no rebinding entry: {out}");
     }
 }
+
+/// `dnsguard check` runs the server's decision chain: for each name the CLI's
+/// verdict and the running server's answer agree (canaries, special-use names,
+/// local records, refused clients, lists, and with `--resolve` CNAME cloaking),
+/// and without `--resolve` nothing reaches the upstream.
+#[test]
+fn check_says_what_the_server_answers() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(
+        &up,
+        "[local]\nrecords = [\"nas.lan A 192.168.1.10\"]\n\
+         [[groups]]\nname = \"default\"\ndeny = [\"||tracker.test^\", \"||ads.fwd.test^\"]\n",
+    );
+    let c = dg.config_path();
+    let c = c.to_str().unwrap();
+    let check = |args: &[&str]| {
+        let mut all = vec!["check"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", c]);
+        let (ok, out, err) = run_cli(&all);
+        assert!(ok, "{all:?}: {err}");
+        out
+    };
+    // (name, type, what check says, what the server answers)
+    let cases = [
+        (
+            "use-application-dns.net",
+            "A",
+            "NXDOMAIN",
+            ResponseCode::NXDomain,
+            None,
+        ),
+        (
+            "localhost",
+            "A",
+            "answered locally, NOERROR: 127.0.0.1",
+            ResponseCode::NoError,
+            Some("127.0.0.1"),
+        ),
+        (
+            "x.invalid",
+            "A",
+            "answered locally, NXDOMAIN",
+            ResponseCode::NXDomain,
+            None,
+        ),
+        (
+            "5.1.168.192.in-addr.arpa",
+            "PTR",
+            "answered locally, NXDOMAIN",
+            ResponseCode::NXDomain,
+            None,
+        ),
+        (
+            "nas.lan",
+            "A",
+            "answered locally, NOERROR: 192.168.1.10",
+            ResponseCode::NoError,
+            Some("192.168.1.10"),
+        ),
+        (
+            "ads.fwd.test",
+            "A",
+            "blocked",
+            ResponseCode::NoError,
+            Some("0.0.0.0"),
+        ),
+    ];
+    for (name, qtype, says, rc, addr) in cases {
+        let out = check(&[name, "--type", qtype]);
+        assert!(out.contains(says), "check {name}: {out}");
+        let r = ask(dg.addr, &format!("{name}."), qtype.parse().unwrap());
+        assert_eq!(rcode(&r), rc, "server {name}");
+        if let Some(a) = addr {
+            assert_eq!(addrs(&r), vec![a], "server {name}");
+        }
+    }
+    up.reset_counters();
+    // The name alone passes, and check says it looked at the name only.
+    let out = check(&["cloak.fwd.test"]);
+    assert!(out.contains("pass") && out.contains("--resolve"), "{out}");
+    assert_eq!(up.queries(), 0, "check without --resolve sent a query");
+    // With --resolve it follows the CNAME to the blocked tracker, as the server does.
+    let out = check(&["cloak.fwd.test", "--resolve"]);
+    assert!(
+        out.contains("blocked through its CNAME target collect.tracker.test")
+            && out.contains("||tracker.test^"),
+        "{out}"
+    );
+    assert_eq!(up.queries_for("cloak.fwd.test."), 1);
+    let r = ask(dg.addr, "cloak.fwd.test.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["0.0.0.0"]);
+    let out = check(&["www.fwd.test", "--resolve"]);
+    assert!(
+        out.contains("resolved") && out.contains("192.0.2.1"),
+        "{out}"
+    );
+    // A client outside allow_clients is refused, by both.
+    let out = check(&["www.fwd.test", "--client", "203.0.113.9"]);
+    assert!(out.contains("REFUSED"), "{out}");
+}

@@ -37,6 +37,10 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
+mod check;
+
+pub use check::{Checked, Decision};
+
 use super::Question;
 use super::block::blocked_answer;
 use crate::access::Access;
@@ -493,7 +497,7 @@ impl Pipeline {
         }
         if q.qtype() == RecordType::ANY {
             // RFC 8482: a minimal answer, so dnsguard is no amplifier.
-            return reply(minimal_any(q), Source::Local, v, s);
+            return reply(minimal_any(q.query.name()), Source::Local, v, s);
         }
         let qtype = u16::from(q.qtype());
         let key = Key::new(name, qtype, q.dnssec_ok);
@@ -827,14 +831,12 @@ impl MetricHandles {
 }
 
 /// The RFC 8482 answer to ANY: one synthesized HINFO record instead of everything.
-fn minimal_any(q: &Question) -> Answer {
+fn minimal_any(name: &Name) -> Answer {
     let mut answer = Answer::empty(ResponseCode::NoError);
     let hinfo = HINFO::new("RFC8482".to_owned(), String::new());
-    answer.answers.push(Record::from_rdata(
-        q.query.name().clone(),
-        3600,
-        RData::HINFO(hinfo),
-    ));
+    answer
+        .answers
+        .push(Record::from_rdata(name.clone(), 3600, RData::HINFO(hinfo)));
     answer
 }
 

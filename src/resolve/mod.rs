@@ -10,8 +10,8 @@ pub mod forward;
 pub mod local;
 pub mod recursive;
 pub mod router;
-pub mod special;
 pub mod spec;
+pub mod special;
 pub mod udp;
 
 use hickory_proto::op::ResponseCode;

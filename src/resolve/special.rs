@@ -83,7 +83,11 @@ impl SpecialUse {
         let answer = if under("localhost") {
             localhost(name, qtype, ttl)
         } else if qtype == RecordType::PTR && LOOPBACK_PTR.contains(&name) {
-            record(name, ttl, RData::PTR(PTR(Name::from_ascii("localhost.").ok()?)))
+            record(
+                name,
+                ttl,
+                RData::PTR(PTR(Name::from_ascii("localhost.").ok()?)),
+            )
         } else if NONEXISTENT.iter().any(|z| under(z)) || is_private_reverse(name) {
             Answer::empty(ResponseCode::NXDomain)
         } else {
@@ -100,9 +104,14 @@ impl SpecialUse {
 fn is_private_reverse(name: &str) -> bool {
     let Some(v4) = name.strip_suffix(".in-addr.arpa") else {
         return name.ends_with(".ip6.arpa")
-            && PRIVATE_REVERSE.iter().any(|z| crate::dns::is_under(name, z));
+            && PRIVATE_REVERSE
+                .iter()
+                .any(|z| crate::dns::is_under(name, z));
     };
-    if PRIVATE_REVERSE.iter().any(|z| crate::dns::is_under(name, z)) {
+    if PRIVATE_REVERSE
+        .iter()
+        .any(|z| crate::dns::is_under(name, z))
+    {
         return true;
     }
     // 172.16.0.0/12 and 100.64.0.0/10: the two most significant octets are the last
@@ -151,7 +160,11 @@ mod tests {
         let s = SpecialUse::default();
         for name in ["localhost", "agent.localhost", "a.b.localhost"] {
             let a = s.answer(name, RecordType::A, 300).unwrap();
-            assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::LOCALHOST)), "{name}");
+            assert_eq!(
+                a.answers[0].data,
+                RData::A(A(Ipv4Addr::LOCALHOST)),
+                "{name}"
+            );
             assert_eq!(a.answers[0].name.to_ascii(), format!("{name}."));
             let aaaa = s.answer(name, RecordType::AAAA, 300).unwrap();
             assert_eq!(aaaa.answers[0].data, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST)));
@@ -174,7 +187,13 @@ mod tests {
                 "{name}"
             );
         }
-        for name in ["invalid.example", "a.test", "example.com", "arpa", "in-addr.arpa"] {
+        for name in [
+            "invalid.example",
+            "a.test",
+            "example.com",
+            "arpa",
+            "in-addr.arpa",
+        ] {
             assert_eq!(rcode(&s, name, RecordType::A), None, "{name}");
         }
     }

@@ -509,9 +509,13 @@ pub struct CheckQuery {
     client: Option<String>,
     #[serde(default, rename = "type")]
     qtype: Option<String>,
+    /// Also resolve and check the answer (CNAME cloaking, rebinding, answer rules).
+    #[serde(default)]
+    resolve: Option<bool>,
 }
 
-/// `GET /api/v1/check?name=N[&client=IP][&type=T]`: the `dnsguard check` verdict.
+/// `GET /api/v1/check?name=N[&client=IP][&type=T][&resolve=true]`: what the server
+/// would answer, and why (the `dnsguard check` verdict).
 pub async fn check(
     State(st): State<AppState>,
     Query(q): Query<CheckQuery>,
@@ -530,31 +534,38 @@ pub async fn check(
         .into_owned();
     let cfg = st.live.config.lock().clone();
     let lists = st.live.lists.clone();
-    let policy = st.live.pipeline.policy();
+    let pipeline = st.live.pipeline.clone();
+    let checked = pipeline
+        .check(client, &name, qtype.into(), q.resolve.unwrap_or(false))
+        .await;
+    let policy = pipeline.policy();
     let reply = tokio::task::spawn_blocking(move || {
-        let verdict = policy.filter.check(client, &name, qtype);
         let texts = crate::app::read_texts(&cfg, &lists);
         let refs: Vec<_> = texts
             .iter()
             .map(|(name, text)| crate::filter::ListText { name, text })
             .collect();
-        let x = policy.filter.explain(&verdict, &refs);
-        let action = match x.action {
-            Action::Pass => "pass",
-            Action::Allow => "allowed",
-            Action::Block(BlockReason::Rule) => "blocked",
-            Action::Block(BlockReason::NotAllowlisted) => "not-allowlisted",
+        let x = checked.verdict.map(|v| policy.filter.explain(&v, &refs));
+        let action = match x.as_ref().map(|x| x.action) {
+            None => checked.decision.as_str(),
+            Some(Action::Pass) => "pass",
+            Some(Action::Allow) => "allowed",
+            Some(Action::Block(BlockReason::Rule)) => "blocked",
+            Some(Action::Block(BlockReason::NotAllowlisted)) => "not-allowlisted",
         };
         serde_json::json!({
             "name": name,
             "client": client,
+            "decision": checked.decision.as_str(),
+            "rcode": u16::from(checked.rcode),
+            "answer": checked.answer,
             "action": action,
-            "group": x.group,
-            "source": x.source_name,
-            "line": x.line,
-            "rule": x.rule_text,
-            "note": x.note,
-            "text": format!("{name}: {x}"),
+            "group": x.as_ref().map(|x| x.group.clone()),
+            "source": x.as_ref().and_then(|x| x.source_name.clone()),
+            "line": x.as_ref().and_then(|x| x.line),
+            "rule": x.as_ref().and_then(|x| x.rule_text.clone()),
+            "note": checked.note.clone().or_else(|| x.as_ref().and_then(|x| x.note.clone())),
+            "text": format!("{name}: {}", checked.describe(x.as_ref())),
         })
     })
     .await

@@ -418,12 +418,15 @@ async function loadGroups() {
 // ------------------------------------------------------------------- check
 
 async function runCheck(name) {
-  const r = await api('GET', '/api/v1/check?' + qs({ name, client: $('#check-client').value.trim(), type: $('#check-type').value }));
+  const r = await api('GET', '/api/v1/check?' + qs({ name, client: $('#check-client').value.trim(), type: $('#check-type').value, resolve: $('#check-resolve').checked }));
   const box = clear($('#check-result'));
   box.hidden = false;
-  const label = { pass: 'Resolves (no rule)', allowed: 'Allowed', blocked: 'Blocked', 'not-allowlisted': 'Blocked (not on the allowlist)' }[r.action];
-  box.append(...[h('div', { class: 'big ' + r.action, id: 'check-verdict' }, label),
-    h('div', {}, 'Group ', h('b', {}, r.group), ' · client ', r.client),
+  const byStep = { refused: 'Refused (client not allowed)', canary: 'NXDOMAIN (bypass canary)', tunnel: 'Refused (tunnel)', local: 'Answered locally', 'cname-blocked': 'Blocked through its CNAME target', rebinding: 'Blocked (rebinding)', 'answer-blocked': 'Blocked by an answer rule', failed: 'SERVFAIL' };
+  const label = byStep[r.decision] || { pass: 'Resolves (no rule)', allowed: 'Allowed', blocked: 'Blocked', 'not-allowlisted': 'Blocked (not on the allowlist)' }[r.action];
+  const cls = /blocked|refused|tunnel|rebinding|canary|failed/.test(r.decision) ? 'blocked' : r.action;
+  box.append(...[h('div', { class: 'big ' + cls, id: 'check-verdict' }, label),
+    h('div', {}, 'Group ', h('b', {}, r.group || '-'), ' · client ', r.client),
+    r.answer ? h('div', {}, 'Answer ', h('code', {}, r.answer)) : null,
     r.source ? h('div', {}, 'Rule from ', h('b', {}, r.source), r.line ? ' line ' + r.line : '', r.rule ? ': ' : '', r.rule ? h('code', {}, r.rule) : null) : null,
     r.note ? h('div', { class: 'muted' }, r.note) : null,
     h('div', { class: 'muted small' }, h('code', {}, r.text))].filter(Boolean));
