@@ -300,10 +300,12 @@ pub enum ConfigError {
         message: String,
     },
     /// A value that parses but does not make sense.
-    #[error("{origin}: {key}: {message}")]
+    #[error("{origin}: {}{key}: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
     Invalid {
         /// The file name, or "embedded default".
         origin: String,
+        /// The 1-based line of the key, when it is in the text.
+        line: Option<usize>,
         /// The key, e.g. `resolver.upstreams`.
         key: String,
         /// What is wrong.
@@ -329,17 +331,29 @@ impl Config {
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
+    /// The first problem in file order is the one reported.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: earliest_parse_error(text, e)
+                .to_string()
+                .trim_end()
+                .to_owned(),
         })?;
-        cfg.validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
+        let problems = cfg.validate();
+        let located = problems.into_iter().map(|(key, message)| {
+            let line = line_of(text, &key);
+            (line, key, message)
+        });
+        // Unlocated problems (keys not in the text: defaults) sort last.
+        if let Some((line, key, message)) = located.min_by_key(|(l, ..)| l.unwrap_or(usize::MAX)) {
+            return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
+                line,
                 key,
                 message,
-            })?;
+            });
+        }
         Ok(cfg)
     }
 
@@ -365,64 +379,67 @@ impl Config {
         }
     }
 
-    /// Cross-field checks; returns (key, message) of the first problem.
-    fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |k: &str, m: String| Err((k.to_owned(), m));
+    /// Cross-field checks: (key, message) of every problem found.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut bad = |k: &str, m: String| problems.push((k.to_owned(), m));
         if self.server.listen.is_empty() {
-            return bad("server.listen", "at least one address is needed".into());
+            bad("server.listen", "at least one address is needed".into());
         }
         if self.server.allow_clients.is_empty() {
-            return bad(
+            bad(
                 "server.allow_clients",
                 "no client could use dnsguard; list at least one network".into(),
             );
         }
         if self.server.tcp_idle_timeout_secs == 0 {
-            return bad("server.tcp_idle_timeout_secs", "must be at least 1".into());
+            bad("server.tcp_idle_timeout_secs", "must be at least 1".into());
         }
         if self.server.tcp_max_connections == 0 {
-            return bad("server.tcp_max_connections", "must be at least 1".into());
+            bad("server.tcp_max_connections", "must be at least 1".into());
         }
         if self.server.tcp_max_connections_per_client == 0 {
-            return bad(
+            bad(
                 "server.tcp_max_connections_per_client",
                 "must be at least 1".into(),
             );
         }
-        self.server.rate_limit.validate()?;
+        if let Err((k, m)) = self.server.rate_limit.validate() {
+            bad(&k, m);
+        }
         let r = &self.resolver;
         if r.mode == Mode::Forward && r.upstreams.is_empty() {
-            return bad(
+            bad(
                 "resolver.upstreams",
                 "forward mode needs at least one upstream".into(),
             );
         }
         if r.mode == Mode::Recursive && r.root_hints.is_empty() {
-            return bad(
+            bad(
                 "resolver.root_hints",
                 "recursive mode needs at least one root server".into(),
             );
         }
         if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
-            return bad(
+            bad(
                 "resolver.timeout_ms",
                 format!("{} is out of range 1..=60000", r.timeout_ms),
             );
         }
         if r.upstream_timeout_ms == 0 {
-            return bad("resolver.upstream_timeout_ms", "must be at least 1".into());
+            bad("resolver.upstream_timeout_ms", "must be at least 1".into());
         }
         for (i, z) in r.forward_zones.iter().enumerate() {
             let key = format!("resolver.forward_zones[{i}]");
             if crate::dns::parse_name(&z.zone).is_err() {
-                return bad(&key, format!("zone {:?} is not a domain name", z.zone));
+                bad(&key, format!("zone {:?} is not a domain name", z.zone));
             }
             if z.upstreams.is_empty() {
-                return bad(&key, format!("zone {:?} has no upstreams", z.zone));
+                bad(&key, format!("zone {:?} has no upstreams", z.zone));
             }
         }
         if self.cache.min_ttl > self.cache.max_ttl {
-            return bad(
+            bad(
                 "cache.min_ttl",
                 format!(
                     "{} is larger than cache.max_ttl {}",
@@ -432,16 +449,16 @@ impl Config {
         }
         for (i, line) in self.local.records.iter().enumerate() {
             if let Err(e) = crate::resolve::local::LocalRecord::from_str(line) {
-                return bad(&format!("local.records[{i}]"), e.to_string());
+                bad(&format!("local.records[{i}]"), e.to_string());
             }
         }
         for (i, list) in self.lists.iter().enumerate() {
             let key = format!("lists[{i}] ({:?})", list.name);
             match Source::of(&list.source) {
-                _ if list.source.is_empty() => return bad(&key, "source is empty".into()),
+                _ if list.source.is_empty() => bad(&key, "source is empty".into()),
                 Source::Builtin(name) if crate::lists::builtin(name).is_none() => {
                     let known: Vec<_> = crate::lists::BUILTIN.iter().map(|(n, _)| *n).collect();
-                    return bad(&key, format!("unknown builtin:{name}; known: {known:?}"));
+                    bad(&key, format!("unknown builtin:{name}; known: {known:?}"));
                 }
                 _ => {}
             }
@@ -449,28 +466,128 @@ impl Config {
         if let Some(url) = &self.alerts.webhook_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return bad(
+            bad(
                 "alerts.webhook_url",
                 format!("{url:?} is not an http(s) URL"),
             );
         }
         if self.firewall.enabled && self.firewall.command.is_empty() {
-            return bad("firewall.command", "needs at least the program".into());
+            bad("firewall.command", "needs at least the program".into());
         }
         for g in &self.firewall.groups {
             if g != crate::filter::DEFAULT_GROUP && !self.groups.iter().any(|x| x.name == *g) {
-                return bad("firewall.groups", format!("unknown group {g:?}"));
+                bad("firewall.groups", format!("unknown group {g:?}"));
             }
         }
         if let Err(e) = crate::detect::Detector::new(&self.detect) {
-            return bad("detect", e.to_string());
+            bad("detect", e.to_string());
         }
         // Compiling with no list text checks names, groups, selectors and block modes.
         if let Err(e) = crate::filter::Filter::build(&self.lists, &self.groups, &[]) {
-            return bad("lists/groups", e.to_string());
+            bad(&self.filter_error_key(&e), e.to_string());
         }
-        Ok(())
+        problems
     }
+
+    /// The key a filter error is about, e.g. `groups[2].clients[0]`, so that its
+    /// line can be found.
+    fn filter_error_key(&self, e: &crate::filter::FilterError) -> String {
+        use crate::filter::FilterError as E;
+        let list = |name: &str| self.lists.iter().rposition(|l| l.name == name);
+        let group = |name: &str| self.groups.iter().rposition(|g| g.name == name);
+        let at = |what: &str, i: Option<usize>, rest: &str| match i {
+            Some(i) => format!("{what}[{i}]{rest}"),
+            None => what.to_owned(),
+        };
+        match e {
+            E::DuplicateList(n) => at("lists", list(n), ""),
+            E::EmptyListName(_) => at("lists", list(""), ""),
+            E::UnknownGroup { list: l, .. } => at("lists", list(l), ".groups"),
+            E::DuplicateGroup(n) => at("groups", group(n), ""),
+            E::EmptyGroupName => at("groups", group(""), ""),
+            E::BadClient { group: g, value } => {
+                let i = group(g);
+                let j = i.and_then(|i| self.groups[i].clients.iter().position(|c| c == value));
+                at(
+                    "groups",
+                    i,
+                    &j.map_or(".clients".into(), |j| format!(".clients[{j}]")),
+                )
+            }
+            E::ClientInTwoGroups { second, .. } => at("groups", group(second), ".clients"),
+            E::BadBlockIps { group: g, .. } => at("groups", group(g), ".block_ips"),
+            E::BadEntry {
+                group: g,
+                field,
+                entry,
+                ..
+            } => {
+                let i = group(g);
+                let entries = i.map(|i| match *field {
+                    "allow" => &self.groups[i].allow,
+                    _ => &self.groups[i].deny,
+                });
+                let j = entries.and_then(|e| e.iter().position(|x| x == entry));
+                let rest = j.map_or(format!(".{field}"), |j| format!(".{field}[{j}]"));
+                at("groups", i, &rest)
+            }
+            E::TooManyGroups(_) | E::Compile { .. } => "groups".into(),
+        }
+    }
+}
+
+/// The first error in file order of a file that does not deserialize. serde meets
+/// a file's tables and keys in its own order, not the file's; the shortest
+/// complete prefix of the text that fails holds the first problem, at the same
+/// line. Prefixes that fail only for a field the rest of the file supplies do not
+/// count.
+fn earliest_parse_error(text: &str, whole: toml::de::Error) -> toml::de::Error {
+    let mut end = 0;
+    for line in text.split_inclusive('\n') {
+        end += line.len();
+        let prefix = &text[..end];
+        if end == text.len() || toml_edit::Document::parse(prefix).is_err() {
+            continue; // the whole text, or inside a multi-line value
+        }
+        match toml::from_str::<Config>(prefix) {
+            Err(e) if !e.message().starts_with("missing field") => return e,
+            _ => {}
+        }
+    }
+    whole
+}
+
+/// The 1-based line of `key` (`a.b[2].c`, anything after a space ignored) in
+/// `text`, or of the deepest part of it that is there.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let path = key.split(' ').next().unwrap_or(key);
+    let mut span = None;
+    let mut item: Option<&toml_edit::Item> = None;
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let next = match item {
+            None => doc.get(name),
+            Some(it) => it.get(name),
+        };
+        let Some(mut next) = next else { break };
+        span = next.span().or(span);
+        if let Some(i) = index {
+            match next.get(i) {
+                Some(el) => {
+                    span = el.span().or(span);
+                    next = el;
+                }
+                None => break,
+            }
+        }
+        item = Some(next);
+    }
+    let start = span?.start;
+    Some(text[..start.min(text.len())].matches('\n').count() + 1)
 }
 
 #[cfg(test)]
@@ -587,6 +704,46 @@ mod tests {
         assert!(e.contains("resolver.forward_zones[0]"), "{e}");
         let e = err("[server]\nallow_clients = []\n");
         assert!(e.contains("server.allow_clients"), "{e}");
+    }
+
+    #[test]
+    fn the_first_problem_in_file_order_is_reported() {
+        // serde meets `cache` before `server`: the type error on line 5 came first.
+        let e = err(
+            "[server]\nlisten = [\"127.0.0.1:5300\"]\nlissten = 1\n[cache]\nmax_entries = \"x\"\n",
+        );
+        assert!(e.contains("line 3") && e.contains("lissten"), "{e}");
+        let e = err("[server]\ntcp_idle_timeout_secs = \"x\"\nallow_clientz = 1\n");
+        assert!(
+            e.contains("line 2") && e.contains("tcp_idle_timeout_secs"),
+            "{e}"
+        );
+        // A multi-line array before the problem is no false alarm.
+        let e = err("[local]\nrecords = [\n  \"nas.lan A 10.0.0.1\",\n]\nttl = \"long\"\n");
+        assert!(e.contains("line 5") && e.contains("ttl"), "{e}");
+        // [[groups]] need a name: a prefix cut before it is not the problem.
+        let e = err("[[groups]]\nclients = [\"10.0.0.1\"]\nname = \"a\"\nbogus = 1\n");
+        assert!(e.contains("line 4") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_give_key_and_line_in_file_order() {
+        let e = err("[cache]\nmin_ttl = 10\nmax_ttl = 5\n[server]\nallow_clients = []\n");
+        assert!(e.contains("line 2: cache.min_ttl"), "{e}");
+        let e = err("[server]\nallow_clients = []\n[cache]\nmin_ttl = 10\nmax_ttl = 5\n");
+        assert!(e.contains("line 2: server.allow_clients"), "{e}");
+        let e = err("[[groups]]\nname = \"a\"\n\nclients = [\"10.0.0.1\", \"10.0.0.300/8\"]\n");
+        assert!(e.contains("line 4: groups[0].clients[1]"), "{e}");
+        assert!(e.contains("10.0.0.300/8"), "{e}");
+        let e = err(
+            "[[groups]]\nname = \"x\"\n[[groups]]\nname = \"y\"\ndeny = [\"a.com\",\n  \"||b^$bogus\"]\n",
+        );
+        assert!(e.contains("line 6: groups[1].deny[1]"), "{e}");
+        let e = err("[[lists]]\nname = \"l\"\nsource = \"builtin:nope\"\n");
+        assert!(e.contains("line 1: lists[0]"), "{e}");
+        let e =
+            err("[[lists]]\nname = \"l\"\nsource = \"builtin:default\"\ngroups = [\"ghost\"]\n");
+        assert!(e.contains("line 4: lists[0].groups"), "{e}");
     }
 
     #[test]
