@@ -53,6 +53,13 @@ pub struct Config {
     pub firewall: crate::guard::nft::FirewallConfig,
 }
 
+/// The default log filter: dnsguard's own lines, and third-party crates' warnings
+/// only. hickory and rustls report an unreachable or untrusted upstream once per
+/// query and connection attempt (half a dozen long lines per query offline);
+/// dnsguard says it once per upstream instead, with the reason.
+pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,\
+hickory_proto=warn,rustls=warn,rustls_platform_verifier=off";
+
 /// `[server]`: where dnsguard listens and which clients it answers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -100,7 +107,7 @@ impl Default for ServerConfig {
             tcp_max_connections_per_client: 32,
             rate_limit: crate::dns::ratelimit::RateLimitConfig::default(),
             data_dir: PathBuf::from("dnsguard-data"),
-            log: "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn".into(),
+            log: DEFAULT_LOG.into(),
         }
     }
 }
@@ -644,6 +651,7 @@ mod tests {
     #[test]
     fn tcp_bounds_and_rate_limit_parse_and_validate() {
         let cfg = Config::embedded().unwrap();
+        assert_eq!(cfg.server.log, DEFAULT_LOG, "dnsguard.toml spells out the default filter");
         // The embedded file spells out the defaults.
         let d = ServerConfig::default();
         assert_eq!(cfg.server.rate_limit, d.rate_limit);

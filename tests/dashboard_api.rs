@@ -101,11 +101,12 @@ fn auth_is_required_everywhere_but_login_and_health() {
     }
     // No password yet: the login page says how to set one and has no usable form.
     let login = request("GET", &base, "/login", &[], None);
-    assert!(
-        login.body.contains("dnsguard set-password"),
-        "{}",
-        login.body
+    // The exact command for this server: its own config file.
+    let command = format!(
+        "dnsguard set-password --config {}",
+        dg.config_path().display()
     );
+    assert!(login.body.contains(&command), "{}", login.body);
     assert!(
         login
             .body

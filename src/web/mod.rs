@@ -171,9 +171,8 @@ pub async fn start(
         metrics_token: cfg.metrics_token.as_deref().map(Arc::from),
     };
     if !auth::password_is_set(data_dir) {
-        tracing::warn!(
-            "no dashboard password set; run `dnsguard set-password` to use the dashboard"
-        );
+        let command = pages::set_password_command(state.live.config_path.as_deref());
+        tracing::warn!("no dashboard password set; run `{command}` to use the dashboard");
     }
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {

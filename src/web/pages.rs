@@ -78,6 +78,21 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The command that sets this server's password: with the configuration file it
+/// was started with, or, on the embedded default, from the directory it was
+/// started in (its data directory is relative to it).
+pub(super) fn set_password_command(config_path: Option<&std::path::Path>) -> String {
+    match config_path {
+        Some(path) => format!("dnsguard set-password --config {}", path.display()),
+        None => format!(
+            "dnsguard set-password   (in {}, where dnsguard serve was started)",
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "the directory".into())
+        ),
+    }
+}
+
 /// The login page with a message; with no password set it says how to set one
 /// and has no form to submit.
 pub fn login_page(st: &AppState, status: StatusCode, message: &str) -> Response {
@@ -88,9 +103,11 @@ pub fn login_page(st: &AppState, status: StatusCode, message: &str) -> Response 
         (escape(message), "")
     } else {
         (
-            "No dashboard password is set yet. On the server, run \
-             <code>dnsguard set-password --config YOUR-CONFIG</code>, then reload this page."
-                .to_owned(),
+            format!(
+                "No dashboard password is set yet. On the server, run \
+                 <code>{}</code>, then reload this page.",
+                escape(&set_password_command(st.live.config_path.as_deref()))
+            ),
             "hidden",
         )
     };

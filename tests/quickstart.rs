@@ -1,0 +1,111 @@
+//! The README's quick start: `dnsguard serve` with the embedded default, no config
+//! file, on a desktop that runs avahi-daemon (mDNS owns UDP port 5353 on the
+//! wildcard address; dnsguard's default listens on 127.0.0.1:5353).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::client::{addrs, ask, rcode};
+use common::server::binary;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+/// Kills the child when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True while some process holds UDP 0.0.0.0:5353 without sharing it with us.
+fn wildcard_5353_taken() -> bool {
+    UdpSocket::bind("0.0.0.0:5353").is_err()
+}
+
+#[test]
+fn the_quick_start_answers_beside_a_running_avahi_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    // avahi-daemon as a desktop runs it, minus D-Bus (none in a test); one already
+    // running (a developer's desktop) serves as well.
+    let conf = dir.path().join("avahi-daemon.conf");
+    std::fs::write(
+        &conf,
+        "[server]\nuse-ipv4=yes\nuse-ipv6=yes\nenable-dbus=no\n[publish]\npublish-workstation=no\n",
+    )
+    .unwrap();
+    let already = Command::new("avahi-daemon")
+        .arg("--check")
+        .status()
+        .expect("avahi-daemon is installed (Debian package avahi-daemon)")
+        .success();
+    let _avahi = (!already).then(|| {
+        Killed(
+            Command::new("avahi-daemon")
+                .arg("-f")
+                .arg(&conf)
+                .args(["--no-drop-root", "--no-chroot", "--no-rlimits"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start avahi-daemon"),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !wildcard_5353_taken() {
+        assert!(Instant::now() < deadline, "avahi-daemon never bound 5353");
+        std::thread::sleep(Duration::from_millis(20)); // polling, bounded by the deadline
+    }
+
+    // The quick start: no --config, in a fresh directory (its data directory is
+    // relative to it).
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dnsguard");
+    let stderr = child.stderr.take().unwrap();
+    let _dnsguard = Killed(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("dnsguard ready") {
+                let _ = tx.send(Ok(log.clone()));
+            }
+        }
+        let _ = tx.send(Err(log));
+    });
+    let log = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("dnsguard started in time")
+        .unwrap_or_else(|log| panic!("dnsguard exited; log:\n{log}"));
+    assert!(
+        log.contains("listening (UDP and TCP) addr=127.0.0.1:5353"),
+        "{log}"
+    );
+    let addr: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let r = ask(addr, "localhost.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["127.0.0.1"]);
+    // The bundled blocklist is on.
+    let r = ask(addr, "doubleclick.net.", RecordType::A);
+    assert_eq!(addrs(&r), vec!["0.0.0.0"]);
+    let r = ask(addr, "use-application-dns.net.", RecordType::A);
+    assert_eq!(rcode(&r), ResponseCode::NXDomain);
+    // mDNS keeps its port: avahi still holds the wildcard socket.
+    assert!(wildcard_5353_taken(), "avahi lost UDP 5353");
+}
