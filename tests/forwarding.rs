@@ -348,6 +348,12 @@ fn refuses_clients_outside_allowed_networks() {
     );
     let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
     assert_eq!(rcode(&r), ResponseCode::NoError);
+    // Logged as what it was: refused, never "allowed".
+    let refused = wait_for_log(&dg, "the refused query", |e| {
+        e.iter().find(|x| x["client"] == "127.0.0.2").cloned()
+    });
+    assert_eq!(refused["source"], "refused", "{refused}");
+    assert_eq!(refused["verdict"], "blocked", "{refused}");
 }
 
 #[test]
