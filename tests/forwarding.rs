@@ -479,7 +479,10 @@ fn wait_for_log<T>(
         if let Some(v) = f(&entries) {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what} never logged: {entries:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} never logged: {entries:#?}"
+        );
         std::thread::yield_now();
     }
 }
@@ -493,7 +496,10 @@ fn edns_version_1_gets_badvers() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = start(&up, "");
     for transport in ["+notcp", "+tcp"] {
-        let out = dig(&dg, &[transport, "+edns=1", "+noednsneg", "v1.fwd.test", "A"]);
+        let out = dig(
+            &dg,
+            &[transport, "+edns=1", "+noednsneg", "v1.fwd.test", "A"],
+        );
         assert!(out.contains("status: BADVERS"), "{transport}: {out}");
         assert!(out.contains("EDNS: version: 0"), "{transport}: {out}");
         assert!(out.contains("ANSWER: 0,"), "{transport}: {out}");
