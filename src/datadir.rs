@@ -22,12 +22,15 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and any missing parents as [`DIR_MODE`], and gives `dir` that
-/// mode exactly if it already existed.
+/// mode exactly (whatever the umask, or if it already existed with another).
 pub fn create_dir(dir: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(dir)?;
+    if std::fs::metadata(dir)?.permissions().mode() & 0o7777 == DIR_MODE {
+        return Ok(());
+    }
     set_mode(dir, DIR_MODE)
 }
 
@@ -50,23 +53,30 @@ pub fn tighten(path: &Path) -> io::Result<bool> {
 }
 
 /// [`tighten`] on `dir` and everything below it (symbolic links are neither
-/// followed nor changed); how many entries it changed.
-pub fn tighten_tree(dir: &Path) -> io::Result<usize> {
-    let mut changed = usize::from(tighten(dir)?);
-    if !std::fs::symlink_metadata(dir)?.is_dir() {
-        return Ok(changed);
-    }
+/// followed nor changed); how many entries it changed. An entry that cannot be
+/// read or changed does not stop the walk: the first such error comes back with
+/// the count.
+pub fn tighten_tree(dir: &Path) -> (usize, Option<io::Error>) {
+    let mut changed = 0;
+    let mut first_error = None;
+    let mut note = |r: io::Result<bool>| match r {
+        Ok(c) => changed += usize::from(c),
+        Err(e) => {
+            first_error.get_or_insert(e);
+        }
+    };
     let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            changed += usize::from(tighten(&path)?);
-            if std::fs::symlink_metadata(&path)?.is_dir() {
-                stack.push(path);
-            }
+    while let Some(path) = stack.pop() {
+        note(tighten(&path));
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        match std::fs::read_dir(&path) {
+            Ok(entries) => stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path()))),
+            Err(e) => note(Err(e)),
         }
     }
-    Ok(changed)
+    (changed, first_error)
 }
 
 /// At server start: sets the process umask to 077 (for files libraries create)
@@ -85,16 +95,18 @@ pub fn make_private(data_dir: &Path) {
         }
         return;
     };
-    match tighten_tree(&dir) {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            dir = %data_dir.display(), entries = n,
+    let (changed, error) = tighten_tree(&dir);
+    if changed > 0 {
+        tracing::warn!(
+            dir = %data_dir.display(), entries = changed,
             "the data directory was readable by other users: made it private (directories 0700, files 0600)"
-        ),
-        Err(error) => tracing::warn!(
+        );
+    }
+    if let Some(error) = error {
+        tracing::warn!(
             %error, dir = %data_dir.display(),
             "cannot make everything in the data directory private"
-        ),
+        );
     }
 }
 
@@ -142,7 +154,9 @@ mod tests {
             set_mode(&root.join(f), m).unwrap();
         }
         std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
-        assert_eq!(tighten_tree(&root).unwrap(), 5);
+        let (changed, error) = tighten_tree(&root);
+        assert_eq!(changed, 5);
+        assert!(error.is_none(), "{error:?}");
         for d in ["", "sub", "sub/deeper"] {
             assert_eq!(mode(&root.join(d)), 0o700, "{d}");
         }
@@ -150,6 +164,6 @@ mod tests {
             assert_eq!(mode(&root.join(f)), 0o600, "{f}");
         }
         assert_eq!(mode(&outside), 0o644, "a link's target is left alone");
-        assert_eq!(tighten_tree(&root).unwrap(), 0, "nothing left to do");
+        assert_eq!(tighten_tree(&root).0, 0, "nothing left to do");
     }
 }
