@@ -88,7 +88,7 @@ in_root useradd --system --user-group --home-dir /var/lib/dnsguard --no-create-h
     --shell /usr/sbin/nologin --comment "dnsguard DNS resolver" dnsguard
 install -d -m 0750 "$root/etc/dnsguard"
 install -m 0640 "$F/dnsguard.toml" "$root/etc/dnsguard/dnsguard.toml"
-install -d -m 0750 "$root/var/lib/dnsguard"
+install -d -m 0700 "$root/var/lib/dnsguard"
 in_root chown -R dnsguard:dnsguard /etc/dnsguard /var/lib/dnsguard
 # The config must parse (the aarch64 binary, through qemu-user).
 timeout 120 chroot "$root" /usr/bin/dnsguard config check /etc/dnsguard/dnsguard.toml >&2 \

@@ -21,6 +21,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     use tokio::signal::unix::{SignalKind, signal};
     let hup = signal(SignalKind::hangup())?;
     let term = signal(SignalKind::terminate())?;
+    crate::datadir::make_private(&cfg.server.data_dir);
     let lists = Arc::new(Lists::new(&cfg.server.data_dir, &cfg.list_updates)?);
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log_or_degrade(&cfg)?);

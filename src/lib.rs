@@ -15,6 +15,7 @@ pub mod channel;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod datadir;
 pub mod detect;
 pub mod dns;
 pub mod filter;

@@ -356,6 +356,36 @@ fn login_sessions_csrf_and_rate_limit() {
     );
 }
 
+/// `dnsguard set-password` on a running server ends every session logged in
+/// with the old password at once; the new password logs in.
+#[test]
+fn a_new_password_ends_existing_sessions() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let (dg, base) = start(&up);
+    dash::set_password(&dg, PASSWORD);
+    let old = dash::login(&base, PASSWORD);
+    let get = |path: &str, cookie: &str| request("GET", &base, path, &[("Cookie", cookie)], None);
+    assert_eq!(get("/api/v1/groups", &old.cookie).status, 200);
+
+    dash::set_password(&dg, "a brand new password");
+    assert_eq!(get("/api/v1/groups", &old.cookie).status, 401);
+    let page = get("/", &old.cookie);
+    assert_eq!(page.status, 303);
+    assert_eq!(page.header("location"), Some("/login"));
+    assert_eq!(get("/api/v1/session", &old.cookie).status, 401);
+    let r = old.call(&base, "POST", "/api/v1/lists/update", None);
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    assert_eq!(dash::post_login(&base, PASSWORD).status, 401);
+    let new = dash::login(&base, "a brand new password");
+    assert_eq!(get("/api/v1/groups", &new.cookie).status, 200);
+    assert_eq!(
+        get("/api/v1/groups", &old.cookie).status,
+        401,
+        "still ended"
+    );
+}
+
 #[test]
 fn changes_are_validated_applied_live_and_persisted() {
     let up = FakeUpstream::start(localhost(), ZONE);

@@ -16,6 +16,7 @@ const ZONE: &str = "\
 www.fwd.test. 300 A 192.0.2.1
 www.fwd.test. 300 AAAA 2001:db8::1
 short.fwd.test. 1 A 192.0.2.2
+v1.fwd.test. 300 A 192.0.2.9
 alias.fwd.test. 300 CNAME mid.fwd.test.
 mid.fwd.test. 300 CNAME www.fwd.test.
 ";
@@ -347,6 +348,12 @@ fn refuses_clients_outside_allowed_networks() {
     );
     let r = ask(dg.addr, "www.fwd.test.", RecordType::A);
     assert_eq!(rcode(&r), ResponseCode::NoError);
+    // Logged as what it was: refused, never "allowed".
+    let refused = wait_for_log(&dg, "the refused query", |e| {
+        e.iter().find(|x| x["client"] == "127.0.0.2").cloned()
+    });
+    assert_eq!(refused["source"], "refused", "{refused}");
+    assert_eq!(refused["verdict"], "blocked", "{refused}");
 }
 
 #[test]
@@ -430,6 +437,90 @@ fn malformed_packets_never_stop_the_server() {
         vec!["192.0.2.1"]
     );
     assert!(!dg.log().contains("panicked"));
+}
+
+/// Runs the real `dig` against the server with `args`; its output.
+fn dig(dg: &Dnsguard, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", dg.addr.ip()))
+        .args(["-p", &dg.addr.port().to_string(), "+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The query log's entries, through the running server's API.
+fn logged(dg: &Dnsguard) -> Vec<serde_json::Value> {
+    let auth = format!("Bearer {}", common::dash::token(dg));
+    let r = common::http::request(
+        "GET",
+        &common::dash::base(dg),
+        "/api/v1/querylog?since=1h&format=json",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Polls the query log until `f` finds what it wants in it.
+fn wait_for_log<T>(
+    dg: &Dnsguard,
+    what: &str,
+    mut f: impl FnMut(&[serde_json::Value]) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = logged(dg);
+        if let Some(v) = f(&entries) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never logged: {entries:#?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// RFC 6891 §6.1.3: an EDNS version dnsguard does not speak gets BADVERS with an
+/// OPT record of version 0 and no data, over UDP (which the fast path hands to
+/// hickory's parser) and TCP, and is neither resolved nor logged; version 0 keeps
+/// being answered (in place on UDP).
+#[test]
+fn edns_version_1_gets_badvers() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    for transport in ["+notcp", "+tcp"] {
+        let out = dig(
+            &dg,
+            &[transport, "+edns=1", "+noednsneg", "v1.fwd.test", "A"],
+        );
+        assert!(out.contains("status: BADVERS"), "{transport}: {out}");
+        assert!(out.contains("EDNS: version: 0"), "{transport}: {out}");
+        assert!(out.contains("ANSWER: 0,"), "{transport}: {out}");
+        assert!(!out.contains("192.0.2.9"), "{transport}: {out}");
+    }
+    assert_eq!(up.queries_for("v1.fwd.test."), 0, "never resolved");
+    // Version 0: answered, the second time from the cache in place.
+    for _ in 0..2 {
+        let out = dig(&dg, &["+edns=0", "www.fwd.test", "A"]);
+        assert!(out.contains("status: NOERROR"), "{out}");
+        assert!(out.contains("EDNS: version: 0"), "{out}");
+        assert!(out.contains("192.0.2.1"), "{out}");
+    }
+    assert_eq!(up.queries_for("www.fwd.test."), 1);
+    let entries = wait_for_log(&dg, "both version-0 queries", |e| {
+        (e.iter().filter(|x| x["name"] == "www.fwd.test").count() == 2).then(|| e.to_vec())
+    });
+    assert!(
+        !entries.iter().any(|x| x["name"] == "v1.fwd.test"),
+        "BADVERS queries are not logged: {entries:#?}"
+    );
 }
 
 #[test]

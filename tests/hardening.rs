@@ -299,6 +299,106 @@ fn full_query_log_disk_keeps_dns_answering_and_recovers() {
     assert_eq!(addrs(&r), ["192.0.2.1"]);
 }
 
+// ---------------------------------------------------------------- private data
+
+/// Every directory and file under `dir`: (path relative to `dir`, permission bits, is a directory).
+fn walk(dir: &std::path::Path) -> Vec<(String, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&d).unwrap();
+        let rel = d.strip_prefix(dir).unwrap().display().to_string();
+        out.push((rel, meta.permissions().mode() & 0o7777, meta.is_dir()));
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// Asserts every directory under `data` is 0700 and every file 0600, and that the
+/// walk saw the query log's sled files (and `more`), the guard's database and the
+/// alerts.
+fn assert_private(data: &std::path::Path, when: &str, more: &[&str]) {
+    let all = walk(data);
+    for want in more.iter().copied().chain([
+        "querylog/db/db",
+        "querylog/db/conf",
+        "guard/db",
+        "alerts.jsonl",
+        "api-token",
+        "lists/old.txt",
+    ]) {
+        assert!(
+            all.iter().any(|(p, _, _)| p.starts_with(want)),
+            "{when}: {want} not found in {all:?}"
+        );
+    }
+    for (path, mode, is_dir) in &all {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{when}: {path:?} is {mode:o}: {all:?}");
+    }
+}
+
+/// The query log, the guard's database and the alerts are readable by dnsguard's
+/// user only, whatever the umask it was started with (here 022), sled's own files
+/// included; a data directory left world-readable by an older run is tightened
+/// at start, and the log says so.
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dnsguard-data");
+    std::fs::create_dir_all(data.join("lists")).unwrap();
+    std::fs::write(data.join("lists/old.txt"), "old.example\n").unwrap();
+    for (p, mode) in [("", 0o755), ("lists", 0o755), ("lists/old.txt", 0o644)] {
+        std::fs::set_permissions(data.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let cfg = format!(
+        "{}[[lists]]\nname = \"exfil\"\nsource = \"builtin:exfil\"\n\
+         [alerts]\nfile = \"dnsguard-data/alerts.jsonl\"\n",
+        config(&up, "")
+    );
+    let dg = Dnsguard::start_wrapped(&cfg, dir, &["sh", "-c", "umask 022 && exec \"$@\"", "sh"]);
+    let tcp = Ask {
+        tcp: true,
+        ..Ask::default()
+    };
+    for ask in [Ask::default(), tcp] {
+        let r = ask_with(dg.addr, "www.fwd.test.", RecordType::A, &ask);
+        assert_eq!(addrs(&r), ["192.0.2.1"]);
+        let r = ask_with(dg.addr, "abc.oast.pro.", RecordType::A, &ask);
+        assert_eq!(addrs(&r), ["0.0.0.0"], "the exfil list blocks it");
+    }
+    let alerts = data.join("alerts.jsonl");
+    wait_for(Duration::from_secs(10), "the exfil alert", || {
+        std::fs::read_to_string(&alerts)
+            .is_ok_and(|t| t.contains("oast.pro"))
+            .then_some(())
+    });
+    wait_for(Duration::from_secs(10), "four logged queries", || {
+        (api(&dg, "/api/v1/querylog?since=1h&format=json")
+            .lines()
+            .count()
+            >= 4)
+            .then_some(())
+    });
+    assert!(
+        dg.log().contains("made it private"),
+        "the tightening is logged: {}",
+        dg.log()
+    );
+    assert_private(&data, "running", &["querylog/wal.", "api-endpoint"]);
+    // What sled writes at shutdown too (the WAL is gone once sled has it all).
+    let (status, dir) = dg.stop_keeping_dir(libc::SIGTERM);
+    assert!(status.success());
+    assert_private(&dir.path().join("dnsguard-data"), "stopped", &[]);
+}
+
 // ---------------------------------------------------------------- slowloris
 
 /// A TCP connection to `server` from `from` (a loopback address).

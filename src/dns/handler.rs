@@ -62,6 +62,15 @@ impl Handler {
         }
         let none: [&Record; 0] = [];
 
+        // RFC 6891 §6.1.3: a version we do not speak gets BADVERS (the OPT record
+        // of the reply says version 0 and carries the upper rcode bits), no data,
+        // and is not logged: it is a protocol error, like FORMERR.
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            meta.response_code = ResponseCode::BADVERS;
+            let msg = builder.build(meta, none, none, none, none);
+            return send(&mut response, msg, meta).await;
+        }
+
         let info = request.request_info().ok();
         let error = match &info {
             None => Some(ResponseCode::FormErr),

@@ -641,6 +641,10 @@ impl Pipeline {
                 }
             }
         }
+        if *source == Source::Refused {
+            // A client outside `allow_clients` got nothing: never an "allowed" query.
+            e.verdict = querylog::Verdict::Blocked;
+        }
         if let Source::Rebinding(ip) = source {
             e.verdict = querylog::Verdict::Blocked;
             e.rule = Arc::from(format!("rebinding: answer {ip} is private"));

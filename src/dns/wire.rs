@@ -4,7 +4,8 @@
 //!
 //! Anything unusual (compression in the question, odd bytes in names, EDNS versions
 //! other than 0, several questions, a class other than IN) is not parsed here: the
-//! caller hands the packet to hickory's full parser instead. Answers written here
+//! caller hands the packet to hickory's full parser instead (and `handler.rs`
+//! answers an EDNS version other than 0 with BADVERS). Answers written here
 //! are the same messages hickory writes for the same [`Answer`]; tests compare the
 //! two.
 

@@ -140,17 +140,29 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// Opens the file, binds the syslog socket and spawns the webhook task on the
-    /// current tokio runtime.
+    /// Opens the file (0600: alerts name clients and what they asked; an existing
+    /// file readable by others is tightened), binds the syslog socket and spawns
+    /// the webhook task on the current tokio runtime.
     pub fn start(cfg: &AlertsConfig, recent: Recent) -> anyhow::Result<Dispatch> {
         use anyhow::Context;
         let file = match &cfg.file {
             Some(p) => {
-                let f = std::fs::OpenOptions::new()
+                let f = crate::datadir::file_options()
                     .create(true)
                     .append(true)
                     .open(p)
                     .with_context(|| format!("cannot open alerts.file {}", p.display()))?;
+                match crate::datadir::tighten(p) {
+                    Ok(false) => {}
+                    Ok(true) => tracing::warn!(
+                        file = %p.display(),
+                        "alerts.file was readable by other users: made it 0600"
+                    ),
+                    Err(error) => tracing::warn!(
+                        %error, file = %p.display(),
+                        "cannot make alerts.file private"
+                    ),
+                }
                 Some((p.clone(), f))
             }
             None => None,

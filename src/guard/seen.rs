@@ -69,14 +69,13 @@ impl Seen {
             message: e.to_string(),
         };
         // A small cache: the guard thread touches the tree only on memory-set misses.
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 * 1024 * 1024);
-        let db =
-            crate::querylog::store::open_sled("guard-open", config).map_err(|e| SeenError::Db {
+        let config = sled::Config::new().cache_capacity(16 * 1024 * 1024);
+        let db = crate::querylog::store::open_sled("guard-open", dir, config).map_err(|e| {
+            SeenError::Db {
                 path: path.clone(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         let tree = db.open_tree("seen").map_err(err)?;
         let mut memory = HashSet::new();
         let mut count = 0u64;

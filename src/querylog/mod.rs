@@ -73,7 +73,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -163,8 +163,8 @@ fn lock_dir(dir: &Path) -> Result<File, QueryLogError> {
         path: dir.to_owned(),
         message: e.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(open_err)?;
-    let f = OpenOptions::new()
+    crate::datadir::create_dir(dir).map_err(open_err)?;
+    let f = crate::datadir::file_options()
         .create(true)
         .truncate(false)
         .write(true)

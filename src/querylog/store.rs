@@ -70,10 +70,9 @@ impl SledStore {
         // after a burst (p99 at 10k QPS right after a saturating run, one pinned
         // core: 0.17/0.22 -> 0.08/0.14 ms blocked/cached), for some disk space.
         let config = sled::Config::new()
-            .path(dir)
             .cache_capacity(4 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput);
-        open_sled("querylog-open", config)
+        open_sled("querylog-open", dir, config)
     }
 
     fn db(&self) -> Result<sled::Db, StoreError> {
@@ -90,12 +89,20 @@ impl SledStore {
     }
 }
 
-/// Opens a sled database as every dnsguard database is opened: from a
+/// Opens a sled database in `dir` as every dnsguard database is opened: in a
+/// private directory (0700, made here; see `datadir.rs`); from a
 /// background-priority thread, whose priority sled's I/O and flusher threads
 /// inherit; and waiting up to a second while sled's file lock is still held by
 /// a handle this process dropped just before (sled lets go of it only when its
 /// own threads finish: a reload, a reopen after an error, tests).
-pub(crate) fn open_sled(thread: &str, config: sled::Config) -> Result<sled::Db, OpenError> {
+pub(crate) fn open_sled(
+    thread: &str,
+    dir: &Path,
+    config: sled::Config,
+) -> Result<sled::Db, OpenError> {
+    crate::datadir::create_dir(dir)
+        .map_err(|e| OpenError::Other(format!("{}: {e}", dir.display())))?;
+    let config = config.path(dir);
     let mut tries = 0;
     loop {
         let config = config.clone();

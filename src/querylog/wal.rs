@@ -22,7 +22,7 @@
 //! skipped; newer ones are applied again. Every put is an absolute value, so
 //! applying a record twice is harmless anyway.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -261,7 +261,7 @@ impl Wal {
     fn write_buf(&mut self) -> io::Result<()> {
         if self.file.is_none() {
             self.file = Some(
-                OpenOptions::new()
+                crate::datadir::file_options()
                     .create(true)
                     .append(true)
                     .open(segment_path(&self.dir, self.cur))?,

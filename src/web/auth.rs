@@ -8,6 +8,10 @@
 //!   server-side session (in memory, 12 hours) named by an HttpOnly,
 //!   SameSite=Strict cookie; every state change with a session must also carry
 //!   the session's CSRF token in `X-CSRF-Token`.
+//! * A session is bound to the password hash it logged in with: once the file
+//!   holds another one (`dnsguard set-password` while the server runs), every
+//!   older session is refused, so a changed password locks out whoever knew the
+//!   old one.
 //! * Logins are rate limited per client address (a token bucket).
 //! * With no password set, nobody logs in: the login page says how to set one.
 
@@ -75,7 +79,7 @@ pub fn set_password(data_dir: &Path, password: &str) -> Result<(), AuthError> {
         let path = path.to_owned();
         move |source| AuthError::Io { path, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    crate::datadir::create_dir(data_dir).map_err(io(data_dir))?;
     super::edit::write_atomically(&password_path(data_dir), hash.as_bytes(), 0o600)
         .map_err(io(&password_path(data_dir)))
 }
@@ -85,14 +89,22 @@ pub fn password_is_set(data_dir: &Path) -> bool {
     std::fs::read_to_string(password_path(data_dir)).is_ok_and(|s| !s.trim().is_empty())
 }
 
-/// Checks `password` against the stored hash; false when none is stored.
-pub fn verify_password(data_dir: &Path, password: &str) -> bool {
-    let Ok(hash) = std::fs::read_to_string(password_path(data_dir)) else {
-        return false;
-    };
+/// The stored password hash (its salt makes every `set-password` differ), if a
+/// password is set.
+pub fn stored_hash(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(password_path(data_dir)).ok()?;
+    let hash = text.trim();
+    (!hash.is_empty()).then(|| hash.to_owned())
+}
+
+/// Checks `password` against the stored hash: the hash it matched (sessions are
+/// bound to it), `None` when it does not match or no password is set.
+pub fn verify_password(data_dir: &Path, password: &str) -> Option<String> {
+    let hash = stored_hash(data_dir)?;
     Argon2::default()
-        .verify_password(password.as_bytes(), hash.trim())
+        .verify_password(password.as_bytes(), hash.as_str())
         .is_ok()
+        .then_some(hash)
 }
 
 /// 32 random bytes from the kernel as 64 hex digits (session ids, CSRF tokens).
@@ -117,6 +129,8 @@ pub struct Session {
     /// The token state changes must echo in `X-CSRF-Token`.
     pub csrf: String,
     expires: Instant,
+    /// The password hash the session logged in with.
+    password: String,
 }
 
 /// Sessions and login attempts, in memory (a restart logs everyone out).
@@ -127,29 +141,32 @@ pub struct AuthState {
 }
 
 impl AuthState {
-    /// Makes a session; returns (session id, CSRF token).
-    pub fn create(&self) -> (String, String) {
+    /// Makes a session for a login with the password whose stored hash is
+    /// `password`, ending those of other passwords; returns (session id, CSRF token).
+    pub fn create(&self, password: String) -> (String, String) {
         let id = random_hex();
         let csrf = random_hex();
         let now = Instant::now();
         let mut s = self.sessions.lock();
-        s.retain(|_, v| v.expires > now);
+        s.retain(|_, v| v.expires > now && v.password == password);
         s.insert(
             id.clone(),
             Session {
                 csrf: csrf.clone(),
                 expires: now + SESSION_TTL,
+                password,
             },
         );
         (id, csrf)
     }
 
-    /// The live session named `id`.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    /// The live session named `id`, if it logged in with the password whose hash
+    /// is stored now (`current`); one that did not, or expired, is ended.
+    pub fn get(&self, id: &str, current: Option<&str>) -> Option<Session> {
         let now = Instant::now();
         let mut s = self.sessions.lock();
         match s.get(id) {
-            Some(v) if v.expires > now => Some(v.clone()),
+            Some(v) if v.expires > now && current == Some(v.password.as_str()) => Some(v.clone()),
             Some(_) => {
                 s.remove(id);
                 None
@@ -229,8 +246,7 @@ pub async fn require_auth(State(st): State<AppState>, req: Request, next: Next) 
     if has_bearer(req.headers(), &st.token) {
         return next.run(req).await;
     }
-    let session = cookie(req.headers(), COOKIE).and_then(|id| st.auth.get(id));
-    let Some(session) = session else {
+    let Some(session) = live_session(&st, req.headers()) else {
         if path.starts_with("/api/") {
             return (StatusCode::UNAUTHORIZED, "log in or send the API token\n").into_response();
         }
@@ -248,6 +264,13 @@ pub async fn require_auth(State(st): State<AppState>, req: Request, next: Next) 
         }
     }
     next.run(req).await
+}
+
+/// The session the request's cookie names, if it is still valid under the
+/// password stored now (read here, so a change made by the CLI counts at once).
+pub fn live_session(st: &AppState, headers: &HeaderMap) -> Option<Session> {
+    let id = cookie(headers, COOKIE)?;
+    st.auth.get(id, stored_hash(&st.data_dir).as_deref())
 }
 
 /// The login form's fields.
@@ -280,14 +303,15 @@ pub async fn login(
     }
     let data_dir = st.data_dir.clone();
     let password = form.password;
-    let ok = tokio::task::spawn_blocking(move || verify_password(&data_dir, &password))
+    let matched = tokio::task::spawn_blocking(move || verify_password(&data_dir, &password))
         .await
-        .unwrap_or(false);
-    if !ok {
+        .ok()
+        .flatten();
+    let Some(hash) = matched else {
         tracing::warn!(client = %peer.ip(), "dashboard login failed");
         return super::pages::login_page(&st, StatusCode::UNAUTHORIZED, "Wrong password.");
-    }
-    let (id, _) = st.auth.create();
+    };
+    let (id, _) = st.auth.create(hash);
     let secure = if st.secure_cookie { "; Secure" } else { "" };
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
@@ -334,7 +358,7 @@ pub async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response 
 
 /// `GET /api/v1/session`: the CSRF token of the caller's session, for the pages.
 pub async fn session(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    match cookie(&headers, COOKIE).and_then(|id| st.auth.get(id)) {
+    match live_session(&st, &headers) {
         Some(s) => axum::Json(serde_json::json!({ "csrf": s.csrf })).into_response(),
         None => axum::Json(serde_json::json!({ "csrf": null })).into_response(),
     }
@@ -352,8 +376,12 @@ mod tests {
         assert!(set_password(dir.path(), "short").is_err());
         set_password(dir.path(), "correct horse").unwrap();
         assert!(password_is_set(dir.path()));
-        assert!(verify_password(dir.path(), "correct horse"));
-        assert!(!verify_password(dir.path(), "wrong horse!"));
+        assert_eq!(
+            verify_password(dir.path(), "correct horse"),
+            stored_hash(dir.path())
+        );
+        assert!(verify_password(dir.path(), "correct horse").is_some());
+        assert!(verify_password(dir.path(), "wrong horse!").is_none());
         let mode = std::fs::metadata(password_path(dir.path()))
             .unwrap()
             .permissions()
@@ -373,9 +401,31 @@ mod tests {
     #[test]
     fn sessions_expire_and_end() {
         let a = AuthState::default();
-        let (id, csrf) = a.create();
-        assert_eq!(a.get(&id).unwrap().csrf, csrf);
+        let (id, csrf) = a.create("hash-1".into());
+        assert_eq!(a.get(&id, Some("hash-1")).unwrap().csrf, csrf);
         a.remove(&id);
-        assert!(a.get(&id).is_none());
+        assert!(a.get(&id, Some("hash-1")).is_none());
+    }
+
+    #[test]
+    fn a_new_password_ends_older_sessions() {
+        let a = AuthState::default();
+        let (old, _) = a.create("hash-1".into());
+        assert!(
+            a.get(&old, Some("hash-2")).is_none(),
+            "refused under another hash"
+        );
+        assert!(a.get(&old, Some("hash-1")).is_none(), "and ended for good");
+        let (kept, _) = a.create("hash-2".into());
+        assert!(
+            a.get(&kept, None).is_none(),
+            "no password stored: no session"
+        );
+        let (kept, _) = a.create("hash-2".into());
+        a.create("hash-3".into());
+        assert!(
+            a.sessions.lock().get(&kept).is_none(),
+            "a login with a newer password ends it"
+        );
     }
 }

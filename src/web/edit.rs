@@ -31,10 +31,11 @@ pub fn parse(text: &str) -> Result<DocumentMut, EditError> {
         .map_err(|e| EditError::Syntax(e.to_string()))
 }
 
-/// Writes `bytes` to `path` atomically: a temp file next to it, fsync, `mode`, rename.
+/// Writes `bytes` to `path` atomically: a temp file next to it, fsync, `mode`
+/// (exactly: the server runs with umask 077, see `datadir.rs`), rename.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -42,6 +43,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
-use super::auth::{COOKIE, cookie, has_bearer};
+use super::auth::{has_bearer, live_session};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -57,7 +57,7 @@ pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response
         .as_deref()
         .is_some_and(|t| has_bearer(&headers, t))
         || has_bearer(&headers, &st.token)
-        || cookie(&headers, COOKIE).is_some_and(|id| st.auth.get(id).is_some());
+        || live_session(&st, &headers).is_some();
     if !allowed {
         return (
             StatusCode::UNAUTHORIZED,

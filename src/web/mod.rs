@@ -102,7 +102,6 @@ pub fn endpoint_path(data_dir: &Path) -> PathBuf {
 /// Reads the API token, making a new random one (mode 0600) if there is none.
 pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = token_path(data_dir);
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim().to_owned();
@@ -110,14 +109,13 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(t);
         }
     }
-    std::fs::create_dir_all(data_dir)
+    crate::datadir::create_dir(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = random_token()?;
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = crate::datadir::file_options()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(token.as_bytes())?;
