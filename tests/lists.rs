@@ -115,7 +115,10 @@ fn cli_list_update_reaches_the_running_server() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("asked the running server"), "{out}");
     assert!(out.contains("remote: New"), "{out}");
-    assert!(out.contains("loaded"), "the lists in force are shown: {out}");
+    assert!(
+        out.contains("loaded"),
+        "the lists in force are shown: {out}"
+    );
     assert!(
         blocked(&dg, "urlnew.example."),
         "the new entry is enforced at once"
@@ -211,11 +214,7 @@ fn api_list_files_only_from_allowed_dirs_and_regular() {
     std::os::unix::fs::symlink("/etc/passwd", lists_dir.join("link.txt")).unwrap();
     refused("symlink", &lists_dir.join("link.txt"), outside);
     mkfifo(&lists_dir.join("pipe.txt"));
-    refused(
-        "fifo",
-        &lists_dir.join("pipe.txt"),
-        "is not a regular file",
-    );
+    refused("fifo", &lists_dir.join("pipe.txt"), "is not a regular file");
     std::fs::write(lists_dir.join("big.txt"), "||a.example^\n".repeat(100)).unwrap();
     refused("big", &lists_dir.join("big.txt"), "max_bytes (1000 bytes)");
     let r = s.call(&base, "GET", "/api/v1/lists", None).json();
