@@ -131,12 +131,7 @@ pub fn compile_filter_blocking(cfg: &Config, lists: &Lists) -> anyhow::Result<Fi
         .collect();
     let started = std::time::Instant::now();
     let filter = Filter::build(&cfg.lists, &cfg.groups, &refs)?;
-    lists.set_compiled(
-        texts
-            .iter()
-            .filter_map(|(name, t)| Some((name.clone(), t.copy?)))
-            .collect(),
-    );
+    lists.set_compiled(&texts);
     for s in filter.list_stats().iter().filter(|s| s.enabled) {
         tracing::info!(
             list = %s.name, entries = s.entries, invalid = s.invalid, missing = s.missing,

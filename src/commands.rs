@@ -257,7 +257,9 @@ fn lists_update(config: &Option<PathBuf>) -> anyhow::Result<()> {
             &s.invalid_samples,
         );
     }
-    println!("no running server found: the saved copies apply when it starts");
+    println!(
+        "no running server found to ask: the saved copies apply when it starts (or at its next update or SIGHUP)"
+    );
     Ok(())
 }
 

@@ -220,8 +220,9 @@ pub struct Lists {
     cfg: UpdateConfig,
     client: reqwest::Client,
     status: Mutex<HashMap<String, ListStatus>>,
-    /// The last text read from each file list, used while the file cannot be read.
-    last_good: Mutex<HashMap<String, Arc<String>>>,
+    /// The file and the last text read from it, of each file list: used while
+    /// that file cannot be read.
+    last_good: Mutex<HashMap<String, (PathBuf, Arc<String>)>>,
     /// The saved copy of each URL list in the filter in force.
     compiled: Mutex<HashMap<String, CopyStamp>>,
 }
@@ -294,13 +295,15 @@ impl Lists {
         match result {
             Ok((text, _)) => {
                 let text = Arc::new(text);
-                self.last_good.lock().insert(name.to_owned(), text.clone());
+                self.last_good
+                    .lock()
+                    .insert(name.to_owned(), (path.to_owned(), text.clone()));
                 st.updated_at = Some(now);
                 st.last_error = None;
                 Ok(Text { text, copy: None })
             }
-            Err(e) => match self.last_good.lock().get(name) {
-                Some(text) => {
+            Err(e) => match self.last_good.lock().get(name).filter(|(p, _)| p == path) {
+                Some((_, text)) => {
                     tracing::warn!(list = %name, error = %e, "list file unreadable; keeping the last good copy");
                     st.last_error = Some(format!("{e} (kept the last good copy)"));
                     Ok(Text {
@@ -316,9 +319,16 @@ impl Lists {
         }
     }
 
-    /// Records which saved copies the filter now in force was compiled from.
-    pub fn set_compiled(&self, copies: HashMap<String, CopyStamp>) {
-        *self.compiled.lock() = copies;
+    /// Records which texts the filter now in force was compiled from: the saved
+    /// copies of URL lists, and only these lists' last good file texts are kept.
+    pub fn set_compiled(&self, texts: &[(String, Text)]) {
+        *self.compiled.lock() = texts
+            .iter()
+            .filter_map(|(name, t)| Some((name.clone(), t.copy?)))
+            .collect();
+        self.last_good
+            .lock()
+            .retain(|name, _| texts.iter().any(|(n, _)| n == name));
     }
 
     /// True when `list` has a saved copy that is not the one compiled into the
@@ -578,4 +588,42 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_list(name: &str, path: &Path) -> ListConfig {
+        ListConfig {
+            name: name.into(),
+            source: path.display().to_string(),
+            ..ListConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_file_lists_last_good_text_is_used_only_for_the_same_file() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let lists = Lists::new(dir.path(), &UpdateConfig::default()).unwrap();
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, "a.example\n").unwrap();
+        let text = lists.read(&file_list("mine", &a)).unwrap();
+        lists.set_compiled(&[("mine".into(), text)]);
+        std::fs::remove_file(&a).unwrap();
+        let kept = lists.read(&file_list("mine", &a)).unwrap();
+        assert_eq!(kept.text.as_str(), "a.example\n");
+        let err = lists.status("mine").last_error.unwrap();
+        assert!(err.contains("kept the last good copy"), "{err}");
+        // The list now names another file: the old file's text is not its copy.
+        let b = dir.path().join("b.txt");
+        assert!(matches!(
+            lists.read(&file_list("mine", &b)),
+            Err(ListError::Read { .. })
+        ));
+        // A list no longer compiled loses its last good text.
+        lists.set_compiled(&[]);
+        assert!(lists.read(&file_list("mine", &a)).is_err());
+    }
 }

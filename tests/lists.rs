@@ -14,6 +14,7 @@ use common::dash::{self, PASSWORD};
 use common::http::{HttpServer, Reply, Response, request};
 use common::server::{Dnsguard, run_cli};
 use common::upstream::FakeUpstream;
+use common::webdriver::Driver;
 use hickory_proto::rr::RecordType;
 
 const ZONE: &str = "\
@@ -177,6 +178,28 @@ fn missing_list_file_at_sighup_keeps_its_last_good_text() {
     );
     assert_eq!(view["entries"], 1, "{view}");
     assert_eq!(view["missing"], false, "{view}");
+
+    // The dashboard's list card shows it (headless Chromium, logged in by the form).
+    dash::set_password(&dg, PASSWORD);
+    let mut d = Driver::start();
+    d.goto(&format!("{base}/"));
+    d.wait_for("the login form", |d| {
+        d.url().ends_with("/login").then_some(())
+    });
+    let pw = d.find("#password");
+    d.type_text(&pw, PASSWORD);
+    let btn = d.find("#login-btn");
+    d.click(&btn);
+    d.wait_for("the overview", |d| {
+        (!d.url().ends_with("/login")).then_some(())
+    });
+    d.goto(&format!("{base}/#/lists"));
+    let shown = d.wait_for("the error on the list card", |d| {
+        d.text_of("#lists-cards [data-list=\"mine\"] .err")
+            .filter(|t| t.contains("kept the last good copy"))
+    });
+    assert!(shown.contains("mine.txt"), "{shown}");
+    drop(d);
 
     // Back again: read, applied, the error gone.
     std::fs::write(&file, "filelisted.example\nfilenew.example\n").unwrap();
