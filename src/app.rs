@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::dns::pipeline::{Pipeline, Policy};
 use crate::dns::server::DnsServer;
 use crate::filter::{Filter, ListText};
-use crate::lists::{ListError, Lists, Source, Updated};
+use crate::lists::{ListError, Lists, Source, Text, Updated};
 use crate::querylog::QueryLog;
 
 /// Runs the service until a termination signal arrives. `config_path` is re-read on
@@ -125,10 +125,14 @@ pub fn compile_filter_blocking(cfg: &Config, lists: &Lists) -> anyhow::Result<Fi
     let texts = read_texts(cfg, lists);
     let refs: Vec<ListText<'_>> = texts
         .iter()
-        .map(|(name, text)| ListText { name, text })
+        .map(|(name, t)| ListText {
+            name,
+            text: &t.text,
+        })
         .collect();
     let started = std::time::Instant::now();
     let filter = Filter::build(&cfg.lists, &cfg.groups, &refs)?;
+    lists.set_compiled(&texts);
     for s in filter.list_stats().iter().filter(|s| s.enabled) {
         tracing::info!(
             list = %s.name, entries = s.entries, invalid = s.invalid, missing = s.missing,
@@ -150,7 +154,7 @@ pub fn compile_filter_blocking(cfg: &Config, lists: &Lists) -> anyhow::Result<Fi
 
 /// The text of every enabled list that can be read; unreadable ones are logged and
 /// reported as missing by the filter's statistics.
-pub fn read_texts(cfg: &Config, lists: &Lists) -> Vec<(String, String)> {
+pub fn read_texts(cfg: &Config, lists: &Lists) -> Vec<(String, Text)> {
     let mut out = Vec::new();
     for list in cfg.lists.iter().filter(|l| l.enabled) {
         match lists.read(list) {
@@ -164,17 +168,6 @@ pub fn read_texts(cfg: &Config, lists: &Lists) -> Vec<(String, String)> {
     out
 }
 
-/// Downloads every enabled URL list; returns true if any changed.
-pub async fn update_all(cfg: &Config, lists: &Lists) -> bool {
-    let mut changed = false;
-    for list in cfg.lists.iter().filter(|l| l.enabled) {
-        if let Ok(Updated::New { .. }) = lists.update(list).await {
-            changed = true;
-        }
-    }
-    changed
-}
-
 async fn update_lists_periodically(live: Arc<Live>) {
     loop {
         let current = live.config.lock().clone();
@@ -182,13 +175,8 @@ async fn update_lists_periodically(live: Arc<Live>) {
             .lists
             .iter()
             .any(|l| l.enabled && matches!(Source::of(&l.source), Source::Url(_)));
-        // Recompile from the configuration in force then (the dashboard may have
-        // changed it during the download), through the one reload path.
-        if has_urls && update_all(&current, &live.lists).await {
-            let latest = live.config.lock().clone();
-            if let Err(e) = live.apply(latest).await {
-                tracing::error!(error = %format!("{e:#}"), "cannot compile the updated lists; keeping the old filter")
-            }
+        if has_urls && let Err(e) = live.update_lists(None).await {
+            tracing::error!(error = %format!("{e:#}"), "cannot compile the updated lists; keeping the old filter")
         }
         let hours = current.list_updates.interval_hours;
         if hours == 0 {
@@ -197,6 +185,9 @@ async fn update_lists_periodically(live: Arc<Live>) {
         tokio::time::sleep(Duration::from_secs(hours * 3600)).await;
     }
 }
+
+/// The outcome of updating each list, by name.
+pub type UpdateResults = Vec<(String, Result<Updated, ListError>)>;
 
 /// What a running server can change live: the configuration (and where it is
 /// stored), the list store and the pipeline. SIGHUP and the dashboard both apply
@@ -231,6 +222,41 @@ impl Live {
     /// Compiles `new` and makes it the configuration in force.
     pub async fn apply(&self, new: Config) -> anyhow::Result<()> {
         let _in_order = self.apply_lock.lock().await;
+        self.swap_in(new).await
+    }
+
+    /// Downloads the enabled URL lists (only the one named `only`, if given) and
+    /// compiles the filter again when anything may have changed: a new download,
+    /// a saved copy that is not the one in force (saved by another process: a
+    /// 304 for it is still news here), or a list file. Both the schedule and
+    /// `POST /api/v1/lists/update` (which `dnsguard lists update` calls) go here.
+    pub async fn update_lists(&self, only: Option<&str>) -> anyhow::Result<UpdateResults> {
+        let cfg = self.config.lock().clone();
+        let mut results = Vec::new();
+        let mut changed = false;
+        for list in cfg.lists.iter().filter(|l| l.enabled) {
+            if only.is_some_and(|n| n != list.name) {
+                continue;
+            }
+            let r = self.lists.update(list).await;
+            changed |= match &r {
+                Ok(Updated::New { .. }) => true,
+                Ok(Updated::Local) => matches!(Source::of(&list.source), Source::File(_)),
+                Ok(Updated::NotModified) | Err(_) => self.lists.unapplied(list),
+            };
+            results.push((list.name.clone(), r));
+        }
+        if changed {
+            // The configuration in force when the compile starts (the dashboard
+            // may have changed it during the downloads).
+            let _in_order = self.apply_lock.lock().await;
+            let latest = self.config.lock().clone();
+            self.swap_in(latest).await?;
+        }
+        Ok(results)
+    }
+
+    async fn swap_in(&self, new: Config) -> anyhow::Result<()> {
         let filter = compile_filter(&new, &self.lists).await?;
         let policy = Policy::new(filter, &new);
         self.pipeline.set_policy(policy);

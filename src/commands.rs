@@ -11,7 +11,7 @@ use crate::cli::{AllowlistAction, Cli, Command, ConfigAction, ListsAction, Query
 use crate::config::{Config, EMBEDDED_DEFAULT};
 use crate::querylog::{self, EntryWriter, QueryLog, QueryLogError, StatsRequest};
 use crate::web::api::StatsReply;
-use crate::web::client::Remote;
+use crate::web::client::{ListSummary, Remote};
 
 /// Runs one command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -154,7 +154,10 @@ fn check(
     let texts = crate::app::read_texts(&cfg, &lists);
     let refs: Vec<_> = texts
         .iter()
-        .map(|(name, text)| crate::filter::ListText { name, text })
+        .map(|(name, t)| crate::filter::ListText {
+            name,
+            text: &t.text,
+        })
         .collect();
     let x = checked.verdict.map(|v| policy.filter.explain(&v, &refs));
     println!("{name}: {}", checked.describe(x.as_ref()));
@@ -210,9 +213,43 @@ fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// `lists update`: a running server is asked to update (it downloads, compiles
+/// and applies); with none to ask, the saved copies are updated here and the
+/// server compiles them when it starts.
 fn lists_update(config: &Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = load(config)?;
     crate::init_tracing("warn");
+    if let Ok(remote) = Remote::find(&cfg.server.data_dir) {
+        let asked = runtime()?.block_on(async {
+            let results = remote.update_lists().await?;
+            anyhow::Ok((results, remote.lists().await?))
+        });
+        match asked {
+            Ok((results, lists)) => {
+                println!("asked the running server at {}", remote.base());
+                for (name, r) in results {
+                    println!("{name}: {r}");
+                }
+                for l in lists {
+                    let ListSummary {
+                        enabled, missing, ..
+                    } = l;
+                    print_list_row(
+                        &l.name,
+                        (enabled, missing),
+                        (l.entries, l.invalid),
+                        &l.invalid_samples,
+                    );
+                    if let Some(e) = l.last_error.filter(|_| l.enabled) {
+                        println!("    error: {e}");
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if crate::web::client::is_unreachable(&e) => {}
+            Err(e) => return Err(e.context("the running server could not update its lists")),
+        }
+    }
     let lists = Arc::new(crate::lists::Lists::new(
         &cfg.server.data_dir,
         &cfg.list_updates,
@@ -227,20 +264,35 @@ fn lists_update(config: &Option<PathBuf>) -> anyhow::Result<()> {
     });
     let filter = crate::app::compile_filter_blocking(&cfg, &lists)?;
     for s in filter.list_stats() {
-        let state = match (s.enabled, s.missing) {
-            (false, _) => "disabled",
-            (true, true) => "missing",
-            (true, false) => "loaded",
-        };
-        println!(
-            "{:<24} {:<8} {:>9} entries {:>7} invalid",
-            s.name, state, s.entries, s.invalid
+        print_list_row(
+            &s.name,
+            (s.enabled, s.missing),
+            (s.entries, s.invalid),
+            &s.invalid_samples,
         );
-        for (line, reason) in s.invalid_samples.iter().take(3) {
-            println!("    line {line}: {reason}");
-        }
     }
+    println!(
+        "no running server found to ask: the saved copies apply when it starts (or at its next update or SIGHUP)"
+    );
     Ok(())
+}
+
+/// One line per list: state, entries and invalid lines, a few of those.
+fn print_list_row(
+    name: &str,
+    (enabled, missing): (bool, bool),
+    (entries, invalid): (usize, usize),
+    samples: &[(u32, String)],
+) {
+    let state = match (enabled, missing) {
+        (false, _) => "disabled",
+        (true, true) => "missing",
+        (true, false) => "loaded",
+    };
+    println!("{name:<24} {state:<8} {entries:>9} entries {invalid:>7} invalid");
+    for (line, reason) in samples.iter().take(3) {
+        println!("    line {line}: {reason}");
+    }
 }
 
 /// The query log opened directly, or the server that holds it.

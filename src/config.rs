@@ -377,6 +377,7 @@ impl Config {
         self.resolver.tls_ca_file.as_mut().map(fix);
         self.resolver.trust_anchor_file.as_mut().map(fix);
         self.local.hosts_files.iter_mut().for_each(fix);
+        self.list_updates.allowed_dirs.iter_mut().for_each(fix);
         for list in &mut self.lists {
             if let Source::File(p) = Source::of(&list.source)
                 && p.is_relative()

@@ -6,9 +6,22 @@
 //! `DATA_DIR/lists/` (conditional GET with ETag / If-Modified-Since, timeouts, a size
 //! cap); a failed, oversized or garbage download (HTML, binary, no rule at all)
 //! leaves the previous copy in place and is reported.
+//!
+//! A file list is read only if it is a regular file no larger than the download cap
+//! (opened without blocking, so a FIFO or a device is refused at once), and the last
+//! text read from it is kept: a file that goes missing or turns bad keeps blocking
+//! with that text, with the error shown in its status. Lists added through the API
+//! may name only files under `DATA_DIR/lists` or `[list_updates] allowed_dirs`.
+//!
+//! The server compiles what it reads; [`Lists::unapplied`] tells it when a saved
+//! copy is not the one it compiled (another process downloaded it), so a 304 for
+//! that copy still gets it applied.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -40,10 +53,13 @@ pub const BYPASS_CANARIES: &str = include_str!("../blocklists/bypass-canaries.tx
 pub struct UpdateConfig {
     /// Hours between scheduled updates inside `serve` (0 = only at start and on demand).
     pub interval_hours: u64,
-    /// A download larger than this is refused (bytes).
+    /// A download or list file larger than this is refused (bytes).
     pub max_bytes: u64,
     /// Whole-download time limit (seconds).
     pub timeout_secs: u64,
+    /// Directories, besides `DATA_DIR/lists`, whose files lists added through the
+    /// dashboard or API may read (lists in the config file may name any file).
+    pub allowed_dirs: Vec<PathBuf>,
 }
 
 impl Default for UpdateConfig {
@@ -52,6 +68,7 @@ impl Default for UpdateConfig {
             interval_hours: 24,
             max_bytes: 64 << 20,
             timeout_secs: 60,
+            allowed_dirs: Vec::new(),
         }
     }
 }
@@ -111,6 +128,27 @@ pub enum ListError {
         /// Why.
         source: std::io::Error,
     },
+    /// A list file that is a FIFO, a device, a directory, ….
+    #[error("{0} is not a regular file")]
+    NotRegular(PathBuf),
+    /// A list file larger than `[list_updates] max_bytes`.
+    #[error("{path} is larger than list_updates.max_bytes ({max} bytes)")]
+    TooBig {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        max: u64,
+    },
+    /// A file the API may not use as a list.
+    #[error(
+        "{path} is not under an allowed directory ({allowed}); list files added here must be there, others only in the config file"
+    )]
+    NotAllowed {
+        /// The file as given.
+        path: PathBuf,
+        /// The allowed directories.
+        allowed: String,
+    },
 }
 
 /// Result of one update attempt.
@@ -130,7 +168,7 @@ pub enum Updated {
 /// What is known about one list's last update, for `lists update` and the dashboard.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListStatus {
-    /// Unix seconds of the last successful download.
+    /// Unix seconds of the last successful download (of a file list: read).
     pub updated_at: Option<u64>,
     /// Unix seconds of the last attempt.
     pub checked_at: Option<u64>,
@@ -145,12 +183,48 @@ struct Meta {
     status: ListStatus,
 }
 
+/// Which saved copy of a URL list was read: changes whenever the copy is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl CopyStamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// One list's text as read, and which saved copy it came from (URL lists).
+#[derive(Debug, Clone)]
+pub struct Text {
+    /// The list text.
+    pub text: Arc<String>,
+    /// The saved copy read, for [`Lists::set_compiled`].
+    pub copy: Option<CopyStamp>,
+}
+
 /// Reads list texts and downloads URL lists into `DATA_DIR/lists/`.
 pub struct Lists {
     dir: PathBuf,
     cfg: UpdateConfig,
     client: reqwest::Client,
     status: Mutex<HashMap<String, ListStatus>>,
+    /// The file and the last text read from it, of each file list: used while
+    /// that file cannot be read.
+    last_good: Mutex<HashMap<String, (PathBuf, Arc<String>)>>,
+    /// The saved copy of each URL list in the filter in force.
+    compiled: Mutex<HashMap<String, CopyStamp>>,
 }
 
 impl Lists {
@@ -166,6 +240,8 @@ impl Lists {
             cfg: cfg.clone(),
             client,
             status: Mutex::new(HashMap::new()),
+            last_good: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -184,33 +260,141 @@ impl Lists {
             .unwrap_or_default()
     }
 
-    /// The current text of `list`: the file, the builtin, or the last good download.
-    pub fn read(&self, list: &ListConfig) -> Result<String, ListError> {
-        let read = |path: &Path| {
-            std::fs::read(path)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .map_err(|source| ListError::Read {
-                    path: path.to_owned(),
-                    source,
-                })
-        };
+    /// The current text of `list`: the file (or the last text read from it while
+    /// it cannot be read), the builtin, or the last good download.
+    pub fn read(&self, list: &ListConfig) -> Result<Text, ListError> {
         match Source::of(&list.source) {
-            Source::File(path) => read(path),
+            Source::File(path) => self.read_file_list(&list.name, path),
             Source::Builtin(name) => builtin(name)
-                .map(str::to_owned)
+                .map(|t| Text {
+                    text: Arc::new(t.to_owned()),
+                    copy: None,
+                })
                 .ok_or_else(|| ListError::UnknownBuiltin(name.to_owned())),
-            Source::Url(_) => {
-                let path = self.copy_path(&list.name);
-                match read(&path) {
-                    Err(ListError::Read { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        Err(ListError::NotDownloaded)
-                    }
-                    other => other,
+            Source::Url(_) => match read_regular(&self.copy_path(&list.name), None) {
+                Ok((text, meta)) => Ok(Text {
+                    text: Arc::new(text),
+                    copy: Some(CopyStamp::of(&meta)),
+                }),
+                Err(ListError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Err(ListError::NotDownloaded)
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    fn read_file_list(&self, name: &str, path: &Path) -> Result<Text, ListError> {
+        let now = unix_now();
+        let result = read_regular(path, Some(self.cfg.max_bytes));
+        let mut status = self.status.lock();
+        let st = status.entry(name.to_owned()).or_default();
+        st.checked_at = Some(now);
+        match result {
+            Ok((text, _)) => {
+                let text = Arc::new(text);
+                self.last_good
+                    .lock()
+                    .insert(name.to_owned(), (path.to_owned(), text.clone()));
+                st.updated_at = Some(now);
+                st.last_error = None;
+                Ok(Text { text, copy: None })
+            }
+            Err(e) => match self.last_good.lock().get(name).filter(|(p, _)| p == path) {
+                Some((_, text)) => {
+                    tracing::warn!(list = %name, error = %e, "list file unreadable; keeping the last good copy");
+                    st.last_error = Some(format!("{e} (kept the last good copy)"));
+                    Ok(Text {
+                        text: text.clone(),
+                        copy: None,
+                    })
+                }
+                None => {
+                    st.last_error = Some(e.to_string());
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// Records which texts the filter now in force was compiled from: the saved
+    /// copies of URL lists, and only these lists' last good file texts are kept.
+    pub fn set_compiled(&self, texts: &[(String, Text)]) {
+        *self.compiled.lock() = texts
+            .iter()
+            .filter_map(|(name, t)| Some((name.clone(), t.copy?)))
+            .collect();
+        self.last_good
+            .lock()
+            .retain(|name, _| texts.iter().any(|(n, _)| n == name));
+    }
+
+    /// True when `list` has a saved copy that is not the one compiled into the
+    /// filter in force (another process saved it, e.g. `dnsguard lists update`
+    /// run while no server could be asked).
+    pub fn unapplied(&self, list: &ListConfig) -> bool {
+        if !matches!(Source::of(&list.source), Source::Url(_)) {
+            return false;
+        }
+        let Ok(meta) = std::fs::metadata(self.copy_path(&list.name)) else {
+            return false;
+        };
+        self.compiled.lock().get(&list.name) != Some(&CopyStamp::of(&meta))
+    }
+
+    /// Checks a `source` given through the dashboard or API: URLs and builtins
+    /// as they are; a file must be a readable regular file within the size cap
+    /// under `DATA_DIR/lists` or one of `allowed_dirs`. Returns the source to
+    /// store (a file's canonical path; a relative one is taken under
+    /// `DATA_DIR/lists`). Blocking: file system calls.
+    pub fn check_api_source(
+        &self,
+        source: &str,
+        allowed_dirs: &[PathBuf],
+    ) -> Result<String, ListError> {
+        let Source::File(path) = Source::of(source) else {
+            return Ok(source.to_owned());
+        };
+        let path = self.dir.join(path);
+        let dirs: Vec<&Path> = std::iter::once(self.dir.as_path())
+            .chain(allowed_dirs.iter().map(PathBuf::as_path))
+            .collect();
+        let not_allowed = || ListError::NotAllowed {
+            path: path.clone(),
+            allowed: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(not_allowed());
+        }
+        let real = std::fs::canonicalize(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound && !dirs.iter().any(|d| path.starts_with(d))
+            {
+                not_allowed()
+            } else {
+                ListError::Read {
+                    path: path.clone(),
+                    source: e,
                 }
             }
+        })?;
+        let inside = dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .any(|d| real.starts_with(d));
+        if !inside {
+            return Err(not_allowed());
         }
+        read_regular(&real, Some(self.cfg.max_bytes))?;
+        Ok(real.display().to_string())
     }
 
     /// The status of every list updated or checked so far (from disk and this run).
@@ -308,6 +492,49 @@ impl Lists {
     }
 }
 
+/// Reads a regular file whole, refusing anything else without blocking on it:
+/// opened with `O_NONBLOCK` (a FIFO without a writer neither hangs the open nor is
+/// read), then the opened file's own metadata checked, then at most `max` bytes read.
+fn read_regular(path: &Path, max: Option<u64>) -> Result<(String, std::fs::Metadata), ListError> {
+    let io = |source| ListError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(ListError::NotRegular(path.to_owned()));
+    }
+    let too_big = |max| ListError::TooBig {
+        path: path.to_owned(),
+        max,
+    };
+    if let Some(max) = max
+        && meta.len() > max
+    {
+        return Err(too_big(max));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // One byte past the cap tells a file that grew while being read.
+    file.take(max.map_or(u64::MAX, |m| m + 1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if let Some(max) = max
+        && bytes.len() as u64 > max
+    {
+        return Err(too_big(max));
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    Ok((text, meta))
+}
+
 /// The text of `builtin:NAME`.
 pub fn builtin(name: &str) -> Option<&'static str> {
     BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
@@ -361,4 +588,42 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_list(name: &str, path: &Path) -> ListConfig {
+        ListConfig {
+            name: name.into(),
+            source: path.display().to_string(),
+            ..ListConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_file_lists_last_good_text_is_used_only_for_the_same_file() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let lists = Lists::new(dir.path(), &UpdateConfig::default()).unwrap();
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, "a.example\n").unwrap();
+        let text = lists.read(&file_list("mine", &a)).unwrap();
+        lists.set_compiled(&[("mine".into(), text)]);
+        std::fs::remove_file(&a).unwrap();
+        let kept = lists.read(&file_list("mine", &a)).unwrap();
+        assert_eq!(kept.text.as_str(), "a.example\n");
+        let err = lists.status("mine").last_error.unwrap();
+        assert!(err.contains("kept the last good copy"), "{err}");
+        // The list now names another file: the old file's text is not its copy.
+        let b = dir.path().join("b.txt");
+        assert!(matches!(
+            lists.read(&file_list("mine", &b)),
+            Err(ListError::Read { .. })
+        ));
+        // A list no longer compiled loses its last good text.
+        lists.set_compiled(&[]);
+        assert!(lists.read(&file_list("mine", &a)).is_err());
+    }
 }

@@ -517,8 +517,9 @@ fn changes_are_validated_applied_live_and_persisted() {
         200
     );
 
-    // Lists: add a file list, see its counts, it blocks, remove it.
-    let list_file = dg.dir.path().join("mine.txt");
+    // Lists: add a file list (from DATA_DIR/lists), see its counts, it blocks, remove it.
+    let list_file = dash::data_dir(&dg).join("lists/mine.txt");
+    std::fs::create_dir_all(list_file.parent().unwrap()).unwrap();
     std::fs::write(&list_file, "listed.fwd.test\nnot a domain!\n").unwrap();
     let body = serde_json::json!({"name": "mine", "source": list_file}).to_string();
     let r = s.call(&base, "POST", "/api/v1/lists", Some(&body));

@@ -10,6 +10,31 @@ use futures_util::StreamExt;
 use super::api::{FollowReply, StatsReply};
 use crate::querylog::{LogRequest, StatsRequest};
 
+/// One list as `GET /api/v1/lists` shows it (the fields the CLI prints).
+#[derive(Debug, serde::Deserialize)]
+pub struct ListSummary {
+    /// The list's name.
+    pub name: String,
+    /// Whether it is enabled.
+    pub enabled: bool,
+    /// Entries compiled from it.
+    pub entries: usize,
+    /// Lines that are not rules.
+    pub invalid: usize,
+    /// Up to a few invalid lines: (line number, why).
+    pub invalid_samples: Vec<(u32, String)>,
+    /// Enabled but without a text.
+    pub missing: bool,
+    /// The last update's or read's error.
+    pub last_error: Option<String>,
+}
+
+/// True when `e` says no server listens at the address (a stale endpoint file).
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<reqwest::Error>()
+        .is_some_and(reqwest::Error::is_connect)
+}
+
 /// A running server's API.
 pub struct Remote {
     base: String,
@@ -30,7 +55,10 @@ impl Remote {
             .with_context(|| format!("cannot read the API token {}", token_file.display()))?
             .trim()
             .to_owned();
-        let http = reqwest::Client::builder().no_proxy().build()?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?;
         Ok(Self { base, token, http })
     }
 
@@ -99,6 +127,46 @@ impl Remote {
         Ok(self.get("/api/v1/report", req).await?.json().await?)
     }
 
+    /// Asks the server to update its lists now (`POST /api/v1/lists/update`):
+    /// each list's outcome, by name.
+    pub async fn update_lists(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let resp = self.post("/api/v1/lists/update", None::<&()>).await?;
+        let map: serde_json::Map<String, serde_json::Value> = resp.json().await?;
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect())
+    }
+
+    /// The lists in force with their counts (`GET /api/v1/lists`).
+    pub async fn lists(&self) -> anyhow::Result<Vec<ListSummary>> {
+        Ok(self.get("/api/v1/lists", &()).await?.json().await?)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            anyhow::bail!("server answered {status}: {}", text.trim());
+        }
+        Ok(resp)
+    }
+
     /// The allowlist proposal for a group; with `apply`, the server also adds it
     /// to the group and applies the change live.
     pub async fn learn(
@@ -113,19 +181,10 @@ impl Remote {
                 .json()
                 .await?);
         }
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/allowlist/learn", self.base))
-            .bearer_auth(&self.token)
-            .json(req)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            anyhow::bail!("server answered {status}: {}", text.trim());
-        }
-        Ok(resp.json().await?)
+        Ok(self
+            .post("/api/v1/allowlist/learn", Some(req))
+            .await?
+            .json()
+            .await?)
     }
 }

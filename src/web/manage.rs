@@ -22,7 +22,6 @@ use super::AppState;
 use super::edit::{self, EditError, RuleKind};
 use crate::config::Config;
 use crate::filter::{Action, BlockReason, GroupConfig, ListConfig, ListKind};
-use crate::lists::{Source, Updated};
 use crate::querylog::{self, Entry, LogRequest, Order};
 
 /// An API failure: status and a message shown to the user.
@@ -193,7 +192,8 @@ pub struct NewList {
     enabled: Option<bool>,
 }
 
-/// `POST /api/v1/lists`: adds a list (a URL list is downloaded first).
+/// `POST /api/v1/lists`: adds a list (a URL list is downloaded first; a file
+/// must be under `DATA_DIR/lists` or `[list_updates] allowed_dirs`).
 pub async fn add_list(
     State(st): State<AppState>,
     Json(req): Json<NewList>,
@@ -209,6 +209,20 @@ pub async fn add_list(
     if list.name.is_empty() {
         return Err(ApiError::BadRequest("the list needs a name".into()));
     }
+    // A list file only from an allowed directory, and only a regular file within
+    // the size cap: the dashboard must not become a way to read any file.
+    let list = {
+        let lists = st.live.lists.clone();
+        let allowed = st.live.config.lock().list_updates.allowed_dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            lists
+                .check_api_source(&list.source, &allowed)
+                .map(|source| ListConfig { source, ..list })
+        })
+        .await
+        .map_err(join_err)?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+    };
     let mut warning = None;
     if list.enabled
         && let Err(e) = st.live.lists.update(&list).await
@@ -234,44 +248,32 @@ pub struct UpdateQuery {
     name: Option<String>,
 }
 
-/// `POST /api/v1/lists/update[?name=N]`: downloads URL lists now and applies them.
-/// The filter is compiled again only when something may have changed (a new
-/// download, or a list file): on a Pi that is seconds of CPU and a memory peak.
+/// `POST /api/v1/lists/update[?name=N]`: downloads URL lists now and applies them
+/// ([`crate::app::Live::update_lists`]); the reply has each list's outcome.
 pub async fn update_lists(
     State(st): State<AppState>,
     Query(q): Query<UpdateQuery>,
 ) -> Result<Response, ApiError> {
-    let cfg = st.live.config.lock().clone();
-    let mut results = serde_json::Map::new();
-    let mut changed = false;
-    for list in cfg.lists.iter().filter(|l| l.enabled) {
-        if q.name.as_ref().is_some_and(|n| *n != list.name) {
-            continue;
-        }
-        let r = st.live.lists.update(list).await;
-        changed |= match &r {
-            Ok(Updated::New { .. }) => true,
-            Ok(Updated::Local) => matches!(Source::of(&list.source), Source::File(_)),
-            Ok(Updated::NotModified) | Err(_) => false,
-        };
-        let r = match r {
-            Ok(u) => format!("{u:?}"),
-            Err(e) => format!("failed: {e} (kept the last good copy)"),
-        };
-        results.insert(list.name.clone(), r.into());
-    }
+    let results = st
+        .live
+        .update_lists(q.name.as_deref())
+        .await
+        .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
     if let Some(n) = &q.name
         && results.is_empty()
     {
         return Err(ApiError::NotFound(format!("no enabled list named {n:?}")));
     }
-    if changed {
-        let _one_at_a_time = st.edit_lock.lock().await;
-        st.live
-            .apply(cfg)
-            .await
-            .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-    }
+    let results: serde_json::Map<String, serde_json::Value> = results
+        .into_iter()
+        .map(|(name, r)| {
+            let r = match r {
+                Ok(u) => format!("{u:?}"),
+                Err(e) => format!("failed: {e} (kept the last good copy)"),
+            };
+            (name, r.into())
+        })
+        .collect();
     Ok(Json(results).into_response())
 }
 
@@ -543,7 +545,10 @@ pub async fn check(
         let texts = crate::app::read_texts(&cfg, &lists);
         let refs: Vec<_> = texts
             .iter()
-            .map(|(name, text)| crate::filter::ListText { name, text })
+            .map(|(name, t)| crate::filter::ListText {
+                name,
+                text: &t.text,
+            })
             .collect();
         let x = checked.verdict.map(|v| policy.filter.explain(&v, &refs));
         let action = match x.as_ref().map(|x| x.action) {
