@@ -354,6 +354,16 @@ fn refuses_clients_outside_allowed_networks() {
     });
     assert_eq!(refused["source"], "refused", "{refused}");
     assert_eq!(refused["verdict"], "blocked", "{refused}");
+    // Its group has a name, like every other entry's: never an empty one.
+    assert_eq!(refused["group"], "default", "{refused}");
+    let r = ask(dg.addr, "use-application-dns.net.", RecordType::A);
+    assert_eq!(rcode(&r), ResponseCode::NXDomain);
+    let canary = wait_for_log(&dg, "the canary query", |e| {
+        e.iter()
+            .find(|x| x["name"] == "use-application-dns.net")
+            .cloned()
+    });
+    assert_eq!(canary["group"], "default", "{canary}");
 }
 
 #[test]

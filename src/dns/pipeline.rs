@@ -627,6 +627,10 @@ impl Pipeline {
             if *source == Source::Blocked || v.action == Action::Allow {
                 (e.list, e.rule) = policy.rule_labels(v);
             }
+        } else {
+            // Refused before filtering, or a canary: still the client's group by
+            // name (`default` included), never an empty one.
+            e.group = policy.group_label(policy.filter.group_of(client));
         }
         if let Some(score) = outcome.score {
             e.tunnel_score = score.value;
