@@ -1,13 +1,19 @@
 //! dnsguard: a filtering DNS resolver appliance.
 //!
-//! A question arrives at a front end in [`dns`] (hickory-server's UDP/TCP
-//! listeners), becomes a [`dns::Question`] and goes through the
-//! [`dns::pipeline::Pipeline`]: access control → [`filter`] (client group, lists,
-//! block/allow) → local records → cache → resolver ([`resolve`]: conditional
-//! forwarding, forwarder, recursor) → CNAME-cloaking check. [`lists`] supplies
-//! list texts (files, builtins, downloads).
-//! [`app`] wires the pieces together from a [`config::Config`]; [`cli`] is the
-//! command line. See `ARCHITECTURE.md` for the map.
+//! A query arrives at a front end in [`dns`]: the per-core UDP loop
+//! (`dns::udp`, answering blocked names and cache hits in place) or DNS over TCP
+//! (`dns::tcp`); anything the UDP loop cannot answer in place, and every TCP query,
+//! goes through hickory's message parser to `dns::handler`. All of them run the
+//! same steps of [`dns::pipeline::Pipeline`], in this order: access control →
+//! bypass canaries → [`filter`] (client group, lists, block/allow) → tunnel
+//! detection ([`detect`]) → local and special-use names → cache → resolver
+//! ([`resolve`]: conditional forwarding, forwarder, recursor) → checks on the answer
+//! (CNAME cloaking, [`rebinding`], answer rules) → the [`querylog`] and the egress
+//! [`guard`]. `dnsguard check` runs the same steps without the network
+//! (`Pipeline::check`). [`lists`] supplies list texts (files, builtins,
+//! downloads); [`web`] is the dashboard and API. [`app`] wires the pieces together
+//! from a [`config::Config`]; [`cli`] and [`commands`] are the command line. See
+//! `ARCHITECTURE.md` for the map.
 
 pub mod access;
 pub mod app;
