@@ -510,21 +510,10 @@ fn apply_learned(
     enforce: bool,
 ) -> anyhow::Result<usize> {
     use crate::web::edit;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut doc = edit::parse(&text)?;
-    let added = crate::guard::learn::apply_to(&mut doc, learned, cfg, enforce)
-        .map_err(anyhow::Error::msg)?;
-    let new_text = doc.to_string();
-    Config::parse(&new_text, &path.display().to_string())?;
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777)
-    };
-    let tmp = edit::temp_path(path);
-    edit::write_atomically(&tmp, new_text.as_bytes(), mode)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    let (new_text, added) = edit::edit(path, |doc| {
+        crate::guard::learn::apply_to(doc, learned, cfg, enforce).map_err(anyhow::Error::msg)
+    })?;
+    edit::Staged::write(path, &new_text)?.commit()?;
     Ok(added)
 }
 

@@ -1,8 +1,10 @@
-//! Changes to the configuration file from the dashboard, made on the TOML
-//! document itself (`toml_edit`) so the operator's comments and layout survive,
-//! and written atomically (temp file in the same directory, fsync, rename).
+//! Changes to the configuration file from the dashboard and the CLI, made on the
+//! TOML document itself (`toml_edit`) so the operator's comments and layout
+//! survive, and written atomically (temp file in the same directory, fsync,
+//! rename). [`edit`] and [`Staged`] are the one read → edit → validate → write →
+//! rename sequence both use.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value, value};
 
@@ -23,6 +25,87 @@ pub enum EditError {
     /// The list or group exists already.
     #[error("{0}")]
     Exists(String),
+}
+
+/// Why a change to the config file was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The file could not be read or written.
+    #[error("{0}")]
+    Io(String),
+    /// The document could not be changed.
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// The changed file is not a valid configuration (the message names key and line).
+    #[error(transparent)]
+    Invalid(#[from] crate::config::ConfigError),
+}
+
+/// Reads the config file at `path`, applies `change` to its document, and
+/// validates the result; the new text and what `change` returned. Nothing is
+/// written.
+pub fn edit<T, E: From<CommitError>>(
+    path: &Path,
+    change: impl FnOnce(&mut DocumentMut) -> Result<T, E>,
+) -> Result<(String, T), E> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CommitError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let mut doc = parse(&text).map_err(CommitError::from)?;
+    let out = change(&mut doc)?;
+    let new_text = doc.to_string();
+    crate::config::Config::parse(&new_text, &path.display().to_string())
+        .map_err(CommitError::from)?;
+    Ok((new_text, out))
+}
+
+/// A new text of the config file, written beside it (same directory, so relative
+/// paths resolve the same) with the file's mode, and loaded as SIGHUP would load
+/// it. [`Staged::commit`] renames it into place; dropped uncommitted, it is removed.
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+    /// The configuration the new text loads as.
+    pub config: crate::config::Config,
+}
+
+impl Staged {
+    /// Writes `new_text` for `path` and loads it (blocking: call off the async
+    /// threads).
+    pub fn write(path: &Path, new_text: &str) -> Result<Staged, CommitError> {
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777)
+        };
+        let tmp = temp_path(path);
+        write_atomically(&tmp, new_text.as_bytes(), mode)
+            .map_err(|e| CommitError::Io(format!("cannot write {}: {e}", tmp.display())))?;
+        let mut staged = Staged {
+            tmp,
+            path: path.to_owned(),
+            committed: false,
+            config: crate::config::Config::default(),
+        };
+        // A text that does not load is removed when `staged` drops.
+        staged.config = crate::config::Config::load(&staged.tmp)?;
+        Ok(staged)
+    }
+
+    /// Renames the new text into place.
+    pub fn commit(mut self) -> Result<(), CommitError> {
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| CommitError::Io(format!("cannot replace {}: {e}", self.path.display())))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Parses the file's text.
@@ -331,6 +414,50 @@ pub fn string_array(items: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_commit_sequence_keeps_mode_and_leaves_nothing_on_failure() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "# mine\n[cache]\nmin_ttl = 1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        // An invalid change is refused before anything is written.
+        let bad = edit(&path, |doc| -> Result<(), CommitError> {
+            doc["cache"]["min_ttl"] = value(99999);
+            doc["cache"]["max_ttl"] = value(1);
+            Ok(())
+        });
+        assert!(matches!(bad, Err(CommitError::Invalid(_))));
+        assert_eq!(files(), 1);
+        // Staged and dropped: the temp file goes, the file is unchanged.
+        let (text, ()) = edit(&path, |doc| -> Result<(), CommitError> {
+            doc["cache"]["min_ttl"] = value(5);
+            Ok(())
+        })
+        .unwrap();
+        let staged = Staged::write(&path, &text).unwrap();
+        assert_eq!(staged.config.cache.min_ttl, 5);
+        assert_eq!(files(), 2);
+        drop(staged);
+        assert_eq!(files(), 1);
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("min_ttl = 1")
+        );
+        // Committed: comments kept, mode kept, no temp file left.
+        Staged::write(&path, &text).unwrap().commit().unwrap();
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            now.starts_with("# mine") && now.contains("min_ttl = 5"),
+            "{now}"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(files(), 1);
+    }
 
     #[test]
     fn edits_keep_comments() {

@@ -2,10 +2,11 @@
 //! allow/deny entries, settings), check a name, and summarise alerts and the
 //! time series for the overview chart.
 //!
-//! Every change goes the same way: edit the TOML document, validate the result
-//! with [`Config::parse`] and [`Config::load`] (so the errors are the CLI's),
-//! compile and swap the policy through [`crate::app::Live::apply`] (the SIGHUP
-//! path), then rename the new file into place. A change that fails any step
+//! Every change goes the same way ([`change_config`]): edit the TOML document and
+//! validate it ([`edit::edit`], the CLI's errors), stage the new file and load it
+//! as SIGHUP would ([`edit::Staged`]), compile and swap the policy through
+//! [`crate::app::Live::apply`] (the SIGHUP path), then rename the new file into
+//! place. A change that fails any step
 //! leaves both the file and the running server as they were.
 
 use std::collections::HashMap;
@@ -20,7 +21,6 @@ use toml_edit::DocumentMut;
 
 use super::AppState;
 use super::edit::{self, EditError, RuleKind};
-use crate::config::Config;
 use crate::filter::{Action, BlockReason, GroupConfig, ListConfig, ListKind};
 use crate::querylog::{self, Entry, LogRequest, Order};
 
@@ -67,6 +67,16 @@ impl From<EditError> for ApiError {
     }
 }
 
+impl From<edit::CommitError> for ApiError {
+    fn from(e: edit::CommitError) -> Self {
+        match e {
+            edit::CommitError::Edit(e) => e.into(),
+            edit::CommitError::Invalid(e) => ApiError::BadRequest(e.to_string()),
+            edit::CommitError::Io(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 impl From<querylog::QueryLogError> for ApiError {
     fn from(e: querylog::QueryLogError) -> Self {
         match e {
@@ -91,45 +101,16 @@ pub(crate) async fn change_config(
             "the server runs on the embedded default configuration; start it with --config FILE to change settings".into(),
         )
     })?;
-    let text = tokio::fs::read_to_string(&path)
+    let (new_text, ()) = edit::edit(&path, change)?;
+    // Load it as SIGHUP would, apply, and only then rename it into place.
+    let staged = tokio::task::spawn_blocking(move || edit::Staged::write(&path, &new_text))
         .await
-        .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", path.display())))?;
-    let mut doc = edit::parse(&text)?;
-    change(&mut doc)?;
-    let new_text = doc.to_string();
-    Config::parse(&new_text, &path.display().to_string())
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(&path).map_or(0o644, |m| m.permissions().mode() & 0o777)
-    };
-    // Write next to the real file so relative paths resolve the same, load it as
-    // SIGHUP would, apply, and only then rename it into place.
-    let tmp = edit::temp_path(&path);
-    let staged = {
-        let (tmp, bytes) = (tmp.clone(), new_text.into_bytes());
-        tokio::task::spawn_blocking(move || -> Result<Config, ApiError> {
-            edit::write_atomically(&tmp, &bytes, mode)
-                .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
-            Config::load(&tmp).map_err(|e| ApiError::BadRequest(e.to_string()))
-        })
+        .map_err(join_err)??;
+    st.live
+        .apply(staged.config.clone())
         .await
-        .map_err(join_err)
-    };
-    let result = async {
-        let new = staged??;
-        st.live
-            .apply(new)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| ApiError::Internal(format!("cannot replace {}: {e}", path.display())))
-    }
-    .await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        .map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
+    Ok(staged.commit()?)
 }
 
 fn ok() -> Response {
