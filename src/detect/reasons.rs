@@ -23,7 +23,7 @@ pub enum ReasonCode {
     RareTypes = 1 << 5,
     /// The domain's answers are mostly NXDOMAIN.
     Nxdomain = 1 << 6,
-    /// The registrable domain is quarantined.
+    /// The client is quarantined for the registrable domain.
     Quarantined = 1 << 7,
     /// The name matched an exemption (suffix, or underscore label).
     Exempt = 1 << 8,
@@ -71,6 +71,10 @@ impl Reasons {
 
     pub(crate) fn set(&mut self, code: ReasonCode) {
         self.codes |= code as u16;
+    }
+
+    pub(crate) fn unset(&mut self, code: ReasonCode) {
+        self.codes &= !(code as u16);
     }
 
     /// Whether no reason was recorded.
