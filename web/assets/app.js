@@ -184,6 +184,7 @@ async function loadOverview() {
   $('#stat-flagged').textContent = fmt(stats.flagged);
   $('#stat-cached').textContent = fmt(stats.cached);
   $('#stat-latency').textContent = stats.total ? (stats.avg_latency_us / 1000).toFixed(1) + ' ms' : '–';
+  $('#stat-limited').textContent = fmt(stats.rate_limited || 0);
   drawDonut(stats.blocked_share);
   drawChart(series);
   barList($('#top-domains'), stats.top_domains, openRulePop);
