@@ -1025,3 +1025,121 @@ fn tunnel_quarantine_is_per_client_and_domain() {
         assert_eq!(e["flagged"], false, "{e}");
     }
 }
+
+/// `GET path` on the running server's API with its token, as JSON.
+fn api_json(dg: &Dnsguard, path: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", common::dash::token(dg));
+    let r = common::http::request(
+        "GET",
+        &common::dash::base(dg),
+        path,
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
+}
+
+#[test]
+fn groups_api_shows_the_doh_list_on_allowlist_only_groups() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&config(
+        &up,
+        "[[lists]]\nname = \"doh\"\nsource = \"builtin:doh-resolvers\"\ngroups = []\n\
+         [[groups]]\nname = \"agents\"\nclients = [\"127.0.0.2\"]\nmode = \"enforce\"\n\
+         [[groups]]\nname = \"learners\"\nclients = [\"127.0.0.3\"]\nmode = \"learn\"\n\
+         [[groups]]\nname = \"strict\"\nclients = [\"127.0.0.4\"]\ndefault_deny = true\n\
+         [[groups]]\nname = \"office\"\nclients = [\"127.0.0.5\"]\n",
+    ));
+    let groups = api_json(&dg, "/api/v1/groups");
+    let group = |name: &str| -> (Vec<String>, Vec<String>) {
+        let g = groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {groups:#}"));
+        let names = |k: &str| -> Vec<String> {
+            g[k].as_array()
+                .unwrap_or_else(|| panic!("{k} of {g}"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        (names("lists"), names("implicit_lists"))
+    };
+    for name in ["agents", "learners", "strict"] {
+        let (lists, implicit) = group(name);
+        assert_eq!(lists, ["exfil-endpoints", "doh"], "{name}");
+        assert_eq!(implicit, ["doh"], "{name}");
+    }
+    for name in ["office", "default"] {
+        let (lists, implicit) = group(name);
+        assert_eq!(lists, ["exfil-endpoints"], "{name}");
+        assert!(implicit.is_empty(), "{name}");
+    }
+    // What the page shows is what the filter does.
+    for (client, blocked) in [
+        ("127.0.0.2", true),
+        ("127.0.0.3", true),
+        ("127.0.0.5", false),
+    ] {
+        let r = ask_with(dg.addr, "dns.google.", RecordType::A, &from(client));
+        assert_eq!(addrs(&r) == ["0.0.0.0"], blocked, "{client}");
+    }
+}
+
+#[test]
+fn alerts_api_gives_each_kind_of_reason_once() {
+    let up = FakeUpstream::start(localhost(), LEARN_ZONE);
+    let dg = Dnsguard::start(&config(&up, ""));
+    tunnel_from(&dg, &from("127.0.0.2"));
+    let alerts = wait_for("40 flags", || {
+        let a = api_json(&dg, "/api/v1/alerts?since=1h");
+        (a["total"] == 40).then_some(a)
+    });
+    let recent = alerts["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 40);
+    // Each flag carries its kinds of evidence (short labels) next to the text.
+    let kinds: Vec<Vec<String>> = recent
+        .iter()
+        .map(|e| {
+            e["kinds"]
+                .as_array()
+                .unwrap_or_else(|| panic!("kinds of {e}"))
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .all(|k| k.contains(&"encoded label".to_owned())),
+        "{kinds:?}"
+    );
+    let mut distinct = kinds.clone();
+    distinct.sort();
+    distinct.dedup();
+    // The domain's card: one reason text per kind of evidence, not one per
+    // query (their figures differ, the evidence does not).
+    let d = &alerts["domains"][0];
+    assert_eq!(d["key"], "learn.example");
+    assert_eq!(d["count"], 40);
+    let reasons = d["reasons"].as_array().unwrap();
+    assert_eq!(
+        reasons.len(),
+        distinct.len(),
+        "{reasons:#?} for {distinct:?}"
+    );
+    assert!(reasons.len() < 5, "{reasons:#?}");
+    let all: Vec<&str> = d["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for k in distinct.iter().flatten() {
+        assert!(all.contains(&k.as_str()), "{k} in {all:?}");
+    }
+}

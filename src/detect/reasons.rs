@@ -82,6 +82,28 @@ impl Reasons {
         self.codes == 0
     }
 
+    /// A short label per reason, in the order the text gives them (for
+    /// lists that show the kinds of evidence, not the figures of each query).
+    pub fn labels(&self) -> Vec<&'static str> {
+        use ReasonCode::*;
+        [
+            (Exempt, "exempt"),
+            (Quarantined, "quarantined"),
+            (Callback, "callback service"),
+            (Payload, "encoded label"),
+            (LongLabel, "long label"),
+            (OddBytes, "odd bytes"),
+            (DistinctSubdomains, "many names"),
+            (DomainPayload, "domain payload"),
+            (RareTypes, "rare types"),
+            (Nxdomain, "NXDOMAIN"),
+        ]
+        .into_iter()
+        .filter(|&(code, _)| self.has(code))
+        .map(|(_, label)| label)
+        .collect()
+    }
+
     /// Display with the registrable domain taken from `qname` (the name the
     /// score was computed for), e.g. "412 distinct names under x.example".
     pub fn display_for<'a>(&'a self, qname: &'a str) -> impl fmt::Display + 'a {
@@ -384,6 +406,20 @@ mod tests {
              412 distinct names under x.example in 300 s, 2048 B/min, \
              5120 bits of encoded payload sent to x.example (412 distinct names, 2048 B/min), \
              87% TXT/NULL/CNAME/MX/SRV queries, 12% NXDOMAIN"
+        );
+        assert_eq!(
+            r.labels(),
+            [
+                "exempt",
+                "quarantined",
+                "callback service",
+                "encoded label",
+                "odd bytes",
+                "many names",
+                "domain payload",
+                "rare types",
+                "NXDOMAIN"
+            ]
         );
         // `Display` shows the same text; without a name, "the domain".
         assert_eq!(r.display_for("abc.x.example").to_string(), text);
