@@ -436,6 +436,7 @@ fn print_stats(out: &mut impl Write, r: &StatsReply) -> std::io::Result<()> {
     writeln!(out, "allowlisted   {}", s.allowlisted)?;
     writeln!(out, "from cache    {}", s.cached)?;
     writeln!(out, "flagged       {}", s.flagged)?;
+    writeln!(out, "rate-limited  {}", s.rate_limited)?;
     writeln!(out, "avg latency   {:.0} µs", s.avg_latency_us)?;
     if r.log_dropped > 0 || r.log_write_errors > 0 {
         writeln!(

@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: headless Chromium through chromedriver.
 //! Set a password, send real DNS queries, log in through the form, read the
 //! overview's counts and chart, filter the query log, allow a blocked name from
-//! the UI and see the next DNS query answered. Screenshots (light, dark, phone)
+//! the UI and see the next DNS query answered; the alerts page keeps reason
+//! texts behind a toggle, the groups page shows the lists a group gets without
+//! naming it. Screenshots (light, dark, phone)
 //! go to `<target>/dashboard-screenshots/`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run`
@@ -55,7 +57,9 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     let up = FakeUpstream::start(localhost, ZONE);
     let dg = Dnsguard::start(&format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\n[resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 800\n\
-         [[groups]]\nname = \"default\"\ndeny = [\"||ads.fwd.test^\"]\n",
+         [[groups]]\nname = \"default\"\ndeny = [\"||ads.fwd.test^\"]\n\
+         [[lists]]\nname = \"doh\"\nsource = \"builtin:doh-resolvers\"\ngroups = []\n\
+         [[groups]]\nname = \"agents\"\nclients = [\"127.0.0.9\"]\nmode = \"enforce\"\n",
         up.addr()
     ));
     dash::set_password(&dg, PASSWORD);
@@ -112,6 +116,7 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     wait_text(&mut d, "#stat-total", "7");
     wait_text(&mut d, "#stat-blocked", "2");
     wait_text(&mut d, "#stat-share", "28.6%");
+    wait_text(&mut d, "#stat-limited", "0");
     let chart = d.js(
         "const s = document.getElementById('chart'); \
          return [s.dataset.total, s.dataset.blocked, s.querySelectorAll('rect.bar-blocked').length, \
@@ -244,6 +249,19 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
             .contains("tunnel")
             .then_some(())
     });
+    // The long reason text is behind a toggle, its kinds of evidence in view.
+    let row = d.text_of("#alerts-recent tr").unwrap_or_default();
+    assert!(
+        row.contains("encoded label") && !row.contains("bits of payload evidence"),
+        "{row}"
+    );
+    let toggle = d.find("#alerts-recent td.rule details.reason summary");
+    d.click(&toggle);
+    d.wait_for("the reason text opened", |d| {
+        d.text_of("#alerts-recent tr")?
+            .contains("bits of payload evidence")
+            .then_some(())
+    });
     save(&mut d, "alerts.png");
 
     // Other pages render with data.
@@ -253,6 +271,16 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
             .into_iter()
             .next()
     });
+    let implicit = d.text_of("[data-group=agents] .implicit-list");
+    assert_eq!(
+        implicit.as_deref(),
+        Some("doh (allowlist-only groups)"),
+        "the DoH list applies to the allowlist-only group without naming it"
+    );
+    assert!(
+        d.find_all("[data-group=default] .implicit-list").is_empty(),
+        "not to other groups"
+    );
     save(&mut d, "groups.png");
     d.goto(&format!("{base}/#/check"));
     let n = d.find("#check-name");
@@ -270,6 +298,6 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     });
     save(&mut d, "settings.png");
     d.goto(&format!("{base}/#/lists"));
-    d.find(".empty-note");
+    d.find("[data-list=doh]");
     save(&mut d, "lists.png");
 }

@@ -56,7 +56,7 @@ fn observe_does_not_allocate() {
         let now = 1_767_398_400_000 + i as u64 * 10;
         flagged += u32::from(det.observe(now, client, q, 16).flagged);
         det.record_rcode(now + 1, q, 3);
-        let _ = det.is_quarantined(now + 2, q);
+        let _ = det.is_quarantined(now + 2, client, q);
     }
     let after = allocs();
     assert_eq!(after - before, 0, "allocations on the hot path");

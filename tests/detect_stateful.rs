@@ -220,9 +220,17 @@ fn quarantine_after_n_flags_and_expiry() {
     let q2 = format!("{}.t.evil.example", base32(&secret()[30..60]));
     assert!(!det.observe(T0, ip(1), &q1, 16).quarantined);
     assert!(det.observe(T0 + 1000, ip(1), &q2, 16).quarantined);
-    assert!(det.is_quarantined(T0 + 2000, "www.evil.example"));
-    assert!(!det.is_quarantined(T0 + 2000, "www.good.example"));
-    assert!(!det.is_quarantined(T0 + 1000 + 601_000, "www.evil.example"));
+    assert!(det.is_quarantined(T0 + 2000, ip(1), "www.evil.example"));
+    assert!(!det.is_quarantined(T0 + 2000, ip(1), "www.good.example"));
+    assert!(!det.is_quarantined(T0 + 1000 + 601_000, ip(1), "www.evil.example"));
+    // Only the client that was flagged: another one keeps the domain.
+    assert!(!det.is_quarantined(T0 + 2000, ip(2), "www.evil.example"));
+    let other = det.observe(T0 + 3000, ip(2), "www.evil.example", 1);
+    assert!(!other.quarantined && !other.flagged, "{other:?}");
+    assert!(
+        det.observe(T0 + 3000, ip(1), "www.evil.example", 1)
+            .quarantined
+    );
 }
 
 #[test]

@@ -902,3 +902,244 @@ fn learned_allowlist_applied_offline() {
     );
     assert!(!ok && err.contains("--enforce needs --apply"), "{err}");
 }
+
+/// Zone of the tunnel-action tests: `learn.example` has one real host.
+const LEARN_ZONE: &str = "a2.learn.example. 300 A 192.0.2.42\n";
+
+/// The `i`-th name of a tunnel below `x.learn.example`: two base32 labels of
+/// 32 and 24 characters, as iodine or dnscat2 would send.
+fn tunnel_name(i: u64) -> String {
+    const A: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut label = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                A[(x % 32) as usize] as char
+            })
+            .collect()
+    };
+    format!("{}.{}.x.learn.example.", label(32), label(24))
+}
+
+/// Sends 40 tunnel-like TXT queries below `x.learn.example` from `flooder`;
+/// returns how many were REFUSED.
+fn tunnel_from(dg: &Dnsguard, flooder: &Ask) -> usize {
+    (0..40)
+        .filter(|&i| {
+            let r = ask_with(dg.addr, &tunnel_name(i), RecordType::TXT, flooder);
+            rcode(&r) == ResponseCode::Refused
+        })
+        .count()
+}
+
+/// The query-log entries of `client` for `name`.
+fn logged(dir: &Path, client: &str, name: &str) -> Vec<serde_json::Value> {
+    log_entries(dir)
+        .into_iter()
+        .filter(|e| e["client"] == client && e["name"] == name)
+        .collect()
+}
+
+#[test]
+fn tunnel_block_refuses_only_the_flagged_client_never_the_domain() {
+    let up = FakeUpstream::start(localhost(), LEARN_ZONE);
+    let dg = Dnsguard::start(&config(&up, "[detect]\naction = \"block\"\n"));
+    let flooder = from("127.0.0.2");
+    let refused = tunnel_from(&dg, &flooder);
+    assert!(
+        refused >= 30,
+        "the tunnel's queries are refused: {refused}/40"
+    );
+    // Other clients still resolve the domain's real host, and nothing of the
+    // domain is quarantined for them.
+    for other in ["127.0.0.3", "127.0.0.4"] {
+        let r = ask_with(dg.addr, "a2.learn.example.", RecordType::A, &from(other));
+        assert_eq!(rcode(&r), ResponseCode::NoError, "{other}");
+        assert_eq!(addrs(&r), ["192.0.2.42"], "{other}");
+    }
+    let dir = dg.dir.path();
+    for other in ["127.0.0.3", "127.0.0.4"] {
+        let e = wait_for("the other clients' entries", || {
+            logged(dir, other, "a2.learn.example").pop()
+        });
+        assert_eq!(e["flagged"], false, "{e}");
+        assert!(
+            !e["rule"].as_str().unwrap_or("").contains("quarantined"),
+            "{e}"
+        );
+    }
+    // `block` never quarantines: the flooder's refused queries say why, and
+    // the reason is the tunnel, not a quarantine.
+    let flagged = log_entries(dir)
+        .into_iter()
+        .filter(|e| e["client"] == "127.0.0.2" && e["flagged"] == true)
+        .collect::<Vec<_>>();
+    assert!(flagged.len() >= 30, "{flagged:#?}");
+    for e in &flagged {
+        let rule = e["rule"].as_str().unwrap();
+        assert!(
+            rule.starts_with("tunnel: ") && !rule.contains("quarantined"),
+            "{rule}"
+        );
+    }
+}
+
+#[test]
+fn tunnel_quarantine_is_per_client_and_domain() {
+    let up = FakeUpstream::start(localhost(), LEARN_ZONE);
+    let dg = Dnsguard::start(&config(
+        &up,
+        "[detect]\naction = \"quarantine\"\nquarantine_after = 3\n",
+    ));
+    let flooder = from("127.0.0.2");
+    let refused = tunnel_from(&dg, &flooder);
+    assert!(refused >= 30, "{refused}/40");
+    // The flooder's quarantine covers every name of the domain, even a plain one…
+    let r = ask_with(dg.addr, "a2.learn.example.", RecordType::A, &flooder);
+    assert_eq!(rcode(&r), ResponseCode::Refused);
+    // …for the flooder only.
+    for other in ["127.0.0.3", "127.0.0.4"] {
+        let r = ask_with(dg.addr, "a2.learn.example.", RecordType::A, &from(other));
+        assert_eq!(addrs(&r), ["192.0.2.42"], "{other}");
+    }
+    let dir = dg.dir.path();
+    let e = wait_for("the flooder's entry", || {
+        logged(dir, "127.0.0.2", "a2.learn.example").pop()
+    });
+    assert_eq!(e["rcode_name"], "REFUSED", "{e}");
+    assert!(
+        e["rule"]
+            .as_str()
+            .unwrap()
+            .contains("learn.example quarantined"),
+        "{e}"
+    );
+    for other in ["127.0.0.3", "127.0.0.4"] {
+        let e = wait_for("the other clients' entries", || {
+            logged(dir, other, "a2.learn.example").pop()
+        });
+        assert_eq!(e["rcode_name"], "NOERROR", "{e}");
+        assert_eq!(e["flagged"], false, "{e}");
+    }
+}
+
+/// `GET path` on the running server's API with its token, as JSON.
+fn api_json(dg: &Dnsguard, path: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", common::dash::token(dg));
+    let r = common::http::request(
+        "GET",
+        &common::dash::base(dg),
+        path,
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
+}
+
+#[test]
+fn groups_api_shows_the_doh_list_on_allowlist_only_groups() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&config(
+        &up,
+        "[[lists]]\nname = \"doh\"\nsource = \"builtin:doh-resolvers\"\ngroups = []\n\
+         [[groups]]\nname = \"agents\"\nclients = [\"127.0.0.2\"]\nmode = \"enforce\"\n\
+         [[groups]]\nname = \"learners\"\nclients = [\"127.0.0.3\"]\nmode = \"learn\"\n\
+         [[groups]]\nname = \"strict\"\nclients = [\"127.0.0.4\"]\ndefault_deny = true\n\
+         [[groups]]\nname = \"office\"\nclients = [\"127.0.0.5\"]\n",
+    ));
+    let groups = api_json(&dg, "/api/v1/groups");
+    let group = |name: &str| -> (Vec<String>, Vec<String>) {
+        let g = groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {groups:#}"));
+        let names = |k: &str| -> Vec<String> {
+            g[k].as_array()
+                .unwrap_or_else(|| panic!("{k} of {g}"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        (names("lists"), names("implicit_lists"))
+    };
+    for name in ["agents", "learners", "strict"] {
+        let (lists, implicit) = group(name);
+        assert_eq!(lists, ["exfil-endpoints", "doh"], "{name}");
+        assert_eq!(implicit, ["doh"], "{name}");
+    }
+    for name in ["office", "default"] {
+        let (lists, implicit) = group(name);
+        assert_eq!(lists, ["exfil-endpoints"], "{name}");
+        assert!(implicit.is_empty(), "{name}");
+    }
+    // What the page shows is what the filter does.
+    for (client, blocked) in [
+        ("127.0.0.2", true),
+        ("127.0.0.3", true),
+        ("127.0.0.5", false),
+    ] {
+        let r = ask_with(dg.addr, "dns.google.", RecordType::A, &from(client));
+        assert_eq!(addrs(&r) == ["0.0.0.0"], blocked, "{client}");
+    }
+}
+
+#[test]
+fn alerts_api_gives_each_kind_of_reason_once() {
+    let up = FakeUpstream::start(localhost(), LEARN_ZONE);
+    let dg = Dnsguard::start(&config(&up, ""));
+    tunnel_from(&dg, &from("127.0.0.2"));
+    let alerts = wait_for("40 flags", || {
+        let a = api_json(&dg, "/api/v1/alerts?since=1h");
+        (a["total"] == 40).then_some(a)
+    });
+    let recent = alerts["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 40);
+    // Each flag carries its kinds of evidence (short labels) next to the text.
+    let kinds: Vec<Vec<String>> = recent
+        .iter()
+        .map(|e| {
+            e["kinds"]
+                .as_array()
+                .unwrap_or_else(|| panic!("kinds of {e}"))
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .all(|k| k.contains(&"encoded label".to_owned())),
+        "{kinds:?}"
+    );
+    let mut distinct = kinds.clone();
+    distinct.sort();
+    distinct.dedup();
+    // The domain's card: one reason text per kind of evidence, not one per
+    // query (their figures differ, the evidence does not).
+    let d = &alerts["domains"][0];
+    assert_eq!(d["key"], "learn.example");
+    assert_eq!(d["count"], 40);
+    let reasons = d["reasons"].as_array().unwrap();
+    assert_eq!(
+        reasons.len(),
+        distinct.len(),
+        "{reasons:#?} for {distinct:?}"
+    );
+    assert!(reasons.len() < 5, "{reasons:#?}");
+    let all: Vec<&str> = d["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for k in distinct.iter().flatten() {
+        assert!(all.contains(&k.as_str()), "{k} in {all:?}");
+    }
+}

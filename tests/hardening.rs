@@ -570,3 +570,83 @@ fn rate_limited_clients_get_truncated_replies_and_can_use_tcp() {
     assert!(!r.metadata.truncation);
     assert_eq!(addrs(&r), vec!["192.0.2.1"]);
 }
+
+/// The sum of a counter's samples in a Prometheus text page.
+fn metric_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn rate_limited_queries_are_counted_in_stats_and_report() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&config(
+        &up,
+        "[server.rate_limit]\nresponses_per_second = 5\nburst = 10\nslip = 1\nexempt_clients = []\n\
+         [web]\nlisten = \"127.0.0.1:0\"\nmetrics_token = \"scrape-me-please\"",
+    ));
+    let sock = std::net::UdpSocket::bind((localhost(), 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let query = query_message("www.fwd.test.", RecordType::A, &Ask::default());
+    let bytes = query.to_vec().unwrap();
+    // 1,000 queries in rounds of 100 (no socket buffer overflows): with
+    // slip = 1 each gets a reply, full or slipped (empty, TC=1).
+    let (mut full, mut slipped) = (0u64, 0u64);
+    let mut buf = [0u8; 2048];
+    for _ in 0..10 {
+        for _ in 0..100 {
+            sock.send_to(&bytes, dg.addr).unwrap();
+        }
+        for _ in 0..100 {
+            let (n, _) = sock.recv_from(&mut buf).expect("a reply to every query");
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            if m.metadata.truncation {
+                slipped += 1;
+            } else {
+                full += 1;
+            }
+        }
+    }
+    assert_eq!(full + slipped, 1000);
+    assert!(slipped >= 900, "{slipped} slipped");
+    // The server's own count.
+    let metrics = common::http::request(
+        "GET",
+        &common::dash::base(&dg),
+        "/metrics",
+        &[("Authorization", "Bearer scrape-me-please")],
+        None,
+    );
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        metric_sum(&metrics.body, "dnsguard_rate_limited_total"),
+        slipped
+    );
+    // The query log's aggregates: /api/v1/stats (what the dashboard shows),
+    // the report, and `dnsguard stats`.
+    let stats = wait_for(
+        Duration::from_secs(15),
+        "rate-limited count in stats",
+        || {
+            let s: serde_json::Value =
+                serde_json::from_str(&api(&dg, "/api/v1/stats?since=1h")).unwrap();
+            (s["total"] == full && s["rate_limited"] == slipped).then_some(s)
+        },
+    );
+    assert_eq!(stats["total"], full, "limited queries are not in the total");
+    let report: serde_json::Value =
+        serde_json::from_str(&api(&dg, "/api/v1/report?since=1h")).unwrap();
+    assert_eq!(report["rate_limited"], slipped, "{report:#}");
+    assert_eq!(report["queries"], full);
+    let cfg = dg.config_path();
+    let (ok, out, err) = run_cli(&["stats", "--since", "1h", "--config", cfg.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().any(|l| l
+            .split_whitespace()
+            .eq(["rate-limited".to_owned(), slipped.to_string()])),
+        "{out}"
+    );
+}

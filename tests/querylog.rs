@@ -429,3 +429,70 @@ fn tunnel_actions_per_group() {
     assert_eq!(refused[0]["group"], "strict");
     assert!(refused[0]["tunnel_score"].as_f64().unwrap() >= 1.0);
 }
+
+/// `GET path` on the running server's API with its token; the body.
+fn api_get(dg: &Dnsguard, path: &str) -> String {
+    let base = std::fs::read_to_string(dg.dir.path().join("dnsguard-data/api-endpoint")).unwrap();
+    let token = std::fs::read_to_string(dg.dir.path().join("dnsguard-data/api-token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let r = common::http::request("GET", base.trim(), path, &[("Authorization", &auth)], None);
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.body
+}
+
+#[test]
+fn ptr_and_txt_answers_are_logged_with_their_data() {
+    use hickory_proto::rr::rdata::{PTR, TXT};
+    use hickory_proto::rr::{Name, RData, Record};
+    let name = |n: &str| Name::from_ascii(n).unwrap();
+    let long = "x".repeat(100);
+    let records = vec![
+        Record::from_rdata(
+            name("9.9.9.9.in-addr.arpa."),
+            300,
+            RData::PTR(PTR(name("dns9.quad9.net."))),
+        ),
+        Record::from_rdata(
+            name("txt.fwd.test."),
+            300,
+            RData::TXT(TXT::from_bytes(vec![
+                b"v=spf1 -all",
+                b"say \"hi\" \\ 1,2",
+                b"\x00\x1b[31m\xff9",
+                long.as_bytes(),
+            ])),
+        ),
+    ];
+    let up = FakeUpstream::start(localhost(), records);
+    let dg = Dnsguard::start(&config(&up, ""));
+    let r = ask(dg.addr, "9.9.9.9.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(r.answers.len(), 1);
+    let r = ask(dg.addr, "txt.fwd.test.", RecordType::TXT);
+    assert_eq!(r.answers.len(), 1);
+    // Asked again: the cache's copy logs the same.
+    ask(dg.addr, "txt.fwd.test.", RecordType::TXT);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logged = loop {
+        let body = api_get(&dg, "/api/v1/querylog?since=1h&format=json");
+        let all: Vec<serde_json::Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if all.len() >= 3 || Instant::now() > deadline {
+            break all;
+        }
+    };
+    let answer = |n: &str| -> Vec<String> {
+        logged
+            .iter()
+            .filter(|e| e["name"] == n)
+            .map(|e| e["answer"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(answer("9.9.9.9.in-addr.arpa"), ["dns9.quad9.net."]);
+    let txt = format!(
+        r#""v=spf1 -all" "say \"hi\" \\ 1,2" "\000\027[31m\2559" "{}…""#,
+        "x".repeat(64)
+    );
+    assert_eq!(answer("txt.fwd.test"), [txt.clone(), txt]);
+}

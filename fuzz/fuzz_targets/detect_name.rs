@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         let o = d.observe(now_ms, client, name, qtype);
         assert!(o.value.is_finite() && o.value >= 0.0, "observe {:?} for {name:?}", o.value);
         d.record_rcode(now_ms, name, 3);
-        let _ = d.is_quarantined(now_ms, name);
+        let _ = d.is_quarantined(now_ms, client, name);
         let _ = o.reasons.to_string();
     }
     assert!(d.tracked_domains() <= MAX_DOMAINS, "table bound");

@@ -3,18 +3,21 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What the caller should do with queries of a flagged or quarantined domain.
+/// What the caller should do with flagged queries and quarantined clients.
 /// The detector only keeps state; the caller picks the action per client group.
+/// No action ever affects a client other than the one flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Log the flag and answer normally.
     #[default]
     Log,
-    /// Refuse each flagged query.
+    /// Refuse each flagged query (REFUSED), only that query of that client.
     Block,
-    /// Refuse every query of the registrable domain while it is quarantined
-    /// (after `quarantine_after` flags).
+    /// Refuse each flagged query, and once a client has been flagged
+    /// `quarantine_after` times under a registrable domain within the window,
+    /// every query of that client for that domain for `quarantine_secs`.
+    /// Other clients keep using the domain.
     Quarantine,
 }
 
@@ -30,10 +33,10 @@ pub struct DetectConfig {
     /// Default action for flagged queries (`log`, `block`, `quarantine`).
     /// Default `log`.
     pub action: Action,
-    /// Number of flags within the window after which the registrable domain
-    /// is quarantined. Default 3.
+    /// Number of flags of one client under a registrable domain within the
+    /// window after which that client is quarantined for the domain. Default 3.
     pub quarantine_after: u32,
-    /// How long a quarantine lasts, in seconds. Default 3600.
+    /// How long a client's quarantine for a domain lasts, in seconds. Default 3600.
     pub quarantine_secs: u64,
     /// Length of the per-domain sliding window, in seconds. Default 300.
     pub window_secs: u64,

@@ -23,7 +23,7 @@ pub enum ReasonCode {
     RareTypes = 1 << 5,
     /// The domain's answers are mostly NXDOMAIN.
     Nxdomain = 1 << 6,
-    /// The registrable domain is quarantined.
+    /// The client is quarantined for the registrable domain.
     Quarantined = 1 << 7,
     /// The name matched an exemption (suffix, or underscore label).
     Exempt = 1 << 8,
@@ -73,9 +73,35 @@ impl Reasons {
         self.codes |= code as u16;
     }
 
+    pub(crate) fn unset(&mut self, code: ReasonCode) {
+        self.codes &= !(code as u16);
+    }
+
     /// Whether no reason was recorded.
     pub fn is_empty(&self) -> bool {
         self.codes == 0
+    }
+
+    /// A short label per reason, in the order the text gives them (for
+    /// lists that show the kinds of evidence, not the figures of each query).
+    pub fn labels(&self) -> Vec<&'static str> {
+        use ReasonCode::*;
+        [
+            (Exempt, "exempt"),
+            (Quarantined, "quarantined"),
+            (Callback, "callback service"),
+            (Payload, "encoded label"),
+            (LongLabel, "long label"),
+            (OddBytes, "odd bytes"),
+            (DistinctSubdomains, "many names"),
+            (DomainPayload, "domain payload"),
+            (RareTypes, "rare types"),
+            (Nxdomain, "NXDOMAIN"),
+        ]
+        .into_iter()
+        .filter(|&(code, _)| self.has(code))
+        .map(|(_, label)| label)
+        .collect()
     }
 
     /// Display with the registrable domain taken from `qname` (the name the
@@ -380,6 +406,20 @@ mod tests {
              412 distinct names under x.example in 300 s, 2048 B/min, \
              5120 bits of encoded payload sent to x.example (412 distinct names, 2048 B/min), \
              87% TXT/NULL/CNAME/MX/SRV queries, 12% NXDOMAIN"
+        );
+        assert_eq!(
+            r.labels(),
+            [
+                "exempt",
+                "quarantined",
+                "callback service",
+                "encoded label",
+                "odd bytes",
+                "many names",
+                "domain payload",
+                "rare types",
+                "NXDOMAIN"
+            ]
         );
         // `Display` shows the same text; without a name, "the domain".
         assert_eq!(r.display_for("abc.x.example").to_string(), text);

@@ -4,8 +4,7 @@
 //! domain key), each a capped LRU of domains: a hash map from the 64-bit
 //! seeded hash of the registrable domain to a slot in a preallocated vector,
 //! plus an intrusive doubly linked recency list. When a shard is full its
-//! least recently used domain is evicted (a quarantined domain is skipped
-//! over a few times so an attacker cannot flush it cheaply).
+//! least recently used domain is evicted.
 //!
 //! Each domain keeps two fixed-size buckets (the current window and the one
 //! before it); the sliding window is the current bucket plus the previous one
@@ -13,16 +12,30 @@
 //! sketch of name fingerprints (linear counting gives the number of distinct
 //! names; a set bit also answers "seen this name recently?") and counters:
 //! queries, new names, bytes of new names, rare-type queries, responses,
-//! NXDOMAIN answers, payload evidence, flags, and a majority vote of the
-//! clients sending new names. A long-term payload-evidence accumulator with
+//! NXDOMAIN answers, payload evidence, and a majority vote of the clients
+//! sending new names. A long-term payload-evidence accumulator with
 //! exponential decay, following one client at a time, catches low-and-slow
 //! exfiltration that never shows in one window.
 //!
-//! Memory bound: one `Entry` is at most 408 bytes (asserted by a test); the
+//! The domain's evidence is charged to the client that produced it: the
+//! window's to the majority client of its new names, the long-term evidence
+//! to the client it follows. Another client asking a name of the same domain
+//! is scored on its own name only, so one client's tunnel never gets a
+//! domain's other users flagged.
+//!
+//! Flags and quarantines are per client and domain ([`Mark`]), in a small
+//! set-associative table per shard: a flagged query counts a flag for its
+//! client under its domain; `quarantine_after` flags within the window
+//! quarantine that client for that domain. A full set gives up its stalest
+//! mark, a live quarantine only when all its ways are live quarantines (then
+//! the one ending first).
+//!
+//! Memory bound: one `Entry` is at most 400 bytes (asserted by a test); the
 //! per-shard index map is sized for twice the shard's entries (16-byte slots
-//! plus a control byte, power-of-two buckets), about 68 bytes per domain. So
-//! under 480 bytes per tracked domain, allocated up front and never grown:
-//! 16384 domains (the default `max_domains`) ≈ 7.8 MB.
+//! plus a control byte, power-of-two buckets), about 68 bytes per domain; one
+//! 32-byte mark per two domains. So under 490 bytes per tracked domain,
+//! allocated up front and never grown: 16384 domains (the default
+//! `max_domains`) ≈ 8 MB.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -55,7 +68,6 @@ struct Bucket {
     rare_types: u32,
     responses: u32,
     nx: u32,
-    flags: u32,
     payload: f32,
     /// Boyer-Moore majority vote over the clients that sent new names.
     top_client: u64,
@@ -91,7 +103,6 @@ struct Entry {
     evidence_ms: u64,
     /// Client whose evidence is being accumulated (majority-vote style).
     evidence_client: u64,
-    quarantine_until_ms: u64,
 }
 
 impl Entry {
@@ -106,7 +117,6 @@ impl Entry {
             evidence: 0.0,
             evidence_ms: now_ms,
             evidence_client: 0,
-            quarantine_until_ms: 0,
         }
     }
 
@@ -139,22 +149,37 @@ pub(crate) struct DomainView {
     /// Share of the window's new names that came from its busiest client
     /// (majority-vote estimate; 1.0 for a single client).
     pub concentration: f32,
-    pub quarantined: bool,
 }
 
 impl DomainView {
-    /// Domain score components `(payload, volume)`, 1.0 = flag.
-    pub(crate) fn scores(&self) -> (f32, f32) {
+    /// Domain score components `(window payload, long-term payload, volume)`,
+    /// 1.0 = flag.
+    fn scores(&self) -> (f32, f32, f32) {
         let boost = 1.0 + 2.0 * self.rare_share + 2.0 * self.nx_share;
         // A tunnel is one client talking to one domain; hash-named services
         // (ad frames, CDNs) get their many names from many clients.
         let spread = self.concentration.max(MIN_CONCENTRATION);
+        let rare = 1.0 + self.rare_share;
+        let window = self.window_payload * spread / DOMAIN_PAYLOAD_BITS * rare;
         // The long-term evidence is already per client (see `observe`).
-        let payload = (self.window_payload * spread).max(self.long_payload) / DOMAIN_PAYLOAD_BITS
-            * (1.0 + self.rare_share);
+        let long = self.long_payload / DOMAIN_PAYLOAD_BITS * rare;
         let volume = self.distinct * boost / DISTINCT_REF * spread;
-        (payload, volume)
+        (window, long, volume)
     }
+}
+
+/// What [`Window::observe`] found for one query.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Observed {
+    /// The domain as a whole.
+    pub view: DomainView,
+    /// The domain's payload score charged to the query's client (0 unless
+    /// the evidence is its own).
+    pub payload: f32,
+    /// The domain's volume score charged to the query's client.
+    pub volume: f32,
+    /// The client is quarantined for the domain (after this query).
+    pub quarantined: bool,
 }
 
 /// One query's contribution to its domain.
@@ -174,12 +199,36 @@ pub(crate) struct FlagPolicy {
     pub quarantine_ms: u64,
 }
 
+/// Ways of a set of the mark table.
+const MARK_WAYS: usize = 4;
+
+/// One client's flags under one domain, and its quarantine there.
+#[derive(Clone, Copy, Default)]
+struct Mark {
+    /// Hash of (domain, client), never 0; 0 = free.
+    key: u64,
+    /// When the first of `flags` was counted.
+    since_ms: u64,
+    /// Quarantined until then.
+    until_ms: u64,
+    flags: u32,
+}
+
+impl Mark {
+    /// Whether the mark still means anything at `now_ms`.
+    fn live(&self, now_ms: u64, window_ms: u64) -> bool {
+        self.key != 0 && (self.until_ms > now_ms || self.since_ms + window_ms > now_ms)
+    }
+}
+
 struct Shard {
     map: HashMap<u64, u32, BuildKeyHasher>,
     entries: Vec<Entry>,
     cap: usize,
     head: u32,
     tail: u32,
+    /// Set-associative, [`MARK_WAYS`] per set; never grows.
+    marks: Box<[Mark]>,
 }
 
 impl Shard {
@@ -232,15 +281,8 @@ impl Shard {
             self.entries.push(Entry::new(key, now_ms));
             (self.entries.len() - 1) as u32
         } else {
-            // Evict the least recently used, sparing live quarantines a few times.
-            let mut victim = self.tail;
-            for _ in 0..4 {
-                if self.entries[victim as usize].quarantine_until_ms <= now_ms {
-                    break;
-                }
-                self.touch(victim);
-                victim = self.tail;
-            }
+            // Evict the least recently used.
+            let victim = self.tail;
             self.unlink(victim);
             let old_key = self.entries[victim as usize].key;
             self.map.remove(&old_key);
@@ -251,6 +293,63 @@ impl Shard {
         self.push_front(i);
         i
     }
+
+    /// The ways of the set `mark` belongs to.
+    fn mark_set(&mut self, mark: u64) -> &mut [Mark] {
+        let sets = self.marks.len() / MARK_WAYS;
+        let set = (mark >> 32) as usize % sets * MARK_WAYS;
+        &mut self.marks[set..set + MARK_WAYS]
+    }
+
+    /// Whether the client of `mark` is quarantined at `now_ms`.
+    fn quarantined(&mut self, mark: u64, now_ms: u64) -> bool {
+        self.mark_set(mark)
+            .iter()
+            .any(|m| m.key == mark && m.until_ms > now_ms)
+    }
+
+    /// Counts a flag for `mark`; returns whether its client is now quarantined.
+    fn flag(&mut self, mark: u64, now_ms: u64, window_ms: u64, policy: &FlagPolicy) -> bool {
+        let set = self.mark_set(mark);
+        let way = match set.iter().position(|m| m.key == mark) {
+            Some(w) => w,
+            None => {
+                // A free or spent way, else the stalest mark that is not a
+                // quarantine, else the quarantine ending first.
+                let w = (0..MARK_WAYS)
+                    .min_by_key(|&w| {
+                        let m = &set[w];
+                        match (m.live(now_ms, window_ms), m.until_ms > now_ms) {
+                            (false, _) => (0, 0),
+                            (true, false) => (1, m.since_ms),
+                            (true, true) => (2, m.until_ms),
+                        }
+                    })
+                    .unwrap_or(0);
+                set[w] = Mark {
+                    key: mark,
+                    since_ms: now_ms,
+                    ..Mark::default()
+                };
+                w
+            }
+        };
+        let m = &mut set[way];
+        if m.since_ms + window_ms <= now_ms {
+            (m.since_ms, m.flags) = (now_ms, 0);
+        }
+        m.flags += 1;
+        if policy.quarantine_after > 0 && m.flags >= policy.quarantine_after {
+            m.until_ms = now_ms + policy.quarantine_ms;
+        }
+        m.until_ms > now_ms
+    }
+}
+
+/// The mark key of `client` (already a seeded hash) under domain `key`.
+#[inline]
+fn mark_key(key: u64, client: u64) -> u64 {
+    super::hash::mix(key ^ client.rotate_left(32)) | 1
 }
 
 /// All per-domain state.
@@ -263,6 +362,8 @@ pub(crate) struct Window {
 impl Window {
     pub(crate) fn new(max_domains: usize, window_secs: u64, half_life_secs: u64) -> Self {
         let cap = max_domains.div_ceil(SHARDS).max(1);
+        // One mark per two domains: flagged (client, domain) pairs are few.
+        let marks = cap.div_ceil(2).next_multiple_of(MARK_WAYS);
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
@@ -274,6 +375,7 @@ impl Window {
                     cap,
                     head: NIL,
                     tail: NIL,
+                    marks: vec![Mark::default(); marks].into_boxed_slice(),
                 })
             })
             .collect();
@@ -289,16 +391,18 @@ impl Window {
         &self.shards[(key >> 58) as usize % SHARDS]
     }
 
-    /// Record one query and return the domain's view plus whether the domain
-    /// is (now) quarantined. `lex_score` is the query's own score; if the
-    /// combined score reaches the threshold, a flag is counted.
+    /// Record one query and return the domain's view, the part of the domain's
+    /// scores charged to the query's client, and whether that client is (now)
+    /// quarantined for the domain. `lex_score` is the query's own score; if it
+    /// or the client's share of the domain's scores reaches the threshold, a
+    /// flag is counted for the client under the domain.
     pub(crate) fn observe(
         &self,
         now_ms: u64,
         u: &Update,
         lex_score: f32,
         policy: &FlagPolicy,
-    ) -> (DomainView, bool) {
+    ) -> Observed {
         let mut shard = self.shard(u.key).lock();
         let i = shard.get_or_insert(u.key, now_ms);
         let e = &mut shard.entries[i as usize];
@@ -341,22 +445,39 @@ impl Window {
             }
         }
 
-        let view = Self::view(e, w_old, self.window_ms, now_ms);
-        let (p, v) = view.scores();
-        let score = lex_score.max(p).max(v);
-        let mut quarantined = view.quarantined;
-        if score >= policy.threshold {
-            e.cur.flags += 1;
-            let flags = e.cur.flags as f32 + w_old * e.old.flags as f32;
-            if policy.quarantine_after > 0 && flags >= policy.quarantine_after as f32 {
-                e.quarantine_until_ms = now_ms + policy.quarantine_ms;
-                quarantined = true;
-            }
+        let view = Self::view(e, w_old, self.window_ms);
+        let (window, long, volume) = view.scores();
+        // The window's evidence is its majority client's, the long-term
+        // evidence the client it follows.
+        let (c, o) = (&e.cur, &e.old);
+        let top = if c.top_votes as f32 >= w_old * o.top_votes as f32 {
+            (c.top_votes > 0).then_some(c.top_client)
+        } else {
+            Some(o.top_client)
+        };
+        let is_top = top == Some(u.client);
+        let own_long = if e.evidence_client == u.client && e.evidence > 0.0 {
+            long
+        } else {
+            0.0
+        };
+        let payload = if is_top { window } else { 0.0 }.max(own_long);
+        let volume = if is_top { volume } else { 0.0 };
+        let mark = mark_key(u.key, u.client);
+        let quarantined = if lex_score.max(payload).max(volume) >= policy.threshold {
+            shard.flag(mark, now_ms, self.window_ms, policy)
+        } else {
+            shard.quarantined(mark, now_ms)
+        };
+        Observed {
+            view,
+            payload,
+            volume,
+            quarantined,
         }
-        (view, quarantined)
     }
 
-    fn view(e: &Entry, w_old: f32, window_ms: u64, now_ms: u64) -> DomainView {
+    fn view(e: &Entry, w_old: f32, window_ms: u64) -> DomainView {
         let (c, o) = (&e.cur, &e.old);
         let wsum = |a: u32, b: u32| a as f32 + w_old * b as f32;
         let queries = wsum(c.queries, o.queries).max(1.0);
@@ -382,7 +503,6 @@ impl Window {
                 }
             },
             long_payload: e.evidence,
-            quarantined: e.quarantine_until_ms > now_ms,
         }
     }
 
@@ -397,13 +517,11 @@ impl Window {
         }
     }
 
-    /// Whether the domain is quarantined at `now_ms`.
-    pub(crate) fn is_quarantined(&self, now_ms: u64, key: u64) -> bool {
-        let shard = self.shard(key).lock();
-        shard
-            .map
-            .get(&key)
-            .is_some_and(|&i| shard.entries[i as usize].quarantine_until_ms > now_ms)
+    /// Whether `client` is quarantined for the domain `key` at `now_ms`.
+    pub(crate) fn is_quarantined(&self, now_ms: u64, key: u64, client: u64) -> bool {
+        self.shard(key)
+            .lock()
+            .quarantined(mark_key(key, client), now_ms)
     }
 
     /// Number of domains currently tracked.
@@ -440,23 +558,23 @@ mod tests {
         for i in 0..150u64 {
             v = w
                 .observe(1000 + i, &upd(1, super::super::hash::mix(i)), 0.0, &P)
-                .0;
+                .view;
         }
         assert!((120.0..180.0).contains(&v.distinct), "{}", v.distinct);
         // Repeats do not add names.
         let again = w
             .observe(2000, &upd(1, super::super::hash::mix(3)), 0.0, &P)
-            .0;
+            .view;
         assert!((again.distinct - v.distinct).abs() < 1.0);
         // Ten minutes later the window is empty again.
-        let later = w.observe(1000 + 600_000, &upd(1, 42), 0.0, &P).0;
+        let later = w.observe(1000 + 600_000, &upd(1, 42), 0.0, &P).view;
         assert!(later.distinct < 2.0, "{}", later.distinct);
     }
 
     #[test]
     fn entry_size_is_bounded() {
         assert!(
-            std::mem::size_of::<Entry>() <= 408,
+            std::mem::size_of::<Entry>() <= 400,
             "{}",
             std::mem::size_of::<Entry>()
         );
@@ -472,13 +590,73 @@ mod tests {
     }
 
     #[test]
-    fn quarantine_after_flags() {
+    fn quarantine_after_flags_is_per_client() {
         let w = Window::new(64, 300, 1800);
         for t in 0..2 {
-            assert!(!w.observe(t, &upd(9, t), 2.0, &P).1);
+            assert!(!w.observe(t, &upd(9, t), 2.0, &P).quarantined);
         }
-        assert!(w.observe(2, &upd(9, 2), 2.0, &P).1);
-        assert!(w.is_quarantined(59_000, 9));
-        assert!(!w.is_quarantined(61_000, 9));
+        assert!(w.observe(2, &upd(9, 2), 2.0, &P).quarantined);
+        assert!(w.is_quarantined(59_000, 9, 0));
+        assert!(!w.is_quarantined(61_000, 9, 0));
+        // Another client of the domain is not quarantined, nor is the client
+        // for another domain.
+        assert!(!w.is_quarantined(59_000, 9, 7));
+        assert!(!w.is_quarantined(59_000, 10, 0));
+        let other = Update {
+            client: 7,
+            ..upd(9, 3)
+        };
+        assert!(!w.observe(3, &other, 0.0, &P).quarantined);
+    }
+
+    #[test]
+    fn flags_older_than_the_window_do_not_add_up() {
+        let w = Window::new(64, 300, 1800);
+        for t in [0, 200_000, 400_000, 600_000] {
+            assert!(!w.observe(t, &upd(9, t), 2.0, &P).quarantined, "{t}");
+        }
+    }
+
+    #[test]
+    fn domain_evidence_is_charged_to_the_client_that_made_it() {
+        let w = Window::new(64, 300, 1800);
+        let mut last = Observed::default();
+        for i in 0..400u64 {
+            let u = Update {
+                payload_bits: 60.0,
+                rare_type: true,
+                ..upd(5, super::super::hash::mix(i))
+            };
+            last = w.observe(i * 10, &u, 0.0, &P);
+        }
+        assert!(last.payload >= 1.0 && last.volume >= 1.0, "{last:?}");
+        assert!(last.quarantined, "the tunnelling client");
+        // Another client's plain name of the same domain is charged nothing.
+        let other = Update {
+            client: 7,
+            ..upd(5, 12345)
+        };
+        let o = w.observe(4_100, &other, 0.0, &P);
+        assert!(o.view.distinct > 100.0, "{o:?}");
+        assert_eq!((o.payload, o.volume, o.quarantined), (0.0, 0.0, false));
+    }
+
+    #[test]
+    fn a_full_mark_set_keeps_live_quarantines() {
+        // One shard's worth of marks: every (domain, client) pair lands in
+        // one of few sets, so sets overflow.
+        let w = Window::new(SHARDS, 300, 1800);
+        assert!(!w.observe(0, &upd(3, 0), 2.0, &P).quarantined);
+        w.observe(1, &upd(3, 1), 2.0, &P);
+        assert!(w.observe(2, &upd(3, 2), 2.0, &P).quarantined);
+        // Many single flags from other clients of the same domain.
+        for c in 1..200u64 {
+            let u = Update {
+                client: c,
+                ..upd(3, 10 + c)
+            };
+            w.observe(10 + c, &u, 2.0, &P);
+        }
+        assert!(w.is_quarantined(1_000, 3, 0));
     }
 }

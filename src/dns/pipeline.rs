@@ -14,7 +14,9 @@
 //!    pass; a block is answered here, so blocked names never reach an upstream;
 //! 3. detect: every query that is not blocked is scored for DNS tunnelling (the
 //!    per-domain window must see all of a domain's traffic); the group's tunnel
-//!    action may refuse it;
+//!    action may refuse it (`block`: a flagged query; `quarantine`: that, and
+//!    every query of a domain its client is quarantined for; never another
+//!    client's);
 //! 4. local records: names the operator defined win over everything upstream;
 //!    other ANY queries get the minimal RFC 8482 answer (no amplification);
 //! 5. cache: a fresh answer never touches the upstream;
@@ -61,7 +63,8 @@ pub enum Source {
     Refused,
     /// Blocked by the filter (the verdict says which rule; a CNAME target's rule for cloaking).
     Blocked,
-    /// Refused because tunnel detection flagged it or its domain is quarantined.
+    /// Refused because tunnel detection flagged it or its client is quarantined
+    /// for its domain.
     Tunnel,
     /// Blocked because a public name was answered with this private address.
     Rebinding(std::net::IpAddr),
@@ -398,13 +401,12 @@ impl Pipeline {
         if let Action::Block(_) = verdict.action {
             return Screen::Blocked(verdict);
         }
-        let score = self.detector.observe(now_ms, client, name, qtype);
-        let refuse = match policy.tunnel_action(verdict.group) {
-            detect::Action::Log => false,
-            detect::Action::Block => score.flagged,
-            detect::Action::Quarantine => score.quarantined,
-        };
-        if refuse && verdict.action != Action::Allow {
+        let action = policy.tunnel_action(verdict.group);
+        let score = self
+            .detector
+            .observe(now_ms, client, name, qtype)
+            .under(action);
+        if score.refused_by(action) && verdict.action != Action::Allow {
             return Screen::Tunnel(verdict, score);
         }
         Screen::Pass(verdict, score)

@@ -214,12 +214,15 @@ impl Worker {
         // Response-rate limiting: dnsguard must not amplify a spoofed flood.
         match self.limiter.check(client.ip(), now.at) {
             Decision::Answer => {}
+            // Counted, not logged one by one: a flood must not fill the log.
             Decision::Slip => {
                 metrics::counter!("dnsguard_rate_limited_total", "action" => "slip").increment(1);
+                self.pipeline.log().count_rate_limited();
                 return wire::slip(packet, out);
             }
             Decision::Drop => {
                 metrics::counter!("dnsguard_rate_limited_total", "action" => "drop").increment(1);
+                self.pipeline.log().count_rate_limited();
                 return None;
             }
         }

@@ -46,6 +46,25 @@ pub struct ListConfig {
     pub groups: Vec<String>,
 }
 
+impl ListConfig {
+    /// Whether the list applies to group `g`: named in `groups` (or `"*"`), or
+    /// [implicitly](Self::applies_implicitly_to).
+    pub fn applies_to(&self, g: &GroupConfig) -> bool {
+        self.names(g) || self.applies_implicitly_to(g)
+    }
+
+    /// Whether the list applies to `g` without naming it: `builtin:doh-resolvers`
+    /// always applies to allowlist-only groups (learning or enforcing), since an
+    /// agent resolving through its own DoH/DoT resolver escapes every rule.
+    pub fn applies_implicitly_to(&self, g: &GroupConfig) -> bool {
+        self.source == DOH_RESOLVERS_SOURCE && g.allowlist_only() && !self.names(g)
+    }
+
+    fn names(&self, g: &GroupConfig) -> bool {
+        self.groups.iter().any(|x| x == "*" || *x == g.name)
+    }
+}
+
 impl Default for ListConfig {
     fn default() -> Self {
         ListConfig {

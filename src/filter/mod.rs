@@ -257,10 +257,8 @@ impl Filter {
             if !l.enabled {
                 continue;
             }
-            let all = l.groups.iter().any(|g| g == "*");
-            let bypass = l.source == DOH_RESOLVERS_SOURCE;
             for (gi, g) in ordered.iter().enumerate() {
-                if all || l.groups.contains(&g.name) || (bypass && g.allowlist_only()) {
+                if l.applies_to(g) {
                     members[gi].set(li as u32);
                 }
             }

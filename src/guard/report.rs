@@ -87,6 +87,10 @@ pub struct Report {
     pub queries: u64,
     /// Of which blocked.
     pub blocked: u64,
+    /// UDP queries the rate limiter dropped or slipped (not in `queries`;
+    /// counted per minute, never logged one by one).
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Most active clients.
     pub top_clients: Vec<ClientLine>,
     /// New domains per client (clients with the most first).
@@ -147,6 +151,7 @@ pub fn report(
     let mut r = Report {
         since_ms: since,
         until_ms: until,
+        rate_limited: log.stats(since, until, 0)?.rate_limited,
         ..Report::default()
     };
     let mut clients: HashMap<IpAddr, ClientLine> = HashMap::new();
@@ -256,6 +261,7 @@ pub fn print_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     )?;
     writeln!(out, "queries       {}", r.queries)?;
     writeln!(out, "blocked       {}", r.blocked)?;
+    writeln!(out, "rate-limited  {}", r.rate_limited)?;
     writeln!(out, "\ntop clients")?;
     for c in &r.top_clients {
         writeln!(

@@ -633,6 +633,9 @@ pub struct MinuteCounts {
     pub cached: u64,
     /// Sum of latencies, microseconds.
     pub latency_sum_us: u64,
+    /// UDP queries the rate limiter dropped or slipped (never logged one by
+    /// one; the WAL thread adds the count to the minute it is taken in).
+    pub rate_limited: u64,
 }
 
 impl MinuteCounts {
@@ -656,9 +659,11 @@ impl MinuteCounts {
         self.flagged += o.flagged;
         self.cached += o.cached;
         self.latency_sum_us += o.latency_sum_us;
+        self.rate_limited += o.rate_limited;
     }
 
-    /// Stored form.
+    /// Stored form. `rate_limited` is a trailing field written only when not
+    /// zero, so a minute without limiting is stored as before it existed.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![AGG_VERSION];
         for v in [
@@ -671,6 +676,9 @@ impl MinuteCounts {
             self.latency_sum_us,
         ] {
             put_varint(&mut out, v);
+        }
+        if self.rate_limited > 0 {
+            put_varint(&mut out, self.rate_limited);
         }
         out
     }
@@ -690,6 +698,7 @@ impl MinuteCounts {
             flagged: r.varint()?,
             cached: r.varint()?,
             latency_sum_us: r.varint()?,
+            rate_limited: if r.buf.is_empty() { 0 } else { r.varint()? },
         };
         r.end()?;
         Ok(c)

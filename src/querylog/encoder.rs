@@ -167,6 +167,18 @@ impl Encoder {
             .then(|| TOP_PERSIST_EVERY.saturating_sub(self.last_top_persist.elapsed()))
     }
 
+    /// Adds `n` rate-limited queries to the counts of the minute of `now_ms`.
+    pub fn add_rate_limited(&mut self, now_ms: u64, n: u64) {
+        let store = &self.store;
+        let minute = minute_of(now_ms);
+        let (c, dirty) = self
+            .minutes
+            .entry(minute)
+            .or_insert_with(|| (load_minute(store.as_deref(), minute), false));
+        c.rate_limited += n;
+        *dirty = true;
+    }
+
     fn count(&mut self, e: &Entry) {
         let store = &self.store;
         let minute = minute_of(e.time_ms);

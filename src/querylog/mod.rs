@@ -327,6 +327,14 @@ impl QueryLog {
         }
     }
 
+    /// Counts one UDP query the rate limiter dropped or slipped: such queries
+    /// are not logged one by one (a flood would fill the log), only counted
+    /// per minute ([`Stats::rate_limited`]). One relaxed atomic add.
+    #[inline]
+    pub fn count_rate_limited(&self) {
+        self.shared.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Entries dropped because the writer was behind (or pending writes
     /// failed for too long).
     pub fn dropped(&self) -> u64 {

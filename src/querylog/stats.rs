@@ -53,6 +53,11 @@ pub struct Stats {
     pub flagged: u64,
     /// Answered from the cache (fresh or stale).
     pub cached: u64,
+    /// UDP queries not answered (dropped) or answered with an empty TC=1
+    /// reply (slipped) by the rate limiter; not in `total`, never logged one
+    /// by one. `dnsguard_rate_limited_total` counts the same.
+    #[serde(default)]
+    pub rate_limited: u64,
     /// blocked / total (0 when total is 0).
     pub blocked_share: f64,
     /// Mean latency, microseconds.
@@ -92,7 +97,7 @@ pub(crate) fn compute(
         }
     }
     let mut maps: [HashMap<String, u64>; 3] = Default::default();
-    if until_ms > since_ms {
+    if until_ms > since_ms && top_n > 0 {
         let start = hour_key(hour_of(since_ms), 0);
         let end = hour_key(hour_of(until_ms - 1).saturating_add(HOUR_MS), 0);
         for kv in store.scan(&start, &end, false) {
@@ -119,6 +124,7 @@ pub(crate) fn compute(
         allowlisted: c.allowlisted,
         flagged: c.flagged,
         cached: c.cached,
+        rate_limited: c.rate_limited,
         blocked_share: if c.total == 0 {
             0.0
         } else {

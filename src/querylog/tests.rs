@@ -1386,3 +1386,48 @@ fn unavailable_log_records_nothing_and_reports_why() {
     // Reads work (empty), so the dashboard and `dnsguard stats` can show the error.
     assert_eq!(log.stats(0, u64::MAX, 10).unwrap().total, 0);
 }
+
+#[test]
+fn rate_limited_counts_reach_the_minute_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let run = |n: u64| {
+        let log = QueryLog::open(dir.path(), cfg()).unwrap();
+        for _ in 0..n {
+            log.count_rate_limited();
+        }
+        log.flush().unwrap();
+        log
+    };
+    drop(run(7));
+    let log = run(5);
+    let s = log.stats(now - MINUTE_MS, now_ms() + MINUTE_MS, 0).unwrap();
+    assert_eq!((s.rate_limited, s.total), (12, 0));
+}
+
+#[test]
+fn minute_counts_without_rate_limited_still_decode() {
+    let c = codec::MinuteCounts {
+        total: 3,
+        allowed: 2,
+        blocked: 1,
+        latency_sum_us: 40,
+        ..Default::default()
+    };
+    // Stored as before the field existed: old readers read new minutes
+    // without limiting, and new readers read old minutes.
+    let bytes = c.encode();
+    assert_eq!(bytes, [1, 3, 2, 1, 0, 0, 0, 40]);
+    assert_eq!(codec::MinuteCounts::decode(&bytes).unwrap(), c);
+    let limited = codec::MinuteCounts {
+        rate_limited: 300,
+        ..c
+    };
+    assert_eq!(
+        codec::MinuteCounts::decode(&limited.encode()).unwrap(),
+        limited
+    );
+    let mut extra = limited.encode();
+    extra.push(1);
+    assert!(codec::MinuteCounts::decode(&extra).is_err());
+}

@@ -25,6 +25,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -411,7 +412,11 @@ impl Output {
     /// passes it on. False once the writer is gone.
     fn send(&mut self, batch: &mut Vec<Entry>, force: bool) -> bool {
         let tops_due = self.encoder.tops_due_in().is_some_and(|d| d.is_zero());
-        if batch.is_empty() && !force && !tops_due {
+        let limited = self.shared.rate_limited.swap(0, Ordering::Relaxed);
+        if limited > 0 {
+            self.encoder.add_rate_limited(super::now_ms(), limited);
+        }
+        if batch.is_empty() && !force && !tops_due && limited == 0 {
             return true;
         }
         let seq = self.next_seq;

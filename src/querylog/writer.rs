@@ -78,6 +78,9 @@ pub(crate) enum Msg {
 /// Counters shared between the handle and the writer.
 #[derive(Default)]
 pub(crate) struct Shared {
+    /// Rate-limited queries not yet added to a minute's counts (the DNS
+    /// path adds, the WAL thread takes).
+    pub rate_limited: AtomicU64,
     pub dropped: AtomicU64,
     pub written: AtomicU64,
     pub write_errors: AtomicU64,

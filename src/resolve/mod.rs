@@ -103,8 +103,9 @@ impl Answer {
         })
     }
 
-    /// Addresses and CNAME targets of the answer for the query log (at most four
-    /// items).
+    /// The answer for the query log, at most four records: addresses, CNAME
+    /// and PTR targets, TXT strings (see [`push_txt`]); other records by type.
+    /// Made once per upstream answer (the cache keeps it), not per query.
     pub fn summary(&self) -> String {
         use hickory_proto::rr::RData;
         use std::fmt::Write as _;
@@ -117,6 +118,11 @@ impl Answer {
                 RData::A(a) => write!(out, "{}", a.0),
                 RData::AAAA(a) => write!(out, "{}", a.0),
                 RData::CNAME(c) => write!(out, "{}", c.0),
+                RData::PTR(p) => write!(out, "{}", p.0),
+                RData::TXT(t) => {
+                    push_txt(&mut out, &t.txt_data);
+                    Ok(())
+                }
                 other => write!(out, "{}", other.record_type()),
             };
         }
@@ -129,6 +135,50 @@ impl Answer {
     /// True when the answer holds records of `qtype` (not just a CNAME chain).
     pub fn has_type(&self, qtype: RecordType) -> bool {
         self.answers.iter().any(|r| r.record_type() == qtype)
+    }
+}
+
+/// Bytes of one TXT string the query log keeps.
+const TXT_SHOWN_BYTES: usize = 64;
+/// Strings of one TXT record the query log keeps.
+const TXT_SHOWN_STRINGS: usize = 4;
+
+/// Appends a TXT record's strings as zone files write them: each in double
+/// quotes, separated by spaces, `"` and `\` escaped with a backslash, bytes
+/// outside printable ASCII as `\DDD` (RFC 1035 §5.1). So a string shows
+/// nothing a terminal or page could take for anything but text. Each string is
+/// cut after [`TXT_SHOWN_BYTES`] bytes and the record after
+/// [`TXT_SHOWN_STRINGS`] strings, marked with `…`.
+fn push_txt(out: &mut String, strings: &[Box<[u8]>]) {
+    for (i, s) in strings.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if i == TXT_SHOWN_STRINGS {
+            out.push('…');
+            break;
+        }
+        out.push('"');
+        for &b in s.iter().take(TXT_SHOWN_BYTES) {
+            match b {
+                b'"' | b'\\' => {
+                    out.push('\\');
+                    out.push(char::from(b));
+                }
+                0x20..=0x7e => out.push(char::from(b)),
+                _ => {
+                    // Always three digits, so a digit after it stays text.
+                    out.push('\\');
+                    for d in [b / 100, b / 10 % 10, b % 10] {
+                        out.push(char::from(b'0' + d));
+                    }
+                }
+            }
+        }
+        if s.len() > TXT_SHOWN_BYTES {
+            out.push('…');
+        }
+        out.push('"');
     }
 }
 

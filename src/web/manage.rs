@@ -266,7 +266,11 @@ struct GroupView {
     #[serde(flatten)]
     config: GroupConfig,
     implicit: bool,
+    /// Every list that applies to the group, as the filter applies them.
     lists: Vec<String>,
+    /// Those of `lists` that apply without naming the group (`doh-resolvers`
+    /// on allowlist-only groups).
+    implicit_lists: Vec<String>,
 }
 
 /// `GET /api/v1/groups`: every group, `default` first, with the lists applying to it.
@@ -285,20 +289,25 @@ pub async fn groups(State(st): State<AppState>) -> Response {
             },
             implicit: true,
             lists: Vec::new(),
+            implicit_lists: Vec::new(),
         });
     }
     out.extend(cfg.groups.iter().map(|g| GroupView {
         config: g.clone(),
         implicit: false,
         lists: Vec::new(),
+        implicit_lists: Vec::new(),
     }));
-    for g in &mut out {
-        g.lists = cfg
-            .lists
+    let names = |f: &dyn Fn(&crate::filter::ListConfig) -> bool| -> Vec<String> {
+        cfg.lists
             .iter()
-            .filter(|l| l.groups.iter().any(|x| x == "*" || *x == g.config.name))
+            .filter(|l| f(l))
             .map(|l| l.name.clone())
-            .collect();
+            .collect()
+    };
+    for g in &mut out {
+        g.lists = names(&|l| l.applies_to(&g.config));
+        g.implicit_lists = names(&|l| l.applies_implicitly_to(&g.config));
     }
     out.sort_by_key(|g| g.config.name != crate::filter::DEFAULT_GROUP);
     Json(out).into_response()
@@ -568,11 +577,25 @@ struct AlertGroup {
     count: u64,
     max_score: f32,
     last_ms: u64,
+    /// The newest reason text of each kind of evidence (a tunnel's queries
+    /// differ only in their figures: one text, not one per query).
     reasons: Vec<String>,
+    /// Every kind of evidence seen ([`crate::detect::Reasons::labels`]).
+    kinds: Vec<&'static str>,
     clients_or_domains: Vec<String>,
+    /// The label sets `reasons` has a text for.
+    #[serde(skip)]
+    shown: Vec<Vec<&'static str>>,
 }
 
-fn bump(map: &mut HashMap<String, AlertGroup>, key: &str, other: &str, e: &Entry, reason: &str) {
+fn bump(
+    map: &mut HashMap<String, AlertGroup>,
+    key: &str,
+    other: &str,
+    e: &Entry,
+    reason: &str,
+    labels: &[&'static str],
+) {
     let g = map.entry(key.to_owned()).or_insert_with(|| AlertGroup {
         key: key.to_owned(),
         ..AlertGroup::default()
@@ -580,8 +603,20 @@ fn bump(map: &mut HashMap<String, AlertGroup>, key: &str, other: &str, e: &Entry
     g.count += 1;
     g.max_score = g.max_score.max(e.tunnel_score);
     g.last_ms = g.last_ms.max(e.time_ms);
-    if !reason.is_empty() && g.reasons.len() < 5 && !g.reasons.iter().any(|r| r == reason) {
+    for l in labels {
+        if !g.kinds.contains(l) {
+            g.kinds.push(l);
+        }
+    }
+    // Entries of an old format have no labels: their texts count as distinct.
+    let new_kind = labels.is_empty() || !g.shown.iter().any(|s| s == labels);
+    if !reason.is_empty()
+        && new_kind
+        && g.reasons.len() < 5
+        && !g.reasons.iter().any(|r| r == reason)
+    {
         g.reasons.push(reason.to_owned());
+        g.shown.push(labels.to_vec());
     }
     if g.clients_or_domains.len() < 5 && !g.clients_or_domains.iter().any(|c| c == other) {
         g.clients_or_domains.push(other.to_owned());
@@ -596,7 +631,8 @@ fn sorted(map: HashMap<String, AlertGroup>) -> Vec<AlertGroup> {
 }
 
 /// `GET /api/v1/alerts?since=24h`: tunnel-flagged queries per registrable domain
-/// and per client (with reasons and top score) plus the latest 100 flags.
+/// and per client (with the kinds of evidence, one reason text per kind and the
+/// top score) plus the latest 100 flags, each with its kinds of evidence.
 pub async fn alerts(
     State(st): State<AppState>,
     Query(req): Query<LogRequest>,
@@ -624,10 +660,13 @@ pub async fn alerts(
                 .to_owned();
             let domain = psl::domain_str(&e.name).unwrap_or(&e.name).to_owned();
             let client = e.client.to_string();
-            bump(&mut domains, &domain, &client, &e, &reason);
-            bump(&mut clients, &client, &domain, &e, &reason);
+            let labels = e.tunnel.as_ref().map(|r| r.labels()).unwrap_or_default();
+            bump(&mut domains, &domain, &client, &e, &reason, &labels);
+            bump(&mut clients, &client, &domain, &e, &reason, &labels);
             if recent.len() < 100 {
-                recent.push(e);
+                let mut row = serde_json::to_value(&e).unwrap_or_default();
+                row["kinds"] = serde_json::json!(labels);
+                recent.push(row);
             }
         }
         Ok(serde_json::json!({

@@ -184,6 +184,7 @@ async function loadOverview() {
   $('#stat-flagged').textContent = fmt(stats.flagged);
   $('#stat-cached').textContent = fmt(stats.cached);
   $('#stat-latency').textContent = stats.total ? (stats.avg_latency_us / 1000).toFixed(1) + ' ms' : '–';
+  $('#stat-limited').textContent = fmt(stats.rate_limited || 0);
   drawDonut(stats.blocked_share);
   drawChart(series);
   barList($('#top-domains'), stats.top_domains, openRulePop);
@@ -285,6 +286,15 @@ async function ruleAction(action) {
 // ------------------------------------------------------------------ alerts
 
 let alertsPeriod = '24h';
+
+// A reason shown once, not spelled out on every row: the kinds of evidence (or
+// the start of the text) as a toggle that opens the full text.
+function reasonToggle(text, kinds) {
+  const short = kinds && kinds.length ? kinds.join(' · ') : (text.length > 48 ? text.slice(0, 47) + '…' : text);
+  if (short === text) return h('span', { class: 'reason-short' }, text);
+  return h('details', { class: 'reason', title: text }, h('summary', {}, short), h('div', { class: 'reason-text' }, text));
+}
+
 function alertRows(el, items, what) {
   clear(el);
   if (!items.length) { el.append(h('div', { class: 'empty-note' }, 'No flags — nothing looks like a tunnel.')); return; }
@@ -294,7 +304,8 @@ function alertRows(el, items, what) {
     el.append(h('div', { class: 'alert-row' },
       h('div', { class: 'row' }, h('b', {}, a.key), h('span', { class: 'muted' }, `${a.count} ${a.count === 1 ? 'flag' : 'flags'} · score ${a.max_score.toFixed(2)} · ${timeOf(a.last_ms, true)}`)),
       h('div', { class: 'meter' }, m),
-      h('div', { class: 'reasons' }, a.reasons.join(' · ')),
+      h('div', { class: 'reasons' }, (a.kinds || []).join(' · ')),
+      a.reasons.length ? h('details', { class: 'reason' }, h('summary', {}, 'why'), ...a.reasons.map((r) => h('div', { class: 'reason-text' }, r))) : null,
       h('div', { class: 'reasons' }, what + ': ' + a.clients_or_domains.join(', '))));
   }
 }
@@ -309,7 +320,7 @@ async function loadAlerts() {
     body.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.client),
       h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
       h('td', { class: 'num' }, e.tunnel_score.toFixed(2)),
-      h('td', { class: 'rule hide-sm', title: e.rule }, e.rule.replace(/^tunnel: /, ''))));
+      h('td', { class: 'rule hide-sm' }, reasonToggle(e.rule.replace(/^tunnel: /, ''), e.kinds))));
   }
   // The review of the period (the same data as `dnsguard report`).
   const r = await api('GET', '/api/v1/report?' + qs({ since: alertsPeriod, top: 10 }));
@@ -328,7 +339,7 @@ async function loadAlerts() {
   for (const e of raised) {
     eb.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.type), h('td', {}, e.client),
       h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
-      h('td', { class: 'hide-sm' }, e.group), h('td', { class: 'rule hide-sm', title: e.reason }, e.reason)));
+      h('td', { class: 'hide-sm' }, e.group), h('td', { class: 'rule hide-sm' }, reasonToggle(e.reason))));
   }
 }
 
@@ -387,6 +398,16 @@ function chipList(g, kind) {
   return [h('div', { class: 'sub' }, kind), box, add];
 }
 
+// The lists applying to a group; those it gets without being named (the DoH
+// resolver list on allowlist-only groups) say so.
+function groupLists(g) {
+  const implicit = g.implicit_lists || [];
+  const items = g.lists.map((l, i) => [i ? ', ' : '', implicit.includes(l)
+    ? h('span', { class: 'implicit-list', title: 'Applies to every allowlist-only group (default-deny, learn or enforce) without being named: an agent using its own DNS-over-HTTPS/TLS resolver would escape every rule.' }, l + ' (allowlist-only groups)')
+    : l]);
+  return h('div', { class: 'muted small group-lists' }, 'Lists: ', ...(items.length ? items : ['none']));
+}
+
 async function loadGroups() {
   const groups = await api('GET', '/api/v1/groups');
   groupsCache = groups;
@@ -397,13 +418,13 @@ async function loadGroups() {
     const dd = h('input', { type: 'checkbox', checked: g.default_deny });
     const save = async () => {
       const body = { ...g, clients: clients.value.split(/[\s,]+/).filter(Boolean), block_mode: mode.value, default_deny: dd.checked };
-      delete body.implicit; delete body.lists; delete body.name;
+      delete body.implicit; delete body.lists; delete body.implicit_lists; delete body.name;
       try { await api('PUT', '/api/v1/groups/' + encodeURIComponent(g.name), body); toast('Saved ' + g.name); loadGroups(); } catch (e) { toast(e.message, true); }
     };
     box.append(h('div', { class: 'card', 'data-group': g.name },
       h('div', { class: 'row' }, h('span', { class: 'title' }, g.name), g.default_deny ? h('span', { class: 'badge blocked' }, 'default-deny') : null),
       h('label', {}, 'Clients', clients),
-      h('div', { class: 'muted small' }, 'Lists: ' + (g.lists.join(', ') || 'none')),
+      groupLists(g),
       ...chipList(g, 'allow'), ...chipList(g, 'deny'),
       h('div', { class: 'row' }, h('label', {}, 'Block mode', mode), h('label', { class: 'check' }, dd, 'default-deny')),
       h('div', { class: 'row' },
