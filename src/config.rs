@@ -51,6 +51,8 @@ pub struct Config {
     pub alerts: crate::guard::alerts::AlertsConfig,
     /// nftables set sync of answered addresses.
     pub firewall: crate::guard::nft::FirewallConfig,
+    /// dnstap output of every answered query (`[dnstap]`, off without a target).
+    pub dnstap: crate::dnstap::DnstapConfig,
 }
 
 /// The default log filter: dnsguard's own lines, and third-party crates' warnings
@@ -652,7 +654,10 @@ mod tests {
     #[test]
     fn tcp_bounds_and_rate_limit_parse_and_validate() {
         let cfg = Config::embedded().unwrap();
-        assert_eq!(cfg.server.log, DEFAULT_LOG, "dnsguard.toml spells out the default filter");
+        assert_eq!(
+            cfg.server.log, DEFAULT_LOG,
+            "dnsguard.toml spells out the default filter"
+        );
         // The embedded file spells out the defaults.
         let d = ServerConfig::default();
         assert_eq!(cfg.server.rate_limit, d.rate_limit);

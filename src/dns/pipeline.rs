@@ -271,6 +271,7 @@ pub struct Pipeline {
     rebinding: Rebinding,
     log: Arc<QueryLog>,
     guard: arc_swap::ArcSwapOption<crate::guard::Guard>,
+    dnstap: arc_swap::ArcSwapOption<crate::dnstap::Dnstap>,
 }
 
 impl Pipeline {
@@ -293,6 +294,7 @@ impl Pipeline {
             ),
             log,
             guard: arc_swap::ArcSwapOption::empty(),
+            dnstap: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -300,6 +302,11 @@ impl Pipeline {
     /// then sees every recorded query.
     pub fn set_guard(&self, guard: Arc<crate::guard::Guard>) {
         self.guard.store(Some(guard));
+    }
+
+    /// Attaches the dnstap output, which then gets every recorded query.
+    pub fn set_dnstap(&self, dnstap: Arc<crate::dnstap::Dnstap>) {
+        self.dnstap.store(Some(dnstap));
     }
 
     /// The cache, for periodic maintenance.
@@ -366,6 +373,11 @@ impl Pipeline {
             summary: reply.summary.clone(),
             addrs: &addrs,
             ttl_cap: u32::MAX,
+            via: crate::dnstap::Via {
+                transport: q.transport,
+                port: q.client.port(),
+                ..Default::default()
+            },
         };
         let logged_name = Arc::from(name);
         self.record(
@@ -657,6 +669,12 @@ impl Pipeline {
             let cap = outcome.ttl_cap;
             guard.observe(&e, outcome.addrs.iter().map(|&(ip, t)| (ip, t.min(cap))));
         }
+        if let Some(tap) = &*self.dnstap.load() {
+            let mode = outcome
+                .verdict
+                .map(|v| policy.filter.group_block(v.group).0);
+            tap.observe(&e, outcome, screened, mode);
+        }
         self.log.record(e);
     }
 }
@@ -677,6 +695,8 @@ pub struct Outcome<'a> {
     pub addrs: &'a [(IpAddr, u32)],
     /// The TTLs sent are at most this (a cache hit's time left).
     pub ttl_cap: u32,
+    /// Transport, client port and wire forms at hand (for dnstap).
+    pub via: crate::dnstap::Via<'a>,
 }
 
 impl Screen {
