@@ -126,8 +126,7 @@ impl Drop for Capture {
 fn stop(dg: Dnsguard) -> String {
     let log = dg.log_handle();
     assert!(dg.stop_with(libc::SIGTERM).success());
-    let text = log.lock().unwrap().clone();
-    text
+    log.lock().unwrap().clone()
 }
 
 /// `dnstap-read -y FILE`, one YAML document per message.
