@@ -249,9 +249,17 @@ fn policy_facts(
             address,
         })
     };
+    if *outcome.source == Source::Refused {
+        // Outside `allow_clients`: answered REFUSED, which dnstap has no action for.
+        return facts(
+            "access",
+            PolicyAction::Drop,
+            Some(PolicyMatch::ClientIp),
+            Some(e.client),
+        );
+    }
     let verdict = outcome.verdict?;
     match outcome.source {
-        Source::Refused => None,
         Source::Tunnel => facts("tunnel", PolicyAction::Drop, Some(PolicyMatch::Qname), None),
         Source::Rebinding(ip) => facts(
             "rebinding",
@@ -309,7 +317,9 @@ impl Encoder {
         let (rs, rn) = split_ms(ev.now_ms, ev.latency_us);
         let policy = ev.policy.as_ref().map(|p| PolicyMessage {
             r#type: Some(p.kind.to_owned()),
-            rule: Some(rule_text(&p.list, &p.rule).into_bytes()),
+            rule: Some(rule_text(&p.list, &p.rule))
+                .filter(|r| !r.is_empty())
+                .map(String::into_bytes),
             action: Some(p.action as i32),
             r#match: p.matched.map(|m| m as i32),
             value: match (p.matched, p.address) {
@@ -410,6 +420,119 @@ mod tests {
             let err = t(bad).unwrap_err();
             assert!(err.contains("unix:PATH"), "{bad}: {err}");
         }
+    }
+
+    /// The policy of one recorded query, as `observe` derives it.
+    fn policy_of(
+        source: Source,
+        screen: Screen,
+        verdict: Option<crate::filter::Verdict>,
+        mode: BlockMode,
+    ) -> Option<PolicyFacts> {
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut e = Entry::new(1, client, Arc::from("x.test"), 1);
+        e.list = Arc::from("mine");
+        e.rule = Arc::from("line 9");
+        let outcome = Outcome {
+            rcode: 0,
+            source: &source,
+            verdict: verdict.as_ref(),
+            score: None,
+            summary: None,
+            addrs: &[],
+            ttl_cap: u32::MAX,
+            via: Via::default(),
+        };
+        let screened = Screened {
+            screen,
+            started: std::time::Instant::now(),
+            now_ms: 1,
+        };
+        policy_facts(&e, &outcome, &screened, Some(&mode))
+    }
+
+    #[test]
+    fn verdicts_map_to_dnstap_policies() {
+        use crate::filter::{GroupId, Verdict};
+        let block = Verdict {
+            group: GroupId(0),
+            action: Action::Block(BlockReason::Rule),
+            rule: None,
+        };
+        let pass = Verdict {
+            action: Action::Pass,
+            ..block
+        };
+        let score = crate::detect::Score {
+            value: 2.0,
+            flagged: true,
+            quarantined: false,
+            reasons: Default::default(),
+        };
+        // Refused client: CLIENT_IP, its address, DROP (REFUSED).
+        let p = policy_of(Source::Refused, Screen::Refused, None, BlockMode::Null).unwrap();
+        assert_eq!((p.kind, p.action), ("access", PolicyAction::Drop));
+        assert_eq!(p.matched, Some(PolicyMatch::ClientIp));
+        assert_eq!(p.address, Some("192.0.2.7".parse().unwrap()));
+        // Block modes.
+        for (mode, action) in [
+            (BlockMode::NoData, PolicyAction::Nodata),
+            (BlockMode::NxDomain, PolicyAction::Nxdomain),
+            (BlockMode::Refused, PolicyAction::Drop),
+            (BlockMode::Null, PolicyAction::LocalData),
+        ] {
+            let p = policy_of(Source::Blocked, Screen::Blocked(block), Some(block), mode).unwrap();
+            assert_eq!(
+                (p.kind, p.action, p.matched),
+                ("blocklist", action, Some(PolicyMatch::Qname))
+            );
+            assert_eq!((&*p.list, &*p.rule), ("mine", "line 9"));
+        }
+        // Blocked after resolution (CNAME target or answer rule): which one is not known.
+        let p = policy_of(
+            Source::Blocked,
+            Screen::Pass(pass, score),
+            Some(block),
+            BlockMode::Null,
+        );
+        assert_eq!(p.unwrap().matched, None);
+        // Rebinding: the private address answered.
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let p = policy_of(
+            Source::Rebinding(ip),
+            Screen::Pass(pass, score),
+            Some(pass),
+            BlockMode::NxDomain,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.kind, p.action, p.matched),
+            (
+                "rebinding",
+                PolicyAction::Nxdomain,
+                Some(PolicyMatch::ResponseIp)
+            )
+        );
+        assert_eq!(p.address, Some(ip));
+        // Tunnel refusal.
+        let p = policy_of(
+            Source::Tunnel,
+            Screen::Tunnel(pass, score),
+            Some(pass),
+            BlockMode::Null,
+        )
+        .unwrap();
+        assert_eq!((p.kind, p.action), ("tunnel", PolicyAction::Drop));
+        // Plain answers: no policy.
+        assert!(
+            policy_of(
+                Source::Cache,
+                Screen::Pass(pass, score),
+                Some(pass),
+                BlockMode::Null
+            )
+            .is_none()
+        );
     }
 
     #[test]
