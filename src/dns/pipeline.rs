@@ -271,7 +271,7 @@ pub struct Pipeline {
     rebinding: Rebinding,
     log: Arc<QueryLog>,
     guard: arc_swap::ArcSwapOption<crate::guard::Guard>,
-    dnstap: arc_swap::ArcSwapOption<crate::dnstap::Dnstap>,
+    dnstap: std::sync::OnceLock<Arc<crate::dnstap::Dnstap>>,
 }
 
 impl Pipeline {
@@ -294,7 +294,7 @@ impl Pipeline {
             ),
             log,
             guard: arc_swap::ArcSwapOption::empty(),
-            dnstap: arc_swap::ArcSwapOption::empty(),
+            dnstap: std::sync::OnceLock::new(),
         })
     }
 
@@ -304,9 +304,9 @@ impl Pipeline {
         self.guard.store(Some(guard));
     }
 
-    /// Attaches the dnstap output, which then gets every recorded query.
+    /// Attaches the dnstap output (once), which then gets every recorded query.
     pub fn set_dnstap(&self, dnstap: Arc<crate::dnstap::Dnstap>) {
-        self.dnstap.store(Some(dnstap));
+        let _ = self.dnstap.set(dnstap);
     }
 
     /// The cache, for periodic maintenance.
@@ -669,7 +669,7 @@ impl Pipeline {
             let cap = outcome.ttl_cap;
             guard.observe(&e, outcome.addrs.iter().map(|&(ip, t)| (ip, t.min(cap))));
         }
-        if let Some(tap) = &*self.dnstap.load() {
+        if let Some(tap) = self.dnstap.get() {
             let mode = outcome
                 .verdict
                 .map(|v| policy.filter.group_block(v.group).0);
