@@ -44,6 +44,11 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         None
     };
     live.publish_list_metrics();
+    // After the web server: its metrics recorder counts the dropped events.
+    let dnstap = crate::dnstap::Dnstap::start(&cfg.dnstap)?;
+    if let Some(tap) = &dnstap {
+        pipeline.set_dnstap(tap.clone());
+    }
     let server = DnsServer::start(
         &cfg.server.listen,
         cfg.server.tcp_limits(),
@@ -66,6 +71,10 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         let _ = std::fs::remove_file(&endpoint_file);
     }
     server.shutdown().await;
+    if let Some(tap) = dnstap {
+        // What is queued goes out, then STOP (and the collector's FINISH).
+        tokio::task::spawn_blocking(move || tap.shutdown()).await?;
+    }
     drop(pipeline);
     drop(live);
     guard.flush();

@@ -51,6 +51,8 @@ pub struct Config {
     pub alerts: crate::guard::alerts::AlertsConfig,
     /// nftables set sync of answered addresses.
     pub firewall: crate::guard::nft::FirewallConfig,
+    /// dnstap output of every answered query (`[dnstap]`, off without a target).
+    pub dnstap: crate::dnstap::DnstapConfig,
 }
 
 /// The default log filter: dnsguard's own lines, and third-party crates' warnings

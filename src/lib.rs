@@ -24,6 +24,7 @@ pub mod config;
 pub mod datadir;
 pub mod detect;
 pub mod dns;
+pub mod dnstap;
 pub mod filter;
 pub mod guard;
 pub mod lists;

@@ -33,6 +33,8 @@ pub struct Question {
     pub dnssec_ok: bool,
     /// The CD bit: the client does its own validation; give it bogus data too.
     pub checking_disabled: bool,
+    /// UDP or TCP (for dnstap).
+    pub transport: crate::dnstap::Transport,
 }
 
 impl Question {

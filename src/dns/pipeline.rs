@@ -274,6 +274,7 @@ pub struct Pipeline {
     rebinding: Rebinding,
     log: Arc<QueryLog>,
     guard: arc_swap::ArcSwapOption<crate::guard::Guard>,
+    dnstap: std::sync::OnceLock<Arc<crate::dnstap::Dnstap>>,
 }
 
 impl Pipeline {
@@ -296,6 +297,7 @@ impl Pipeline {
             ),
             log,
             guard: arc_swap::ArcSwapOption::empty(),
+            dnstap: std::sync::OnceLock::new(),
         })
     }
 
@@ -303,6 +305,11 @@ impl Pipeline {
     /// then sees every recorded query.
     pub fn set_guard(&self, guard: Arc<crate::guard::Guard>) {
         self.guard.store(Some(guard));
+    }
+
+    /// Attaches the dnstap output (once), which then gets every recorded query.
+    pub fn set_dnstap(&self, dnstap: Arc<crate::dnstap::Dnstap>) {
+        let _ = self.dnstap.set(dnstap);
     }
 
     /// The cache, for periodic maintenance.
@@ -369,6 +376,11 @@ impl Pipeline {
             summary: reply.summary.clone(),
             addrs: &addrs,
             ttl_cap: u32::MAX,
+            via: crate::dnstap::Via {
+                transport: q.transport,
+                port: q.client.port(),
+                ..Default::default()
+            },
         };
         let logged_name = Arc::from(name);
         self.record(
@@ -663,6 +675,12 @@ impl Pipeline {
             let cap = outcome.ttl_cap;
             guard.observe(&e, outcome.addrs.iter().map(|&(ip, t)| (ip, t.min(cap))));
         }
+        if let Some(tap) = self.dnstap.get() {
+            let mode = outcome
+                .verdict
+                .map(|v| policy.filter.group_block(v.group).0);
+            tap.observe(&e, outcome, screened, mode);
+        }
         self.log.record(e);
     }
 }
@@ -683,6 +701,8 @@ pub struct Outcome<'a> {
     pub addrs: &'a [(IpAddr, u32)],
     /// The TTLs sent are at most this (a cache hit's time left).
     pub ttl_cap: u32,
+    /// Transport, client port and wire forms at hand (for dnstap).
+    pub via: crate::dnstap::Via<'a>,
 }
 
 impl Screen {

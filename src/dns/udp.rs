@@ -363,6 +363,7 @@ struct Asked<'a> {
     /// `q.name()`, read once.
     name: &'a str,
     ip: IpAddr,
+    port: u16,
 }
 
 /// The fast path for one packet from `client`, which arrived at `now`: answers
@@ -384,6 +385,7 @@ pub fn answer(
         q: &q,
         name: q.name(),
         ip: client.ip(),
+        port: client.port(),
     };
     let screen = pipeline.screen(asked.ip, asked.name, q.qtype, &policy, now.unix_ms);
     let screened = Screened {
@@ -435,6 +437,7 @@ pub async fn answer_miss(
         q: &q,
         name: q.name(),
         ip: client.ip(),
+        port: client.port(),
     };
     let mut qname = Name::from_ascii(asked.name).ok()?;
     qname.set_fqdn(true);
@@ -492,6 +495,12 @@ fn respond(
             .map(|h| h.cached.summary.clone()),
         addrs: hit.map_or(&[], |h| &h.cached.addrs[..]),
         ttl_cap: hit.map_or(u32::MAX, |h| h.ttl_left),
+        via: crate::dnstap::Via {
+            port: asked.port,
+            query: asked.packet,
+            response: &out[..len],
+            ..Default::default()
+        },
     };
     let (ip, qtype) = (asked.ip, asked.q.qtype);
     pipeline.record(ip, Arc::from(asked.name), qtype, policy, &outcome, screened);
