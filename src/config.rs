@@ -652,7 +652,10 @@ mod tests {
     #[test]
     fn tcp_bounds_and_rate_limit_parse_and_validate() {
         let cfg = Config::embedded().unwrap();
-        assert_eq!(cfg.server.log, DEFAULT_LOG, "dnsguard.toml spells out the default filter");
+        assert_eq!(
+            cfg.server.log, DEFAULT_LOG,
+            "dnsguard.toml spells out the default filter"
+        );
         // The embedded file spells out the defaults.
         let d = ServerConfig::default();
         assert_eq!(cfg.server.rate_limit, d.rate_limit);

@@ -135,7 +135,8 @@ impl Answer {
 /// Why no answer could be had from upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// Nothing answered within the configured time.
+    /// Nothing answered within the configured time (the resolver's, or one
+    /// upstream's budget).
     #[error("timed out after {0} ms")]
     Timeout(u64),
     /// Every upstream failed (unreachable, refused, garbage, bad certificate …).

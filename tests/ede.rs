@@ -1,0 +1,164 @@
+//! Extended DNS Errors (RFC 8914) end to end: the real binary asked by the real
+//! `dig`, over UDP (the in-place fast path and hickory's path) and TCP; `dig`
+//! prints the option as `; EDE: CODE (Name): (text)`.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::server::Dnsguard;
+use common::upstream::{FakeUpstream, Mode};
+
+const ZONE: &str = "\
+www.fwd.test. 300 A 192.0.2.1
+short.fwd.test. 1 A 192.0.2.2
+cloak.fwd.test. 300 CNAME collect.tracker.test.
+collect.tracker.test. 300 A 192.0.2.66
+";
+
+const LIST: &str = "# ads\n||ads.fwd.test^\n||tracker.test^\n";
+
+fn localhost() -> IpAddr {
+    "127.0.0.1".parse().unwrap()
+}
+
+/// A server forwarding to `up`, with the list `LIST` as "ads" and `extra` config.
+fn start(up: &FakeUpstream, extra: &str) -> Dnsguard {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ads.txt"), LIST).unwrap();
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n{extra}\n\
+         [resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 500\n\
+         [[lists]]\nname = \"ads\"\nsource = \"ads.txt\"\n",
+        up.addr()
+    );
+    Dnsguard::start_in(&config, dir)
+}
+
+/// Runs the real `dig` against the server with `args`; its output.
+fn dig(dg: &Dnsguard, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", dg.addr.ip()))
+        .args(["-p", &dg.addr.port().to_string(), "+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status(out: &str, want: &str) {
+    assert!(out.contains(&format!("status: {want}")), "{want}: {out}");
+}
+
+#[test]
+fn blocked_names_say_which_list_and_line() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let want = "; EDE: 15 (Blocked): (list \"ads\" line 2)";
+    // UDP twice (the fast path answers both), then TCP (hickory's path).
+    for transport in ["+notcp", "+notcp", "+tcp"] {
+        let out = dig(&dg, &[transport, "ads.fwd.test", "A"]);
+        status(&out, "NOERROR");
+        assert!(out.contains("0.0.0.0"), "{out}");
+        assert!(out.contains(want), "{transport}: {out}");
+    }
+    // A subdomain, NODATA type: the same rule.
+    let out = dig(&dg, &["x.ads.fwd.test", "HTTPS"]);
+    assert!(out.contains(want), "{out}");
+    // A query without EDNS gets no OPT record at all.
+    for transport in ["+notcp", "+tcp"] {
+        let out = dig(&dg, &[transport, "+noedns", "ads.fwd.test", "A"]);
+        status(&out, "NOERROR");
+        assert!(!out.contains("OPT PSEUDOSECTION"), "{transport}: {out}");
+        assert!(!out.contains("EDE"), "{transport}: {out}");
+    }
+    // A resolved answer says nothing extra.
+    let out = dig(&dg, &["www.fwd.test", "A"]);
+    assert!(out.contains("192.0.2.1") && !out.contains("EDE"), "{out}");
+    assert_eq!(up.queries_for("ads.fwd.test."), 0);
+}
+
+#[test]
+fn cname_cloaking_is_filtered_with_the_target_rule() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let want = "; EDE: 17 (Filtered): (answer: list \"ads\" line 3)";
+    // A miss (resolved, then blocked on its answer), then the cached entry.
+    for transport in ["+notcp", "+notcp", "+tcp"] {
+        let out = dig(&dg, &[transport, "cloak.fwd.test", "A"]);
+        assert!(out.contains(want), "{transport}: {out}");
+    }
+}
+
+#[test]
+fn default_deny_and_refused_clients_are_prohibited() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(
+        &up,
+        "allow_clients = [\"127.0.0.0/24\"]\n\
+         [[groups]]\nname = \"locked\"\nclients = [\"127.0.0.5\"]\ndefault_deny = true\n",
+    );
+    for transport in ["+notcp", "+tcp"] {
+        let out = dig(&dg, &[transport, "-b", "127.0.0.5", "www.fwd.test", "A"]);
+        assert!(
+            out.contains("; EDE: 18 (Prohibited): (not-allowlisted (group locked))"),
+            "{transport}: {out}"
+        );
+        let out = dig(&dg, &[transport, "-b", "127.0.1.9", "www.fwd.test", "A"]);
+        status(&out, "REFUSED");
+        assert!(
+            out.contains("; EDE: 18 (Prohibited): (client not allowed)"),
+            "{transport}: {out}"
+        );
+    }
+}
+
+#[test]
+fn failing_upstreams_say_how_they_failed() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    up.set_mode(Mode::ServFail);
+    for transport in ["+notcp", "+tcp"] {
+        let out = dig(&dg, &[transport, "www.fwd.test", "A"]);
+        status(&out, "SERVFAIL");
+        assert!(
+            out.contains(
+                "; EDE: 23 (Network Error): (upstream failed: upstream said Server Failure)"
+            ),
+            "{transport}: {out}"
+        );
+    }
+    up.set_mode(Mode::Dead);
+    for transport in ["+notcp", "+tcp"] {
+        let out = dig(&dg, &[transport, "www.fwd.test", "A"]);
+        status(&out, "SERVFAIL");
+        assert!(
+            out.contains("; EDE: 22 (No Reachable Authority): (timed out after"),
+            "{transport}: {out}"
+        );
+    }
+}
+
+#[test]
+fn stale_answers_say_so() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(&up, "");
+    let out = dig(&dg, &["short.fwd.test", "A"]);
+    assert!(out.contains("192.0.2.2") && !out.contains("EDE"), "{out}");
+    up.set_mode(Mode::Dead);
+    // Fresh for one second, then stale: poll until the entry expired.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = dig(&dg, &["short.fwd.test", "A"]);
+        if !out.contains("IN\tA\t192.0.2.2") || out.contains("EDE") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "never stale: {out}");
+    };
+    status(&out, "NOERROR");
+    assert!(out.contains("192.0.2.2"), "{out}");
+    assert!(out.contains("; EDE: 3 (Stale Answer)"), "{out}");
+    let out = dig(&dg, &["+tcp", "short.fwd.test", "A"]);
+    assert!(out.contains("; EDE: 3 (Stale Answer)"), "{out}");
+}
