@@ -47,6 +47,32 @@ fn dig(dg: &Dnsguard, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Polls the query log (JSON, through the running server's API) until it has an
+/// entry for `name` with an `ede`; that EDE.
+fn logged_ede(dg: &Dnsguard, name: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", common::dash::token(dg));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = common::http::request(
+            "GET",
+            &common::dash::base(dg),
+            "/api/v1/querylog?since=1h&format=json",
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let found = r.body.lines().find_map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            (e["name"] == name && e.get("ede").is_some()).then(|| e["ede"].clone())
+        });
+        if let Some(ede) = found {
+            return ede;
+        }
+        assert!(Instant::now() < deadline, "{name} never logged: {}", r.body);
+        std::thread::yield_now();
+    }
+}
+
 fn status(out: &str, want: &str) {
     assert!(out.contains(&format!("status: {want}")), "{want}: {out}");
 }
@@ -77,6 +103,11 @@ fn blocked_names_say_which_list_and_line() {
     let out = dig(&dg, &["www.fwd.test", "A"]);
     assert!(out.contains("192.0.2.1") && !out.contains("EDE"), "{out}");
     assert_eq!(up.queries_for("ads.fwd.test."), 0);
+    // The dashboard's query log shows it, derived from the stored entry.
+    let ede = logged_ede(&dg, "ads.fwd.test");
+    assert_eq!(ede["code"], 15);
+    assert_eq!(ede["name"], "Blocked");
+    assert_eq!(ede["text"], "list \"ads\" line 2");
 }
 
 #[test]
@@ -112,6 +143,8 @@ fn default_deny_and_refused_clients_are_prohibited() {
             "{transport}: {out}"
         );
     }
+    let ede = logged_ede(&dg, "www.fwd.test");
+    assert_eq!(ede["code"], 18, "{ede}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //!
 //! | answer | INFO-CODE | EXTRA-TEXT |
 //! |---|---|---|
-//! | blocked by a list / group deny entry | 15 Blocked | `list "NAME" line N` / `group "G" deny line N` |
+//! | blocked by a list / group deny entry | 15 Blocked | `list "NAME" line N` / `group G deny line N` |
 //! | default-deny group, not allowlisted | 18 Prohibited | `not-allowlisted (group G)` |
 //! | CNAME target or answer address blocked (cloaking, answer rules) | 17 Filtered | `answer: list "NAME" line N` |
 //! | rebinding | 17 Filtered | `rebinding: private address for a public name` |
@@ -135,12 +135,12 @@ impl<'a> Ede<'a> {
                 };
                 let text = match rule.source {
                     RuleSource::List(_) => "\"",
-                    RuleSource::GroupDeny(_) => "\" deny",
-                    RuleSource::GroupAllow(_) => "\" allow",
+                    RuleSource::GroupDeny(_) => " deny",
+                    RuleSource::GroupAllow(_) => " allow",
                 };
                 let kind = match rule.source {
                     RuleSource::List(_) => "list \"",
-                    RuleSource::GroupDeny(_) | RuleSource::GroupAllow(_) => "group \"",
+                    RuleSource::GroupDeny(_) | RuleSource::GroupAllow(_) => "group ",
                 };
                 let name = policy.rule_source_name(rule.source);
                 let text = [prefix, kind, name, text];
