@@ -195,3 +195,24 @@ fn stale_answers_say_so() {
     let out = dig(&dg, &["+tcp", "short.fwd.test", "A"]);
     assert!(out.contains("; EDE: 3 (Stale Answer)"), "{out}");
 }
+
+#[test]
+fn tunnel_refusals_are_prohibited() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = start(
+        &up,
+        "[[groups]]\nname = \"strict\"\nclients = [\"127.0.0.3\"]\ntunnel_action = \"block\"\n",
+    );
+    let tunnel =
+        "mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwe.gezdgnbvgy3tqojqgezdgnbvgy3tqojq.t.fwd.test";
+    for transport in ["+notcp", "+tcp"] {
+        let out = dig(&dg, &[transport, "-b", "127.0.0.3", tunnel, "TXT"]);
+        status(&out, "REFUSED");
+        assert!(
+            out.contains("; EDE: 18 (Prohibited): (tunnel)"),
+            "{transport}: {out}"
+        );
+    }
+    let ede = logged_ede(&dg, tunnel);
+    assert_eq!((&ede["code"], &ede["text"]), (&18.into(), &"tunnel".into()));
+}
