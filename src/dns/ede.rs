@@ -133,17 +133,12 @@ impl<'a> Ede<'a> {
                 let Some(rule) = v.rule else {
                     return Some(Self::bare(code, prefix.trim_end_matches([':', ' '])));
                 };
-                let text = match rule.source {
-                    RuleSource::List(_) => "\"",
-                    RuleSource::GroupDeny(_) => " deny",
-                    RuleSource::GroupAllow(_) => " allow",
+                let (kind, end) = match rule.source {
+                    RuleSource::List(_) => ("list \"", "\""),
+                    RuleSource::GroupDeny(_) => ("group ", " deny"),
+                    RuleSource::GroupAllow(_) => ("group ", " allow"),
                 };
-                let kind = match rule.source {
-                    RuleSource::List(_) => "list \"",
-                    RuleSource::GroupDeny(_) | RuleSource::GroupAllow(_) => "group ",
-                };
-                let name = policy.rule_source_name(rule.source);
-                let text = [prefix, kind, name, text];
+                let text = [prefix, kind, policy.rule_source_name(rule.source), end];
                 Self::new(code, text, rule.line)
             }
             Source::Local | Source::Cache | Source::Upstream(_) => return None,
