@@ -73,6 +73,21 @@ fn logged_ede(dg: &Dnsguard, name: &str) -> serde_json::Value {
     }
 }
 
+/// `GET /api/v1/querylog/follow` (the dashboard's live tail) with `query`.
+fn follow(dg: &Dnsguard, query: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", common::dash::token(dg));
+    let path = format!("/api/v1/querylog/follow?{query}");
+    let r = common::http::request(
+        "GET",
+        &common::dash::base(dg),
+        &path,
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
 fn status(out: &str, want: &str) {
     assert!(out.contains(&format!("status: {want}")), "{want}: {out}");
 }
@@ -81,6 +96,7 @@ fn status(out: &str, want: &str) {
 fn blocked_names_say_which_list_and_line() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dg = start(&up, "");
+    let cursor = follow(&dg, "")["cursor"].as_str().unwrap().to_owned();
     let want = "; EDE: 15 (Blocked): (list \"ads\" line 2)";
     // UDP twice (the fast path answers both), then TCP (hickory's path).
     for transport in ["+notcp", "+notcp", "+tcp"] {
@@ -108,6 +124,18 @@ fn blocked_names_say_which_list_and_line() {
     assert_eq!(ede["code"], 15);
     assert_eq!(ede["name"], "Blocked");
     assert_eq!(ede["text"], "list \"ads\" line 2");
+    // The live tail too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let f = follow(&dg, &format!("blocked=true&after={cursor}"));
+        if let Some(e) = f["entries"].as_array().and_then(|a| a.first()) {
+            assert_eq!(e["ede"]["code"], 15, "{e}");
+            assert_eq!(e["ede"]["text"], "list \"ads\" line 2", "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never followed: {f}");
+        std::thread::yield_now();
+    }
 }
 
 #[test]
