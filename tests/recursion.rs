@@ -116,6 +116,16 @@ fn dnssec_validation_sets_ad_and_rejects_bogus_data() {
     assert_eq!(rcode(&r), ResponseCode::ServFail);
     assert!(r.answers.is_empty());
     assert!(t.elapsed() < Duration::from_secs(4));
+    // It says why (RFC 8914 EDE 6, DNSSEC Bogus).
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let ede = r
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Unknown(15)));
+    assert!(
+        matches!(ede, Some(EdnsOption::Unknown(15, d)) if d[..2] == [0, 6]),
+        "EDE 6: {ede:?}"
+    );
     // A client that validates itself (CD bit) gets the data.
     let cd = Ask {
         edns: Some(true),

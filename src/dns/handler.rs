@@ -3,13 +3,17 @@
 
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_proto::rr::{DNSClass, Record};
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::Question;
+use super::ede::Ede;
 use super::pipeline::{Pipeline, Screened};
 
 /// The UDP payload size dnsguard advertises (the DNS flag day 2020 value).
@@ -100,6 +104,19 @@ impl Handler {
         let answer = &reply.answer;
         meta.response_code = answer.rcode;
         meta.authentic_data = answer.authentic && (dnssec_ok || request.metadata.authentic_data);
+        let mut edns = edns;
+        if let Some(e) = &mut edns {
+            let policy = self.pipeline.policy();
+            let screened_out = reply.score.is_none();
+            if let Some(ede) = Ede::of(&policy, &reply.source, reply.verdict.as_ref(), screened_out)
+            {
+                add_ede(e, &ede, request, &question.query, answer);
+            }
+        }
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
         let msg = builder.build(
             meta,
             answer.answers.iter(),
@@ -108,6 +125,39 @@ impl Handler {
             none,
         );
         send(&mut response, msg, meta).await
+    }
+}
+
+/// Puts `ede` into the reply's EDNS: over UDP without its text, or not at all,
+/// when the reply to the client's size would not fit with it (the answer is never
+/// truncated for it).
+fn add_ede(
+    edns: &mut Edns,
+    ede: &Ede<'_>,
+    request: &Request,
+    query: &hickory_proto::op::Query,
+    answer: &crate::resolve::Answer,
+) {
+    let mut with_text = Some(true);
+    if request.protocol() == Protocol::Udp {
+        let max = request
+            .edns
+            .as_ref()
+            .map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD));
+        let mut msg = Message::new(0, MessageType::Response, OpCode::Query);
+        msg.add_query(query.clone());
+        msg.add_answers(answer.answers.iter().cloned());
+        msg.add_authorities(answer.authorities.iter().cloned());
+        msg.set_edns(edns.clone());
+        let room = msg
+            .to_vec()
+            .map_or(0, |w| usize::from(max).saturating_sub(w.len()));
+        with_text = [true, false]
+            .into_iter()
+            .find(|&text| ede.wire_len(text) <= room);
+    }
+    if let Some(text) = with_text {
+        edns.options_mut().insert(ede.option(text));
     }
 }
 

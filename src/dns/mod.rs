@@ -5,6 +5,7 @@
 //! code works with plain names, addresses and verdicts.
 
 pub mod block;
+pub mod ede;
 pub mod handler;
 pub mod latency;
 mod mmsg;

@@ -76,8 +76,8 @@ pub enum Source {
     Stale,
     /// From the named upstream(s).
     Upstream(Arc<str>),
-    /// Resolution failed; the reason.
-    Failed(String),
+    /// Resolution failed: what kind of failure (for the reply's EDE), and the reason.
+    Failed(super::ede::Failure, String),
 }
 
 /// The pipeline's result: the answer, where it came from, and why.
@@ -144,6 +144,19 @@ impl Policy {
             .get(usize::from(g.0))
             .cloned()
             .unwrap_or_else(querylog::empty_str)
+    }
+
+    /// The name of group `g`, for the reply's EDE.
+    pub(super) fn group_name(&self, g: GroupId) -> &str {
+        self.group_labels.get(usize::from(g.0)).map_or("", |l| l)
+    }
+
+    /// The name of a rule's list (or group), for the reply's EDE.
+    pub(super) fn rule_source_name(&self, source: RuleSource) -> &str {
+        match source {
+            RuleSource::List(i) => self.list_labels.get(i as usize).map_or("", |l| l),
+            RuleSource::GroupAllow(g) | RuleSource::GroupDeny(g) => self.group_name(g),
+        }
     }
 
     fn tunnel_action(&self, g: GroupId) -> detect::Action {
@@ -599,7 +612,7 @@ impl Pipeline {
             return Ok(hit);
         }
         tracing::debug!(%name, error = %e, "resolution failed");
-        Err(Source::Failed(e.to_string()))
+        Err(Source::Failed((&e).into(), e.to_string()))
     }
 
     /// Records an answered question in the query log and the metrics; feeds the
@@ -629,7 +642,7 @@ impl Pipeline {
             Source::Cache => querylog::Source::Cache,
             Source::Stale => querylog::Source::Stale,
             Source::Upstream(label) => querylog::Source::Upstream(label.clone()),
-            Source::Failed(_) => querylog::Source::Failed,
+            Source::Failed(..) => querylog::Source::Failed,
         };
         if let Some(v) = outcome.verdict {
             e.group = policy.group_label(v.group);
@@ -766,7 +779,7 @@ fn record_metrics(e: &Entry, source: &Source, elapsed: std::time::Duration) {
             m.cache_misses.increment(1);
             upstream_histogram(label).record(elapsed.as_secs_f64());
         }
-        Source::Failed(_) => {
+        Source::Failed(..) => {
             m.cache_misses.increment(1);
             m.upstream_errors.increment(1);
         }

@@ -33,6 +33,7 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
+use super::ede::Ede;
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::mmsg::{self, Batch};
 use super::pipeline::{Lookup, Outcome, Pipeline, Policy, Screen, Screened, Source};
@@ -478,13 +479,18 @@ fn respond(
     says: &Says,
     out: &mut [u8],
 ) -> Option<usize> {
-    let len = write(policy, asked.packet, asked.q, says, out).ok()?;
     let (_, screen_verdict, score) = screened.screen.outcome_parts();
     let (source, verdict, hit) = match says {
         Says::Answer(hit, source) => (source, screen_verdict, Some(hit)),
         Says::Blocked(by, source) => (source, Some(by), None),
         Says::Rcode(_, source) => (source, screen_verdict, None),
     };
+    let screened_out = !matches!(screened.screen, Screen::Pass(..));
+    let ede = asked
+        .q
+        .edns
+        .and_then(|_| Ede::of(policy, source, verdict, screened_out));
+    let len = write(policy, asked.packet, asked.q, says, ede.as_ref(), out).ok()?;
     let outcome = Outcome {
         rcode: u16::from(out[3] & 0x0F),
         source,
@@ -513,6 +519,7 @@ fn write(
     packet: &[u8],
     q: &FastQuery,
     says: &Says,
+    ede: Option<&Ede<'_>>,
     out: &mut [u8],
 ) -> Result<usize, TooBig> {
     let (rcode, ad) = match says {
@@ -540,7 +547,7 @@ fn write(
         }
         Says::Rcode(..) => {}
     }
-    reply.finish(q)
+    reply.finish(q, ede)
 }
 
 fn send(socket: &UdpSocket, reply: &[u8], client: SocketAddr) {

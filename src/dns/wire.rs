@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
+use super::ede::Ede;
 use crate::filter::BlockMode;
 use crate::resolve::Answer;
 
@@ -300,16 +301,34 @@ impl<'a> Reply<'a> {
         self.buf[3] = (self.buf[3] & 0xF0) | (rcode & 0x0F);
     }
 
-    /// Writes the counts (and the OPT record when the client sent EDNS) and returns
-    /// the reply's length; `TooBig` when it exceeds what the client can take.
-    pub fn finish(mut self, q: &FastQuery) -> Result<usize, TooBig> {
+    /// Writes the counts (and the OPT record when the client sent EDNS, with `ede`
+    /// in it) and returns the reply's length; `TooBig` when it exceeds what the
+    /// client can take. The EDE's text, or the EDE itself, is left out when the
+    /// reply would not fit with it: the answer is never given up for it.
+    pub fn finish(mut self, q: &FastQuery, ede: Option<&Ede<'_>>) -> Result<usize, TooBig> {
         let mut additional = 0u16;
+        let max = q.max_reply().min(self.buf.len());
         if let Some(edns) = q.edns {
-            let mut opt = [0u8; 11];
+            const OPT_LEN: usize = 11;
+            let room = max.saturating_sub(self.len + OPT_LEN);
+            let ede = ede.and_then(|e| {
+                [true, false]
+                    .into_iter()
+                    .find(|&text| e.wire_len(text) <= room)
+                    .map(|text| (e, text))
+            });
+            let rdlen = ede.map_or(0, |(e, text)| e.wire_len(text));
+            let mut opt = [0u8; OPT_LEN];
             opt[1..3].copy_from_slice(&TYPE_OPT.to_be_bytes());
             opt[3..5].copy_from_slice(&super::handler::EDNS_PAYLOAD.to_be_bytes());
             opt[7] = if edns.dnssec_ok { 0x80 } else { 0 };
+            opt[9..11].copy_from_slice(&(rdlen as u16).to_be_bytes());
             self.put(&opt)?;
+            if let Some((e, text)) = ede {
+                let end = self.len + rdlen;
+                e.write(text, &mut self.buf[self.len..end]);
+                self.len = end;
+            }
             additional = 1;
         }
         self.buf[6..8].copy_from_slice(&self.answers.to_be_bytes());
@@ -412,7 +431,7 @@ pub fn slip(packet: &[u8], buf: &mut [u8]) -> Option<usize> {
     let q = FastQuery::parse(packet)?;
     let reply = Reply::start(buf, packet, &q, 0, false).ok()?;
     reply.buf[2] |= 0x02;
-    reply.finish(&q).ok()
+    reply.finish(&q, None).ok()
 }
 
 /// The FORMERR reply to a query whose header can be read but nothing else (what
@@ -565,7 +584,7 @@ mod tests {
                     let mut buf = [0u8; 512];
                     let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
                     r.blocked(mode, 42, q.qtype).unwrap();
-                    let n = r.finish(&q).unwrap();
+                    let n = r.finish(&q, None).unwrap();
                     let got = parse_reply(&buf[..n]);
                     let name = Name::from_ascii("Ads.Example.").unwrap();
                     let want = blocked_answer(mode, 42, &name, qtype);
@@ -608,7 +627,7 @@ mod tests {
         let mut buf = [0u8; 512];
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
         r.body(&body, 100).unwrap();
-        let n = r.finish(&q).unwrap();
+        let n = r.finish(&q, None).unwrap();
         let got = parse_reply(&buf[..n]);
         assert_eq!(got.answers.len(), 2);
         assert_eq!(got.answers[0].data, RData::CNAME(CNAME(target.clone())));
@@ -635,16 +654,76 @@ mod tests {
         let mut buf = [0u8; 4096];
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
         r.body(&body, 300).unwrap();
-        assert_eq!(r.finish(&q), Err(TooBig), "40 A records exceed 512 bytes");
+        assert_eq!(
+            r.finish(&q, None),
+            Err(TooBig),
+            "40 A records exceed 512 bytes"
+        );
         let p = query("big.example.", RecordType::A, Some((1232, false)));
         let q = FastQuery::parse(&p).unwrap();
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
         r.body(&body, 300).unwrap();
-        assert!(r.finish(&q).is_ok());
+        assert!(r.finish(&q, None).is_ok());
         let mut small = [0u8; 40];
         assert!(Reply::start(&mut small, &p, &q, 0, false).is_ok());
         let mut r = Reply::start(&mut small, &p, &q, 0, false).unwrap();
         assert_eq!(r.body(&body, 300), Err(TooBig), "never past the buffer");
+    }
+
+    /// The EDE of the OPT record of `m`: (INFO-CODE, EXTRA-TEXT).
+    fn ede_of(m: &Message) -> Option<(u16, String)> {
+        use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+        let opt = m.edns.as_ref()?.options().get(EdnsCode::Unknown(15))?;
+        let EdnsOption::Unknown(15, data) = opt else {
+            return None;
+        };
+        let text = String::from_utf8(data[2..].to_vec()).unwrap();
+        Some((u16::from_be_bytes([data[0], data[1]]), text))
+    }
+
+    #[test]
+    fn the_ede_gives_way_to_the_answer() {
+        let name = Name::from_ascii("big.example.").unwrap();
+        let ede = Ede::bare(15, "list \"ads\" line 8");
+        // 28 or 29 A records with the OPT record leave 24 or 8 bytes of 512:
+        // room for code and text, for the code alone.
+        for (records, want) in [(28u8, Some("list \"ads\" line 8")), (29, Some(""))] {
+            let mut answer = Answer::empty(ResponseCode::NoError);
+            for i in 0..records {
+                let a = RData::A(A::new(192, 0, 2, i));
+                answer
+                    .answers
+                    .push(Record::from_rdata(name.clone(), 300, a));
+            }
+            let body = Body::encode(&answer, &name, RecordType::A).unwrap();
+            let p = query("big.example.", RecordType::A, Some((512, false)));
+            let q = FastQuery::parse(&p).unwrap();
+            let mut buf = [0u8; 4096];
+            let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
+            r.body(&body, 300).unwrap();
+            let n = r.finish(&q, Some(&ede)).unwrap();
+            assert!(n <= 512);
+            let got = parse_reply(&buf[..n]);
+            assert_eq!(got.answers.len(), usize::from(records), "never truncated");
+            let want = want.map(|t| (15, t.to_owned()));
+            assert_eq!(ede_of(&got), want, "{records} records");
+        }
+        // A negative block answer has room for all of it.
+        let p = query("big.example.", RecordType::A, Some((512, false)));
+        let q = FastQuery::parse(&p).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
+        r.blocked(&BlockMode::NxDomain, 60, TYPE_A).unwrap();
+        let n = r.finish(&q, Some(&ede)).unwrap();
+        let got = parse_reply(&buf[..n]);
+        assert_eq!(got.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(ede_of(&got), Some((15, "list \"ads\" line 8".to_owned())));
+        // Without EDNS in the query: no OPT record, so no EDE.
+        let p = query("big.example.", RecordType::A, None);
+        let q = FastQuery::parse(&p).unwrap();
+        let r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
+        let n = r.finish(&q, Some(&ede)).unwrap();
+        assert!(parse_reply(&buf[..n]).edns.is_none());
     }
 
     #[test]

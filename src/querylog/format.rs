@@ -85,7 +85,8 @@ pub fn rcode_name(r: u16) -> Cow<'static, str> {
 }
 
 /// The JSON Lines object: every [`Entry`] field plus `time` (RFC 3339),
-/// `type` and `rcode_name`. Parses back into an [`Entry`] with serde_json.
+/// `type`, `rcode_name` and `ede` ([`logged_ede`], when there is one). Parses
+/// back into an [`Entry`] with serde_json.
 #[derive(Serialize)]
 struct JsonRow<'a> {
     time: &'a str,
@@ -93,7 +94,77 @@ struct JsonRow<'a> {
     qtype_name: &'a str,
     rcode_name: &'a str,
     #[serde(flatten)]
+    entry: JsonEntry<'a>,
+}
+
+/// The Extended DNS Error (RFC 8914) a logged answer carried, as far as the
+/// entry tells (the DNS path's `dns::ede` decides what is sent): the log stores
+/// no EDE of its own, so its format does not change for it.
+///
+/// Derivable: 18 Prohibited (refused client, default-deny group, tunnel action),
+/// 15 Blocked with the list and line, 17 Filtered for rebinding, 3 Stale Answer.
+/// Not derivable: a CNAME-cloaking or answer-rule block (17 on the wire) reads as
+/// 15 with the rule that matched; a SERVFAIL's kind (22, 23 or 6) is not stored,
+/// so a failed answer has none here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoggedEde {
+    /// The INFO-CODE.
+    pub code: u16,
+    /// Its name in the IANA registry.
+    pub name: &'static str,
+    /// The EXTRA-TEXT.
+    pub text: String,
+}
+
+/// [`LoggedEde`] of `e`, if it had one.
+pub fn logged_ede(e: &Entry) -> Option<LoggedEde> {
+    use super::entry::Source;
+    let ede = |code, name, text: String| Some(LoggedEde { code, name, text });
+    let (rule, list) = (&*e.rule, &*e.list);
+    match e.source {
+        Source::Refused => ede(18, "Prohibited", "client not allowed".into()),
+        Source::Stale => ede(3, "Stale Answer", String::new()),
+        Source::Blocked if rule.starts_with("tunnel") => ede(18, "Prohibited", "tunnel".into()),
+        Source::Blocked if rule == "not-allowlisted" => ede(
+            18,
+            "Prohibited",
+            format!("not-allowlisted (group {})", e.group),
+        ),
+        Source::Blocked if rule.starts_with("rebinding") => ede(
+            17,
+            "Filtered",
+            "rebinding: private address for a public name".into(),
+        ),
+        Source::Blocked => {
+            let text = match (list, rule) {
+                ("", _) => String::new(),
+                (l, r) if l.starts_with("group ") => [l, r].join(" ").trim_end().to_owned(),
+                (l, r) => format!("list \"{l}\" {r}").trim_end().to_owned(),
+            };
+            ede(15, "Blocked", text)
+        }
+        _ => None,
+    }
+}
+
+/// A JSON object of an entry as the API serves it: the entry's fields plus
+/// `ede` when it had one (parses back into an [`Entry`]).
+#[derive(Serialize)]
+pub struct JsonEntry<'a> {
+    #[serde(flatten)]
     entry: &'a Entry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ede: Option<LoggedEde>,
+}
+
+impl<'a> JsonEntry<'a> {
+    /// `e` with its EDE.
+    pub fn new(entry: &'a Entry) -> Self {
+        Self {
+            entry,
+            ede: logged_ede(entry),
+        }
+    }
 }
 
 const TABLE_COLS: [(&str, usize); 10] = [
@@ -181,7 +252,7 @@ impl<W: Write> EntryWriter<W> {
                     time: &time,
                     qtype_name: &qtype_name(e.qtype),
                     rcode_name: &rcode_name(e.rcode),
-                    entry: e,
+                    entry: JsonEntry::new(e),
                 };
                 serde_json::to_writer(&mut self.out, &row)?;
                 self.out.write_all(b"\n")?;

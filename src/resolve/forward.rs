@@ -56,7 +56,7 @@ impl Upstream {
             Link::Pool(pool) => {
                 match tokio::time::timeout(budget, ask_pool(pool, query, dnssec_ok)).await {
                     Ok(r) => r,
-                    Err(_) => Err(ResolveError::Upstream("timed out".into())),
+                    Err(_) => Err(ResolveError::Timeout(budget.as_millis() as u64)),
                 }
             }
         };

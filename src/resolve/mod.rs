@@ -185,7 +185,8 @@ fn push_txt(out: &mut String, strings: &[Box<[u8]>]) {
 /// Why no answer could be had from upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// Nothing answered within the configured time.
+    /// Nothing answered within the configured time (the resolver's, or one
+    /// upstream's budget).
     #[error("timed out after {0} ms")]
     Timeout(u64),
     /// Every upstream failed (unreachable, refused, garbage, bad certificate …).

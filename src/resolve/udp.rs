@@ -184,7 +184,8 @@ impl UdpUpstream {
                 Err(e) => return Err(e),
             }
         }
-        Err(ResolveError::Upstream("timed out".into()))
+        // Nothing answered at all (the client's EDE says so: No Reachable Authority).
+        Err(ResolveError::Timeout(budget.as_millis() as u64))
     }
 
     /// One send and the wait for its answer (`None`: none within `wait`).

@@ -153,8 +153,13 @@ struct FollowRequest {
 pub struct FollowReply {
     /// Pass this as `after` next time.
     pub cursor: String,
-    /// New matching entries, oldest first.
+    /// New matching entries, oldest first (each with its `ede`, when it had one).
+    #[serde(serialize_with = "entries_with_ede")]
     pub entries: Vec<Entry>,
+}
+
+fn entries_with_ede<S: serde::Serializer>(entries: &[Entry], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(entries.iter().map(querylog::format::JsonEntry::new))
 }
 
 async fn follow(

@@ -221,7 +221,8 @@ function logRow(e, isNew) {
     h('td', {}, h('button', { class: 'qname', 'data-name': e.name, title: 'Allow or deny ' + e.name, onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
     h('td', {}, qtype(e.qtype)),
     h('td', {}, verdict, e.flagged ? h('span', { class: 'badge flag', title: e.rule }, 'tunnel') : null),
-    h('td', { class: 'rule hide-sm', title: [e.list, e.rule].filter(Boolean).join(': ') }, [e.list, e.rule].filter(Boolean).join(': ')),
+    h('td', { class: 'rule hide-sm', title: [e.list, e.rule].filter(Boolean).join(': ') }, [e.list, e.rule].filter(Boolean).join(': '),
+      e.ede ? ' ' : null, e.ede ? h('span', { class: 'badge ede', title: `Extended DNS Error ${e.ede.code} (${e.ede.name})${e.ede.text ? ': ' + e.ede.text : ''}` }, 'EDE ' + e.ede.code + ' ' + e.ede.name) : null),
     h('td', { class: 'num hide-sm' }, (e.latency_us / 1000).toFixed(1)));
 }
 
