@@ -140,20 +140,27 @@ fn differs(lab: &Lab, server: SocketAddr, from: &str, case: &Case) -> Option<Str
     })
 }
 
-/// Runs `cases` in order against `dg` and unbound; panics listing every difference.
-fn assert_same(lab: &Lab, dg: &Dnsguard, cases: &[(&str, Case)]) {
-    let diffs: Vec<String> = cases
+/// Runs `cases` in order against `dg` and unbound; every difference, as text.
+fn diffs(lab: &Lab, dg: &Dnsguard, cases: &[(&str, Case)]) -> Vec<String> {
+    cases
         .iter()
         .filter_map(|(from, case)| differs(lab, dg.addr, from, case))
-        .collect();
+        .collect()
+}
+
+/// Panics listing `diffs` (out of `asked` answers) if there are any.
+fn assert_none(diffs: &[String], asked: usize, log: &str) {
     assert!(
         diffs.is_empty(),
-        "{} of {} answers differ from unbound's:\n{}\n--- dnsguard log:\n{}",
+        "{} of {asked} answers differ from unbound's:\n{}\n--- dnsguard log:\n{log}",
         diffs.len(),
-        cases.len(),
         diffs.join("\n"),
-        dg.log()
     );
+}
+
+/// Runs `cases` in order against `dg` and unbound; panics listing every difference.
+fn assert_same(lab: &Lab, dg: &Dnsguard, cases: &[(&str, Case)]) {
+    assert_none(&diffs(lab, dg, cases), cases.len(), &dg.log());
 }
 
 /// Issue #18, item 1: a CD client's unvalidated (bogus) answer must never be
@@ -175,5 +182,114 @@ fn a_cd_answer_never_reaches_a_validating_client_through_the_cache() {
             // Each asked twice: a miss, then what the cache gives.
             assert_same(lab, &dg, &[first, second, first, second]);
         }
+    }
+}
+
+/// The lab's unbound as every kind of upstream dnsguard forwards to.
+fn upstreams(lab: &Lab) -> [String; 4] {
+    let r = lab.resolver;
+    [
+        r.to_string(),
+        format!("tcp://{r}"),
+        format!("tls://{r}#dns.test"),
+        format!("https://{r}/dns-query#dns.test"),
+    ]
+}
+
+/// Questions whose answers a forwarder must pass on as its upstream gave them.
+fn forwarded_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for base in [
+        Case::new("www.alpha.test.", RecordType::A),
+        Case::new("chain.alpha.test.", RecordType::A),
+        Case::new("www.insecure.test.", RecordType::A),
+        // Negative answers: NXDOMAIN and NODATA, signed (issue #18, item 8).
+        Case::new("nope.alpha.test.", RecordType::A),
+        Case::new("www.alpha.test.", RecordType::AAAA),
+        // Bogus: SERVFAIL, and the data for a CD client (issue #18, item 9).
+        Case::new("tampered.alpha.test.", RecordType::A),
+        Case::new("tampered.alpha.test.", RecordType::A).cd(),
+    ] {
+        cases.push(base.dnssec());
+        cases.push(base);
+    }
+    cases
+}
+
+/// Issue #18, items 8 and 9: over plain DNS, TCP, DoT and DoH a forwarder passes
+/// the client's DO and CD bits upstream and keeps the upstream's rcode, AD bit and
+/// records, negative answers included; the second round comes from the cache.
+#[test]
+fn forwarding_passes_dnssec_bits_and_keeps_the_upstreams_answer() {
+    let lab = lab(LAB_BLOCK);
+    let cases: Vec<(&str, Case)> = forwarded_cases()
+        .into_iter()
+        .map(|c| ("127.0.0.1", c))
+        .collect();
+    let twice: Vec<_> = cases.iter().chain(cases.iter()).copied().collect();
+    let (mut all, mut logs) = (Vec::new(), String::new());
+    for upstream in upstreams(lab) {
+        let dg = forwarder(lab, &upstream);
+        for d in diffs(lab, &dg, &twice) {
+            all.push(format!("via {upstream}: {d}"));
+        }
+        logs.push_str(&dg.log());
+    }
+    assert_none(&all, twice.len() * 4, &logs);
+}
+
+/// Polls `dg`'s log until `pred` holds (bounded).
+fn wait_for_log(dg: &Dnsguard, pred: impl Fn(&str) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if pred(&dg.log()) {
+            return true;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
+    pred(&dg.log())
+}
+
+/// Issue #18, item 10: an encrypted upstream whose certificate fails says why in
+/// the log (one warning per upstream, not one per query), and still fails closed.
+#[test]
+fn a_failing_upstream_certificate_is_logged_with_its_reason_once() {
+    let lab = lab(LAB_BLOCK);
+    for (upstream, reason) in [
+        (
+            format!("tls://{}#dns.test", lab.wrong_ca_resolver),
+            "UnknownIssuer",
+        ),
+        (
+            format!("https://{}/dns-query#dns.test", lab.wrong_ca_resolver),
+            "UnknownIssuer",
+        ),
+        (
+            format!("tls://{}#not-the-name.test", lab.resolver),
+            "certificate not valid for name",
+        ),
+    ] {
+        let dg = forwarder(lab, &upstream);
+        let case = Case::new("www.alpha.test.", RecordType::A);
+        for _ in 0..3 {
+            let r = ask_with(dg.addr, case.name, case.qtype, &case.ask("127.0.0.1"));
+            assert_eq!(r.metadata.response_code.to_string(), "Server Failure");
+        }
+        let warned = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("WARN") && l.contains(reason))
+                .count()
+        };
+        assert!(
+            wait_for_log(&dg, |log| warned(log) >= 1),
+            "{upstream}: no warning naming {reason}:\n{}",
+            dg.log()
+        );
+        assert_eq!(
+            warned(&dg.log()),
+            1,
+            "{upstream}: one line, not one per query:\n{}",
+            dg.log()
+        );
     }
 }

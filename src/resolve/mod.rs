@@ -131,6 +131,16 @@ impl Answer {
     }
 }
 
+/// The client's DNSSEC bits, passed to a forwarder's upstream as they came: DO
+/// (send signatures) and CD (do not validate, the client does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnssecBits {
+    /// The EDNS DO bit.
+    pub dnssec_ok: bool,
+    /// The CD bit.
+    pub checking_disabled: bool,
+}
+
 /// Why no answer could be had from upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
