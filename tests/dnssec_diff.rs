@@ -165,12 +165,12 @@ fn assert_same(lab: &Lab, dg: &Dnsguard, cases: &[(&str, Case)]) {
 
 /// Issue #18, item 1: a CD client's unvalidated (bogus) answer must never be
 /// served from the cache to a client that relies on validation, nor the other
-/// way round; over the UDP fast path and over TCP.
+/// way round; over the UDP fast path and over TCP, with and without DO.
 #[test]
 fn a_cd_answer_never_reaches_a_validating_client_through_the_cache() {
     let lab = lab(LAB_BLOCK);
-    let bogus = Case::new("tampered.alpha.test.", RecordType::A).dnssec();
-    for base in [bogus, bogus.tcp()] {
+    let bogus = Case::new("tampered.alpha.test.", RecordType::A);
+    for base in [bogus, bogus.dnssec(), bogus.tcp(), bogus.dnssec().tcp()] {
         for cd_first in [true, false] {
             // A cold cache for every order.
             let dg = recursive(lab);
@@ -292,4 +292,38 @@ fn a_failing_upstream_certificate_is_logged_with_its_reason_once() {
             dg.log()
         );
     }
+}
+
+/// Questions for a validating recursor, each asked with and without DO.
+fn recursive_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for base in [
+        Case::new("www.alpha.test.", RecordType::A),
+        Case::new("chain.alpha.test.", RecordType::A),
+        Case::new("www.beta.test.", RecordType::A),
+        Case::new("www.insecure.test.", RecordType::A),
+        Case::new("nope.alpha.test.", RecordType::A),
+        Case::new("www.alpha.test.", RecordType::AAAA),
+        Case::new("tampered.alpha.test.", RecordType::A),
+        Case::new("tampered.alpha.test.", RecordType::A).cd(),
+    ] {
+        cases.push(base.dnssec());
+        cases.push(base);
+    }
+    cases
+}
+
+/// Issue #18, item 5 and the cases that already agreed: recursive mode answers as
+/// unbound does (rcode, AD, data, RRSIGs only for DO clients), on a fresh cache
+/// and from the cache.
+#[test]
+fn recursion_answers_as_unbound_does() {
+    let lab = lab(LAB_BLOCK);
+    let dg = recursive(lab);
+    let cases: Vec<(&str, Case)> = recursive_cases()
+        .into_iter()
+        .map(|c| ("127.0.0.1", c))
+        .collect();
+    let twice: Vec<_> = cases.iter().chain(cases.iter()).copied().collect();
+    assert_same(lab, &dg, &twice);
 }

@@ -452,7 +452,11 @@ impl Pipeline {
             .resolve(query, name, dnssec_ok, checking_disabled)
             .await;
         match result {
-            Ok(answer) => {
+            Ok(mut answer) => {
+                if !dnssec_ok {
+                    // The recursor keeps signatures whatever the client asked.
+                    answer.strip_dnssec(query.query_type());
+                }
                 let resolved = Cached::new(&answer, query.name(), query.query_type());
                 if let Some(k) = key {
                     self.cache.insert(k, &resolved);

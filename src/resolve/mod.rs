@@ -125,6 +125,17 @@ impl Answer {
         out
     }
 
+    /// Removes the DNSSEC records a client without DO must not get (RFC 4035
+    /// §3.2.1): RRSIG, NSEC and NSEC3, unless the question asked for that type.
+    pub fn strip_dnssec(&mut self, qtype: RecordType) {
+        let keep = |r: &Record| {
+            let t = r.record_type();
+            t == qtype || !matches!(t, RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
+        };
+        self.answers.retain(keep);
+        self.authorities.retain(keep);
+    }
+
     /// True when the answer holds records of `qtype` (not just a CNAME chain).
     pub fn has_type(&self, qtype: RecordType) -> bool {
         self.answers.iter().any(|r| r.record_type() == qtype)

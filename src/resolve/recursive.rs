@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::{Query, ResponseCode};
 use hickory_resolver::proto::rr::RecordType;
@@ -103,6 +104,13 @@ fn negative(e: RecursorError, validating: bool) -> Result<Answer, ResolveError> 
     } else {
         return Err(ResolveError::Upstream(e.to_string()));
     };
+    // The authority section as the zone gave it: the SOA, and for a signed zone
+    // the NSEC/NSEC3 proof and the RRSIGs a DO client gets (stripped for others).
+    let authorities = match &e {
+        RecursorError::Negative(data) => data.authorities.clone(),
+        RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(nr))) => nr.authorities.clone(),
+        _ => None,
+    };
     let mut answer = Answer::empty(rcode);
     if let Some(soa) = e.into_soa() {
         if validating && soa.proof == Proof::Bogus {
@@ -110,6 +118,12 @@ fn negative(e: RecursorError, validating: bool) -> Result<Answer, ResolveError> 
         }
         answer.authentic = validating && soa.proof == Proof::Secure;
         answer.authorities.push(soa.into_record_of_rdata());
+        let proof = authorities.iter().flat_map(|a| a.iter());
+        answer.authorities.extend(
+            proof
+                .filter(|r| r.record_type() != RecordType::SOA)
+                .cloned(),
+        );
     }
     Ok(answer)
 }
