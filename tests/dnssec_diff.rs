@@ -313,6 +313,26 @@ fn recursive_cases() -> Vec<Case> {
     cases
 }
 
+/// `base` asked in every way: with and without DO, with and without CD.
+fn every_way(base: Case) -> [Case; 4] {
+    [base, base.dnssec(), base.cd(), base.dnssec().cd()]
+}
+
+/// Issue #18, item 7: a CNAME loop is SERVFAIL (hickory's recursor answered
+/// NOERROR with the loop's records, and AD=1 in a signed zone), with or without
+/// DO and CD, fresh and again.
+#[test]
+fn a_cname_loop_is_servfail_as_from_unbound() {
+    let lab = lab(LAB_BLOCK);
+    let dg = recursive(lab);
+    let cases: Vec<(&str, Case)> = every_way(Case::new("loop1.alpha.test.", RecordType::A))
+        .into_iter()
+        .map(|c| ("127.0.0.1", c))
+        .collect();
+    let twice: Vec<_> = cases.iter().chain(cases.iter()).copied().collect();
+    assert_same(lab, &dg, &twice);
+}
+
 /// Issue #18, item 5 and the cases that already agreed: recursive mode answers as
 /// unbound does (rcode, AD, data, RRSIGs only for DO clients), on a fresh cache
 /// and from the cache.

@@ -85,6 +85,27 @@ impl Answer {
         self.answers.extend(rest);
     }
 
+    /// True when the CNAME chain from `qname` comes back to a name it already
+    /// passed (a loop: no answer can ever come out of it).
+    pub fn has_cname_loop(&self, qname: &hickory_proto::rr::Name) -> bool {
+        let mut seen = vec![qname];
+        let mut next = qname;
+        // Each step follows one CNAME record; a chain has at most as many steps.
+        for _ in 0..self.answers.len() {
+            let target = self.answers.iter().find_map(|r| match &r.data {
+                hickory_proto::rr::RData::CNAME(c) if r.name == *next => Some(&c.0),
+                _ => None,
+            });
+            let Some(target) = target else { return false };
+            if seen.contains(&target) {
+                return true;
+            }
+            seen.push(target);
+            next = target;
+        }
+        false
+    }
+
     /// Names in the answer's CNAME chain (targets of CNAME records), for CNAME-cloaking checks.
     pub fn cname_targets(&self) -> impl Iterator<Item = &hickory_proto::rr::Name> {
         self.answers.iter().filter_map(|r| match &r.data {

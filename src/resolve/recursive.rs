@@ -87,6 +87,11 @@ impl Recursive {
                     authorities: msg.authorities.clone(),
                     authentic,
                 };
+                // hickory returns a CNAME loop as a NOERROR answer (Secure when
+                // signed): no client can use it, and unbound says SERVFAIL.
+                if answer.has_cname_loop(query.name()) {
+                    return Err(ResolveError::Upstream("CNAME loop".into()));
+                }
                 answer.sort_chain(query.name());
                 Ok(answer)
             }

@@ -15,7 +15,9 @@
 //! `www.beta.test A` (glueless out-of-bailiwick NS), `big.alpha.test TXT` (20 × 190 bytes,
 //! TC over UDP), `nope.alpha.test A` (NXDOMAIN, SOA minimum 300), `www.alpha.test AAAA`
 //! (NODATA), `www.insecure.test A` (192.0.2.30, Insecure), `tampered.alpha.test A` (Bogus),
-//! `x.dname.alpha.test A` (DNAME to `beta.test`, so CNAME to `x.beta.test`, 192.0.2.21).
+//! `x.dname.alpha.test A` (DNAME to `beta.test`, so CNAME to `x.beta.test`, 192.0.2.21),
+//! `loop1.alpha.test A` (CNAME loop with `loop2`), `dangling.alpha.test A` (CNAME to a
+//! name that does not exist), `x.wild.alpha.test A` (wildcard `*.wild`, 192.0.2.40).
 //!
 //! Zones are signed at start-up (`ldns-signzone`, 4-week validity), TLS certificates are
 //! made at start-up (`openssl`), so nothing ever expires. Daemons are spawned from one
@@ -225,6 +227,10 @@ www          IN A   192.0.2.10
 chain        IN CNAME www.beta.test.
 tampered     IN A   192.0.2.66
 dname        IN DNAME beta.test.
+loop1        IN CNAME loop2.alpha.test.
+loop2        IN CNAME loop1.alpha.test.
+dangling     IN CNAME nothere.alpha.test.
+*.wild       IN A   192.0.2.40
 ";
 
 const BETA_ZONE: &str = "$TTL 3600
