@@ -20,10 +20,15 @@ const LAB_BLOCK: u8 = 18;
 
 /// dnsguard in recursive mode over the lab's root, validating with its anchor.
 fn recursive(lab: &Lab) -> Dnsguard {
+    recursive_with(lab, true)
+}
+
+/// dnsguard in recursive mode over the lab's root, validating or not.
+fn recursive_with(lab: &Lab, dnssec: bool) -> Dnsguard {
     Dnsguard::start(&format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\n\
          [resolver]\nmode = \"recursive\"\nroot_hints = [\"{}\"]\n\
-         trust_anchor_file = \"{}\"\ndnssec = true\n\
+         trust_anchor_file = \"{}\"\ndnssec = {dnssec}\n\
          recursor_allow_servers = [\"127.0.0.0/8\"]\ntimeout_ms = 4000\n",
         lab.root,
         lab.anchor.display()
@@ -331,6 +336,71 @@ fn a_cname_loop_is_servfail_as_from_unbound() {
         .collect();
     let twice: Vec<_> = cases.iter().chain(cases.iter()).copied().collect();
     assert_same(lab, &dg, &twice);
+}
+
+/// Issue #18, item 2: a CNAME chain ending in NODATA or NXDOMAIN keeps its
+/// CNAMEs and validates (AD), with or without DO and CD; hickory's recursor
+/// dropped the chain and called the target's denial proof bogus.
+#[test]
+fn a_cname_chain_ending_in_no_data_keeps_its_cnames() {
+    let lab = lab(LAB_BLOCK);
+    let dg = recursive(lab);
+    let cases: Vec<(&str, Case)> = [
+        Case::new("chain.alpha.test.", RecordType::AAAA),
+        Case::new("dangling.alpha.test.", RecordType::A),
+    ]
+    .into_iter()
+    .flat_map(every_way)
+    .map(|c| ("127.0.0.1", c))
+    .collect();
+    let twice: Vec<_> = cases.iter().chain(cases.iter()).copied().collect();
+    assert_same(lab, &dg, &twice);
+}
+
+/// Issue #18, item 2 with DNSSEC off: the chain is kept too (the recursor
+/// dropped it there as well).
+#[test]
+fn a_cname_chain_ending_in_no_data_keeps_its_cnames_without_dnssec() {
+    let lab = lab(LAB_BLOCK);
+    let dg = recursive_with(lab, false);
+    for (name, qtype, rcode, cnames) in [
+        ("chain.alpha.test.", RecordType::AAAA, "No Error", 2),
+        (
+            "dangling.alpha.test.",
+            RecordType::A,
+            "Non-Existent Domain",
+            1,
+        ),
+    ] {
+        let r = ask_with(
+            dg.addr,
+            name,
+            qtype,
+            &Case::new(name, qtype).ask("127.0.0.1"),
+        );
+        assert_eq!(r.metadata.response_code.to_string(), rcode, "{name}: {r}");
+        let types: Vec<_> = r.answers.iter().map(|a| a.record_type()).collect();
+        assert_eq!(types, vec![RecordType::CNAME; cnames], "{name}: {r}");
+        assert_eq!(
+            r.answers[0].name.to_ascii(),
+            name,
+            "chain in order from the question"
+        );
+    }
+}
+
+/// Issue #18, item 3 for clients that validate themselves: a wildcard answer,
+/// which hickory's validator rejects, reaches a CD client as the zone gave it.
+/// (Without CD it is still SERVFAIL: see docs/RELIABILITY.md.)
+#[test]
+fn a_cd_client_gets_a_wildcard_answer() {
+    let lab = lab(LAB_BLOCK);
+    let dg = recursive(lab);
+    let case = (
+        "127.0.0.1",
+        Case::new("x.wild.alpha.test.", RecordType::A).cd(),
+    );
+    assert_same(lab, &dg, &[case, case]);
 }
 
 /// Issue #18, item 5 and the cases that already agreed: recursive mode answers as

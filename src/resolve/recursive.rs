@@ -11,8 +11,9 @@ use std::time::Instant;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
+use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::op::{Query, ResponseCode};
-use hickory_resolver::proto::rr::RecordType;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::recursor::{
     DnssecConfig, DnssecPolicy, Recursor, RecursorError, RecursorOptions,
 };
@@ -67,6 +68,26 @@ impl Recursive {
             .recursor
             .resolve(query.clone(), Instant::now(), dnssec_ok)
             .await;
+        if let Err(e) = &result
+            && negative_for_another_name(e, query.name())
+        {
+            // A CNAME chain ending in NODATA or NXDOMAIN. hickory's recursor drops
+            // the chain and (validating) checks the target's denial proof against
+            // the query name, so calls it bogus: follow the chain here instead.
+            if let Some(answer) = self.chain(query, dnssec_ok, checking_disabled).await {
+                return answer;
+            }
+        }
+        self.map(result, query, checking_disabled)
+    }
+
+    /// The DNS mapping of one recursor result for `query`.
+    fn map(
+        &self,
+        result: Result<Message, RecursorError>,
+        query: &Query,
+        checking_disabled: bool,
+    ) -> Result<Answer, ResolveError> {
         match result {
             Ok(msg) => {
                 let data = || {
@@ -95,12 +116,107 @@ impl Recursive {
                 answer.sort_chain(query.name());
                 Ok(answer)
             }
-            Err(e) => negative(e, self.validating && !checking_disabled),
+            Err(RecursorError::Net(NetError::Dns(DnsError::Nsec { response, .. })))
+                if checking_disabled =>
+            {
+                // hickory found the answer's denial-of-existence proof not Secure
+                // (also where it misjudges, as for a wildcard answer) and kept the
+                // response. A CD client validates itself: it gets the response as
+                // the zone gave it.
+                let msg = response.into_message();
+                let mut answer = Answer {
+                    rcode: msg.metadata.response_code,
+                    answers: msg.answers,
+                    authorities: msg.authorities,
+                    authentic: false,
+                };
+                answer.sort_chain(query.name());
+                Ok(answer)
+            }
+            Err(e) => negative(e, self.validating, checking_disabled),
         }
+    }
+
+    /// `query` answered by following its CNAME chain one name at a time (each
+    /// link asked as a CNAME question, so validated as one), then asking the last
+    /// name: the chain, then that answer. `None` when `query`'s name has no CNAME.
+    async fn chain(
+        &self,
+        query: &Query,
+        dnssec_ok: bool,
+        checking_disabled: bool,
+    ) -> Option<Result<Answer, ResolveError>> {
+        /// Longest chain followed (unbound's limit is 8 too).
+        const MAX_LINKS: usize = 8;
+        let mut links = Vec::new();
+        let mut name = query.name().clone();
+        for _ in 0..MAX_LINKS {
+            let link = Query::query(name.clone(), RecordType::CNAME);
+            let Ok(msg) = self.recursor.resolve(link, Instant::now(), dnssec_ok).await else {
+                break;
+            };
+            let target = msg.answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) if r.name == name => Some(c.0.clone()),
+                _ => None,
+            });
+            let Some(target) = target else { break };
+            links.extend(msg.answers.into_iter().filter(|r| r.name == name));
+            name = target;
+        }
+        if links.is_empty() {
+            return None;
+        }
+        let data = || {
+            links
+                .iter()
+                .filter(|r| r.record_type() != RecordType::RRSIG)
+        };
+        if self.validating && !checking_disabled && data().any(|r| r.proof == Proof::Bogus) {
+            return Some(Err(ResolveError::Bogus));
+        }
+        let secure = self.validating && data().all(|r| r.proof == Proof::Secure);
+        let last = Query::query(name, query.query_type());
+        let result = self
+            .recursor
+            .resolve(last.clone(), Instant::now(), dnssec_ok)
+            .await;
+        Some(self.map(result, &last, checking_disabled).map(|end| {
+            let mut answer = Answer {
+                rcode: end.rcode,
+                authentic: secure && end.authentic,
+                answers: links,
+                authorities: end.authorities,
+            };
+            answer.answers.extend(end.answers);
+            answer
+        }))
     }
 }
 
-fn negative(e: RecursorError, validating: bool) -> Result<Answer, ResolveError> {
+/// True when `e` is a negative answer (or a rejected one) for a name other than
+/// `qname`: the recursor followed a CNAME to it.
+fn negative_for_another_name(e: &RecursorError, qname: &Name) -> bool {
+    let name = match e {
+        RecursorError::Negative(data) => data.query.name(),
+        RecursorError::Net(NetError::Dns(DnsError::NoRecordsFound(nr))) => nr.query.name(),
+        RecursorError::Net(NetError::Dns(DnsError::Nsec { response, .. })) => {
+            match response.queries.first() {
+                Some(q) => q.name(),
+                None => return false,
+            }
+        }
+        _ => return false,
+    };
+    name != qname
+}
+
+/// A negative recursor result as an answer: AD when its SOA validated Secure,
+/// SERVFAIL when Bogus (unless the client set CD).
+fn negative(
+    e: RecursorError,
+    validating: bool,
+    checking_disabled: bool,
+) -> Result<Answer, ResolveError> {
     // NXDOMAIN is also "no records found": check it first.
     let rcode = if e.is_nx_domain() {
         ResponseCode::NXDomain
@@ -118,7 +234,7 @@ fn negative(e: RecursorError, validating: bool) -> Result<Answer, ResolveError> 
     };
     let mut answer = Answer::empty(rcode);
     if let Some(soa) = e.into_soa() {
-        if validating && soa.proof == Proof::Bogus {
+        if validating && !checking_disabled && soa.proof == Proof::Bogus {
             return Err(ResolveError::Bogus);
         }
         answer.authentic = validating && soa.proof == Proof::Secure;
