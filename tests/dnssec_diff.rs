@@ -403,6 +403,25 @@ fn a_cd_client_gets_a_wildcard_answer() {
     assert_same(lab, &dg, &[case, case]);
 }
 
+/// Issue #18, item 11: a zone whose signatures expired is SERVFAIL for clients
+/// that rely on validation, and a CD client gets its data and its NXDOMAIN, as
+/// from unbound.
+#[test]
+fn an_expired_zone_is_servfail_unless_the_client_set_cd() {
+    let lab = lab(LAB_BLOCK);
+    let dg = recursive(lab);
+    let cases: Vec<(&str, Case)> = [
+        Case::new("www.expired.test.", RecordType::A),
+        Case::new("nope.expired.test.", RecordType::A),
+    ]
+    .into_iter()
+    .flat_map(every_way)
+    .map(|c| ("127.0.0.1", c))
+    .collect();
+    let twice: Vec<_> = cases.iter().chain(cases.iter()).copied().collect();
+    assert_same(lab, &dg, &twice);
+}
+
 /// Issue #18, item 5 and the cases that already agreed: recursive mode answers as
 /// unbound does (rcode, AD, data, RRSIGs only for DO clients), on a fresh cache
 /// and from the cache.
