@@ -422,6 +422,35 @@ fn an_expired_zone_is_servfail_unless_the_client_set_cd() {
     assert_same(lab, &dg, &twice);
 }
 
+/// Issue #18, item 4: a name under a DNAME answers as from unbound (it was
+/// SERVFAIL: hickory's validator calls the unsigned synthesized CNAME bogus), with
+/// AD, and the DNAME comes first, before the CNAME made from it.
+#[test]
+fn a_dname_answers_as_from_unbound_with_the_dname_first() {
+    let lab = lab(LAB_BLOCK);
+    let dg = recursive(lab);
+    let cases: Vec<(&str, Case)> = every_way(Case::new("x.dname.alpha.test.", RecordType::A))
+        .into_iter()
+        .map(|c| ("127.0.0.1", c))
+        .collect();
+    let twice: Vec<_> = cases.iter().chain(cases.iter()).copied().collect();
+    assert_same(lab, &dg, &twice);
+    let unbound = SocketAddr::new(lab.resolver, 53);
+    for (from, case) in &cases {
+        let order = |m: &Message| -> Vec<RecordType> {
+            m.answers
+                .iter()
+                .map(|r| r.record_type())
+                .filter(|t| *t != RecordType::RRSIG)
+                .collect()
+        };
+        let ours = ask_with(dg.addr, case.name, case.qtype, &case.ask(from));
+        let theirs = ask_with(unbound, case.name, case.qtype, &case.ask(from));
+        assert_eq!(order(&ours), order(&theirs), "{case:?}:\n{ours}");
+        assert_eq!(order(&ours)[0], RecordType::DNAME, "{case:?}");
+    }
+}
+
 /// Issue #18, item 5 and the cases that already agreed: recursive mode answers as
 /// unbound does (rcode, AD, data, RRSIGs only for DO clients), on a fresh cache
 /// and from the cache.

@@ -54,8 +54,9 @@ impl Answer {
         })
     }
 
-    /// Puts a CNAME chain in order from `qname`: validating resolvers return it in any
-    /// order and glibc needs it in order.
+    /// Puts a CNAME chain in order from `qname` (a DNAME before the CNAME made
+    /// from it): validating resolvers return it in any order and glibc needs it in
+    /// order.
     pub fn sort_chain(&mut self, qname: &hickory_proto::rr::Name) {
         if self.answers.len() < 2 {
             return;
@@ -64,6 +65,16 @@ impl Answer {
         let mut next = qname.clone();
         loop {
             let before = self.answers.len();
+            // A DNAME above the name comes before the CNAME synthesized from it.
+            let mut i = 0;
+            while i < rest.len() {
+                let r = &rest[i];
+                if r.record_type() == RecordType::DNAME && r.name != next && r.name.zone_of(&next) {
+                    self.answers.push(rest.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
             let mut i = 0;
             let mut cname_target = None;
             while i < rest.len() {

@@ -13,7 +13,8 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::op::{Query, ResponseCode};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::serialize::binary::BinDecodable;
 use hickory_resolver::recursor::{
     DnssecConfig, DnssecPolicy, Recursor, RecursorError, RecursorOptions,
 };
@@ -94,14 +95,14 @@ impl Recursive {
                     msg.answers
                         .iter()
                         .filter(|r| r.record_type() != RecordType::RRSIG)
+                        .map(|r| proof_of(r, &msg.answers))
                 };
-                if self.validating && !checking_disabled && data().any(|r| r.proof == Proof::Bogus)
-                {
+                if self.validating && !checking_disabled && data().any(|p| p == Proof::Bogus) {
                     return Err(ResolveError::Bogus);
                 }
                 let authentic = self.validating
                     && data().next().is_some()
-                    && data().all(|r| r.proof == Proof::Secure);
+                    && data().all(|p| p == Proof::Secure);
                 let mut answer = Answer {
                     rcode: msg.metadata.response_code,
                     answers: msg.answers.clone(),
@@ -193,6 +194,48 @@ impl Recursive {
     }
 }
 
+/// The proof `r` counts with in `answers`. A CNAME synthesized from a Secure
+/// DNAME of the same answer counts as Secure: it carries no signature of its own
+/// (RFC 6672 §5.3.1: the validator checks the DNAME and the synthesis), and
+/// hickory's validator marks it Bogus.
+fn proof_of(r: &Record, answers: &[Record]) -> Proof {
+    let RData::CNAME(cname) = &r.data else {
+        return r.proof;
+    };
+    if r.proof == Proof::Secure {
+        return r.proof;
+    }
+    let synthesized = answers.iter().any(|d| {
+        d.proof == Proof::Secure
+            && dname_target(d).is_some_and(|to| synthesizes(&d.name, &to, &r.name, &cname.0))
+    });
+    if synthesized { Proof::Secure } else { r.proof }
+}
+
+/// The target of a DNAME record: hickory keeps DNAME as unknown data, which is
+/// the target name uncompressed (RFC 6672 §2.5).
+fn dname_target(r: &Record) -> Option<Name> {
+    match &r.data {
+        RData::Unknown {
+            code: RecordType::DNAME,
+            rdata,
+        } => Name::from_bytes(&rdata.anything).ok(),
+        _ => None,
+    }
+}
+
+/// True when the DNAME `from` → `to` maps `owner` to `target` (the owner's
+/// labels below `from`, then `to`).
+fn synthesizes(from: &Name, to: &Name, owner: &Name, target: &Name) -> bool {
+    if owner.num_labels() <= from.num_labels() || !from.zone_of(owner) {
+        return false;
+    }
+    let below = usize::from(owner.num_labels() - from.num_labels());
+    let want = owner.iter().take(below).chain(to.iter());
+    want.map(<[u8]>::to_ascii_lowercase)
+        .eq(target.iter().map(<[u8]>::to_ascii_lowercase))
+}
+
 /// True when `e` is a negative answer (or a rejected one) for a name other than
 /// `qname`: the recursor followed a CNAME to it.
 fn negative_for_another_name(e: &RecursorError, qname: &Name) -> bool {
@@ -247,4 +290,50 @@ fn negative(
         );
     }
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn a_cname_counts_as_synthesized_only_when_it_follows_the_dname() {
+        let (from, to) = (n("dname.alpha.test."), n("beta.test."));
+        assert!(synthesizes(
+            &from,
+            &to,
+            &n("x.dname.alpha.test."),
+            &n("x.beta.test.")
+        ));
+        assert!(synthesizes(
+            &from,
+            &to,
+            &n("A.b.DNAME.alpha.test."),
+            &n("a.B.beta.test.")
+        ));
+        // Another target, the DNAME's own name, a name outside it.
+        assert!(!synthesizes(
+            &from,
+            &to,
+            &n("x.dname.alpha.test."),
+            &n("y.beta.test.")
+        ));
+        assert!(!synthesizes(
+            &from,
+            &to,
+            &n("x.dname.alpha.test."),
+            &n("x.evil.test.")
+        ));
+        assert!(!synthesizes(&from, &to, &from, &to));
+        assert!(!synthesizes(
+            &from,
+            &to,
+            &n("x.other.alpha.test."),
+            &n("x.beta.test.")
+        ));
+    }
 }
