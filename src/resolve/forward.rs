@@ -132,21 +132,17 @@ impl Stream {
         let mut request = DnsRequest::from_query(query.clone(), options);
         request.metadata.checking_disabled = bits.checking_disabled;
         // A connection the upstream closed while idle is found out on use: one
-        // retry on a fresh connection.
+        // retry on a fresh connection (not after a timeout: that is the upstream).
         for retry in [true, false] {
             let (conn, reused) = self.connection().await?;
-            match conn.send(request.clone()).next().await {
+            let error = match conn.send(request.clone()).next().await {
                 Some(Ok(response)) => return Ok(response.into_message()),
-                Some(Err(e)) => {
-                    self.forget(&conn);
-                    if !(retry && reused && e.is_connection_closed()) {
-                        return Err(ResolveError::Upstream(e.to_string()));
-                    }
-                }
-                None => {
-                    self.forget(&conn);
-                    return Err(ResolveError::Upstream("no response".into()));
-                }
+                Some(Err(e)) => e,
+                None => NetError::from("no response"),
+            };
+            self.forget(&conn);
+            if !(retry && reused && !matches!(error, NetError::Timeout)) {
+                return Err(ResolveError::Upstream(error.to_string()));
             }
         }
         Err(ResolveError::Upstream("connection closed".into()))
