@@ -1,8 +1,12 @@
 //! Recursive resolution from the root servers, with optional DNSSEC validation.
 //!
 //! Wraps hickory's recursor and does the DNS mapping it leaves to its caller:
-//! bogus data (returned as NOERROR) becomes SERVFAIL, AD is set only when every
-//! record is secure, and CNAME chains are put in order.
+//! bogus data (returned as NOERROR) becomes SERVFAIL unless the client set CD, AD
+//! is set only when every record is secure, and CNAME chains are put in order.
+//! It also answers, as a validating resolver must, where hickory 0.26 does not
+//! (docs/RELIABILITY.md): a CNAME loop is SERVFAIL, a CNAME chain ending in
+//! NODATA/NXDOMAIN keeps its CNAMEs, a CNAME synthesized from a secure DNAME is
+//! secure, and negative answers keep their NSEC proof.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,8 +15,7 @@ use std::time::Instant;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
-use hickory_resolver::proto::op::Message;
-use hickory_resolver::proto::op::{Query, ResponseCode};
+use hickory_resolver::proto::op::{Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::proto::serialize::binary::BinDecodable;
 use hickory_resolver::recursor::{
