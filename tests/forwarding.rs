@@ -766,3 +766,59 @@ fn special_use_names_are_answered_locally_and_never_forwarded() {
     assert_eq!(r.answers.len(), 1);
     assert_eq!(up.queries_for("4.3.2.10.in-addr.arpa."), 1);
 }
+
+/// A TCP upstream that answers one query per connection and then closes it (as
+/// upstreams do with idle connections): every query is answered, the closed
+/// connection replaced by a new one, no SERVFAIL in between.
+#[test]
+fn a_tcp_upstream_closing_its_connection_is_reconnected() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, connections) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut len = [0u8; 2];
+            if s.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            if s.read_exact(&mut q).is_err() {
+                continue;
+            }
+            let query = hickory_proto::op::Message::from_vec(&q).unwrap();
+            let mut reply = query.clone();
+            reply.metadata.message_type = hickory_proto::op::MessageType::Response;
+            reply.metadata.recursion_available = true;
+            let question = query.queries[0].clone();
+            reply.add_answer(hickory_proto::rr::Record::from_rdata(
+                question.name().clone(),
+                300,
+                RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 9)),
+            ));
+            let bytes = reply.to_vec().unwrap();
+            let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+            out.extend_from_slice(&bytes);
+            let _ = s.write_all(&out);
+            let _ = tx.send(());
+            // Dropped: the connection closes after one answer.
+        }
+    });
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\
+         [resolver]\nupstreams = [\"tcp://{addr}\"]\ntimeout_ms = 2000\n"
+    ));
+    for i in 0..4 {
+        let name = format!("n{i}.fwd.test.");
+        let r = ask(dg.addr, &name, RecordType::A);
+        assert_eq!(rcode(&r), ResponseCode::NoError, "{name}: {}", dg.log());
+        assert_eq!(addrs(&r), vec!["192.0.2.9"]);
+    }
+    assert_eq!(
+        connections.try_iter().count(),
+        4,
+        "one connection per query"
+    );
+}

@@ -39,7 +39,7 @@ fn pipeline() -> &'static Pipeline {
         let mut a = Answer::empty(ResponseCode::NoError);
         a.answers.push(Record::from_rdata(name.clone(), 300, RData::CNAME(CNAME(target.clone()))));
         a.answers.push(Record::from_rdata(target, 60, RData::A(A::new(192, 0, 2, 80))));
-        let key = Key::new("www.example.org", 1, false).unwrap();
+        let key = Key::new("www.example.org", 1, false, false).unwrap();
         p.cache().insert(&key, &Cached::new(&a, &name, RecordType::A));
         p
     })

@@ -445,14 +445,14 @@ impl Pipeline {
         client: IpAddr,
         name: &str,
         qtype: u16,
-        dnssec_ok: bool,
+        (dnssec_ok, checking_disabled): (bool, bool),
         policy: &Policy,
         verdict: &Verdict,
     ) -> Lookup {
         if qtype == u16::from(RecordType::ANY) || self.local.answer(name, qtype.into()).is_some() {
             return Lookup::Full;
         }
-        let Some(key) = Key::new(name, qtype, dnssec_ok) else {
+        let Some(key) = Key::new(name, qtype, dnssec_ok, checking_disabled) else {
             return Lookup::Full;
         };
         let Some(hit) = self.cache.get(&key) else {
@@ -486,7 +486,11 @@ impl Pipeline {
             .resolve(query, name, dnssec_ok, checking_disabled)
             .await;
         match result {
-            Ok(answer) => {
+            Ok(mut answer) => {
+                if !dnssec_ok {
+                    // The recursor keeps signatures whatever the client asked.
+                    answer.strip_dnssec(query.query_type());
+                }
                 let resolved = Cached::new(&answer, query.name(), query.query_type());
                 if let Some(k) = key {
                     self.cache.insert(k, &resolved);
@@ -527,7 +531,7 @@ impl Pipeline {
             return reply(minimal_any(q.query.name()), Source::Local, v, s);
         }
         let qtype = u16::from(q.qtype());
-        let key = Key::new(name, qtype, q.dnssec_ok);
+        let key = Key::new(name, qtype, q.dnssec_ok, q.checking_disabled);
         let cached = key.as_ref().and_then(|k| self.cache.get(k));
         // A fresh upstream answer is also the reply (no round trip through the
         // cache's wire form).

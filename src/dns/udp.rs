@@ -400,8 +400,8 @@ pub fn answer(
             Says::Rcode(u16::from(screen.rcode()) as u8, screen.outcome_parts().0)
         }
         Screen::Pass(verdict, _) => {
-            let (ip, name, dnssec_ok) = (asked.ip, asked.name, q.dnssec_ok());
-            match pipeline.cached_answer(ip, name, q.qtype, dnssec_ok, &policy, &verdict) {
+            let (ip, name, bits) = (asked.ip, asked.name, (q.dnssec_ok(), q.cd));
+            match pipeline.cached_answer(ip, name, q.qtype, bits, &policy, &verdict) {
                 Lookup::Hit(hit) => Says::Answer(hit, Source::Cache),
                 Lookup::Miss => {
                     return Fast::Miss(screened, arc_swap::Guard::into_inner(policy));
@@ -443,7 +443,7 @@ pub async fn answer_miss(
     let mut qname = Name::from_ascii(asked.name).ok()?;
     qname.set_fqdn(true);
     let query = Query::query(qname.clone(), RecordType::from(q.qtype));
-    let key = Key::new(asked.name, q.qtype, q.dnssec_ok());
+    let key = Key::new(asked.name, q.qtype, q.dnssec_ok(), q.cd);
     let fetched = pipeline
         .fetch(
             &query,
@@ -664,7 +664,7 @@ mod tests {
             300,
             RData::A(A::new(93, 184, 215, 14)),
         ));
-        let key = Key::new("www.example.org", 1, false).unwrap();
+        let key = Key::new("www.example.org", 1, false, false).unwrap();
         p.cache()
             .insert(&key, &Cached::new(&upstream, &name, RecordType::A));
         let r = ask(&p, lan, &packet).unwrap();
@@ -680,7 +680,7 @@ mod tests {
             300,
             RData::A(A::new(192, 168, 1, 1)),
         ));
-        let key = Key::new("evil.example.org", 1, false).unwrap();
+        let key = Key::new("evil.example.org", 1, false, false).unwrap();
         p.cache()
             .insert(&key, &Cached::new(&private, &evil, RecordType::A));
         assert!(ask(&p, lan, &query("evil.example.org.", RecordType::A, false)).is_none());

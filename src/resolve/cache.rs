@@ -25,16 +25,19 @@ const SHARDS: usize = 64;
 const MAX_KEY: usize = 300;
 
 /// What a cached answer is filed under: the query name as text (lower case, no
-/// trailing dot), the type, and the DO bit (those answers carry RRSIGs), packed on
-/// the stack so a lookup allocates nothing.
+/// trailing dot), the type, the DO bit (those answers carry RRSIGs) and the CD bit
+/// (those answers were not validated: a CD client's bogus data must never reach a
+/// client that relies on validation), packed on the stack so a lookup allocates
+/// nothing.
 pub struct Key {
     buf: [u8; MAX_KEY + 3],
     len: usize,
 }
 
 impl Key {
-    /// The key for `name`/`qtype`/`dnssec_ok`; `None` for names too long to cache.
-    pub fn new(name: &str, qtype: u16, dnssec_ok: bool) -> Option<Key> {
+    /// The key for `name`/`qtype` asked with these DO and CD bits; `None` for names
+    /// too long to cache.
+    pub fn new(name: &str, qtype: u16, dnssec_ok: bool, checking_disabled: bool) -> Option<Key> {
         let n = name.len();
         if n > MAX_KEY {
             return None;
@@ -42,7 +45,7 @@ impl Key {
         let mut buf = [0u8; MAX_KEY + 3];
         buf[..n].copy_from_slice(name.as_bytes());
         buf[n..n + 2].copy_from_slice(&qtype.to_be_bytes());
-        buf[n + 2] = u8::from(dnssec_ok);
+        buf[n + 2] = u8::from(dnssec_ok) | u8::from(checking_disabled) << 1;
         Some(Key { buf, len: n + 3 })
     }
 
@@ -372,7 +375,7 @@ mod tests {
     use hickory_proto::rr::{RData, Record};
 
     fn key(n: &str) -> Key {
-        Key::new(n.trim_end_matches('.'), 1, false).unwrap()
+        Key::new(n.trim_end_matches('.'), 1, false, false).unwrap()
     }
 
     fn name(n: &str) -> Name {

@@ -4,33 +4,37 @@
 //! pool of long-lived sockets with random IDs and rotating source ports,
 //! answers matched to their question, retransmission after an adaptive timeout
 //! and TCP for truncated answers. `tcp://`, `tls://` and `https://` upstreams use
-//! hickory's `NameServerPool` (one per upstream), which also checks answers
+//! one multiplexed hickory connection each ([`Stream`]), which also checks answers
 //! against questions. A TLS failure fails closed: nothing falls back to plain DNS.
+//!
+//! The client's DO and CD bits go upstream as they came, and the upstream's
+//! message comes back whole (rcode, AD, every section), negative answers too.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverOpts, ServerOrderingStrategy,
-};
+use hickory_resolver::config::{ConnectionConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, DnsHandle, NetError};
+use hickory_resolver::net::xfer::DnsExchange;
+use hickory_resolver::net::{DnsHandle, NetError};
 use hickory_resolver::proto::op::{DnsRequest, DnsRequestOptions, Message, Query, ResponseCode};
-use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
+use hickory_resolver::{ConnectionProvider, PoolContext, TlsConfig};
 use parking_lot::Mutex;
 
 use super::spec::{Transport, UpstreamSpec};
 use super::udp::UdpUpstream;
-use super::{Answer, ResolveError};
+use super::{Answer, DnssecBits, ResolveError};
 use crate::config::Strategy;
 
 /// How one upstream is reached.
 enum Link {
     /// Plain DNS over UDP (and TCP for truncated answers).
     Udp(UdpUpstream),
-    /// TCP, DoT or DoH through hickory.
-    Pool(NameServerPool<TokioRuntimeProvider>),
+    /// TCP, DoT or DoH through one hickory connection.
+    Stream(Box<Stream>),
 }
 
 /// One upstream, its label in logs and its smoothed answer time.
@@ -44,22 +48,18 @@ impl Upstream {
     async fn resolve(
         &self,
         query: &Query,
-        dnssec_ok: bool,
+        bits: DnssecBits,
         budget: Duration,
     ) -> Result<Answer, ResolveError> {
         let started = Instant::now();
-        let result = match &self.link {
-            Link::Udp(u) => match u.ask(query, dnssec_ok, budget).await {
-                Ok(msg) => answer_of(msg, query),
-                Err(e) => Err(e),
+        let asked = match &self.link {
+            Link::Udp(u) => u.ask(query, bits, budget).await,
+            Link::Stream(s) => match tokio::time::timeout(budget, s.ask(query, bits)).await {
+                Ok(r) => r,
+                Err(_) => Err(ResolveError::Timeout(budget.as_millis() as u64)),
             },
-            Link::Pool(pool) => {
-                match tokio::time::timeout(budget, ask_pool(pool, query, dnssec_ok)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ResolveError::Timeout(budget.as_millis() as u64)),
-                }
-            }
         };
+        let result = asked.and_then(|msg| answer_of(msg, query));
         if result.is_ok() {
             let took = started.elapsed();
             let mut s = self.srtt.lock();
@@ -69,6 +69,147 @@ impl Upstream {
             tracing::debug!(upstream = %self.label, error = %e, "upstream failed");
         }
         result
+    }
+}
+
+/// A TCP, DoT or DoH upstream: one hickory connection (queries multiplexed on
+/// it), opened on first use and again after it fails. hickory's
+/// `NameServerPool` is not used: it turns every negative answer into an error
+/// that drops the header (the AD bit), and a failed connection into "no
+/// connections available" without the reason (a certificate's, say).
+struct Stream {
+    ip: IpAddr,
+    config: ConnectionConfig,
+    cx: PoolContext,
+    /// Owns the connection's background task (dropping it ends the task).
+    provider: TokioRuntimeProvider,
+    label: Arc<str>,
+    /// The open connection, if any (read without a lock on every query).
+    open: ArcSwapOption<DnsExchange<TokioRuntimeProvider>>,
+    /// Held while connecting, so concurrent queries wait for one handshake.
+    connecting: tokio::sync::Mutex<()>,
+    /// When a failed connection was last logged (one line a minute at most).
+    logged: Mutex<Option<Instant>>,
+}
+
+/// How often a failing upstream's connection error is logged at most.
+const CONNECT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Stream {
+    fn new(
+        u: &UpstreamSpec,
+        label: Arc<str>,
+        timeout: Duration,
+        tls: &rustls::ClientConfig,
+    ) -> Self {
+        let mut opts = ResolverOpts::default();
+        opts.timeout = timeout;
+        opts.edns_payload_len = 1232;
+        let tls = TlsConfig {
+            config: tls.clone(),
+        };
+        let mut config = ConnectionConfig::new(protocol(&u.transport));
+        config.port = u.addr.port();
+        Self {
+            ip: u.addr.ip(),
+            config,
+            cx: PoolContext::new(opts, tls),
+            provider: TokioRuntimeProvider::default(),
+            label,
+            open: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            logged: Mutex::new(None),
+        }
+    }
+
+    /// Asks `query` with the client's DO and CD bits; any rcode is an answer.
+    async fn ask(&self, query: &Query, bits: DnssecBits) -> Result<Message, ResolveError> {
+        let mut options = DnsRequestOptions::default();
+        options.recursion_desired = true;
+        options.use_edns = true;
+        options.edns_payload_len = 1232;
+        options.edns_set_dnssec_ok = bits.dnssec_ok;
+        let mut request = DnsRequest::from_query(query.clone(), options);
+        request.metadata.checking_disabled = bits.checking_disabled;
+        // A connection the upstream closed while idle is found out on use: one
+        // retry on a fresh connection (not after a timeout: that is the upstream).
+        for retry in [true, false] {
+            let (conn, reused) = self.connection().await?;
+            let error = match conn.send(request.clone()).next().await {
+                Some(Ok(response)) => return Ok(response.into_message()),
+                Some(Err(e)) => e,
+                None => NetError::from("no response"),
+            };
+            self.forget(&conn);
+            if !(retry && reused && !matches!(error, NetError::Timeout)) {
+                return Err(ResolveError::Upstream(error.to_string()));
+            }
+        }
+        Err(ResolveError::Upstream("connection closed".into()))
+    }
+
+    /// The open connection (and `true`), or a new one.
+    async fn connection(
+        &self,
+    ) -> Result<(Arc<DnsExchange<TokioRuntimeProvider>>, bool), ResolveError> {
+        if let Some(conn) = self.open.load_full() {
+            return Ok((conn, true));
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(conn) = self.open.load_full() {
+            return Ok((conn, true));
+        }
+        let connected = match self
+            .provider
+            .new_connection(self.ip, &self.config, &self.cx)
+        {
+            Ok(f) => f.await,
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                self.open.store(Some(conn.clone()));
+                *self.logged.lock() = None;
+                Ok((conn, false))
+            }
+            Err(e) => {
+                self.log_failure(&e);
+                Err(ResolveError::Upstream(format!("cannot connect: {e}")))
+            }
+        }
+    }
+
+    /// Drops `conn` if it is still the open one: the next query reconnects.
+    fn forget(&self, conn: &Arc<DnsExchange<TokioRuntimeProvider>>) {
+        self.open
+            .compare_and_swap(&Some(conn.clone()), None::<Arc<_>>);
+    }
+
+    /// One warning with the reason (unknown issuer, name mismatch, expired
+    /// certificate, refused …) per upstream and minute while it keeps failing.
+    fn log_failure(&self, e: &NetError) {
+        let mut logged = self.logged.lock();
+        if logged.is_some_and(|t| t.elapsed() < CONNECT_LOG_EVERY) {
+            return;
+        }
+        *logged = Some(Instant::now());
+        tracing::warn!(upstream = %self.label, error = %e, "cannot connect to upstream");
+    }
+}
+
+/// hickory's protocol for a stream transport (plain DNS never gets here: it is
+/// [`UdpUpstream`]'s, and its TCP fallback too).
+fn protocol(t: &Transport) -> ProtocolConfig {
+    match t {
+        Transport::Udp | Transport::Tcp => ProtocolConfig::Tcp,
+        Transport::Tls { server_name } => ProtocolConfig::Tls {
+            server_name: server_name.as_str().into(),
+        },
+        Transport::Https { server_name, path } => ProtocolConfig::Https {
+            server_name: server_name.as_str().into(),
+            path: path.as_str().into(),
+        },
     }
 }
 
@@ -95,13 +236,19 @@ impl Forwarder {
         let upstreams = upstreams
             .iter()
             .map(|u| {
+                let label: Arc<str> = u.to_string().into();
                 let link = match u.transport {
                     Transport::Udp => Link::Udp(UdpUpstream::new(u.addr)),
-                    _ => Link::Pool(pool(u, per_upstream.max(total), tls)),
+                    _ => Link::Stream(Box::new(Stream::new(
+                        u,
+                        label.clone(),
+                        per_upstream.max(total),
+                        tls,
+                    ))),
                 };
                 Upstream {
                     link,
-                    label: u.to_string().into(),
+                    label,
                     srtt: Mutex::new(None),
                 }
             })
@@ -119,11 +266,11 @@ impl Forwarder {
     pub async fn resolve(
         &self,
         query: &Query,
-        dnssec_ok: bool,
+        bits: DnssecBits,
     ) -> (Result<Answer, ResolveError>, Arc<str>) {
         match self.strategy {
-            Strategy::Failover => self.failover(query, dnssec_ok).await,
-            Strategy::Race => self.race(query, dnssec_ok).await,
+            Strategy::Failover => self.failover(query, bits).await,
+            Strategy::Race => self.race(query, bits).await,
         }
     }
 
@@ -131,7 +278,7 @@ impl Forwarder {
     async fn failover(
         &self,
         query: &Query,
-        dnssec_ok: bool,
+        bits: DnssecBits,
     ) -> (Result<Answer, ResolveError>, Arc<str>) {
         let deadline = Instant::now() + self.total;
         let mut last = (
@@ -145,7 +292,7 @@ impl Forwarder {
             } else {
                 self.per_upstream.min(left)
             };
-            last = (u.resolve(query, dnssec_ok, budget).await, u.label.clone());
+            last = (u.resolve(query, bits, budget).await, u.label.clone());
             if last.0.is_ok() {
                 break;
             }
@@ -158,13 +305,13 @@ impl Forwarder {
     async fn race(
         &self,
         query: &Query,
-        dnssec_ok: bool,
+        bits: DnssecBits,
     ) -> (Result<Answer, ResolveError>, Arc<str>) {
         let mut order: Vec<&Upstream> = self.upstreams.iter().collect();
         order.sort_by_key(|u| *u.srtt.lock());
         let runners = order.into_iter().take(2).map(|u| {
             Box::pin(async move {
-                match u.resolve(query, dnssec_ok, self.total).await {
+                match u.resolve(query, bits, self.total).await {
                     Ok(a) => Ok((a, u.label.clone())),
                     Err(e) => Err((e, u.label.clone())),
                 }
@@ -192,85 +339,6 @@ fn answer_of(msg: Message, query: &Query) -> Result<Answer, ResolveError> {
     };
     answer.sort_chain(query.name());
     Ok(answer)
-}
-
-/// hickory's pool for one TCP, DoT or DoH upstream.
-fn pool(
-    u: &UpstreamSpec,
-    timeout: Duration,
-    tls: &rustls::ClientConfig,
-) -> NameServerPool<TokioRuntimeProvider> {
-    let mut opts = ResolverOpts::default();
-    opts.timeout = timeout;
-    opts.attempts = 1;
-    opts.edns_payload_len = 1232;
-    opts.cache_size = 0;
-    opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
-    opts.num_concurrent_reqs = 1;
-    let tls = TlsConfig {
-        config: tls.clone(),
-    };
-    let cx = Arc::new(PoolContext::new(opts, tls));
-    NameServerPool::from_config([name_server_config(u)], cx, TokioRuntimeProvider::default())
-}
-
-async fn ask_pool(
-    pool: &NameServerPool<TokioRuntimeProvider>,
-    query: &Query,
-    dnssec_ok: bool,
-) -> Result<Answer, ResolveError> {
-    let mut options = DnsRequestOptions::default();
-    options.recursion_desired = true;
-    options.use_edns = true;
-    options.edns_payload_len = 1232;
-    options.edns_set_dnssec_ok = dnssec_ok;
-    let request = DnsRequest::from_query(query.clone(), options);
-    let Some(result) = pool.send(request).next().await else {
-        return Err(ResolveError::Upstream("no response".into()));
-    };
-    match result {
-        Ok(response) => answer_of(response.into_message(), query),
-        Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => {
-            let mut answer = Answer::empty(nr.response_code);
-            match (nr.authorities, nr.soa) {
-                (Some(auth), _) => answer.authorities.extend(auth.iter().cloned()),
-                (None, Some(soa)) => answer.authorities.push(soa.into_record_of_rdata()),
-                (None, None) => {}
-            }
-            Ok(answer)
-        }
-        Err(NetError::Dns(DnsError::Nsec { response, .. })) => {
-            let msg = response.into_message();
-            Ok(Answer {
-                rcode: msg.metadata.response_code,
-                answers: msg.answers,
-                authorities: msg.authorities,
-                authentic: msg.metadata.authentic_data,
-            })
-        }
-        Err(NetError::Timeout) => Err(ResolveError::Upstream("timed out".into())),
-        Err(e) => Err(ResolveError::Upstream(e.to_string())),
-    }
-}
-
-fn name_server_config(u: &UpstreamSpec) -> NameServerConfig {
-    let conn = |protocol| {
-        let mut c = ConnectionConfig::new(protocol);
-        c.port = u.addr.port();
-        c
-    };
-    let connections = match &u.transport {
-        Transport::Udp => vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
-        Transport::Tcp => vec![conn(ProtocolConfig::Tcp)],
-        Transport::Tls { server_name } => vec![conn(ProtocolConfig::Tls {
-            server_name: server_name.as_str().into(),
-        })],
-        Transport::Https { server_name, path } => vec![conn(ProtocolConfig::Https {
-            server_name: server_name.as_str().into(),
-            path: path.as_str().into(),
-        })],
-    };
-    NameServerConfig::new(u.addr.ip(), true, connections)
 }
 
 /// The rustls client configuration for DoT/DoH upstreams: the CA file's certificates

@@ -55,8 +55,9 @@ impl Answer {
         })
     }
 
-    /// Puts a CNAME chain in order from `qname`: validating resolvers return it in any
-    /// order and glibc needs it in order.
+    /// Puts a CNAME chain in order from `qname` (a DNAME before the CNAME made
+    /// from it): validating resolvers return it in any order and glibc needs it in
+    /// order.
     pub fn sort_chain(&mut self, qname: &hickory_proto::rr::Name) {
         if self.answers.len() < 2 {
             return;
@@ -65,6 +66,16 @@ impl Answer {
         let mut next = qname.clone();
         loop {
             let before = self.answers.len();
+            // A DNAME above the name comes before the CNAME synthesized from it.
+            let mut i = 0;
+            while i < rest.len() {
+                let r = &rest[i];
+                if r.record_type() == RecordType::DNAME && r.name != next && r.name.zone_of(&next) {
+                    self.answers.push(rest.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
             let mut i = 0;
             let mut cname_target = None;
             while i < rest.len() {
@@ -84,6 +95,27 @@ impl Answer {
             }
         }
         self.answers.extend(rest);
+    }
+
+    /// True when the CNAME chain from `qname` comes back to a name it already
+    /// passed (a loop: no answer can ever come out of it).
+    pub fn has_cname_loop(&self, qname: &hickory_proto::rr::Name) -> bool {
+        let mut seen = vec![qname];
+        let mut next = qname;
+        // Each step follows one CNAME record; a chain has at most as many steps.
+        for _ in 0..self.answers.len() {
+            let target = self.answers.iter().find_map(|r| match &r.data {
+                hickory_proto::rr::RData::CNAME(c) if r.name == *next => Some(&c.0),
+                _ => None,
+            });
+            let Some(target) = target else { return false };
+            if seen.contains(&target) {
+                return true;
+            }
+            seen.push(target);
+            next = target;
+        }
+        false
     }
 
     /// Names in the answer's CNAME chain (targets of CNAME records), for CNAME-cloaking checks.
@@ -130,6 +162,17 @@ impl Answer {
             out.push_str(",…");
         }
         out
+    }
+
+    /// Removes the DNSSEC records a client without DO must not get (RFC 4035
+    /// §3.2.1): RRSIG, NSEC and NSEC3, unless the question asked for that type.
+    pub fn strip_dnssec(&mut self, qtype: RecordType) {
+        let keep = |r: &Record| {
+            let t = r.record_type();
+            t == qtype || !matches!(t, RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
+        };
+        self.answers.retain(keep);
+        self.authorities.retain(keep);
     }
 
     /// True when the answer holds records of `qtype` (not just a CNAME chain).
@@ -180,6 +223,16 @@ fn push_txt(out: &mut String, strings: &[Box<[u8]>]) {
         }
         out.push('"');
     }
+}
+
+/// The client's DNSSEC bits, passed to a forwarder's upstream as they came: DO
+/// (send signatures) and CD (do not validate, the client does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnssecBits {
+    /// The EDNS DO bit.
+    pub dnssec_ok: bool,
+    /// The CD bit.
+    pub checking_disabled: bool,
 }
 
 /// Why no answer could be had from upstream.

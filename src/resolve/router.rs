@@ -11,7 +11,7 @@ use hickory_proto::rr::LowerName;
 
 use super::forward::Forwarder;
 use super::recursive::Recursive;
-use super::{Answer, ResolveError};
+use super::{Answer, DnssecBits, ResolveError};
 use crate::config::{Mode, ResolverConfig};
 
 /// The main resolver.
@@ -65,7 +65,11 @@ impl Router {
         let work = async {
             match (zone, &self.main) {
                 (Some((_, fwd)), _) | (None, Main::Forward(fwd)) => {
-                    fwd.resolve(query, dnssec_ok).await
+                    let bits = DnssecBits {
+                        dnssec_ok,
+                        checking_disabled,
+                    };
+                    fwd.resolve(query, bits).await
                 }
                 (None, Main::Recursive(rec)) => (
                     rec.resolve(query, dnssec_ok, checking_disabled).await,

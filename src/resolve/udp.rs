@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
-use super::ResolveError;
+use super::{DnssecBits, ResolveError};
 
 /// Sockets in use at once per upstream.
 pub const POOL: usize = 32;
@@ -152,11 +152,11 @@ impl UdpUpstream {
     pub async fn ask(
         &self,
         query: &Query,
-        dnssec_ok: bool,
+        bits: DnssecBits,
         budget: Duration,
     ) -> Result<Message, ResolveError> {
         let deadline = Instant::now() + budget;
-        let mut packet = build_query(query, dnssec_ok)?;
+        let mut packet = build_query(query, bits)?;
         let question = question_of(&packet)?;
         let mut rto = self.inner.rtt.lock().rto();
         for attempt in 0.. {
@@ -334,15 +334,16 @@ fn deliver(inner: &Inner, sock: &Sock, bytes: &[u8]) {
     }
 }
 
-/// The query message (ID zero, set per attempt): RD, EDNS with our payload size
-/// and the DO bit as asked.
-fn build_query(query: &Query, dnssec_ok: bool) -> Result<Vec<u8>, ResolveError> {
+/// The query message (ID zero, set per attempt): RD, the client's CD, EDNS with
+/// our payload size and the client's DO bit.
+fn build_query(query: &Query, bits: DnssecBits) -> Result<Vec<u8>, ResolveError> {
     let mut m = Message::query();
     m.metadata.recursion_desired = true;
+    m.metadata.checking_disabled = bits.checking_disabled;
     m.add_query(query.clone());
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_PAYLOAD);
-    edns.set_dnssec_ok(dnssec_ok);
+    edns.set_dnssec_ok(bits.dnssec_ok);
     m.set_edns(edns);
     m.to_vec()
         .map_err(|e| ResolveError::Upstream(format!("cannot encode the query: {e}")))
@@ -425,7 +426,7 @@ mod tests {
             hickory_proto::rr::Name::from_ascii("WwW.Example.COM.").unwrap(),
             hickory_proto::rr::RecordType::HTTPS,
         );
-        let packet = build_query(&q, false).unwrap();
+        let packet = build_query(&q, DnssecBits::default()).unwrap();
         let question = question_of(&packet).unwrap();
         assert_eq!(&question.bytes[..4], b"\x03www");
         let n = question.bytes.len();
@@ -473,7 +474,10 @@ mod socket_tests {
         let before = open_fds();
         let n = 2 * POOL * MAX_USES as usize;
         for _ in 0..n {
-            let m = up.ask(&q, false, Duration::from_secs(2)).await.unwrap();
+            let m = up
+                .ask(&q, DnssecBits::default(), Duration::from_secs(2))
+                .await
+                .unwrap();
             assert_eq!(m.queries[0].name(), q.name());
         }
         let opened = up.inner.next_sock.load(Ordering::Relaxed) as usize;

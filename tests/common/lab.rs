@@ -6,7 +6,7 @@
 //! |----------------|---------|--------|
 //! | `127.B.0.2:53` | nsd     | `.` (signed; trust anchor = its KSK) |
 //! | `127.B.0.3:53` | nsd     | `test.`, `example.` (signed, DS for children) |
-//! | `127.B.0.4:53` | nsd     | `alpha.test`, `beta.test`, `dnshost.example` (signed), `insecure.test` (unsigned) |
+//! | `127.B.0.4:53` | nsd     | `alpha.test`, `beta.test`, `dnshost.example` (signed), `insecure.test` (unsigned), `expired.test` (signatures expired in 2020) |
 //! | `127.B.0.5`    | unbound | validating recursor: `:53`, DoT `:853`, DoH `:443` (`/dns-query`), TLS name `dns.test` |
 //! | `127.B.0.6`    | unbound | the same, but its certificate comes from another CA |
 //!
@@ -15,7 +15,11 @@
 //! `www.beta.test A` (glueless out-of-bailiwick NS), `big.alpha.test TXT` (20 × 190 bytes,
 //! TC over UDP), `nope.alpha.test A` (NXDOMAIN, SOA minimum 300), `www.alpha.test AAAA`
 //! (NODATA), `www.insecure.test A` (192.0.2.30, Insecure), `tampered.alpha.test A` (Bogus),
-//! `x.dname.alpha.test A` (DNAME to `beta.test`, so CNAME to `x.beta.test`, 192.0.2.21).
+//! `x.dname.alpha.test A` (DNAME to `beta.test`, so CNAME to `x.beta.test`, 192.0.2.21),
+//! `loop1.alpha.test A` (CNAME loop with `loop2`), `dangling.alpha.test A` (CNAME to a
+//! name that does not exist), `x.wild.alpha.test A` (wildcard `*.wild`, 192.0.2.40),
+//! `www.expired.test A` (192.0.2.50, Bogus: signatures expired), `nope.expired.test A`
+//! (NXDOMAIN, Bogus).
 //!
 //! Zones are signed at start-up (`ldns-signzone`, 4-week validity), TLS certificates are
 //! made at start-up (`openssl`), so nothing ever expires. Daemons are spawned from one
@@ -136,6 +140,7 @@ impl Lab {
                     "beta.test",
                     "dnshost.example",
                     "insecure.test",
+                    "expired.test",
                 ][..],
                 "alpha.test.",
             ),
@@ -205,6 +210,8 @@ ns1.alpha    IN A   127.@B@.0.4
 beta         IN NS  ns.dnshost.example.
 insecure     IN NS  ns1.insecure
 ns1.insecure IN A   127.@B@.0.4
+expired      IN NS  ns1.expired
+ns1.expired  IN A   127.@B@.0.4
 ";
 
 const EXAMPLE_ZONE: &str = "$TTL 3600
@@ -225,6 +232,10 @@ www          IN A   192.0.2.10
 chain        IN CNAME www.beta.test.
 tampered     IN A   192.0.2.66
 dname        IN DNAME beta.test.
+loop1        IN CNAME loop2.alpha.test.
+loop2        IN CNAME loop1.alpha.test.
+dangling     IN CNAME nothere.alpha.test.
+*.wild       IN A   192.0.2.40
 ";
 
 const BETA_ZONE: &str = "$TTL 3600
@@ -241,6 +252,14 @@ $ORIGIN dnshost.example.
 @            IN NS  ns
 ns           IN A   127.@B@.0.4
 host         IN A   192.0.2.20
+";
+
+const EXPIRED_ZONE: &str = "$TTL 3600
+$ORIGIN expired.test.
+@            IN SOA ns1.expired.test. hostmaster.expired.test. 1 1800 900 604800 300
+@            IN NS  ns1
+ns1          IN A   127.@B@.0.4
+www          IN A   192.0.2.50
 ";
 
 const INSECURE_ZONE: &str = "$TTL 3600
@@ -281,6 +300,7 @@ fn make_zones(dir: &Path, block: u8) {
         ("beta.test", BETA_ZONE),
         ("dnshost.example", DNSHOST_ZONE),
         ("insecure.test", INSECURE_ZONE),
+        ("expired.test", EXPIRED_ZONE),
     ] {
         fs::write(zones.join(zone_file(zone)), text.replace("@B@", &b)).expect("write zone");
     }
@@ -294,7 +314,10 @@ fn make_zones(dir: &Path, block: u8) {
     let ds_alpha = sign(&keys, &zones, "alpha.test").0;
     let ds_beta = sign(&keys, &zones, "beta.test").0;
     let ds_dnshost = sign(&keys, &zones, "dnshost.example").0;
-    append("test", &(ds_alpha + &ds_beta));
+    // Signatures that expired years ago: every answer from it is Bogus.
+    let expired = ["-i", "20200101000000", "-e", "20200201000000"];
+    let ds_expired = sign_with(&keys, &zones, "expired.test", &expired).0;
+    append("test", &(ds_alpha + &ds_beta + &ds_expired));
     append("example", &ds_dnshost);
     let ds_test = sign(&keys, &zones, "test").0;
     let ds_example = sign(&keys, &zones, "example").0;
@@ -340,6 +363,11 @@ fn make_zones(dir: &Path, block: u8) {
 
 /// Signs `zones/<zone>.zone` into `<zone>.zone.signed`; returns (DS record line, KSK base name).
 fn sign(keys: &Path, zones: &Path, zone: &str) -> (String, String) {
+    sign_with(keys, zones, zone, &[])
+}
+
+/// [`sign`] with extra `ldns-signzone` options (e.g. a validity period).
+fn sign_with(keys: &Path, zones: &Path, zone: &str, options: &[&str]) -> (String, String) {
     let keygen = |ksk: bool| {
         let mut c = Command::new("ldns-keygen");
         c.current_dir(keys).args(["-a", "ECDSAP256SHA256"]);
@@ -355,6 +383,7 @@ fn sign(keys: &Path, zones: &Path, zone: &str) -> (String, String) {
     signed.push(".signed");
     run(Command::new("ldns-signzone")
         .current_dir(keys)
+        .args(options)
         .arg("-f")
         .arg(&signed)
         .arg(&file)
