@@ -26,7 +26,7 @@ enum Input {
     /// A top list.
     Top(Vec<(String, u64)>),
     /// Per-minute counters.
-    Counts([u64; 7]),
+    Counts([u64; 8]),
     /// A key.
     Key(u64, u32),
 }
@@ -184,6 +184,7 @@ fuzz_target!(|data: &[u8]| {
                 flagged: v[4],
                 cached: v[5],
                 latency_sum_us: v[6],
+                rate_limited: v[7],
             };
             assert_eq!(MinuteCounts::decode(&c.encode()), Ok(c));
         }
