@@ -211,6 +211,60 @@ fn assert_servfail_within_timeout(mode: Mode) {
     );
 }
 
+/// An upstream that cannot be reached is said once, by dnsguard, with the reason
+/// (offline, every query would say it again), and said again once it failed anew
+/// after answering.
+#[test]
+fn an_unreachable_upstream_is_logged_once_with_its_reason() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    up.set_mode(Mode::Dead);
+    let dg = start(&up, "");
+    for name in ["a.fwd.test.", "b.fwd.test.", "c.fwd.test."] {
+        assert_eq!(
+            rcode(&ask(dg.addr, name, RecordType::A)),
+            ResponseCode::ServFail
+        );
+    }
+    let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let warned = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot reach upstream"))
+            .map(str::to_owned)
+            .collect()
+    };
+    // Each failure is a debug line (the harness logs dnsguard at debug): once all
+    // three are there, so is any warning before them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&dg.log(), "upstream failed") < 3 {
+        assert!(Instant::now() < deadline, "{}", dg.log());
+        std::thread::yield_now();
+    }
+    let log = dg.log();
+    let lines = warned(&log);
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(&up.addr().to_string()) && lines[0].contains("timed out"),
+        "{}",
+        lines[0]
+    );
+    // Back, then gone again: said again at once.
+    up.set_mode(Mode::Normal);
+    assert_eq!(
+        addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
+        vec!["192.0.2.1"]
+    );
+    up.set_mode(Mode::Dead);
+    assert_eq!(
+        rcode(&ask(dg.addr, "d.fwd.test.", RecordType::A)),
+        ResponseCode::ServFail
+    );
+    while count(&dg.log(), "upstream failed") < 4 {
+        assert!(Instant::now() < deadline, "{}", dg.log());
+        std::thread::yield_now();
+    }
+    assert_eq!(warned(&dg.log()).len(), 2, "{}", dg.log());
+}
+
 #[test]
 fn dead_upstream_gives_servfail_within_timeout() {
     assert_servfail_within_timeout(Mode::Dead);

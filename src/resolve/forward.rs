@@ -41,8 +41,20 @@ enum Link {
 struct Upstream {
     link: Link,
     label: Arc<str>,
-    srtt: Mutex<Option<Duration>>,
+    /// Smoothed answer time, and when a failure to reach it was last logged (one
+    /// lock for both: a success updates the one and clears the other).
+    health: Mutex<Health>,
 }
+
+/// What [`Upstream`] keeps about how it has been answering.
+#[derive(Default)]
+struct Health {
+    srtt: Option<Duration>,
+    failure_logged: Option<Instant>,
+}
+
+/// An upstream that keeps failing is logged once in this long.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Upstream {
     async fn resolve(
@@ -59,16 +71,36 @@ impl Upstream {
                 Err(_) => Err(ResolveError::Timeout(budget.as_millis() as u64)),
             },
         };
+        if let Err(e) = &asked {
+            self.note_failure(e);
+        }
         let result = asked.and_then(|msg| answer_of(msg, query));
         if result.is_ok() {
             let took = started.elapsed();
-            let mut s = self.srtt.lock();
-            *s = Some(s.map_or(took, |s| (s * 7 + took) / 8));
-        }
-        if let Err(e) = &result {
-            tracing::debug!(upstream = %self.label, error = %e, "upstream failed");
+            let mut h = self.health.lock();
+            h.srtt = Some(h.srtt.map_or(took, |s| (s * 7 + took) / 8));
+            h.failure_logged = None;
         }
         result
+    }
+
+    /// One warning with the reason (timed out, refused, unknown issuer, name
+    /// mismatch …) per upstream and minute while it cannot be reached: offline,
+    /// every query would say it again. Answers it gives (SERVFAIL for a broken
+    /// zone, say) are not its failures.
+    fn note_failure(&self, e: &ResolveError) {
+        tracing::debug!(upstream = %self.label, error = %e, "upstream failed");
+        let mut h = self.health.lock();
+        if h.failure_logged
+            .is_some_and(|t| t.elapsed() < FAILURE_LOG_EVERY)
+        {
+            return;
+        }
+        h.failure_logged = Some(Instant::now());
+        tracing::warn!(
+            upstream = %self.label, error = %e,
+            "cannot reach upstream (said once a minute while it lasts)"
+        );
     }
 }
 
@@ -83,25 +115,14 @@ struct Stream {
     cx: PoolContext,
     /// Owns the connection's background task (dropping it ends the task).
     provider: TokioRuntimeProvider,
-    label: Arc<str>,
     /// The open connection, if any (read without a lock on every query).
     open: ArcSwapOption<DnsExchange<TokioRuntimeProvider>>,
     /// Held while connecting, so concurrent queries wait for one handshake.
     connecting: tokio::sync::Mutex<()>,
-    /// When a failed connection was last logged (one line a minute at most).
-    logged: Mutex<Option<Instant>>,
 }
 
-/// How often a failing upstream's connection error is logged at most.
-const CONNECT_LOG_EVERY: Duration = Duration::from_secs(60);
-
 impl Stream {
-    fn new(
-        u: &UpstreamSpec,
-        label: Arc<str>,
-        timeout: Duration,
-        tls: &rustls::ClientConfig,
-    ) -> Self {
+    fn new(u: &UpstreamSpec, timeout: Duration, tls: &rustls::ClientConfig) -> Self {
         let mut opts = ResolverOpts::default();
         opts.timeout = timeout;
         opts.edns_payload_len = 1232;
@@ -115,10 +136,8 @@ impl Stream {
             config,
             cx: PoolContext::new(opts, tls),
             provider: TokioRuntimeProvider::default(),
-            label,
             open: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
-            logged: Mutex::new(None),
         }
     }
 
@@ -170,13 +189,9 @@ impl Stream {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 self.open.store(Some(conn.clone()));
-                *self.logged.lock() = None;
                 Ok((conn, false))
             }
-            Err(e) => {
-                self.log_failure(&e);
-                Err(ResolveError::Upstream(format!("cannot connect: {e}")))
-            }
+            Err(e) => Err(ResolveError::Upstream(format!("cannot connect: {e}"))),
         }
     }
 
@@ -184,17 +199,6 @@ impl Stream {
     fn forget(&self, conn: &Arc<DnsExchange<TokioRuntimeProvider>>) {
         self.open
             .compare_and_swap(&Some(conn.clone()), None::<Arc<_>>);
-    }
-
-    /// One warning with the reason (unknown issuer, name mismatch, expired
-    /// certificate, refused …) per upstream and minute while it keeps failing.
-    fn log_failure(&self, e: &NetError) {
-        let mut logged = self.logged.lock();
-        if logged.is_some_and(|t| t.elapsed() < CONNECT_LOG_EVERY) {
-            return;
-        }
-        *logged = Some(Instant::now());
-        tracing::warn!(upstream = %self.label, error = %e, "cannot connect to upstream");
     }
 }
 
@@ -239,17 +243,12 @@ impl Forwarder {
                 let label: Arc<str> = u.to_string().into();
                 let link = match u.transport {
                     Transport::Udp => Link::Udp(UdpUpstream::new(u.addr)),
-                    _ => Link::Stream(Box::new(Stream::new(
-                        u,
-                        label.clone(),
-                        per_upstream.max(total),
-                        tls,
-                    ))),
+                    _ => Link::Stream(Box::new(Stream::new(u, per_upstream.max(total), tls))),
                 };
                 Upstream {
                     link,
                     label,
-                    srtt: Mutex::new(None),
+                    health: Mutex::default(),
                 }
             })
             .collect();
@@ -308,7 +307,7 @@ impl Forwarder {
         bits: DnssecBits,
     ) -> (Result<Answer, ResolveError>, Arc<str>) {
         let mut order: Vec<&Upstream> = self.upstreams.iter().collect();
-        order.sort_by_key(|u| *u.srtt.lock());
+        order.sort_by_key(|u| u.health.lock().srtt);
         let runners = order.into_iter().take(2).map(|u| {
             Box::pin(async move {
                 match u.resolve(query, bits, self.total).await {

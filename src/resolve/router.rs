@@ -20,6 +20,10 @@ enum Main {
     Recursive(Arc<Recursive>),
 }
 
+/// How long past the timeout a forwarder, which keeps to it itself, may take
+/// before it is cut off.
+const FORWARDER_GRACE: Duration = Duration::from_millis(100);
+
 /// Routes queries to the right upstream.
 pub struct Router {
     zones: Vec<(LowerName, Forwarder)>,
@@ -54,6 +58,7 @@ impl Router {
     }
 
     /// Resolves `query`, returning the answer and a label naming who answered.
+    /// Bounded by `resolver.timeout_ms`.
     pub async fn resolve(
         &self,
         query: &Query,
@@ -62,6 +67,14 @@ impl Router {
         checking_disabled: bool,
     ) -> (Result<Answer, ResolveError>, Arc<str>) {
         let zone = self.zones.iter().find(|(z, _)| z.zone_of(name));
+        // A forwarder keeps to the timeout itself, and says which upstream failed
+        // and why (its own deadline comes first); this bound is a safety net.
+        let forwarded = zone.is_some() || matches!(self.main, Main::Forward(_));
+        let bound = if forwarded {
+            self.timeout + FORWARDER_GRACE
+        } else {
+            self.timeout
+        };
         let work = async {
             match (zone, &self.main) {
                 (Some((_, fwd)), _) | (None, Main::Forward(fwd)) => {
@@ -77,7 +90,7 @@ impl Router {
                 ),
             }
         };
-        match tokio::time::timeout(self.timeout, work).await {
+        match tokio::time::timeout(bound, work).await {
             Ok(r) => r,
             Err(_) => (
                 Err(ResolveError::Timeout(self.timeout.as_millis() as u64)),
