@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::client::{addrs, ask, rcode};
-use common::server::binary;
+use common::server::Dnsguard;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -67,38 +65,14 @@ fn the_quick_start_answers_beside_a_running_avahi_daemon() {
 
     // The quick start: no --config, in a fresh directory (its data directory is
     // relative to it).
-    let mut child = Command::new(binary())
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dnsguard");
-    let stderr = child.stderr.take().unwrap();
-    let _dnsguard = Killed(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains("dnsguard ready") {
-                let _ = tx.send(Ok(log.clone()));
-            }
-        }
-        let _ = tx.send(Err(log));
-    });
-    let log = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("dnsguard started in time")
-        .unwrap_or_else(|log| panic!("dnsguard exited; log:\n{log}"));
-    assert!(
-        log.contains("listening (UDP and TCP) addr=127.0.0.1:5353"),
-        "{log}"
+    let dg = Dnsguard::start_embedded(dir);
+    assert_eq!(
+        dg.addr,
+        "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+        "{}",
+        dg.log()
     );
-    let addr: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let addr = dg.addr;
     let r = ask(addr, "localhost.", RecordType::A);
     assert_eq!(addrs(&r), vec!["127.0.0.1"]);
     // The bundled blocklist is on.

@@ -72,11 +72,18 @@ impl Remote {
         path: &str,
         query: &impl serde::Serialize,
     ) -> anyhow::Result<reqwest::Response> {
-        let resp = self
+        let req = self
             .http
             .get(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
-            .query(query)
+            .query(query);
+        self.send(req).await
+    }
+
+    /// Sends `req`; a response that is not a success is an error with the
+    /// server's text.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
@@ -155,16 +162,7 @@ impl Remote {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            anyhow::bail!("server answered {status}: {}", text.trim());
-        }
-        Ok(resp)
+        self.send(req).await
     }
 
     /// The allowlist proposal for a group; with `apply`, the server also adds it

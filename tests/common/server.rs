@@ -40,7 +40,13 @@ impl Dnsguard {
             config.push_str("\n[web]\nlisten = \"127.0.0.1:0\"\n");
         }
         std::fs::write(&path, config).unwrap();
-        Self::start_file(&path, dir, &[])
+        Self::start_file(Some(&path), dir, &[])
+    }
+
+    /// Starts `dnsguard serve` with no `--config` (the embedded default, as the
+    /// README's quick start runs it), in `dir`.
+    pub fn start_embedded(dir: tempfile::TempDir) -> Self {
+        Self::start_file(None, dir, &[])
     }
 
     /// Like [`Dnsguard::start_in`], but runs the binary through `wrapper`: a program
@@ -54,7 +60,7 @@ impl Dnsguard {
             config.push_str("\n[web]\nlisten = \"127.0.0.1:0\"\n");
         }
         std::fs::write(&path, config).unwrap();
-        Self::start_file(&path, dir, wrapper)
+        Self::start_file(Some(&path), dir, wrapper)
     }
 
     /// The server's process id.
@@ -62,7 +68,7 @@ impl Dnsguard {
         self.child.id()
     }
 
-    fn start_file(path: &Path, dir: tempfile::TempDir, wrapper: &[&str]) -> Self {
+    fn start_file(path: Option<&Path>, dir: tempfile::TempDir, wrapper: &[&str]) -> Self {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -71,9 +77,11 @@ impl Dnsguard {
             }
             None => Command::new(binary()),
         };
+        cmd.arg("serve").current_dir(dir.path());
+        if let Some(path) = path {
+            cmd.arg("--config").arg(path);
+        }
         let mut child = cmd
-            .args(["serve", "--config"])
-            .arg(path)
             .env("RUST_LOG", "info,dnsguard=debug,hickory_server=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
