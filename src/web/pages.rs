@@ -84,12 +84,10 @@ fn escape(s: &str) -> String {
 pub(super) fn set_password_command(config_path: Option<&std::path::Path>) -> String {
     match config_path {
         Some(path) => format!("dnsguard set-password --config {}", path.display()),
-        None => format!(
-            "dnsguard set-password   (in {}, where dnsguard serve was started)",
-            std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| "the directory".into())
-        ),
+        None => match std::env::current_dir() {
+            Ok(dir) => format!("cd {} && dnsguard set-password", dir.display()),
+            Err(_) => "dnsguard set-password (where dnsguard serve was started)".into(),
+        },
     }
 }
 
