@@ -213,7 +213,8 @@ pub struct QueryLogArgs {
     /// At most this many entries.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// `table`, `json` (one object per line) or `csv`.
+    /// `table`, `json` or `jsonl` (the same: one object per line, schema in
+    /// docs/querylog-jsonl.md) or `csv`.
     #[arg(long, default_value = "table")]
     pub format: String,
     /// Keep printing new entries as they arrive (oldest first).

@@ -1,4 +1,5 @@
-//! Streaming output for the CLI: `table`, `json` (JSON Lines) and `csv`.
+//! Streaming output for the CLI: `table`, `json` (JSON Lines, also called
+//! `jsonl`) and `csv`.
 //!
 //! [`EntryWriter`] writes one entry at a time (for `--follow`);
 //! [`write_entries`] drains an iterator. Nothing is buffered beyond the
@@ -24,7 +25,8 @@ pub enum OutputFormat {
     /// Aligned columns for people.
     #[default]
     Table,
-    /// One JSON object per line.
+    /// One JSON object per line, schema version [`JSONL_VERSION`]
+    /// (`docs/querylog-jsonl.md`). `json` and `jsonl` name this one format.
     Json,
     /// RFC 4180 CSV with a header row.
     Csv,
@@ -38,7 +40,7 @@ impl FromStr for OutputFormat {
             "json" | "jsonl" => Ok(OutputFormat::Json),
             "csv" => Ok(OutputFormat::Csv),
             _ => Err(QueryLogError::Parse(format!(
-                "unknown format {s:?} (expected table, json or csv)"
+                "unknown format {s:?} (expected table, json, jsonl or csv)"
             ))),
         }
     }
@@ -84,11 +86,18 @@ pub fn rcode_name(r: u16) -> Cow<'static, str> {
     })
 }
 
-/// The JSON Lines object: every [`Entry`] field plus `time` (RFC 3339),
-/// `type`, `rcode_name` and `ede` ([`logged_ede`], when there is one). Parses
-/// back into an [`Entry`] with serde_json.
+/// Schema version of the JSON Lines output, the `v` of every line. Within a
+/// version fields are only ever added, never renamed, retyped or removed;
+/// anything else is a new version. `docs/querylog-jsonl.md` lists the fields
+/// (a test compares that list with what is written).
+pub const JSONL_VERSION: u8 = 1;
+
+/// The JSON Lines object: `v` ([`JSONL_VERSION`]), every [`Entry`] field,
+/// `time` (RFC 3339), `type`, `rcode_name` and `ede` ([`logged_ede`], when
+/// there is one). Parses back into an [`Entry`] with serde_json.
 #[derive(Serialize)]
 struct JsonRow<'a> {
+    v: u8,
     time: &'a str,
     #[serde(rename = "type")]
     qtype_name: &'a str,
@@ -249,6 +258,7 @@ impl<W: Write> EntryWriter<W> {
                 let mut time = String::with_capacity(24);
                 push_time(&mut time, e.time_ms, 'T', "Z");
                 let row = JsonRow {
+                    v: JSONL_VERSION,
                     time: &time,
                     qtype_name: &qtype_name(e.qtype),
                     rcode_name: &rcode_name(e.rcode),
