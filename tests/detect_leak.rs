@@ -48,14 +48,21 @@ fn u(v: &Value, field: &str) -> u64 {
 #[test]
 fn json_report_on_sessions_v2_holds_leakage_invariants() {
     let out = detect_eval(&["--format", "json", SESSIONS_V2]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rep: Value = serde_json::from_slice(&out.stdout).expect("detect-eval json parses");
     assert_eq!(rep["mode"], "replay");
 
     for list in [&rep["sessions"], &rep["families"]] {
         for e in list.as_array().unwrap() {
             // Nothing is leaked before a flag that is not also sent.
-            assert!(u(e, "bytes_before_first_flag") <= u(e, "payload_bytes"), "{e:#}");
+            assert!(
+                u(e, "bytes_before_first_flag") <= u(e, "payload_bytes"),
+                "{e:#}"
+            );
             assert!(u(e, "unflagged_bytes") <= u(e, "payload_bytes"), "{e:#}");
             assert!(u(e, "queries_before_first_flag") <= u(e, "tunnel"), "{e:#}");
             assert!(u(e, "tunnel_flagged") <= u(e, "tunnel"), "{e:#}");
@@ -102,7 +109,11 @@ fn json_report_on_sessions_v2_holds_leakage_invariants() {
         list.as_array().unwrap().iter().map(|e| u(e, field)).sum()
     };
     for field in ["tunnel", "benign", "benign_flagged", "payload_bytes"] {
-        assert_eq!(sum(&rep["sessions"], field), sum(&rep["families"], field), "{field}");
+        assert_eq!(
+            sum(&rep["sessions"], field),
+            sum(&rep["families"], field),
+            "{field}"
+        );
     }
     let syl = by_key(&rep["families"], "family", "syllable_encoded");
     assert_eq!(u(syl, "tunnel_streams"), 1);
@@ -111,13 +122,22 @@ fn json_report_on_sessions_v2_holds_leakage_invariants() {
 #[test]
 fn table_report_shows_leakage_and_alarm_sections() {
     let out = detect_eval(&[SESSIONS_V2]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let leak = text.find("tunnel leakage").expect("leakage section");
-    let alarms = text.find("benign alarms per client-hour").expect("alarm section");
+    let alarms = text
+        .find("benign alarms per client-hour")
+        .expect("alarm section");
     assert!(leak < alarms, "{text}");
     for s in ["P5_syllable_slow", "P6_agent_plaintext"] {
-        assert!(text[leak..alarms].contains(s), "{s} missing from leakage:\n{text}");
+        assert!(
+            text[leak..alarms].contains(s),
+            "{s} missing from leakage:\n{text}"
+        );
     }
     assert!(text[alarms..].contains("P8_benign_mixed"), "{text}");
 

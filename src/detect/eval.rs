@@ -49,6 +49,9 @@ impl Tally {
     }
 }
 
+/// A set of labels (decoded bytes).
+type Labels = HashSet<Box<[u8]>>;
+
 /// Counts new payload text per client and registrable domain.
 ///
 /// A query's payload bytes are the decoded bytes (a `\DDD` escape is one
@@ -60,7 +63,8 @@ impl Tally {
 /// taken as the registrable domain, as the detector keys its state.
 #[derive(Debug, Default)]
 pub struct PayloadMeter {
-    seen: HashSet<(IpAddr, Box<[u8]>, Box<[u8]>)>,
+    /// Labels already sent, per (client, registrable domain).
+    seen: HashMap<(IpAddr, Box<[u8]>), Labels>,
 }
 
 impl PayloadMeter {
@@ -69,10 +73,13 @@ impl PayloadMeter {
         let n = Name::parse(qname);
         let below = (n.lower().len() - n.registrable().len()).saturating_sub(1);
         let raw = &n.sub_raw()[..below.min(n.sub_raw().len())];
-        let reg: Box<[u8]> = n.registrable().into();
+        let sent = self
+            .seen
+            .entry((client, n.registrable().into()))
+            .or_default();
         raw.split(|&b| b == b'.')
             .filter(|l| !l.is_empty())
-            .filter(|l| self.seen.insert((client, reg.clone(), (*l).into())))
+            .filter(|l| sent.insert((*l).into()))
             .map(|l| l.len() as u64)
             .sum()
     }
