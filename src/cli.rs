@@ -74,13 +74,17 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Measure the tunnel detector on labelled traffic: a CSV with columns
-    /// `qname,qtype,label` (`benign|tunnel`), optional `difficulty` and `ts`.
+    /// `qname,qtype,label` (`benign|tunnel`), optional `difficulty`, `family`,
+    /// `ts`, `client` and `session` (then also leakage and alarms per client-hour).
     DetectEval {
         /// The CSV file.
         file: PathBuf,
         /// Configuration file whose `[detect]` settings to use (default: embedded).
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
     },
     /// Set the dashboard password (read from stdin, or prompted for on a terminal);
     /// stores an argon2id hash in `DATA_DIR/web-password` (mode 0600). A running

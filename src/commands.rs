@@ -47,15 +47,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             stats(&req, &format, verbose, &config)
         }
-        Command::DetectEval { file, config } => {
+        Command::DetectEval {
+            file,
+            config,
+            format,
+        } => {
+            anyhow::ensure!(
+                matches!(format.as_str(), "table" | "json"),
+                "unknown format {format:?}: use table or json"
+            );
             let cfg = load(&config)?;
             let f = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
-            crate::detect::eval_with(
-                &cfg.detect,
-                std::io::BufReader::new(f),
-                std::io::stdout().lock(),
-            )?;
+            let csv = std::io::BufReader::new(f);
+            let mut out = std::io::stdout().lock();
+            if format == "json" {
+                let rep = crate::detect::eval_with(&cfg.detect, csv, std::io::sink())?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&rep.to_json())?)?;
+            } else {
+                crate::detect::eval_with(&cfg.detect, csv, out)?;
+            }
             Ok(())
         }
         Command::SetPassword { config } => set_password(&config),

@@ -8,11 +8,20 @@
 //! order through the stateful detector, otherwise every name is scored on
 //! its own), `client` (IP address) and `session` (per-session summary).
 //! Fields may be double-quoted (`""` escapes a quote; quoted newlines work).
+//!
+//! With a `session` column the report also says what a tunnel got out before
+//! it was caught and what benign traffic costs in alarms ([`Exposure`]; the
+//! definitions are in `docs/DETECTION.md`): payload bytes are the bytes of
+//! labels below the registrable domain that the client had not sent under
+//! that domain before ([`PayloadMeter`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 
+use serde::Serialize;
+
+use super::name::Name;
 use super::{Action, DetectConfig, DetectError, Detector};
 
 /// Flagged out of total.
@@ -40,15 +49,138 @@ impl Tally {
     }
 }
 
-/// Per-session replay summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionSummary {
-    /// Tunnel rows seen in the session.
+/// A set of labels (decoded bytes).
+type Labels = HashSet<Box<[u8]>>;
+
+/// Counts new payload text per client and registrable domain.
+///
+/// A query's payload bytes are the decoded bytes (a `\DDD` escape is one
+/// byte; dots are not counted) of each label below the query's registrable
+/// domain that this client has not sent below that registrable domain
+/// before, compared byte for byte (case kept: case carries data in base64
+/// tunnels). A repeated label (`cdn`, `hooks`, a re-sent chunk) is not new
+/// text. When the name has no known public suffix, the last two labels are
+/// taken as the registrable domain, as the detector keys its state.
+#[derive(Debug, Default)]
+pub struct PayloadMeter {
+    /// Labels already sent, per (client, registrable domain).
+    seen: HashMap<(IpAddr, Box<[u8]>), Labels>,
+}
+
+impl PayloadMeter {
+    /// Payload bytes of `qname` sent by `client`, remembering its labels.
+    pub fn observe(&mut self, client: IpAddr, qname: &str) -> u64 {
+        let n = Name::parse(qname);
+        let below = (n.lower().len() - n.registrable().len()).saturating_sub(1);
+        let raw = &n.sub_raw()[..below.min(n.sub_raw().len())];
+        let sent = self
+            .seen
+            .entry((client, n.registrable().into()))
+            .or_default();
+        raw.split(|&b| b == b'.')
+            .filter(|l| !l.is_empty())
+            .filter(|l| sent.insert((*l).into()))
+            .map(|l| l.len() as u64)
+            .sum()
+    }
+}
+
+/// What a group of rows (a session, or a family across sessions) cost:
+/// tunnel payload that got out before and despite detection, and alarms on
+/// benign traffic per client-hour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Exposure {
+    /// Tunnel streams in the group: a session's tunnel rows (per family in
+    /// family totals).
+    pub tunnel_streams: u64,
+    /// Streams with at least one flagged tunnel row.
+    pub tunnel_streams_flagged: u64,
+    /// Tunnel rows.
     pub tunnel: u64,
-    /// Benign rows flagged (alarms) in the session.
-    pub benign_flagged: u64,
-    /// 1-based index, among the session's tunnel rows, of the first flagged one.
+    /// Tunnel rows flagged.
+    pub tunnel_flagged: u64,
+    /// Flags on tunnel rows per confidence level. `None`: the detector has
+    /// no confidence levels yet (issue #23), so none are reported.
+    pub tunnel_flagged_by_confidence: Option<BTreeMap<String, u64>>,
+    /// 1-based index, among the stream's tunnel rows, of the first flagged
+    /// one (per session only; `None` in family totals or when never flagged).
     pub first_tunnel_flag: Option<u64>,
+    /// Tunnel rows before the first flagged one (all of them if none was).
+    pub queries_before_first_flag: u64,
+    /// Payload bytes of the tunnel rows before the first flagged one (all
+    /// of them if none was); the flagged query itself is not counted.
+    pub bytes_before_first_flag: u64,
+    /// Payload bytes of all tunnel rows.
+    pub payload_bytes: u64,
+    /// Payload bytes of tunnel rows that were not flagged: what got out
+    /// where the action refuses flagged queries.
+    pub unflagged_bytes: u64,
+    /// Benign rows.
+    pub benign: u64,
+    /// Benign rows flagged (alarms).
+    pub benign_flagged: u64,
+    /// Client-hours the benign rows span: per (session, client), the time
+    /// from its first to its last benign row of the group, summed.
+    pub benign_client_hours: f64,
+    #[serde(skip)]
+    spans: HashMap<IpAddr, (u64, u64)>,
+}
+
+impl Exposure {
+    fn add(&mut self, r: &Row, flagged: bool, bytes: u64) {
+        if r.tunnel {
+            if self.tunnel == 0 {
+                self.tunnel_streams = 1;
+            }
+            self.tunnel += 1;
+            self.payload_bytes += bytes;
+            if flagged {
+                self.tunnel_flagged += 1;
+                self.tunnel_streams_flagged = 1;
+                self.first_tunnel_flag.get_or_insert(self.tunnel);
+            } else {
+                self.unflagged_bytes += bytes;
+            }
+            if self.first_tunnel_flag.is_none() {
+                self.queries_before_first_flag += 1;
+                self.bytes_before_first_flag += bytes;
+            }
+        } else {
+            self.benign += 1;
+            self.benign_flagged += u64::from(flagged);
+            if let Some(ts) = r.ts_ms {
+                let e = self.spans.entry(r.client).or_insert((ts, ts));
+                e.0 = e.0.min(ts);
+                e.1 = e.1.max(ts);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let ms: u64 = self.spans.drain().map(|(_, (a, b))| b - a).sum();
+        self.benign_client_hours = ms as f64 / 3_600_000.0;
+    }
+
+    /// Adds a finished group's totals (first-flag position is not additive).
+    fn merge(&mut self, o: &Exposure) {
+        self.tunnel_streams += o.tunnel_streams;
+        self.tunnel_streams_flagged += o.tunnel_streams_flagged;
+        self.tunnel += o.tunnel;
+        self.tunnel_flagged += o.tunnel_flagged;
+        self.queries_before_first_flag += o.queries_before_first_flag;
+        self.bytes_before_first_flag += o.bytes_before_first_flag;
+        self.payload_bytes += o.payload_bytes;
+        self.unflagged_bytes += o.unflagged_bytes;
+        self.benign += o.benign;
+        self.benign_flagged += o.benign_flagged;
+        self.benign_client_hours += o.benign_client_hours;
+    }
+
+    /// Alarms on benign rows per client-hour (`None` when the rows span no time).
+    pub fn alarms_per_client_hour(&self) -> Option<f64> {
+        (self.benign_client_hours > 0.0)
+            .then(|| self.benign_flagged as f64 / self.benign_client_hours)
+    }
 }
 
 /// Result of [`eval`].
@@ -65,7 +197,10 @@ pub struct EvalReport {
     /// Per (label, family).
     pub by_family: BTreeMap<(String, String), Tally>,
     /// Per session (when a `session` column exists).
-    pub sessions: BTreeMap<String, SessionSummary>,
+    pub sessions: BTreeMap<String, Exposure>,
+    /// Per (label, family), summed over sessions (when a `session` column
+    /// exists): tunnel streams are counted per session.
+    pub family_exposure: BTreeMap<(String, String), Exposure>,
     /// Highest-scoring benign rows that were flagged: (score, qname, reasons).
     pub worst_false_positives: Vec<(f32, String, String)>,
     /// Lowest-scoring tunnel rows that were missed: (score, qname, reasons).
@@ -276,6 +411,8 @@ pub fn eval_with(
     };
     let mut fps = Vec::new();
     let mut misses = Vec::new();
+    let mut meter = PayloadMeter::default();
+    let mut units: BTreeMap<(String, String, String), Exposure> = BTreeMap::new();
     for r in &rows {
         let s = match r.ts_ms {
             Some(ts) if replayed => det.observe(ts, r.client, &r.qname, r.qtype),
@@ -306,16 +443,26 @@ pub fn eval_with(
                 .add(flagged);
         }
         if let Some(sess) = &r.session {
-            let e = rep.sessions.entry(sess.clone()).or_default();
-            if r.tunnel {
-                e.tunnel += 1;
-                if flagged && e.first_tunnel_flag.is_none() {
-                    e.first_tunnel_flag = Some(e.tunnel);
-                }
-            } else if flagged {
-                e.benign_flagged += 1;
-            }
+            let bytes = meter.observe(r.client, &r.qname);
+            let label = if r.tunnel { "tunnel" } else { "benign" };
+            let fam = r.family.clone().unwrap_or_default();
+            rep.sessions
+                .entry(sess.clone())
+                .or_default()
+                .add(r, flagged, bytes);
+            units
+                .entry((label.to_string(), fam, sess.clone()))
+                .or_default()
+                .add(r, flagged, bytes);
         }
+    }
+    rep.sessions.values_mut().for_each(Exposure::finish);
+    for ((label, fam, _), mut e) in units {
+        e.finish();
+        rep.family_exposure
+            .entry((label, fam))
+            .or_default()
+            .merge(&e);
     }
     fps.sort_by(|a, b| b.0.total_cmp(&a.0));
     misses.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -362,15 +509,8 @@ fn print_report(rep: &EvalReport, out: &mut impl Write) -> std::io::Result<()> {
             writeln!(out, "  {label:<7} {fam:<32} {}", pct(t))?;
         }
     }
-    for (s, sum) in &rep.sessions {
-        writeln!(
-            out,
-            "session {s}: {} tunnel rows, first flagged at tunnel row {}, {} benign alarms",
-            sum.tunnel,
-            sum.first_tunnel_flag
-                .map_or_else(|| "-".to_string(), |n| n.to_string()),
-            sum.benign_flagged
-        )?;
+    if !rep.sessions.is_empty() {
+        print_exposure(rep, out)?;
     }
     writeln!(out, "worst false positives:")?;
     for (s, q, why) in &rep.worst_false_positives {
@@ -381,6 +521,116 @@ fn print_report(rep: &EvalReport, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(out, "  {s:6.2}  {q}  [{why}]")?;
     }
     Ok(())
+}
+
+fn print_exposure(rep: &EvalReport, out: &mut impl Write) -> std::io::Result<()> {
+    let sessions = rep.sessions.iter().map(|(s, e)| (s.clone(), e));
+    let families = rep
+        .family_exposure
+        .iter()
+        .map(|((l, f), e)| (format!("{l} {f}"), e));
+    writeln!(
+        out,
+        "tunnel leakage (payload bytes: new label bytes below the registrable domain, \
+         see docs/DETECTION.md):"
+    )?;
+    writeln!(
+        out,
+        "  {:<36} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "session / label family",
+        "flagged",
+        "streams",
+        "1st at",
+        "q before",
+        "B before",
+        "B total",
+        "B unflag",
+        "by level"
+    )?;
+    for (name, e) in sessions.clone().chain(families.clone()) {
+        if e.tunnel == 0 {
+            continue;
+        }
+        writeln!(
+            out,
+            "  {name:<36} {:>8} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            format!("{}/{}", e.tunnel_flagged, e.tunnel),
+            format!("{}/{}", e.tunnel_streams_flagged, e.tunnel_streams),
+            e.first_tunnel_flag
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            e.queries_before_first_flag,
+            e.bytes_before_first_flag,
+            e.payload_bytes,
+            e.unflagged_bytes,
+            e.tunnel_flagged_by_confidence
+                .as_ref()
+                .map_or_else(|| "n/a".to_string(), |m| format!("{m:?}")),
+        )?;
+    }
+    writeln!(out, "benign alarms per client-hour:")?;
+    writeln!(
+        out,
+        "  {:<36} {:>8} {:>8} {:>10} {:>12}",
+        "session / label family", "rows", "alarms", "client-h", "alarms/c-h"
+    )?;
+    for (name, e) in sessions.chain(families) {
+        if e.benign == 0 {
+            continue;
+        }
+        writeln!(
+            out,
+            "  {name:<36} {:>8} {:>8} {:>10.2} {:>12}",
+            e.benign,
+            e.benign_flagged,
+            e.benign_client_hours,
+            e.alarms_per_client_hour()
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.4}")),
+        )?;
+    }
+    Ok(())
+}
+
+impl EvalReport {
+    /// The report as JSON (what `dnsguard detect-eval --format json` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let tally = |t: &Tally| json!({"total": t.total, "flagged": t.flagged, "rate": t.rate()});
+        let exposure = |e: &Exposure| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["ever_flagged"] = json!(e.tunnel_flagged > 0);
+            v["alarms_per_client_hour"] = json!(e.alarms_per_client_hour());
+            v
+        };
+        let listed = |v: &[(f32, String, String)]| {
+            v.iter()
+                .map(|(s, q, why)| json!({"score": s, "qname": q, "reasons": why}))
+                .collect::<Vec<_>>()
+        };
+        json!({
+            "mode": if self.replayed { "replay" } else { "stateless" },
+            "tunnel": tally(&self.tunnel),
+            "benign": tally(&self.benign),
+            "by_difficulty": self.by_difficulty.iter().map(|(d, (t, b))| {
+                (d.clone(), json!({"tunnel": tally(t), "benign": tally(b)}))
+            }).collect::<serde_json::Map<_, _>>(),
+            "by_family": self.by_family.iter().map(|((l, f), t)| {
+                json!({"label": l, "family": f, "rows": tally(t)})
+            }).collect::<Vec<_>>(),
+            "sessions": self.sessions.iter().map(|(s, e)| {
+                let mut v = exposure(e);
+                v["session"] = json!(s);
+                v
+            }).collect::<Vec<_>>(),
+            "families": self.family_exposure.iter().map(|((l, f), e)| {
+                let mut v = exposure(e);
+                v["label"] = json!(l);
+                v["family"] = json!(f);
+                v
+            }).collect::<Vec<_>>(),
+            "worst_false_positives": listed(&self.worst_false_positives),
+            "worst_misses": listed(&self.worst_misses),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -415,5 +665,102 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("TPR 100.00%"), "{text}");
         assert!(eval("qname,label\nx,benign\n".as_bytes(), Vec::new()).is_err());
+    }
+
+    #[test]
+    fn payload_bytes_count_new_labels_per_client_and_domain() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut m = PayloadMeter::default();
+        // "ab" + "cd" + "x"; the registrable domain is not payload.
+        assert_eq!(m.observe(a, "ab.cd.x.evil.com"), 5);
+        // Only "ef" is new.
+        assert_eq!(m.observe(a, "ab.ef.x.evil.com"), 2);
+        // `\066` is one byte ("B"); case is kept, so "AB" is new.
+        assert_eq!(m.observe(a, r"A\066.x.evil.com"), 2);
+        // Same labels from another client, or under another domain, are new.
+        assert_eq!(m.observe(b, "ab.cd.x.evil.com"), 5);
+        assert_eq!(m.observe(a, "ab.evil.org"), 2);
+        // The registrable domain alone, and a repeat, carry nothing.
+        assert_eq!(m.observe(a, "evil.com"), 0);
+        assert_eq!(m.observe(a, "ab.cd.x.evil.com."), 0);
+        // No known public suffix: the last two labels are the domain.
+        assert_eq!(m.observe(a, "dnscat.abcd.c2.notatld"), 10);
+    }
+
+    /// A hand-made session set whose answer is worked out by hand.
+    #[test]
+    fn exposure_of_hand_made_sessions() {
+        let long = "mzxw6ytboi2gk43umvzxi5dpmvzwg2lbmvzw42dpnvqxi";
+        let csv = format!(
+            "ts,session,client,qname,qtype,label,family\n\
+             0,T,10.0.0.1,ab.cd.x.evil.com,A,tunnel,f\n\
+             10,T,10.0.0.1,ab.ef.x.evil.com,A,tunnel,f\n\
+             20,T,10.0.0.1,A\\066.x.evil.com,A,tunnel,f\n\
+             30,T,10.0.0.1,{long}.x.evil.com,TXT,tunnel,f\n\
+             0,S,10.0.0.2,hello.w.other.org,A,tunnel,f\n\
+             60,S,10.0.0.2,world.w.other.org,A,tunnel,f\n\
+             0,B,10.0.0.3,www.example.com,A,benign,web\n\
+             1800,B,10.0.0.3,www.example.com,A,benign,web\n\
+             0,B,10.0.0.4,www.example.net,A,benign,web\n\
+             1800,B,10.0.0.4,{long}.files.example.net,TXT,benign,odd\n\
+             3600,B,10.0.0.4,www.example.net,A,benign,web\n\
+             5,B,10.0.0.5,www.example.org,A,benign,web\n"
+        );
+        let mut out = Vec::new();
+        let rep = eval(csv.as_bytes(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+
+        // T: 5 + 2 + 2 bytes before the long base32 label is flagged at row 4.
+        let t = &rep.sessions["T"];
+        assert_eq!(t.first_tunnel_flag, Some(4), "{text}");
+        assert_eq!(t.queries_before_first_flag, 3);
+        assert_eq!(t.bytes_before_first_flag, 9);
+        assert_eq!(t.payload_bytes, 9 + long.len() as u64);
+        assert_eq!(t.unflagged_bytes, 9);
+        assert_eq!((t.tunnel, t.tunnel_flagged), (4, 1));
+        assert_eq!(t.tunnel_flagged_by_confidence, None);
+
+        // S: never flagged, so everything it sent counts: 5 + 1 + 5.
+        let s = &rep.sessions["S"];
+        assert_eq!(s.first_tunnel_flag, None);
+        assert_eq!(
+            (s.queries_before_first_flag, s.bytes_before_first_flag),
+            (2, 11)
+        );
+        assert_eq!(s.unflagged_bytes, 11);
+
+        // Family f: two streams, one caught; leaked bytes add up.
+        let f = &rep.family_exposure[&("tunnel".to_string(), "f".to_string())];
+        assert_eq!((f.tunnel_streams, f.tunnel_streams_flagged), (2, 1));
+        assert_eq!((f.bytes_before_first_flag, f.tunnel), (20, 6));
+        assert_eq!(f.first_tunnel_flag, None);
+
+        // B: 0.5 h (10.0.0.3) + 1 h (10.0.0.4) + 0 h (one row), one alarm.
+        let b = &rep.sessions["B"];
+        assert_eq!((b.benign, b.benign_flagged), (6, 1));
+        assert!((b.benign_client_hours - 1.5).abs() < 1e-9);
+        assert!((b.alarms_per_client_hour().unwrap() - 1.0 / 1.5).abs() < 1e-9);
+        assert_eq!(b.tunnel_streams, 0);
+        // Family "odd" is one row: it spans no time, so no rate.
+        let odd = &rep.family_exposure[&("benign".to_string(), "odd".to_string())];
+        assert_eq!(
+            (odd.benign_flagged, odd.alarms_per_client_hour()),
+            (1, None)
+        );
+        let web = &rep.family_exposure[&("benign".to_string(), "web".to_string())];
+        assert_eq!(web.alarms_per_client_hour(), Some(0.0));
+
+        assert!(text.contains("tunnel leakage"), "{text}");
+        let json = rep.to_json();
+        let t_json = json["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["session"] == "T")
+            .unwrap();
+        assert_eq!(t_json["bytes_before_first_flag"], 9);
+        assert_eq!(t_json["ever_flagged"], true);
+        assert!(t_json["tunnel_flagged_by_confidence"].is_null());
     }
 }
