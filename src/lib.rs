@@ -8,8 +8,8 @@
 //! bypass canaries → [`filter`] (client group, lists, block/allow) → tunnel
 //! detection ([`detect`]) → local and special-use names → cache → resolver
 //! ([`resolve`]: conditional forwarding, forwarder, recursor) → checks on the answer
-//! (CNAME cloaking, [`rebinding`], answer rules) → the [`querylog`] and the egress
-//! [`guard`]. `dnsguard check` runs the same steps without the network
+//! (CNAME cloaking, [`rebinding`], answer rules) → the [`querylog`], the egress
+//! [`guard`] and [`dnstap`]. `dnsguard check` runs the same steps without the network
 //! (`Pipeline::check`). [`lists`] supplies list texts (files, builtins,
 //! downloads); [`web`] is the dashboard and API. [`app`] wires the pieces together
 //! from a [`config::Config`]; [`cli`] and [`commands`] are the command line. See

@@ -81,12 +81,18 @@ impl DnsServer {
     }
 }
 
-/// Binds UDP and TCP on the same address. Port 0 means "any free port": the UDP
-/// socket picks one and TCP takes the same; if that TCP port is taken, try again.
+/// Binds UDP and TCP on the same address. Port 0 means "any free port": a port no
+/// socket holds is picked for UDP and TCP takes the same; if that TCP port is
+/// taken, try again.
 fn bind_pair(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, tokio::net::TcpListener)> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
+        let addr = if addr.port() == 0 {
+            free_udp_port(addr)?
+        } else {
+            addr
+        };
         let udp = bind_udp(addr).with_context(|| format!("cannot listen on UDP {addr}"))?;
         let tcp_addr = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
         match bind_tcp(tcp_addr) {
@@ -98,6 +104,17 @@ fn bind_pair(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, tokio::ne
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot listen on {addr}")))
+}
+
+/// `addr` with a UDP port that no socket holds. The workers' sockets share their
+/// port through `SO_REUSEPORT` and `SO_REUSEADDR`, and with those set the kernel
+/// may give "port 0" a port that other such sockets of the same user already hold
+/// (another dnsguard's, say), which would then split the queries between them. A
+/// socket without either option only gets a port nobody holds.
+fn free_udp_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let probe = std::net::UdpSocket::bind(addr)
+        .with_context(|| format!("cannot find a free UDP port on {}", addr.ip()))?;
+    Ok(probe.local_addr()?)
 }
 
 /// A blocking UDP socket with `SO_REUSEPORT`, so each worker gets its own socket
