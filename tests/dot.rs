@@ -78,7 +78,13 @@ fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
 fn kdig(addr: SocketAddr, opts: &[&str], name: &str) -> (bool, String) {
     let out = Command::new("kdig")
         .arg(format!("@{}", addr.ip()))
-        .args(["-p", &addr.port().to_string(), "+tls", "+timeout=3", "+retry=0"])
+        .args([
+            "-p",
+            &addr.port().to_string(),
+            "+tls",
+            "+timeout=3",
+            "+retry=0",
+        ])
         .args(opts)
         .arg(name)
         .output()
@@ -109,7 +115,10 @@ fn kdig_resolves_and_gets_block_answers_over_tls() {
     assert!(text.contains("192.0.2.1"), "{text}");
     assert!(text.contains("TLS"), "kdig reports the TLS session: {text}");
     let text = kdig_ca(dot.addr, &ca, "doubleclick.net");
-    assert!(text.contains("0.0.0.0"), "blocked name gets the null IP: {text}");
+    assert!(
+        text.contains("0.0.0.0"),
+        "blocked name gets the null IP: {text}"
+    );
     assert_eq!(up.queries_for("doubleclick.net."), 0);
     // The query log has the DoT queries (same pipeline as TCP).
     assert_eq!(up.queries_for("www.fwd.test."), 1);
