@@ -60,9 +60,11 @@ pub struct Config {
 /// The default log filter: dnsguard's own lines, and third-party crates' warnings
 /// only. hickory and rustls report an unreachable or untrusted upstream once per
 /// query and connection attempt (half a dozen long lines per query offline);
-/// dnsguard says it once per upstream instead, with the reason.
+/// dnsguard says it once per upstream instead, with the reason. rustls's server
+/// side and message parser say nothing below errors: what a DNS-over-TLS client
+/// sends (an IP address as SNI, as kdig does) would be a warning per connection.
 pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,\
-hickory_proto=warn,rustls=warn,rustls_platform_verifier=off";
+hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
 
 /// `[server]`: where dnsguard listens and which clients it answers.
 #[derive(Debug, Clone, Deserialize)]

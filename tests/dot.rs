@@ -114,6 +114,17 @@ fn kdig_resolves_and_gets_block_answers_over_tls() {
     assert!(text.contains("status: NOERROR"), "{text}");
     assert!(text.contains("192.0.2.1"), "{text}");
     assert!(text.contains("TLS"), "kdig reports the TLS session: {text}");
+    // The host name is in the self-signed certificate too.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let (ok, text) = kdig(
+        dot.addr,
+        &[
+            &format!("+tls-ca={}", ca.display()),
+            &format!("+tls-hostname={}", host.trim()),
+        ],
+        "www.fwd.test",
+    );
+    assert!(ok && text.contains("192.0.2.1"), "{text}");
     let text = kdig_ca(dot.addr, &ca, "doubleclick.net");
     assert!(
         text.contains("0.0.0.0"),
@@ -369,4 +380,65 @@ fn a_certificate_renewed_on_disk_is_served_after_sighup() {
     });
     let (ok, text) = kdig(dot.addr, &[&format!("+tls-pin={new_pin}")], "www.fwd.test");
     assert!(ok, "{text}");
+}
+
+/// With the default log filter (no RUST_LOG), a client that sends an IP address as
+/// SNI (kdig does, given none) is not a warning per connection.
+#[test]
+fn dot_clients_do_not_flood_the_default_log() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dnsguard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\n\
+             [resolver]\nupstreams = [\"{}\"]\n[web]\nlisten = \"127.0.0.1:0\"\n",
+            up.addr()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(common::server::binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("server log ended").unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(rest) = line.split("listening (DNS over TLS) addr=").nth(1) {
+            break rest.trim().parse().unwrap();
+        }
+    };
+    // +tls-ca without +tls-hostname: kdig sends the server's IP as SNI.
+    let ca = format!(
+        "+tls-ca={}",
+        dir.path().join("dnsguard-data/tls/cert.pem").display()
+    );
+    for _ in 0..3 {
+        let (ok, text) = kdig(addr, &[&ca], "www.fwd.test");
+        assert!(ok && text.contains("192.0.2.1"), "{text}");
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for line in lines.map_while(Result::ok) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{log}");
+    assert!(log.contains("shutting down"), "whole log read: {log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("rustls")),
+        "rustls warnings for normal DoT clients:\n{log}"
+    );
 }
