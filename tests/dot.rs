@@ -442,3 +442,57 @@ fn dot_clients_do_not_flood_the_default_log() {
         "rustls warnings for normal DoT clients:\n{log}"
     );
 }
+
+/// A configured certificate that cannot be used stops the start with the file and
+/// the reason, before any listener opens: garbage in the certificate file, or a
+/// key that does not belong to the certificate.
+#[test]
+fn a_broken_certificate_stops_the_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (cert_a, _) = write_cert(&a);
+    let (_, key_b) = write_cert(&b);
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    for (cert, key, reason) in [
+        (
+            &garbage,
+            &key_b,
+            format!("{}: no PEM certificate found", garbage.display()),
+        ),
+        (
+            &cert_a,
+            &key_b,
+            format!(
+                "{}: the private key does not belong to the certificate {}",
+                key_b.display(),
+                cert_a.display()
+            ),
+        ),
+    ] {
+        let path = dir.path().join("dnsguard.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\n\
+                 [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+                 [web]\nlisten = \"127.0.0.1:0\"\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(common::server::binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(&reason), "want {reason:?} in:\n{err}");
+        assert!(!err.contains("listening (DNS over TLS)"), "{err}");
+    }
+}

@@ -37,10 +37,10 @@ pub enum CertError {
     #[error("[tls] needs both cert_file and key_file, or neither (self-signed)")]
     Incomplete,
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The certificate file holds no PEM certificate.
     #[error("{0}: no PEM certificate found")]
@@ -51,12 +51,12 @@ pub enum CertError {
     /// The certificate's DER could not be read (for its public key).
     #[error("{0}: the certificate is not valid DER X.509")]
     BadCertificate(PathBuf),
-    /// rustls rejected the key, or the key does not belong to the certificate.
-    #[error("{path}: {source}")]
-    Key {
-        path: PathBuf,
-        source: rustls::Error,
-    },
+    /// rustls cannot sign with the key (an unsupported type).
+    #[error("{path}: unusable private key: {error}")]
+    Key { path: PathBuf, error: rustls::Error },
+    /// The key is not the certificate's.
+    #[error("{key}: the private key does not belong to the certificate {cert}")]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
     /// The self-signed certificate could not be generated.
     #[error("cannot make a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -150,7 +150,7 @@ impl ResolvesServerCert for CertStore {
 fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, CertError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| CertError::Io { path, source }
+        move |error| CertError::Io { path, error }
     };
     let cert_pem = std::fs::read(cert_path).map_err(io(cert_path))?;
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
@@ -166,13 +166,16 @@ fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, CertErro
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(io(key_path))?
         .ok_or_else(|| CertError::NoKey(key_path.into()))?;
-    let key_error = |source| CertError::Key {
-        path: key_path.into(),
-        source,
-    };
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(key_error)?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|error| CertError::Key {
+            path: key_path.into(),
+            error,
+        })?;
     let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(key_error)?;
+    certified.keys_match().map_err(|_| CertError::KeyMismatch {
+        key: key_path.into(),
+        cert: cert_path.into(),
+    })?;
     Ok(certified)
 }
 
@@ -194,7 +197,7 @@ fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), CertError> {
     let cert = params.self_signed(&key)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| CertError::Io { path, source }
+        move |error| CertError::Io { path, error }
     };
     crate::datadir::create_dir(dir).map_err(io(dir))?;
     // The key first, so a half-written pair never looks complete.
