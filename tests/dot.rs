@@ -569,7 +569,7 @@ fn socket_protocols(mut file: &[u8]) -> Vec<u64> {
         out
     }
     let mut protocols = Vec::new();
-    let mut u32_at = |b: &mut &[u8]| {
+    let u32_at = |b: &mut &[u8]| {
         let v = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
         *b = &b[4..];
         v
