@@ -49,8 +49,18 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     if let Some(tap) = &dnstap {
         pipeline.set_dnstap(tap.clone());
     }
+    // Before any listener: a broken certificate stops the start with its reason.
+    let certs = if cfg.server.tls_listen.is_empty() {
+        None
+    } else {
+        Some(crate::dns::cert::CertStore::load(
+            &cfg.tls,
+            &cfg.server.data_dir,
+        )?)
+    };
     let server = DnsServer::start(
         &cfg.server.listen,
+        certs.as_ref().map(|c| (&cfg.server.tls_listen[..], c)),
         cfg.server.tcp_limits(),
         &cfg.server.rate_limit,
         pipeline.clone(),
@@ -61,7 +71,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(maintain_cache(pipeline.clone()));
     tasks.spawn(update_lists_periodically(live.clone()));
-    tasks.spawn(reload_on_sighup(hup, live.clone()));
+    tasks.spawn(reload_on_sighup(hup, live.clone(), certs));
 
     shutdown_signal(term).await;
     tracing::info!("shutting down");
@@ -289,8 +299,19 @@ impl Live {
     }
 }
 
-async fn reload_on_sighup(mut hup: tokio::signal::unix::Signal, live: Arc<Live>) {
+/// On SIGHUP: the configuration (lists, groups) and the TLS certificate files, so
+/// a renewed certificate is served without a restart.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    live: Arc<Live>,
+    certs: Option<Arc<crate::dns::cert::CertStore>>,
+) {
     while hup.recv().await.is_some() {
+        if let Some(certs) = &certs
+            && let Err(e) = certs.reload()
+        {
+            tracing::error!(error = %e, "TLS certificate reload failed; keeping the one in force");
+        }
         match live.reload().await {
             Ok(()) => tracing::info!("reloaded lists and groups"),
             Err(e) => {

@@ -45,6 +45,8 @@ pub struct Config {
     pub query_log: QueryLogConfig,
     /// The HTTP API.
     pub web: crate::web::WebConfig,
+    /// The certificate of the encrypted listeners (`[tls]`).
+    pub tls: crate::dns::cert::TlsConfig,
     /// DNS-rebinding protection: private and metadata addresses in public answers.
     pub rebinding: crate::rebinding::RebindingConfig,
     /// Where egress-guard alerts go (webhook, syslog, JSON-lines file).
@@ -58,9 +60,11 @@ pub struct Config {
 /// The default log filter: dnsguard's own lines, and third-party crates' warnings
 /// only. hickory and rustls report an unreachable or untrusted upstream once per
 /// query and connection attempt (half a dozen long lines per query offline);
-/// dnsguard says it once per upstream instead, with the reason.
+/// dnsguard says it once per upstream instead, with the reason. rustls's server
+/// side and message parser say nothing below errors: what a DNS-over-TLS client
+/// sends (an IP address as SNI, as kdig does) would be a warning per connection.
 pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,\
-hickory_proto=warn,rustls=warn,rustls_platform_verifier=off";
+hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
 
 /// `[server]`: where dnsguard listens and which clients it answers.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +72,9 @@ hickory_proto=warn,rustls=warn,rustls_platform_verifier=off";
 pub struct ServerConfig {
     /// Addresses to listen on, UDP and TCP each (IPv4 and IPv6 alike).
     pub listen: Vec<SocketAddr>,
+    /// Addresses to serve DNS over TLS on (RFC 7858; port 853 in production).
+    /// Empty: no DNS over TLS.
+    pub tls_listen: Vec<SocketAddr>,
     /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
     /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
     pub allow_clients: Vec<IpNet>,
@@ -91,6 +98,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            tls_listen: Vec::new(),
             allow_clients: [
                 "127.0.0.0/8",
                 "::1/128",
@@ -378,6 +386,8 @@ impl Config {
         self.alerts.file.as_mut().map(fix);
         self.resolver.tls_ca_file.as_mut().map(fix);
         self.resolver.trust_anchor_file.as_mut().map(fix);
+        self.tls.cert_file.as_mut().map(fix);
+        self.tls.key_file.as_mut().map(fix);
         self.local.hosts_files.iter_mut().for_each(fix);
         self.list_updates.allowed_dirs.iter_mut().for_each(fix);
         for list in &mut self.lists {

@@ -95,9 +95,10 @@ impl Handler {
             name: info.query.name().clone(),
             dnssec_ok,
             checking_disabled: request.metadata.checking_disabled,
-            transport: match request.protocol().is_datagram() {
-                true => crate::dnstap::Transport::Udp,
-                false => crate::dnstap::Transport::Tcp,
+            transport: match request.protocol() {
+                Protocol::Udp => crate::dnstap::Transport::Udp,
+                Protocol::Tls => crate::dnstap::Transport::Tls,
+                _ => crate::dnstap::Transport::Tcp,
             },
         };
         let reply = self.pipeline.handle_screened(&question, screened).await;

@@ -5,6 +5,7 @@
 //! code works with plain names, addresses and verdicts.
 
 pub mod block;
+pub mod cert;
 pub mod ede;
 pub mod handler;
 pub mod latency;
@@ -13,6 +14,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod server;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 pub mod wire;
 

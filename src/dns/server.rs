@@ -8,6 +8,7 @@ use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
+use super::cert::CertStore;
 use super::handler::Handler;
 use super::pipeline::Pipeline;
 use super::ratelimit::{RateLimitConfig, RateLimiter};
@@ -26,12 +27,16 @@ pub struct DnsServer {
     shutdown: CancellationToken,
     /// The addresses actually bound (port 0 in the config becomes a real port).
     pub local_addrs: Vec<SocketAddr>,
+    /// The DNS-over-TLS addresses actually bound.
+    pub tls_addrs: Vec<SocketAddr>,
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on every address and starts answering.
+    /// Binds UDP and TCP on every address (and DNS over TLS on `tls`' addresses,
+    /// with its certificate) and starts answering.
     pub fn start(
         listen: &[SocketAddr],
+        tls: Option<(&[SocketAddr], &Arc<CertStore>)>,
         tcp_limits: TcpLimits,
         rate_limit: &RateLimitConfig,
         pipeline: Arc<Pipeline>,
@@ -55,10 +60,18 @@ impl DnsServer {
                 tcp,
                 tcp_limits,
                 handler.clone(),
+                None,
                 shutdown.clone(),
             ));
             tracing::info!(addr = %bound, "listening (UDP and TCP)");
             local_addrs.push(bound);
+        }
+        let mut tls_addrs = Vec::new();
+        if let Some((tls_listen, certs)) = tls {
+            let (tasks, bound) =
+                super::tls::spawn(tls_listen, certs, tcp_limits, handler.clone(), &shutdown)?;
+            tcp_tasks.extend(tasks);
+            tls_addrs = bound;
         }
         let limiter = Arc::new(RateLimiter::new(rate_limit));
         let udp = UdpService::start(udp_sockets, pipeline, limiter)?;
@@ -67,6 +80,7 @@ impl DnsServer {
             tcp: tcp_tasks,
             shutdown,
             local_addrs,
+            tls_addrs,
         })
     }
 
@@ -133,7 +147,7 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(super) fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;

@@ -18,6 +18,11 @@
 //!   message);
 //! * an `accept` error (such as running out of descriptors) backs off briefly
 //!   instead of spinning.
+//!
+//! DNS over TLS ([`super::tls`]) is this same loop with a TLS acceptor: the
+//! handshake runs inside the connection's slot (it counts against both bounds and
+//! is cut off after `idle_timeout`), then the same framing loop reads the
+//! decrypted stream.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -122,21 +127,24 @@ impl Table {
     }
 }
 
-/// Serves DNS over TCP on `listener` with `handler` until `shutdown` is cancelled.
+/// Serves DNS over TCP on `listener` with `handler` until `shutdown` is cancelled;
+/// with `tls`, every connection first completes a TLS handshake (DNS over TLS).
 /// Returns the accept loop's task; connection tasks end with it.
 pub fn spawn<H: RequestHandler>(
     listener: tokio::net::TcpListener,
     limits: TcpLimits,
     handler: Arc<H>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(accept_loop(listener, limits, handler, shutdown))
+    tokio::spawn(accept_loop(listener, limits, handler, tls, shutdown))
 }
 
 async fn accept_loop<H: RequestHandler>(
     listener: tokio::net::TcpListener,
     limits: TcpLimits,
     handler: Arc<H>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let table = Arc::new(Mutex::new(Table {
@@ -162,10 +170,40 @@ async fn accept_loop<H: RequestHandler>(
         };
         let (id, last_active, close) = table.lock().admit(src.ip());
         let (table, handler, shutdown) = (table.clone(), handler.clone(), shutdown.clone());
+        let tls = tls.clone();
         tasks.spawn(async move {
             let epoch = table.lock().epoch;
+            let connection = async {
+                let conn = Connection {
+                    src,
+                    idle_timeout: limits.idle_timeout,
+                    last_active: &last_active,
+                    epoch,
+                };
+                match tls {
+                    None => serve(stream, &conn, &*handler, Protocol::Tcp).await,
+                    Some(acceptor) => {
+                        // A client that never finishes the handshake is idle.
+                        match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => serve(stream, &conn, &*handler, Protocol::Tls).await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%src, %error, "TLS handshake failed");
+                                metrics::counter!("dnsguard_tls_handshake_failed_total")
+                                    .increment(1);
+                            }
+                            Err(_) => {
+                                tracing::debug!(%src, "TLS handshake timed out");
+                                metrics::counter!("dnsguard_tls_handshake_failed_total")
+                                    .increment(1);
+                            }
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = serve(stream, src, &*handler, limits.idle_timeout, &last_active, epoch) => {}
+                _ = connection => {}
                 _ = close.notified() => {}
                 _ = shutdown.cancelled() => {}
             }
@@ -175,26 +213,35 @@ async fn accept_loop<H: RequestHandler>(
     }
 }
 
-/// One connection: length-prefixed messages in, responses out, until the client
-/// closes, errs or idles out.
-async fn serve<H: RequestHandler>(
-    stream: tokio::net::TcpStream,
+/// What the framing loop needs to know about its connection.
+struct Connection<'a> {
     src: SocketAddr,
-    handler: &H,
     idle_timeout: Duration,
-    last_active: &AtomicU64,
+    last_active: &'a AtomicU64,
     epoch: Instant,
-) {
-    let (stream, out) =
-        TcpStream::from_stream_with_buffer_size(AsyncIoTokioAsStd(stream), src, RESPONSE_BUFFER);
-    let mut messages = TimeoutStream::new(stream, idle_timeout);
+}
+
+/// One connection (plain TCP or decrypted TLS): length-prefixed messages in,
+/// responses out, until the client closes, errs or idles out.
+async fn serve<H, S>(stream: S, conn: &Connection<'_>, handler: &H, protocol: Protocol)
+where
+    H: RequestHandler,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let (stream, out) = TcpStream::from_stream_with_buffer_size(
+        AsyncIoTokioAsStd(stream),
+        conn.src,
+        RESPONSE_BUFFER,
+    );
+    let mut messages = TimeoutStream::new(stream, conn.idle_timeout);
     while let Some(message) = messages.next().await {
         let Ok(message) = message else {
             return; // idle timeout, reset, malformed length
         };
-        last_active.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        conn.last_active
+            .store(conn.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         let (bytes, src) = message.into_parts();
-        answer(handler, bytes, src, &out).await;
+        answer(handler, bytes, src, &out, protocol).await;
     }
 }
 
@@ -205,12 +252,13 @@ async fn answer<H: RequestHandler>(
     bytes: Vec<u8>,
     src: SocketAddr,
     out: &BufDnsStreamHandle,
+    protocol: Protocol,
 ) {
-    let mut response = ResponseHandle::new(src, out.clone(), Protocol::Tcp);
+    let mut response = ResponseHandle::new(src, out.clone(), protocol);
     let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
         return;
     };
-    let request = match Request::from_bytes(bytes, src, Protocol::Tcp) {
+    let request = match Request::from_bytes(bytes, src, protocol) {
         Ok(r) => r,
         Err(error) => {
             tracing::debug!(%src, %error, "malformed TCP query: FORMERR");

@@ -97,6 +97,8 @@ pub enum Transport {
     Udp,
     /// Plain TCP.
     Tcp,
+    /// DNS over TLS.
+    Tls,
 }
 
 /// What a front end knows about the exchange besides the query log's view: the
@@ -312,6 +314,7 @@ impl Encoder {
         let protocol = match ev.transport {
             Transport::Udp => SocketProtocol::Udp,
             Transport::Tcp => SocketProtocol::Tcp,
+            Transport::Tls => SocketProtocol::Dot,
         };
         let (qs, qn) = split_ms(ev.now_ms, 0);
         let (rs, rn) = split_ms(ev.now_ms, ev.latency_us);
