@@ -505,13 +505,7 @@ fn malformed_packets_never_stop_the_server() {
 
 /// Runs the real `dig` against the server with `args`; its output.
 fn dig(dg: &Dnsguard, args: &[&str]) -> String {
-    let out = std::process::Command::new("dig")
-        .arg(format!("@{}", dg.addr.ip()))
-        .args(["-p", &dg.addr.port().to_string(), "+tries=1", "+time=3"])
-        .args(args)
-        .output()
-        .expect("run dig");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::client::dig(dg.addr, args)
 }
 
 /// The query log's entries, through the running server's API.

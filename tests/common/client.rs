@@ -152,3 +152,15 @@ pub fn wait_until_answering(server: SocketAddr, limit: Duration) -> Result<(), S
     }
     Err(format!("{server} did not answer within {limit:?}"))
 }
+
+/// Runs the real `dig` (bind9-dnsutils) against `server` with `args`, one try of
+/// at most 3 s; what it printed.
+pub fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+tries=1", "+time=3"])
+        .args(args)
+        .output()
+        .expect("run dig (bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
