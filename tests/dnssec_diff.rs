@@ -25,14 +25,7 @@ fn recursive(lab: &Lab) -> Dnsguard {
 
 /// dnsguard in recursive mode over the lab's root, validating or not.
 fn recursive_with(lab: &Lab, dnssec: bool) -> Dnsguard {
-    Dnsguard::start(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n\
-         [resolver]\nmode = \"recursive\"\nroot_hints = [\"{}\"]\n\
-         trust_anchor_file = \"{}\"\ndnssec = {dnssec}\n\
-         recursor_allow_servers = [\"127.0.0.0/8\"]\ntimeout_ms = 4000\n",
-        lab.root,
-        lab.anchor.display()
-    ))
+    Dnsguard::start(&lab.recursive_config(dnssec))
 }
 
 /// dnsguard forwarding to the lab's unbound over `upstream`.

@@ -245,19 +245,6 @@ fn handshake_garbage_leaves_the_service_answering() {
     assert!(text.contains("192.0.2.1"), "{text}");
 }
 
-/// Whether the server has closed `s` (EOF or reset); never blocks.
-fn closed_by_server(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 1];
-    let closed = match s.peek(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    s.set_nonblocking(false).unwrap();
-    closed
-}
-
 fn tcp_from(from: IpAddr, server: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.bind(&SocketAddr::new(from, 0).into()).unwrap();
@@ -291,7 +278,10 @@ fn clients_that_never_handshake_are_closed_and_cannot_exhaust_the_cap() {
         Duration::from_secs(10),
         "silent connections closed down to the caps",
         || {
-            let open: Vec<bool> = idle.iter().map(|s| !closed_by_server(s)).collect();
+            let open: Vec<bool> = idle
+                .iter()
+                .map(|s| !common::client::closed_by_server(s))
+                .collect();
             let total = open.iter().filter(|o| **o).count();
             let one_client = open[60..].iter().filter(|o| **o).count();
             (total <= 20 && one_client <= 5).then_some(())
@@ -301,7 +291,11 @@ fn clients_that_never_handshake_are_closed_and_cannot_exhaust_the_cap() {
     wait_for(
         Duration::from_secs(10),
         "every silent connection closed",
-        || idle.iter().all(closed_by_server).then_some(()),
+        || {
+            idle.iter()
+                .all(common::client::closed_by_server)
+                .then_some(())
+        },
     );
     let took = started.elapsed();
     assert!(

@@ -425,19 +425,6 @@ fn tcp_query(server: SocketAddr, from: IpAddr, name: &str) -> Result<Message, St
     Message::from_vec(&buf).map_err(|e| e.to_string())
 }
 
-/// Whether the server has closed `s` (EOF or reset); never blocks.
-fn closed_by_server(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 1];
-    let closed = match s.peek(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    s.set_nonblocking(false).unwrap();
-    closed
-}
-
 #[test]
 fn slowloris_tcp_clients_cannot_lock_out_a_real_query() {
     let up = FakeUpstream::start(localhost(), ZONE);
@@ -473,7 +460,10 @@ fn slowloris_tcp_clients_cannot_lock_out_a_real_query() {
         Duration::from_secs(10),
         "idle connections closed down to 20 in all and 5 for the one client",
         || {
-            let open: Vec<bool> = idle.iter().map(|s| !closed_by_server(s)).collect();
+            let open: Vec<bool> = idle
+                .iter()
+                .map(|s| !common::client::closed_by_server(s))
+                .collect();
             let total = open.iter().filter(|o| **o).count();
             let one_client = open[120..].iter().filter(|o| **o).count();
             (total <= 20 && one_client <= 5).then_some(())
@@ -495,7 +485,7 @@ fn trickling_one_byte_at_a_time_does_not_keep_a_connection_open() {
     let started = Instant::now();
     let mut sent = 0;
     let closed_after = loop {
-        if s.write_all(&[0]).is_err() || closed_by_server(&s) {
+        if s.write_all(&[0]).is_err() || common::client::closed_by_server(&s) {
             break started.elapsed();
         }
         sent += 1;

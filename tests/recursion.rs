@@ -14,14 +14,7 @@ use hickory_proto::rr::RecordType;
 const LAB_BLOCK: u8 = 31;
 
 fn recursive(lab: &Lab, dnssec: bool) -> Dnsguard {
-    Dnsguard::start(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n\
-         [resolver]\nmode = \"recursive\"\nroot_hints = [\"{}\"]\n\
-         trust_anchor_file = \"{}\"\ndnssec = {dnssec}\n\
-         recursor_allow_servers = [\"127.0.0.0/8\"]\ntimeout_ms = 4000\n",
-        lab.root,
-        lab.anchor.display()
-    ))
+    Dnsguard::start(&lab.recursive_config(dnssec))
 }
 
 fn forwarder(lab: &Lab, upstream: &str) -> Dnsguard {

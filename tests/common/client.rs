@@ -164,3 +164,16 @@ pub fn dig(server: SocketAddr, args: &[&str]) -> String {
         .expect("run dig (bind9-dnsutils)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Whether the server has closed `s` (EOF or reset); never blocks.
+pub fn closed_by_server(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let closed = match s.peek(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}

@@ -92,6 +92,19 @@ fn ip(block: u8, host: u8) -> IpAddr {
 }
 
 impl Lab {
+    /// A dnsguard config resolving recursively from this lab's root, validating
+    /// with its trust anchor when `dnssec`.
+    pub fn recursive_config(&self, dnssec: bool) -> String {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\
+             [resolver]\nmode = \"recursive\"\nroot_hints = [\"{}\"]\n\
+             trust_anchor_file = \"{}\"\ndnssec = {dnssec}\n\
+             recursor_allow_servers = [\"127.0.0.0/8\"]\ntimeout_ms = 4000\n",
+            self.root,
+            self.anchor.display()
+        )
+    }
+
     /// Builds and starts a lab at `127.<block>.0.x`. Prefer [`lab`], which does this once
     /// per process: a second `start` on the same block kills the first one's daemons.
     pub fn start(block: u8) -> Lab {
