@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::dns::pipeline::{Pipeline, Policy};
 use crate::dns::server::DnsServer;
 use crate::filter::{Filter, ListText};
 use crate::lists::{ListError, Lists, Source, Text, Updated};
+use crate::pipeline::{Pipeline, Policy};
 use crate::querylog::QueryLog;
 
 /// Runs the service until a termination signal arrives. `config_path` is re-read on

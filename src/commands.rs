@@ -157,8 +157,8 @@ fn check(
         .enable_all()
         .build()?;
     let (checked, policy) = runtime.block_on(async {
-        let policy = crate::dns::pipeline::Policy::new(filter, &cfg);
-        let pipeline = crate::dns::pipeline::Pipeline::new(&cfg, policy, log)?;
+        let policy = crate::pipeline::Policy::new(filter, &cfg);
+        let pipeline = crate::pipeline::Pipeline::new(&cfg, policy, log)?;
         let checked = pipeline.check(client, &name, qtype.into(), resolve).await;
         anyhow::Ok((checked, pipeline.policy()))
     })?;

@@ -30,6 +30,7 @@ pub mod guard;
 pub mod lists;
 pub mod memory;
 pub mod netset;
+pub mod pipeline;
 pub mod querylog;
 pub mod rebinding;
 pub mod resolve;

@@ -15,34 +15,90 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use crate::filter::BlockMode;
 use crate::resolve::Answer;
 
-/// Builds the reply for a blocked `qname`/`qtype`.
-pub fn blocked_answer(mode: &BlockMode, ttl: u32, qname: &Name, qtype: RecordType) -> Answer {
+/// The block answer for one query type, before it is encoded: the one table both
+/// encoders (hickory's, via [`Plan::answer`], and the in-place writer in
+/// `wire.rs`) read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// No records, the synthetic SOA in the authority section; NXDOMAIN or NODATA.
+    Negative {
+        /// NXDOMAIN rather than NOERROR.
+        nxdomain: bool,
+        /// TTL and SOA minimum.
+        ttl: u32,
+    },
+    /// REFUSED, nothing else.
+    Refused,
+    /// These addresses (at least one), owned by the query name.
+    Addresses {
+        /// The A record, if any.
+        v4: Option<Ipv4Addr>,
+        /// The AAAA record, if any.
+        v6: Option<Ipv6Addr>,
+        /// Their TTL.
+        ttl: u32,
+    },
+}
+
+/// What a group blocking in `mode` with `ttl` answers to a query of `qtype`.
+pub fn plan(mode: &BlockMode, ttl: u32, qtype: u16) -> Plan {
     let (v4, v6) = match mode {
-        BlockMode::NxDomain => return negative(ResponseCode::NXDomain, ttl, qname),
-        BlockMode::NoData => return negative(ResponseCode::NoError, ttl, qname),
-        BlockMode::Refused => return Answer::empty(ResponseCode::Refused),
+        BlockMode::NxDomain => {
+            return Plan::Negative {
+                nxdomain: true,
+                ttl,
+            };
+        }
+        BlockMode::NoData => {
+            return Plan::Negative {
+                nxdomain: false,
+                ttl,
+            };
+        }
+        BlockMode::Refused => return Plan::Refused,
         BlockMode::Null => (Some(Ipv4Addr::UNSPECIFIED), Some(Ipv6Addr::UNSPECIFIED)),
         BlockMode::Custom { v4, v6 } => (*v4, *v6),
     };
-    let mut answer = Answer::empty(ResponseCode::NoError);
-    let a = v4.map(|ip| Record::from_rdata(qname.clone(), ttl, RData::A(A(ip))));
-    let aaaa = v6.map(|ip| Record::from_rdata(qname.clone(), ttl, RData::AAAA(AAAA(ip))));
-    match qtype {
-        RecordType::A => answer.answers.extend(a),
-        RecordType::AAAA => answer.answers.extend(aaaa),
-        RecordType::ANY => answer.answers.extend(a.into_iter().chain(aaaa)),
-        _ => {}
+    let (v4, v6) = match RecordType::from(qtype) {
+        RecordType::A => (v4, None),
+        RecordType::AAAA => (None, v6),
+        RecordType::ANY => (v4, v6),
+        _ => (None, None),
+    };
+    if v4.is_none() && v6.is_none() {
+        return Plan::Negative {
+            nxdomain: false,
+            ttl,
+        };
     }
-    if answer.answers.is_empty() {
-        return negative(ResponseCode::NoError, ttl, qname);
-    }
-    answer
+    Plan::Addresses { v4, v6, ttl }
 }
 
-fn negative(rcode: ResponseCode, ttl: u32, qname: &Name) -> Answer {
-    let mut answer = Answer::empty(rcode);
-    answer.authorities.push(synthetic_soa(qname, ttl));
-    answer
+impl Plan {
+    /// The response code.
+    pub fn rcode(&self) -> ResponseCode {
+        match self {
+            Plan::Negative { nxdomain: true, .. } => ResponseCode::NXDomain,
+            Plan::Refused => ResponseCode::Refused,
+            _ => ResponseCode::NoError,
+        }
+    }
+
+    /// The answer as hickory records, owned by `qname`.
+    pub fn answer(&self, qname: &Name) -> Answer {
+        let mut answer = Answer::empty(self.rcode());
+        match *self {
+            Plan::Negative { ttl, .. } => answer.authorities.push(synthetic_soa(qname, ttl)),
+            Plan::Refused => {}
+            Plan::Addresses { v4, v6, ttl } => {
+                let a = v4.map(|ip| Record::from_rdata(qname.clone(), ttl, RData::A(A(ip))));
+                let aaaa =
+                    v6.map(|ip| Record::from_rdata(qname.clone(), ttl, RData::AAAA(AAAA(ip))));
+                answer.answers.extend(a.into_iter().chain(aaaa));
+            }
+        }
+        answer
+    }
 }
 
 /// An SOA for negative block answers; its owner is the blocked name so no real zone
@@ -58,6 +114,10 @@ fn synthetic_soa(qname: &Name, ttl: u32) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn blocked_answer(mode: &BlockMode, ttl: u32, qname: &Name, qtype: RecordType) -> Answer {
+        plan(mode, ttl, u16::from(qtype)).answer(qname)
+    }
 
     fn name() -> Name {
         Name::from_ascii("ads.example.").unwrap()

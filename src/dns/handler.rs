@@ -1,10 +1,13 @@
-//! hickory-server's front end: turns a `Request` into a [`Question`], runs the
-//! pipeline, and writes the reply with the right flags, EDNS and truncation.
+//! hickory's front end (TCP, DoT, and the UDP queries the in-place path leaves):
+//! turns a `Request` into the pipeline's [`Asked`], runs the pipeline's decision,
+//! and writes the [`Says`] with hickory's encoder — flags, EDNS with its Extended
+//! DNS Error, truncation. Protocol errors (FORMERR, NOTIMP, BADVERS) are answered
+//! here and never reach the pipeline.
 
 use std::sync::Arc;
 
 use hickory_proto::op::{
-    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_proto::rr::{DNSClass, Record};
 use hickory_server::net::runtime::Time;
@@ -14,12 +17,12 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::Question;
 use super::ede::Ede;
-use super::pipeline::{Pipeline, Screened};
+use crate::pipeline::{Arrived, Asked, Pipeline, Policy, Says, Step};
 
 /// The UDP payload size dnsguard advertises (the DNS flag day 2020 value).
 pub const EDNS_PAYLOAD: u16 = 1232;
 
-/// Answers requests from hickory-server's UDP and TCP listeners.
+/// Answers requests from the TCP and TLS listeners and the UDP slow path.
 #[derive(Clone)]
 pub struct Handler {
     pipeline: Arc<Pipeline>,
@@ -39,85 +42,80 @@ impl RequestHandler for Handler {
         request: &Request,
         response: R,
     ) -> ResponseInfo {
-        self.answer(request, response, None).await
+        self.answer(request, response).await
     }
 }
 
 impl Handler {
-    /// Answers `request`; `screened` carries the decision of a front end that
-    /// already ran the screening steps (the UDP fast path handing a query on).
-    pub async fn answer<R: ResponseHandler>(
+    /// Answers `request` through `response`: protocol errors here, every query
+    /// through the pipeline's decide / fetch / finish, then [`Handler::respond`].
+    pub async fn answer<R: ResponseHandler>(&self, request: &Request, response: R) -> ResponseInfo {
+        let arrived = Arrived::now();
+        let info = match checked(request) {
+            Ok(info) => info,
+            Err(rcode) => return refuse(request, response, rcode).await,
+        };
+        let question = Question {
+            client: request.src(),
+            query: info.query.original().clone(),
+            name: info.query.name().clone(),
+            dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+            checking_disabled: request.metadata.checking_disabled,
+            transport: transport(request),
+        };
+        let name = question.name_text();
+        let asked = question.asked(&name, arrived);
+        let pipeline = &self.pipeline;
+        let policy = pipeline.policy();
+        let says = match pipeline.decide(&policy, &asked) {
+            Step::Final(says) => says,
+            Step::Fetch(pending) => {
+                let got = pipeline.fetch(&pending).await;
+                pipeline.finish(&policy, &asked, pending, got)
+            }
+        };
+        self.respond(request, response, &policy, &asked, &says)
+            .await
+    }
+
+    /// Writes what the pipeline `says` to `asked` (the question of `request`,
+    /// decided under `policy`) with hickory's encoder, truncated to what the
+    /// client takes, and records it.
+    pub async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response: R,
-        screened: Option<Screened>,
+        policy: &Policy,
+        asked: &Asked<'_>,
+        says: &Says,
     ) -> ResponseInfo {
+        let Ok(info) = request.request_info() else {
+            return refuse(request, response, ResponseCode::FormErr).await;
+        };
+        let query = info.query.original();
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(EDNS_PAYLOAD);
-            e.set_dnssec_ok(req.flags().dnssec_ok);
-            e
-        });
+        let answer = says.answer(query.name(), query.query_type());
+        meta.response_code = answer.rcode;
+        meta.authentic_data = says.authentic(asked.dnssec_ok, request.metadata.authentic_data);
+        let mut edns = reply_edns(request);
+        if let Some(e) = &mut edns
+            && let Some(ede) = says.ede(policy)
+        {
+            add_ede(e, &ede, request, query, &answer);
+        }
+        let via = crate::dnstap::Via {
+            transport: transport(request),
+            port: asked.client.port(),
+            ..Default::default()
+        };
+        let rcode = u16::from(meta.response_code);
+        self.pipeline.record(policy, asked, says, rcode, via);
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if let Some(e) = &edns {
             builder.edns(e);
         }
         let none: [&Record; 0] = [];
-
-        // RFC 6891 §6.1.3: a version we do not speak gets BADVERS (the OPT record
-        // of the reply says version 0 and carries the upper rcode bits), no data,
-        // and is not logged: it is a protocol error, like FORMERR.
-        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            meta.response_code = ResponseCode::BADVERS;
-            let msg = builder.build(meta, none, none, none, none);
-            return send(&mut response, msg, meta).await;
-        }
-
-        let info = request.request_info().ok();
-        let error = match &info {
-            None => Some(ResponseCode::FormErr),
-            Some(_) if request.metadata.op_code != OpCode::Query => Some(ResponseCode::NotImp),
-            Some(i) if i.query.query_class() != DNSClass::IN => Some(ResponseCode::Refused),
-            Some(_) => None,
-        };
-        let (Some(info), None) = (info, error) else {
-            meta.response_code = error.unwrap_or(ResponseCode::FormErr);
-            let msg = builder.build(meta, none, none, none, none);
-            return send(&mut response, msg, meta).await;
-        };
-
-        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        let question = Question {
-            client: request.src(),
-            query: info.query.original().clone(),
-            name: info.query.name().clone(),
-            dnssec_ok,
-            checking_disabled: request.metadata.checking_disabled,
-            transport: match request.protocol() {
-                Protocol::Udp => crate::dnstap::Transport::Udp,
-                Protocol::Tls => crate::dnstap::Transport::Tls,
-                _ => crate::dnstap::Transport::Tcp,
-            },
-        };
-        let reply = self.pipeline.handle_screened(&question, screened).await;
-        let answer = &reply.answer;
-        meta.response_code = answer.rcode;
-        meta.authentic_data = answer.authentic && (dnssec_ok || request.metadata.authentic_data);
-        let mut edns = edns;
-        if let Some(e) = &mut edns {
-            let policy = self.pipeline.policy();
-            let screened_out = reply.score.is_none();
-            if let Some(ede) = Ede::of(&policy, &reply.source, reply.verdict.as_ref(), screened_out)
-            {
-                add_ede(e, &ede, request, &question.query, answer);
-            }
-        }
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(e) = &edns {
-            builder.edns(e);
-        }
         let msg = builder.build(
             meta,
             answer.answers.iter(),
@@ -129,6 +127,78 @@ impl Handler {
     }
 }
 
+impl Question {
+    /// The question as the pipeline takes it; `name` is [`Question::name_text`].
+    pub fn asked<'a>(&'a self, name: &'a str, arrived: Arrived) -> Asked<'a> {
+        Asked {
+            client: self.client,
+            name,
+            qtype: u16::from(self.qtype()),
+            dnssec_ok: self.dnssec_ok,
+            checking_disabled: self.checking_disabled,
+            query: Some(&self.query),
+            arrived,
+        }
+    }
+}
+
+/// The request's question, or the rcode of a request the pipeline never sees:
+/// BADVERS for an EDNS version we do not speak (RFC 6891 §6.1.3), FORMERR,
+/// NOTIMP for other opcodes, REFUSED for classes other than IN.
+fn checked(request: &Request) -> Result<hickory_server::server::RequestInfo<'_>, ResponseCode> {
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return Err(ResponseCode::BADVERS);
+    }
+    let info = request.request_info().map_err(|_| ResponseCode::FormErr)?;
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    if info.query.query_class() != DNSClass::IN {
+        return Err(ResponseCode::Refused);
+    }
+    Ok(info)
+}
+
+/// A reply without data and not logged, for a protocol error (like FORMERR); a
+/// BADVERS reply's OPT record says version 0 and carries the upper rcode bits.
+async fn refuse<R: ResponseHandler>(
+    request: &Request,
+    mut response: R,
+    rcode: ResponseCode,
+) -> ResponseInfo {
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    meta.recursion_available = true;
+    meta.response_code = rcode;
+    let edns = reply_edns(request);
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(e) = &edns {
+        builder.edns(e);
+    }
+    let none: [&Record; 0] = [];
+    let msg = builder.build(meta, none, none, none, none);
+    send(&mut response, msg, meta).await
+}
+
+/// The reply's EDNS, when the client sent EDNS: dnsguard's payload size, the
+/// client's DO bit.
+fn reply_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        e.set_dnssec_ok(req.flags().dnssec_ok);
+        e
+    })
+}
+
+/// The transport a request came over, for dnstap.
+fn transport(request: &Request) -> crate::dnstap::Transport {
+    match request.protocol() {
+        Protocol::Udp => crate::dnstap::Transport::Udp,
+        Protocol::Tls => crate::dnstap::Transport::Tls,
+        _ => crate::dnstap::Transport::Tcp,
+    }
+}
+
 /// Puts `ede` into the reply's EDNS: over UDP without its text, or not at all,
 /// when the reply to the client's size would not fit with it (the answer is never
 /// truncated for it).
@@ -136,7 +206,7 @@ fn add_ede(
     edns: &mut Edns,
     ede: &Ede<'_>,
     request: &Request,
-    query: &hickory_proto::op::Query,
+    query: &Query,
     answer: &crate::resolve::Answer,
 ) {
     let mut with_text = Some(true);

@@ -10,7 +10,6 @@ pub mod ede;
 pub mod handler;
 pub mod latency;
 mod mmsg;
-pub mod pipeline;
 pub mod ratelimit;
 pub mod server;
 pub mod tcp;

@@ -3,29 +3,28 @@
 //! tokio runtime.
 //!
 //! A worker takes every waiting query in one `recvmmsg` (`mmsg.rs`), reads each in
-//! place, runs the pipeline's screening steps, and when the answer needs no network
-//! (refused, blocked, a canary, a fresh cache hit) writes it into the query's reply
-//! buffer; the batch's replies leave in one `sendmmsg`. No task, no allocation
-//! beyond the query log's entry. A cache miss becomes a task on the worker's own
-//! runtime, run between batches: it asks the resolver, then writes its reply the
-//! way a hit's is written and sends it from the same socket, so a miss never
-//! changes thread and never goes through hickory's parser or encoder (one pinned
-//! core: 44.8k → 56k forwarded misses/s for the runtime, about 10% less worker CPU
-//! per miss for the in-place reply). Everything else (local records, unusual packets,
-//! answers too big for the client) goes to hickory's full parser and the async
-//! pipeline as such a task. Every query is logged exactly once either way.
+//! place, and asks the pipeline's [`Pipeline::decide`]; a final answer (refused,
+//! blocked, a canary, a local name, a fresh cache hit) is written into the query's
+//! reply buffer and the batch's replies leave in one `sendmmsg`. No task, no
+//! allocation beyond the query log's entry. When the pipeline asks for the
+//! resolver, a task on the worker's own runtime, run between batches, fetches,
+//! finishes, and writes the reply the same way from the same socket, so a miss
+//! never changes thread and never goes through hickory's parser or encoder (one
+//! pinned core: 44.8k → 56k forwarded misses/s for the runtime, about 10% less
+//! worker CPU per miss for the in-place reply). Only a packet the in-place reader
+//! declines goes to hickory's parser and `handler.rs` (the UDP slow path), and only
+//! an answer too big for the client goes to hickory's encoder (which truncates).
+//! Every query is decided once and logged exactly once either way.
 
 use std::cell::Cell;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
-use hickory_proto::op::{Query, ResponseCode};
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{Name, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
@@ -33,15 +32,12 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
-use super::ede::Ede;
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::mmsg::{self, Batch};
-use super::pipeline::{Lookup, Outcome, Pipeline, Policy, Screen, Screened, Source};
 use super::ratelimit::{Decision, RateLimiter};
-use super::wire::{self, FastQuery, Reply, TooBig};
-use crate::filter::Verdict;
-use crate::querylog;
-use crate::resolve::cache::{Hit, Key};
+use super::wire::{self, Body, FastQuery, Reply, TooBig};
+pub use crate::pipeline::Arrived;
+use crate::pipeline::{Asked, Content, Pending, Pipeline, Policy, Says, Step};
 
 /// Receive and reply buffer size: larger queries are not DNS over UDP.
 const BUFFER: usize = 4096;
@@ -234,15 +230,25 @@ impl Worker {
         }));
         match fast {
             Ok(Fast::Reply(len)) => Some(len),
-            Ok(Fast::Miss(screened, policy)) => {
-                self.miss(packet, client, screened, policy);
+            Ok(Fast::Fetch(miss)) => {
+                self.fetch(packet, *miss);
                 None
             }
-            Ok(Fast::Full(screened)) => {
+            Ok(Fast::Encode(decided)) => {
+                let packet: Box<[u8]> = packet.into();
+                let (socket, handler) = (self.socket.clone(), self.handler.clone());
+                self.spawn(async move {
+                    let d = &*decided;
+                    let asked = asked(&d.q, d.client, d.arrived);
+                    encode(&socket, &handler, &packet, &d.policy, &asked, &d.says).await;
+                });
+                None
+            }
+            Ok(Fast::Full) => {
                 if let Some((request, reply)) = parse_full(&self.socket, packet, client, out) {
                     let handler = self.handler.clone();
                     self.spawn(async move {
-                        handler.answer(&request, reply, screened).await;
+                        handler.answer(&request, reply).await;
                     });
                 }
                 None
@@ -254,24 +260,29 @@ impl Worker {
         }
     }
 
-    /// A cache miss: a task on this thread asks the resolver and answers as a
-    /// cache hit is answered, written in place and sent from this socket. Only an
-    /// answer that cannot be written in place (too big for the client, records
-    /// kept parsed) goes on to hickory's full path, which finds it cached.
-    fn miss(&self, packet: &[u8], client: SocketAddr, screened: Screened, policy: Arc<Policy>) {
+    /// A question the pipeline sends to the resolver: a task on this thread
+    /// fetches, finishes and answers as a cache hit is answered, written in place
+    /// and sent from this socket (hickory's encoder only for an answer too big for
+    /// the client).
+    fn fetch(&self, packet: &[u8], miss: Miss) {
         let packet: Box<[u8]> = packet.into();
         let (pipeline, socket) = (self.pipeline.clone(), self.socket.clone());
         let handler = self.handler.clone();
         self.spawn(async move {
-            let mut out = Vec::new();
-            let asked = answer_miss(&pipeline, &policy, &packet, client, &screened, &mut out);
-            if let Some(len) = asked.await {
-                send(&socket, &out[..len], client);
-                return;
-            }
-            out.resize(BUFFER, 0);
-            if let Some((request, reply)) = parse_full(&socket, &packet, client, &mut out) {
-                handler.answer(&request, reply, Some(screened)).await;
+            let Miss {
+                q,
+                client,
+                arrived,
+                policy,
+                pending,
+            } = miss;
+            let asked = asked(&q, client, arrived);
+            let got = pipeline.fetch(&pending).await;
+            let says = pipeline.finish(&policy, &asked, pending, got);
+            let mut out = vec![0; q.max_reply()];
+            match respond(&pipeline, &policy, &packet, &q, &asked, &says, &mut out) {
+                Some(len) => send(&socket, &out[..len], client),
+                None => encode(&socket, &handler, &packet, &policy, &asked, &says).await,
             }
         });
     }
@@ -315,61 +326,69 @@ fn parse_full(
     }
 }
 
+/// Sends what the pipeline `says` with hickory's encoder (truncated to what the
+/// client takes) and records it: for an answer that cannot be written in place.
+async fn encode(
+    socket: &Arc<UdpSocket>,
+    handler: &Handler,
+    packet: &[u8],
+    policy: &Policy,
+    asked: &Asked<'_>,
+    says: &Says,
+) {
+    let mut scratch = [0u8; wire::HEADER_LEN];
+    if let Some((request, reply)) = parse_full(socket, packet, asked.client, &mut scratch) {
+        handler.respond(&request, reply, policy, asked, says).await;
+    }
+}
+
 /// What the fast path did with a packet.
 pub enum Fast {
     /// The reply is in the buffer, this long.
     Reply(usize),
-    /// Nothing fresh in the cache: resolve, then answer in place ([`answer_miss`])
-    /// under the policy the query was screened with.
-    Miss(Screened, Arc<Policy>),
-    /// Take the full path; `Some` when the screening steps already ran.
-    Full(Option<Screened>),
+    /// The pipeline asks the resolver: fetch, finish, then answer like a hit.
+    Fetch(Box<Miss>),
+    /// Decided, but the reply does not fit in place (too big for the client, or
+    /// records kept parsed): hickory's encoder, which truncates.
+    Encode(Box<Decided>),
+    /// Not a plain query: hickory's parser and the handler (the slow path).
+    Full,
 }
 
-/// What a reply written in place says.
-enum Says {
-    /// A cached (or just fetched) answer, and where it came from.
-    Answer(Hit, Source),
-    /// The group's block answer for this verdict (the filter's, or a CNAME
-    /// target's), and why.
-    Blocked(Verdict, Source),
-    /// A bare response code, and why.
-    Rcode(u8, Source),
+/// A query the pipeline sent on to the resolver, with what was worked out for it.
+pub struct Miss {
+    q: FastQuery,
+    client: SocketAddr,
+    arrived: Arrived,
+    policy: Arc<Policy>,
+    pending: Pending,
 }
 
-/// When a batch of datagrams arrived: read once for all of them (two clock
-/// reads per query were 2% of a worker's instructions).
-#[derive(Debug, Clone, Copy)]
-pub struct Arrived {
-    /// For the logged latency and the rate limiter.
-    pub at: Instant,
-    /// The same moment in unix milliseconds, for the log and the detector.
-    pub unix_ms: u64,
+/// A decided query whose reply cannot be written in place.
+pub struct Decided {
+    q: FastQuery,
+    client: SocketAddr,
+    arrived: Arrived,
+    policy: Arc<Policy>,
+    says: Says,
 }
 
-impl Arrived {
-    /// Now.
-    pub fn now() -> Self {
-        Self {
-            at: Instant::now(),
-            unix_ms: querylog::now_ms(),
-        }
+/// The pipeline's view of a query read in place.
+fn asked(q: &FastQuery, client: SocketAddr, arrived: Arrived) -> Asked<'_> {
+    Asked {
+        client,
+        name: q.name(),
+        qtype: q.qtype,
+        dnssec_ok: q.dnssec_ok(),
+        checking_disabled: q.cd,
+        query: None,
+        arrived,
     }
 }
 
-/// A query read in place, as the steps that answer and log it need it.
-struct Asked<'a> {
-    packet: &'a [u8],
-    q: &'a FastQuery,
-    /// `q.name()`, read once.
-    name: &'a str,
-    ip: IpAddr,
-    port: u16,
-}
-
-/// The fast path for one packet from `client`, which arrived at `now`: answers
-/// it into `out` when that needs no network, else says how to continue. Never
-/// panics on any input (the `packet` fuzz target drives it).
+/// The fast path for one packet from `client`, which arrived at `now`: decides
+/// it and writes the answer into `out` when that needs no network, else says how
+/// to continue. Never panics on any input (the `packet` fuzz target drives it).
 pub fn answer(
     pipeline: &Pipeline,
     packet: &[u8],
@@ -378,174 +397,76 @@ pub fn answer(
     now: Arrived,
 ) -> Fast {
     let Some(q) = FastQuery::parse(packet) else {
-        return Fast::Full(None);
+        return Fast::Full;
     };
     let policy = pipeline.policy_guard();
-    let asked = Asked {
-        packet,
-        q: &q,
-        name: q.name(),
-        ip: client.ip(),
-        port: client.port(),
-    };
-    let screen = pipeline.screen(asked.ip, asked.name, q.qtype, &policy, now.unix_ms);
-    let screened = Screened {
-        screen,
-        started: now.at,
-        now_ms: now.unix_ms,
-    };
-    let says = match screen {
-        Screen::Blocked(v) => Says::Blocked(v, Source::Blocked),
-        Screen::Refused | Screen::Canary | Screen::Tunnel(..) => {
-            Says::Rcode(u16::from(screen.rcode()) as u8, screen.outcome_parts().0)
-        }
-        Screen::Pass(verdict, _) => {
-            let (ip, name, bits) = (asked.ip, asked.name, (q.dnssec_ok(), q.cd));
-            match pipeline.cached_answer(ip, name, q.qtype, bits, &policy, &verdict) {
-                Lookup::Hit(hit) => Says::Answer(hit, Source::Cache),
-                Lookup::Miss => {
-                    return Fast::Miss(screened, arc_swap::Guard::into_inner(policy));
-                }
-                Lookup::Full => return Fast::Full(Some(screened)),
-            }
-        }
-    };
-    match respond(pipeline, &policy, &asked, &screened, &says, out) {
-        Some(len) => Fast::Reply(len),
-        None => Fast::Full(Some(screened)), // too big for the client: hickory truncates
+    let asked = asked(&q, client, now);
+    match pipeline.decide(&policy, &asked) {
+        Step::Final(says) => match respond(pipeline, &policy, packet, &q, &asked, &says, out) {
+            Some(len) => Fast::Reply(len),
+            None => Fast::Encode(Box::new(Decided {
+                q,
+                client,
+                arrived: now,
+                policy: arc_swap::Guard::into_inner(policy),
+                says,
+            })),
+        },
+        Step::Fetch(pending) => Fast::Fetch(Box::new(Miss {
+            q,
+            client,
+            arrived: now,
+            policy: arc_swap::Guard::into_inner(policy),
+            pending,
+        })),
     }
 }
 
-/// Resolves a query the fast path found no fresh cache entry for ([`Fast::Miss`])
-/// and writes its reply into `out` (sized here) as a cache hit's is written,
-/// logging it. `None` (nothing logged) when the answer cannot be written in
-/// place: the caller hands the query to the full path, which finds the answer
-/// cached (a stale one is asked for again first).
-pub async fn answer_miss(
-    pipeline: &Pipeline,
-    policy: &Policy,
-    packet: &[u8],
-    client: SocketAddr,
-    screened: &Screened,
-    out: &mut Vec<u8>,
-) -> Option<usize> {
-    let q = FastQuery::parse(packet)?;
-    let Screen::Pass(verdict, _) = screened.screen else {
-        return None;
-    };
-    let asked = Asked {
-        packet,
-        q: &q,
-        name: q.name(),
-        ip: client.ip(),
-        port: client.port(),
-    };
-    let mut qname = Name::from_ascii(asked.name).ok()?;
-    qname.set_fqdn(true);
-    let query = Query::query(qname.clone(), RecordType::from(q.qtype));
-    let key = Key::new(asked.name, q.qtype, q.dnssec_ok(), q.cd);
-    let fetched = pipeline
-        .fetch(
-            &query,
-            &LowerName::new(&qname),
-            key.as_ref(),
-            q.dnssec_ok(),
-            q.cd,
-        )
-        .await;
-    let says = match fetched {
-        Ok(f) => {
-            let cached = &f.hit.cached;
-            let (ip, name) = (asked.ip, asked.name);
-            match pipeline.screen_answer(policy, ip, &verdict, name, q.qtype, cached) {
-                Some((source, by)) => Says::Blocked(by, source),
-                None if cached.wire().is_some() => Says::Answer(f.hit, f.source),
-                None => return None,
-            }
-        }
-        Err(failed) => Says::Rcode(u16::from(ResponseCode::ServFail) as u8, failed),
-    };
-    out.resize(q.max_reply(), 0);
-    respond(pipeline, policy, &asked, screened, &says, out)
-}
-
-/// Writes the reply that `says` into `out` and logs the query. `None` (nothing
-/// logged) when it cannot be written in place.
+/// Writes the reply that `says` into `out` and records the query. `None`
+/// (nothing recorded) when it cannot be written in place.
 fn respond(
     pipeline: &Pipeline,
     policy: &Policy,
+    packet: &[u8],
+    q: &FastQuery,
     asked: &Asked<'_>,
-    screened: &Screened,
     says: &Says,
     out: &mut [u8],
 ) -> Option<usize> {
-    let (_, screen_verdict, score) = screened.screen.outcome_parts();
-    let (source, verdict, hit) = match says {
-        Says::Answer(hit, source) => (source, screen_verdict, Some(hit)),
-        Says::Blocked(by, source) => (source, Some(by), None),
-        Says::Rcode(_, source) => (source, screen_verdict, None),
+    let ede = q.edns.and_then(|_| says.ede(policy));
+    let len = write(packet, q, says, ede.as_ref(), out).ok()?;
+    let via = crate::dnstap::Via {
+        port: asked.client.port(),
+        query: packet,
+        response: &out[..len],
+        ..Default::default()
     };
-    let screened_out = !matches!(screened.screen, Screen::Pass(..));
-    let ede = asked
-        .q
-        .edns
-        .and_then(|_| Ede::of(policy, source, verdict, screened_out));
-    let len = write(policy, asked.packet, asked.q, says, ede.as_ref(), out).ok()?;
-    let outcome = Outcome {
-        rcode: u16::from(out[3] & 0x0F),
-        source,
-        verdict,
-        score,
-        summary: hit
-            .filter(|h| h.cached.has_answers)
-            .map(|h| h.cached.summary.clone()),
-        addrs: hit.map_or(&[], |h| &h.cached.addrs[..]),
-        ttl_cap: hit.map_or(u32::MAX, |h| h.ttl_left),
-        via: crate::dnstap::Via {
-            port: asked.port,
-            query: asked.packet,
-            response: &out[..len],
-            ..Default::default()
-        },
-    };
-    let (ip, qtype) = (asked.ip, asked.q.qtype);
-    pipeline.record(ip, Arc::from(asked.name), qtype, policy, &outcome, screened);
+    pipeline.record(policy, asked, says, u16::from(out[3] & 0x0F), via);
     Some(len)
 }
 
-/// The wire form of [`respond`]'s reply.
+/// The wire form of what the pipeline `says`, written over `out`.
 fn write(
-    policy: &Policy,
     packet: &[u8],
     q: &FastQuery,
     says: &Says,
-    ede: Option<&Ede<'_>>,
+    ede: Option<&super::ede::Ede<'_>>,
     out: &mut [u8],
 ) -> Result<usize, TooBig> {
-    let (rcode, ad) = match says {
-        Says::Answer(hit, _) => (
-            u16::from(hit.cached.rcode) as u8,
-            hit.cached.authentic && (q.dnssec_ok() || q.ad),
-        ),
-        Says::Blocked(..) => (0, false),
-        Says::Rcode(rcode, _) => (*rcode, false),
-    };
+    let rcode = u16::from(says.rcode());
+    let rcode = u8::try_from(rcode).ok().filter(|r| *r < 16).ok_or(TooBig)?;
+    let ad = says.authentic(q.dnssec_ok(), q.ad);
     let mut reply = Reply::start(out, packet, q, rcode, ad)?;
-    match says {
-        Says::Answer(hit, _) => {
-            let body = hit.cached.wire().ok_or(TooBig)?;
-            if hit.stale {
-                // RFC 8767: every record of a stale answer carries the stale TTL.
-                reply.body(&body.map_ttls(|_| hit.ttl_left), hit.ttl_left)?;
-            } else {
-                reply.body(body, hit.ttl_left)?;
-            }
+    match &says.content {
+        Content::Rcode(_) => {}
+        Content::Blocked(plan) => reply.blocked(plan)?,
+        Content::Hit(hit, _) => reply.body(hit.cached.wire().ok_or(TooBig)?, |t| hit.ttl(t))?,
+        Content::Records(answer) => {
+            let mut owner = Name::from_ascii(q.name()).map_err(|_| TooBig)?;
+            owner.set_fqdn(true);
+            let body = Body::encode(answer, &owner, RecordType::from(q.qtype)).ok_or(TooBig)?;
+            reply.body(&body, |t| t)?;
         }
-        Says::Blocked(v, _) => {
-            let (mode, ttl) = policy.filter.group_block(v.group);
-            reply.blocked(mode, ttl, q.qtype)?;
-        }
-        Says::Rcode(..) => {}
     }
     reply.finish(q, ede)
 }
@@ -591,12 +512,13 @@ impl ResponseHandler for UdpReply {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::dns::pipeline::Policy;
+    use crate::pipeline::Policy;
     use crate::querylog::QueryLog;
     use crate::resolve::Answer;
     use crate::resolve::cache::{Cached, Key};
     use hickory_proto::op::{Edns, Message, Query, ResponseCode};
     use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::rdata::opt::EdnsCode;
     use hickory_proto::rr::{Name, RData, RecordType};
 
     /// A pipeline over the embedded default config (built-in lists), no query log.
@@ -672,7 +594,8 @@ mod tests {
         assert!(r.answers[0].ttl <= 300 && r.answers[0].ttl >= 299);
         assert!(r.metadata.recursion_available);
 
-        // A cached private address for a public name is rebinding: not in place.
+        // A cached private address for a public name is rebinding: the block
+        // answer, written in place like any other.
         let evil = Name::from_ascii("evil.example.org.").unwrap();
         let mut private = Answer::empty(ResponseCode::NoError);
         private.answers.push(hickory_proto::rr::Record::from_rdata(
@@ -683,7 +606,13 @@ mod tests {
         let key = Key::new("evil.example.org", 1, false, false).unwrap();
         p.cache()
             .insert(&key, &Cached::new(&private, &evil, RecordType::A));
-        assert!(ask(&p, lan, &query("evil.example.org.", RecordType::A, false)).is_none());
+        let r = ask(&p, lan, &query("evil.example.org.", RecordType::A, true)).unwrap();
+        assert_eq!(r.answers[0].data, RData::A(A::new(0, 0, 0, 0)));
+        let ede = r
+            .edns
+            .as_ref()
+            .and_then(|e| e.options().get(EdnsCode::Unknown(15)));
+        assert!(ede.is_some(), "the rebinding EDE");
     }
 
     #[test]
@@ -709,13 +638,14 @@ mod tests {
         response[2] |= 0x80;
         assert!(matches!(
             answer(&p, &response, client, &mut out, Arrived::now()),
-            Fast::Full(None)
+            Fast::Full
         ));
-        // A reply buffer too small for the answer never overflows: the full path.
+        // A reply buffer too small for the answer never overflows: hickory's
+        // encoder gets the decided answer.
         let mut tiny = [0u8; 20];
         assert!(matches!(
             answer(&p, &base, client, &mut tiny, Arrived::now()),
-            Fast::Full(Some(_))
+            Fast::Encode(_)
         ));
     }
 }

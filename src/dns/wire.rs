@@ -9,13 +9,11 @@
 //! are the same messages hickory writes for the same [`Answer`]; tests compare the
 //! two.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
+use super::block::Plan;
 use super::ede::Ede;
-use crate::filter::BlockMode;
 use crate::resolve::Answer;
 
 /// Length of the DNS header.
@@ -26,7 +24,6 @@ const TYPE_A: u16 = 1;
 const TYPE_SOA: u16 = 6;
 const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
-const TYPE_ANY: u16 = 255;
 const CLASS_IN: u16 = 1;
 /// A compression pointer to the question name, which always sits right after the header.
 const NAME_PTR: [u8; 2] = [0xC0, 0x0C];
@@ -228,37 +225,27 @@ impl<'a> Reply<'a> {
         self.put(rdata)
     }
 
-    /// Appends the answer given for a blocked name in `mode` (the same answer
-    /// [`super::block::blocked_answer`] builds), setting the reply's rcode.
-    pub fn blocked(&mut self, mode: &BlockMode, ttl: u32, qtype: u16) -> Result<(), TooBig> {
-        let (v4, v6) = match mode {
-            BlockMode::NxDomain => return self.negative(3, ttl),
-            BlockMode::NoData => return self.negative(0, ttl),
-            BlockMode::Refused => {
+    /// Appends the block answer `plan` (the one [`Plan::answer`] gives hickory's
+    /// encoder), setting the reply's rcode.
+    pub fn blocked(&mut self, plan: &Plan) -> Result<(), TooBig> {
+        match *plan {
+            Plan::Negative { nxdomain, ttl } => self.negative(if nxdomain { 3 } else { 0 }, ttl),
+            Plan::Refused => {
                 self.set_rcode(5);
-                return Ok(());
+                Ok(())
             }
-            BlockMode::Null => (Some(Ipv4Addr::UNSPECIFIED), Some(Ipv6Addr::UNSPECIFIED)),
-            BlockMode::Custom { v4, v6 } => (*v4, *v6),
-        };
-        let (v4, v6) = match qtype {
-            TYPE_A => (v4, None),
-            TYPE_AAAA => (None, v6),
-            TYPE_ANY => (v4, v6),
-            _ => (None, None),
-        };
-        if v4.is_none() && v6.is_none() {
-            return self.negative(0, ttl);
+            Plan::Addresses { v4, v6, ttl } => {
+                if let Some(ip) = v4 {
+                    self.put_record(TYPE_A, ttl, &ip.octets())?;
+                    self.answers += 1;
+                }
+                if let Some(ip) = v6 {
+                    self.put_record(TYPE_AAAA, ttl, &ip.octets())?;
+                    self.answers += 1;
+                }
+                Ok(())
+            }
         }
-        if let Some(ip) = v4 {
-            self.put_record(TYPE_A, ttl, &ip.octets())?;
-            self.answers += 1;
-        }
-        if let Some(ip) = v6 {
-            self.put_record(TYPE_AAAA, ttl, &ip.octets())?;
-            self.answers += 1;
-        }
-        Ok(())
     }
 
     /// A negative answer with the synthetic SOA of blocked names.
@@ -284,13 +271,14 @@ impl<'a> Reply<'a> {
         Ok(())
     }
 
-    /// Appends a cached answer's records with their TTLs counted down.
-    pub fn body(&mut self, body: &Body, ttl_left: u32) -> Result<(), TooBig> {
+    /// Appends a cached answer's records, each stored TTL passed through `ttl`
+    /// (counted down, or the stale TTL: `Hit::ttl`).
+    pub fn body(&mut self, body: &Body, ttl: impl Fn(u32) -> u32) -> Result<(), TooBig> {
         let start = self.len;
         self.put(&body.bytes)?;
-        for &(offset, ttl) in body.ttls.iter() {
+        for &(offset, stored) in body.ttls.iter() {
             let at = start + usize::from(offset);
-            self.buf[at..at + 4].copy_from_slice(&ttl.min(ttl_left).to_be_bytes());
+            self.buf[at..at + 4].copy_from_slice(&ttl(stored).to_be_bytes());
         }
         self.answers += body.answers;
         self.authorities += body.authorities;
@@ -472,10 +460,12 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::block::blocked_answer;
+    use crate::dns::block;
+    use crate::filter::BlockMode;
     use hickory_proto::op::{Edns, ResponseCode};
     use hickory_proto::rr::rdata::{A, CNAME};
     use hickory_proto::rr::{RData, Record};
+    use std::net::Ipv4Addr;
 
     fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
         let mut m = Message::query();
@@ -583,11 +573,12 @@ mod tests {
                     let q = FastQuery::parse(&p).unwrap();
                     let mut buf = [0u8; 512];
                     let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
-                    r.blocked(mode, 42, q.qtype).unwrap();
+                    let plan = block::plan(mode, 42, q.qtype);
+                    r.blocked(&plan).unwrap();
                     let n = r.finish(&q, None).unwrap();
                     let got = parse_reply(&buf[..n]);
                     let name = Name::from_ascii("Ads.Example.").unwrap();
-                    let want = blocked_answer(mode, 42, &name, qtype);
+                    let want = plan.answer(&name);
                     assert_eq!(got.metadata.response_code, want.rcode, "{mode:?} {qtype}");
                     assert_eq!(got.answers, want.answers, "{mode:?} {qtype}");
                     assert_eq!(got.authorities, want.authorities, "{mode:?} {qtype}");
@@ -626,7 +617,7 @@ mod tests {
         let q = FastQuery::parse(&p).unwrap();
         let mut buf = [0u8; 512];
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
-        r.body(&body, 100).unwrap();
+        r.body(&body, |t| t.min(100)).unwrap();
         let n = r.finish(&q, None).unwrap();
         let got = parse_reply(&buf[..n]);
         assert_eq!(got.answers.len(), 2);
@@ -653,7 +644,7 @@ mod tests {
         let q = FastQuery::parse(&p).unwrap();
         let mut buf = [0u8; 4096];
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
-        r.body(&body, 300).unwrap();
+        r.body(&body, |t| t).unwrap();
         assert_eq!(
             r.finish(&q, None),
             Err(TooBig),
@@ -662,12 +653,12 @@ mod tests {
         let p = query("big.example.", RecordType::A, Some((1232, false)));
         let q = FastQuery::parse(&p).unwrap();
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
-        r.body(&body, 300).unwrap();
+        r.body(&body, |t| t).unwrap();
         assert!(r.finish(&q, None).is_ok());
         let mut small = [0u8; 40];
         assert!(Reply::start(&mut small, &p, &q, 0, false).is_ok());
         let mut r = Reply::start(&mut small, &p, &q, 0, false).unwrap();
-        assert_eq!(r.body(&body, 300), Err(TooBig), "never past the buffer");
+        assert_eq!(r.body(&body, |t| t), Err(TooBig), "never past the buffer");
     }
 
     /// The EDE of the OPT record of `m`: (INFO-CODE, EXTRA-TEXT).
@@ -700,7 +691,7 @@ mod tests {
             let q = FastQuery::parse(&p).unwrap();
             let mut buf = [0u8; 4096];
             let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
-            r.body(&body, 300).unwrap();
+            r.body(&body, |t| t).unwrap();
             let n = r.finish(&q, Some(&ede)).unwrap();
             assert!(n <= 512);
             let got = parse_reply(&buf[..n]);
@@ -713,7 +704,8 @@ mod tests {
         let q = FastQuery::parse(&p).unwrap();
         let mut buf = [0u8; 4096];
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
-        r.blocked(&BlockMode::NxDomain, 60, TYPE_A).unwrap();
+        r.blocked(&block::plan(&BlockMode::NxDomain, 60, TYPE_A))
+            .unwrap();
         let n = r.finish(&q, Some(&ede)).unwrap();
         let got = parse_reply(&buf[..n]);
         assert_eq!(got.metadata.response_code, ResponseCode::NXDomain);

@@ -28,8 +28,8 @@ pub use proto::{
 };
 
 use crate::detect::Score;
-use crate::dns::pipeline::{Outcome, Screen, Screened, Source};
 use crate::filter::{Action, BlockMode, BlockReason};
+use crate::pipeline::{Outcome, Source};
 use crate::querylog::Entry;
 
 /// `[dnstap]`: off unless `target` is set.
@@ -185,13 +185,7 @@ impl Dnstap {
 
     /// Hands one recorded query to the writer; never waits (a full queue drops
     /// the event and counts it).
-    pub fn observe(
-        &self,
-        e: &Entry,
-        outcome: &Outcome<'_>,
-        screened: &Screened,
-        mode: Option<&BlockMode>,
-    ) {
+    pub fn observe(&self, e: &Entry, outcome: &Outcome<'_>, mode: Option<&BlockMode>) {
         let via = &outcome.via;
         let wire = (!via.query.is_empty()).then(|| {
             let mut b = Vec::with_capacity(via.query.len() + via.response.len());
@@ -203,14 +197,14 @@ impl Dnstap {
             client: e.client,
             port: via.port,
             transport: via.transport,
-            now_ms: screened.now_ms,
+            now_ms: outcome.now_ms,
             latency_us: e.latency_us,
             name: e.name.clone(),
-            policy: policy_facts(e, outcome, screened, mode),
+            policy: policy_facts(e, outcome, mode),
             tunnel: outcome
+                .says
                 .score
-                .filter(|s| s.flagged || *outcome.source == Source::Tunnel)
-                .copied(),
+                .filter(|s| s.flagged || outcome.says.source == Source::Tunnel),
             wire,
         };
         match self.tx.try_send(event) {
@@ -229,12 +223,7 @@ impl Dnstap {
 }
 
 /// The verdict of one query as a dnstap policy, when one applied.
-fn policy_facts(
-    e: &Entry,
-    outcome: &Outcome<'_>,
-    screened: &Screened,
-    mode: Option<&BlockMode>,
-) -> Option<PolicyFacts> {
+fn policy_facts(e: &Entry, outcome: &Outcome<'_>, mode: Option<&BlockMode>) -> Option<PolicyFacts> {
     let by_mode = match mode {
         Some(BlockMode::NxDomain) => PolicyAction::Nxdomain,
         Some(BlockMode::NoData) => PolicyAction::Nodata,
@@ -251,7 +240,8 @@ fn policy_facts(
             address,
         })
     };
-    if *outcome.source == Source::Refused {
+    let says = outcome.says;
+    if says.source == Source::Refused {
         // Outside `allow_clients`: answered REFUSED, which dnstap has no action for.
         return facts(
             "access",
@@ -260,8 +250,8 @@ fn policy_facts(
             Some(e.client),
         );
     }
-    let verdict = outcome.verdict?;
-    match outcome.source {
+    let verdict = says.verdict?;
+    match &says.source {
         Source::Tunnel => facts("tunnel", PolicyAction::Drop, Some(PolicyMatch::Qname), None),
         Source::Rebinding(ip) => facts(
             "rebinding",
@@ -276,8 +266,7 @@ fn policy_facts(
             };
             // Blocked before resolution: the query name matched. After it, a CNAME
             // target or an answer address did, and the verdict does not say which.
-            let matched =
-                matches!(screened.screen, Screen::Blocked(_)).then_some(PolicyMatch::Qname);
+            let matched = says.early.then_some(PolicyMatch::Qname);
             facts(kind, by_mode, matched, None)
         }
         _ if verdict.action == Action::Allow && verdict.rule.is_some() => facts(
@@ -404,6 +393,7 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::{Content, Says};
 
     #[test]
     fn targets_parse_or_say_why_not() {
@@ -425,10 +415,11 @@ mod tests {
         }
     }
 
-    /// The policy of one recorded query, as `observe` derives it.
+    /// The policy of one recorded query, as `observe` derives it; `early` when
+    /// screening decided it.
     fn policy_of(
         source: Source,
-        screen: Screen,
+        early: bool,
         verdict: Option<crate::filter::Verdict>,
         mode: BlockMode,
     ) -> Option<PolicyFacts> {
@@ -436,22 +427,19 @@ mod tests {
         let mut e = Entry::new(1, client, Arc::from("x.test"), 1);
         e.list = Arc::from("mine");
         e.rule = Arc::from("line 9");
-        let outcome = Outcome {
-            rcode: 0,
-            source: &source,
-            verdict: verdict.as_ref(),
+        let says = Says {
+            content: Content::Rcode(hickory_proto::op::ResponseCode::NoError),
+            source,
+            verdict,
             score: None,
-            summary: None,
-            addrs: &[],
-            ttl_cap: u32::MAX,
+            early,
+        };
+        let outcome = Outcome {
+            says: &says,
+            now_ms: 1,
             via: Via::default(),
         };
-        let screened = Screened {
-            screen,
-            started: std::time::Instant::now(),
-            now_ms: 1,
-        };
-        policy_facts(&e, &outcome, &screened, Some(&mode))
+        policy_facts(&e, &outcome, Some(&mode))
     }
 
     #[test]
@@ -466,14 +454,8 @@ mod tests {
             action: Action::Pass,
             ..block
         };
-        let score = crate::detect::Score {
-            value: 2.0,
-            flagged: true,
-            quarantined: false,
-            reasons: Default::default(),
-        };
         // Refused client: CLIENT_IP, its address, DROP (REFUSED).
-        let p = policy_of(Source::Refused, Screen::Refused, None, BlockMode::Null).unwrap();
+        let p = policy_of(Source::Refused, true, None, BlockMode::Null).unwrap();
         assert_eq!((p.kind, p.action), ("access", PolicyAction::Drop));
         assert_eq!(p.matched, Some(PolicyMatch::ClientIp));
         assert_eq!(p.address, Some("192.0.2.7".parse().unwrap()));
@@ -484,7 +466,7 @@ mod tests {
             (BlockMode::Refused, PolicyAction::Drop),
             (BlockMode::Null, PolicyAction::LocalData),
         ] {
-            let p = policy_of(Source::Blocked, Screen::Blocked(block), Some(block), mode).unwrap();
+            let p = policy_of(Source::Blocked, true, Some(block), mode).unwrap();
             assert_eq!(
                 (p.kind, p.action, p.matched),
                 ("blocklist", action, Some(PolicyMatch::Qname))
@@ -492,18 +474,13 @@ mod tests {
             assert_eq!((&*p.list, &*p.rule), ("mine", "line 9"));
         }
         // Blocked after resolution (CNAME target or answer rule): which one is not known.
-        let p = policy_of(
-            Source::Blocked,
-            Screen::Pass(pass, score),
-            Some(block),
-            BlockMode::Null,
-        );
+        let p = policy_of(Source::Blocked, false, Some(block), BlockMode::Null);
         assert_eq!(p.unwrap().matched, None);
         // Rebinding: the private address answered.
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let p = policy_of(
             Source::Rebinding(ip),
-            Screen::Pass(pass, score),
+            false,
             Some(pass),
             BlockMode::NxDomain,
         )
@@ -518,24 +495,10 @@ mod tests {
         );
         assert_eq!(p.address, Some(ip));
         // Tunnel refusal.
-        let p = policy_of(
-            Source::Tunnel,
-            Screen::Tunnel(pass, score),
-            Some(pass),
-            BlockMode::Null,
-        )
-        .unwrap();
+        let p = policy_of(Source::Tunnel, true, Some(pass), BlockMode::Null).unwrap();
         assert_eq!((p.kind, p.action), ("tunnel", PolicyAction::Drop));
         // Plain answers: no policy.
-        assert!(
-            policy_of(
-                Source::Cache,
-                Screen::Pass(pass, score),
-                Some(pass),
-                BlockMode::Null
-            )
-            .is_none()
-        );
+        assert!(policy_of(Source::Cache, false, Some(pass), BlockMode::Null).is_none());
     }
 
     #[test]

@@ -199,8 +199,18 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// The answer to `qname`/`qtype` with TTLs counted down to the time left (a
-    /// stale answer carries the stale TTL on every record).
+    /// The TTL a record stored with `stored` is sent with: counted down to the
+    /// time left, or for a stale answer the stale TTL on every record (RFC 8767).
+    /// Both encoders ask this.
+    pub fn ttl(&self, stored: u32) -> u32 {
+        if self.stale {
+            self.ttl_left
+        } else {
+            stored.min(self.ttl_left)
+        }
+    }
+
+    /// The answer to `qname`/`qtype` with its TTLs as [`Hit::ttl`] gives them.
     pub fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
         let mut answer = self.cached.answer(qname, qtype);
         for r in answer
@@ -208,11 +218,7 @@ impl Hit {
             .iter_mut()
             .chain(answer.authorities.iter_mut())
         {
-            r.ttl = if self.stale {
-                self.ttl_left
-            } else {
-                r.ttl.min(self.ttl_left)
-            };
+            r.ttl = self.ttl(r.ttl);
         }
         answer
     }

@@ -33,7 +33,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::app::Live;
-use crate::dns::pipeline::Pipeline;
+use crate::pipeline::Pipeline;
 
 /// `[web]`: the HTTP API.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,9 +7,9 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Query, ResponseCode};
-use hickory_proto::rr::{LowerName, Name, RecordType};
+use hickory_proto::rr::{LowerName, RecordType};
 
-use super::{Pipeline, Source};
+use super::{Pipeline, Resolve, Source, vet};
 use crate::detect;
 use crate::filter::{Action, Verdict};
 use crate::resolve::cache::Cached;
@@ -76,7 +76,7 @@ pub struct Checked {
     pub note: Option<String>,
 }
 
-impl Pipeline {
+impl<R: Resolve> Pipeline<R> {
     /// What the server would answer `client` for `name` (normalised text) and
     /// `qtype`. With `resolve`, the question is also sent to the resolver and its
     /// answer put through CNAME cloaking, rebinding and answer rules, as a query's
@@ -120,10 +120,9 @@ impl Pipeline {
                 Some(note),
             );
         }
-        let local = self
-            .local
-            .answer(name, qtype)
-            .or_else(|| (qtype == RecordType::ANY).then(|| super::minimal_any(&owner(name))));
+        let local = self.local.answer(name, qtype).or_else(|| {
+            (qtype == RecordType::ANY).then(|| super::minimal_any(&super::name_of(name)))
+        });
         if let Some(answer) = local {
             return Checked {
                 decision: Decision::Local,
@@ -139,10 +138,10 @@ impl Pipeline {
             let note = Some(only_name.to_owned());
             return done(Decision::Pass, ResponseCode::NoError, Some(verdict), note);
         }
-        let qname = owner(name);
+        let qname = super::name_of(name);
         let query = Query::query(qname.clone(), qtype);
         let (result, upstream) = self
-            .router
+            .resolver
             .resolve(&query, &LowerName::new(&qname), false, false)
             .await;
         let answer = match result {
@@ -159,8 +158,15 @@ impl Pipeline {
         };
         let cached = Cached::new(&answer, &qname, qtype);
         let summary = Some(cached.summary.to_string()).filter(|s| !s.is_empty());
-        let screened =
-            self.screen_answer(&policy, client, &verdict, name, u16::from(qtype), &cached);
+        let screened = vet::answer(
+            &policy,
+            &self.rebinding,
+            client,
+            &verdict,
+            name,
+            u16::from(qtype),
+            &cached,
+        );
         let Some((source, by)) = screened else {
             return Checked {
                 decision: Decision::Resolved,
@@ -191,14 +197,6 @@ impl Pipeline {
     }
 }
 
-/// `name` as a fully qualified hickory name (the root for text that is not one,
-/// which normalised names always are).
-fn owner(name: &str) -> Name {
-    let mut n = Name::from_ascii(name).unwrap_or_else(|_| Name::root());
-    n.set_fqdn(true);
-    n
-}
-
 /// What `verdict`'s group answers when it blocks `name`/`qtype`.
 fn blocked(
     verdict: Verdict,
@@ -208,8 +206,8 @@ fn blocked(
     decision: Decision,
     note: Option<String>,
 ) -> Checked {
-    let (mode, ttl) = policy.filter.group_block(verdict.group);
-    let answer = super::blocked_answer(mode, ttl, &owner(name), qtype);
+    let plan = policy.block_plan(verdict.group, u16::from(qtype));
+    let answer = plan.answer(&super::name_of(name));
     Checked {
         decision,
         rcode: answer.rcode,

@@ -1,0 +1,299 @@
+//! Step 9: what the pipeline decided ([`Says`]) and its record — the query-log
+//! entry, the metrics, the egress guard's and dnstap's view — built in one place
+//! for every front end.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RecordType};
+
+use super::{Asked, Pipeline, Policy, Resolve, Screen};
+use crate::detect::Score;
+use crate::dns::block::Plan;
+use crate::dns::ede::{Ede, Failure};
+use crate::filter::{Action, Verdict};
+use crate::querylog::{self, Entry};
+use crate::resolve::Answer;
+use crate::resolve::cache::Hit;
+
+/// Where an answer came from, for logs and the query log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The client is not allowed to use dnsguard.
+    Refused,
+    /// Blocked by the filter (the verdict says which rule; a CNAME target's rule for cloaking).
+    Blocked,
+    /// Refused because tunnel detection flagged it or its client is quarantined
+    /// for its domain.
+    Tunnel,
+    /// Blocked because a public name was answered with this private address.
+    Rebinding(IpAddr),
+    /// From `[local]` records or hosts files.
+    Local,
+    /// A fresh cache entry.
+    Cache,
+    /// An expired cache entry, served because upstreams failed.
+    Stale,
+    /// From the named upstream(s).
+    Upstream(Arc<str>),
+    /// Resolution failed: what kind of failure (for the reply's EDE), and the reason.
+    Failed(Failure, String),
+}
+
+/// What goes into the reply.
+pub enum Content {
+    /// A bare response code.
+    Rcode(ResponseCode),
+    /// The group's block answer.
+    Blocked(Plan),
+    /// Synthesized records (local names, the RFC 8482 ANY answer).
+    Records(Answer),
+    /// A cached or fetched answer; for a fresh upstream answer also the
+    /// resolver's records (so hickory's encoder need not parse the wire form back).
+    Hit(Hit, Option<Answer>),
+}
+
+/// The pipeline's decision for one question: the reply's content, where it came
+/// from, and why.
+pub struct Says {
+    /// What to answer.
+    pub content: Content,
+    /// Where it came from.
+    pub source: Source,
+    /// The deciding verdict: the filter's for the name, or a CNAME target's or
+    /// answer rule's that blocked the answer (`None` before filtering).
+    pub verdict: Option<Verdict>,
+    /// The tunnel detector's score (`None` when the query was not scored).
+    pub score: Option<Score>,
+    /// Decided from the question alone, before resolution (a block is the name's
+    /// own, not its answer's).
+    pub early: bool,
+}
+
+impl Says {
+    /// The answer to a question screening decided (steps 1–4).
+    pub(super) fn early(policy: &Policy, screen: Screen, qtype: u16) -> Says {
+        let (content, source, verdict, score) = match screen {
+            Screen::Refused => (
+                Content::Rcode(ResponseCode::Refused),
+                Source::Refused,
+                None,
+                None,
+            ),
+            Screen::Canary => (
+                Content::Rcode(ResponseCode::NXDomain),
+                Source::Local,
+                None,
+                None,
+            ),
+            Screen::Blocked(v) => (
+                Content::Blocked(policy.block_plan(v.group, qtype)),
+                Source::Blocked,
+                Some(v),
+                None,
+            ),
+            Screen::Tunnel(v, s) => (
+                Content::Rcode(ResponseCode::Refused),
+                Source::Tunnel,
+                Some(v),
+                Some(s),
+            ),
+            // Not final; never asked for.
+            Screen::Pass(v, s) => (
+                Content::Rcode(ResponseCode::ServFail),
+                Source::Cache,
+                Some(v),
+                Some(s),
+            ),
+        };
+        Says {
+            content,
+            source,
+            verdict,
+            score,
+            early: true,
+        }
+    }
+
+    /// An answer decided after screening.
+    pub(super) fn later(
+        content: Content,
+        source: Source,
+        verdict: Option<Verdict>,
+        score: Option<Score>,
+    ) -> Says {
+        Says {
+            content,
+            source,
+            verdict,
+            score,
+            early: false,
+        }
+    }
+
+    /// The response code.
+    pub fn rcode(&self) -> ResponseCode {
+        match &self.content {
+            Content::Rcode(rcode) => *rcode,
+            Content::Blocked(plan) => plan.rcode(),
+            Content::Records(answer) => answer.rcode,
+            Content::Hit(hit, _) => hit.cached.rcode,
+        }
+    }
+
+    /// The AD bit of the reply: every record validated, and the client asked for
+    /// it (DO, or AD in the query, RFC 6840 §5.7).
+    pub fn authentic(&self, dnssec_ok: bool, asked_ad: bool) -> bool {
+        let validated = match &self.content {
+            Content::Records(answer) => answer.authentic,
+            Content::Hit(hit, _) => hit.cached.authentic,
+            Content::Rcode(_) | Content::Blocked(_) => false,
+        };
+        validated && (dnssec_ok || asked_ad)
+    }
+
+    /// The reply's Extended DNS Error (RFC 8914), if dnsguard decided the answer.
+    pub fn ede<'a>(&'a self, policy: &'a Policy) -> Option<Ede<'a>> {
+        Ede::of(policy, &self.source, self.verdict.as_ref(), self.early)
+    }
+
+    /// The records for hickory's encoder, owned by `qname` (the question as the
+    /// client spelled it).
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Cow<'_, Answer> {
+        match &self.content {
+            Content::Rcode(rcode) => Cow::Owned(Answer::empty(*rcode)),
+            Content::Blocked(plan) => Cow::Owned(plan.answer(qname)),
+            Content::Records(answer) | Content::Hit(_, Some(answer)) => Cow::Borrowed(answer),
+            Content::Hit(hit, None) => Cow::Owned(hit.answer(qname, qtype)),
+        }
+    }
+}
+
+/// What dnstap needs to know about one recorded answer.
+pub struct Outcome<'a> {
+    /// The decision.
+    pub says: &'a Says,
+    /// When the query arrived, in unix milliseconds.
+    pub now_ms: u64,
+    /// Transport, client port and wire forms at hand.
+    pub via: crate::dnstap::Via<'a>,
+}
+
+impl<R: Resolve> Pipeline<R> {
+    /// Records an answered question — in the query log, the metrics, the egress
+    /// guard and dnstap — and feeds its rcode back to the tunnel detector. `rcode`
+    /// is what was sent; `via` the transport and wire forms for dnstap. Never
+    /// waits on disk.
+    pub fn record(
+        &self,
+        policy: &Policy,
+        asked: &Asked<'_>,
+        says: &Says,
+        rcode: u16,
+        via: crate::dnstap::Via<'_>,
+    ) {
+        let now_ms = asked.arrived.unix_ms;
+        if says.score.is_some() {
+            self.detector.record_rcode(now_ms, asked.name, rcode);
+        }
+        let elapsed = asked.arrived.at.elapsed();
+        let e = entry(policy, asked, says, rcode, elapsed);
+        super::metrics::record(&e, &says.source, elapsed);
+        if let Some(guard) = &*self.guard.load() {
+            match &says.content {
+                Content::Hit(hit, _) => {
+                    let cap = hit.ttl_left;
+                    let addrs = hit.cached.addrs.iter().map(|&(ip, t)| (ip, t.min(cap)));
+                    guard.observe(&e, addrs);
+                }
+                Content::Records(answer) => guard.observe(&e, answer.addresses()),
+                _ => guard.observe(&e, std::iter::empty()),
+            }
+        }
+        if let Some(tap) = self.dnstap.get() {
+            let mode = says.verdict.map(|v| policy.filter.group_block(v.group).0);
+            let outcome = Outcome { says, now_ms, via };
+            tap.observe(&e, &outcome, mode);
+        }
+        self.log.record(e);
+    }
+}
+
+/// The query-log entry of one answered question.
+fn entry(
+    policy: &Policy,
+    asked: &Asked<'_>,
+    says: &Says,
+    rcode: u16,
+    elapsed: std::time::Duration,
+) -> Entry {
+    let client = asked.client.ip();
+    let mut e = Entry::new(
+        asked.arrived.unix_ms,
+        client,
+        Arc::from(asked.name),
+        asked.qtype,
+    );
+    e.rcode = rcode;
+    e.latency_us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+    let source = &says.source;
+    e.source = match source {
+        Source::Refused => querylog::Source::Refused,
+        Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Source::Blocked,
+        Source::Local => querylog::Source::Local,
+        Source::Cache => querylog::Source::Cache,
+        Source::Stale => querylog::Source::Stale,
+        Source::Upstream(label) => querylog::Source::Upstream(label.clone()),
+        Source::Failed(..) => querylog::Source::Failed,
+    };
+    if let Some(v) = &says.verdict {
+        e.group = policy.group_label(v.group);
+        e.verdict = match (*source == Source::Blocked, v.action) {
+            (true, _) => querylog::Verdict::Blocked,
+            (false, Action::Allow) => querylog::Verdict::Allowlisted,
+            _ => querylog::Verdict::Allowed,
+        };
+        if *source == Source::Blocked || v.action == Action::Allow {
+            (e.list, e.rule) = policy.rule_labels(v);
+        }
+    } else {
+        // Refused before filtering, or a canary: still the client's group by
+        // name (`default` included), never an empty one.
+        e.group = policy.group_label(policy.filter.group_of(client));
+    }
+    if let Some(score) = &says.score {
+        e.tunnel_score = score.value;
+        e.flagged = score.flagged;
+        if score.flagged || *source == Source::Tunnel {
+            // Stored as they are; the log renders the text when read, as the
+            // entry's rule (in place of a list rule).
+            e.tunnel = Some(Box::new(score.reasons));
+            e.rule = querylog::entry::empty_str();
+            if *source == Source::Tunnel {
+                e.verdict = querylog::Verdict::Blocked;
+            }
+        }
+    }
+    match source {
+        // A client outside `allow_clients` got nothing: never an "allowed" query.
+        Source::Refused => e.verdict = querylog::Verdict::Blocked,
+        Source::Rebinding(ip) => {
+            e.verdict = querylog::Verdict::Blocked;
+            e.rule = Arc::from(format!("rebinding: answer {ip} is private"));
+        }
+        _ => {}
+    }
+    match &says.content {
+        Content::Hit(hit, _) if hit.cached.has_answers => e.answer = hit.cached.summary.clone(),
+        Content::Records(answer) if *source == Source::Local => {
+            let summary = answer.summary();
+            if !summary.is_empty() {
+                e.answer = Arc::from(summary);
+            }
+        }
+        _ => {}
+    }
+    e
+}

@@ -1,0 +1,148 @@
+//! Step 3's settings: the compiled filter plus what the pipeline derives from the
+//! configuration per group and list (tunnel actions, block answers, the log's
+//! labels); swapped as one on reload.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::detect;
+use crate::dns::block::{self, Plan};
+use crate::filter::{Action, BlockReason, Filter, GroupId, RuleSource, Verdict};
+use crate::querylog;
+
+/// The compiled filter plus what the pipeline derives from the configuration per
+/// group and list; swapped as one on reload.
+pub struct Policy {
+    /// The compiled lists and groups.
+    pub filter: Filter,
+    tunnel_actions: Vec<detect::Action>,
+    group_labels: Vec<Arc<str>>,
+    /// Per group, the log's list labels of its own allow and deny entries.
+    group_rule_labels: Vec<[Arc<str>; 2]>,
+    list_labels: Vec<Arc<str>>,
+}
+
+impl Policy {
+    /// Pairs `filter` with the per-group settings of `cfg`.
+    pub fn new(filter: Filter, cfg: &Config) -> Self {
+        let groups = filter.group_count();
+        let mut tunnel_actions = Vec::with_capacity(groups);
+        let mut group_labels = Vec::with_capacity(groups);
+        let mut group_rule_labels = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let name = filter.group_name(GroupId(g as u16));
+            let configured = cfg.groups.iter().find(|c| c.name == name);
+            let action = configured.and_then(|c| c.tunnel_action);
+            tunnel_actions.push(action.unwrap_or(cfg.detect.action));
+            group_labels.push(Arc::from(name));
+            group_rule_labels.push([
+                Arc::from(format!("group {name} allow")),
+                Arc::from(format!("group {name} deny")),
+            ]);
+        }
+        let list_labels = cfg
+            .lists
+            .iter()
+            .map(|l| Arc::from(l.name.as_str()))
+            .collect();
+        Self {
+            filter,
+            tunnel_actions,
+            group_labels,
+            group_rule_labels,
+            list_labels,
+        }
+    }
+
+    /// The block answer group `g` gives to a query of `qtype`.
+    pub fn block_plan(&self, g: GroupId, qtype: u16) -> Plan {
+        let (mode, ttl) = self.filter.group_block(g);
+        block::plan(mode, ttl, qtype)
+    }
+
+    pub(super) fn group_label(&self, g: GroupId) -> Arc<str> {
+        self.group_labels
+            .get(usize::from(g.0))
+            .cloned()
+            .unwrap_or_else(querylog::empty_str)
+    }
+
+    /// The name of group `g`, for the reply's EDE.
+    pub fn group_name(&self, g: GroupId) -> &str {
+        self.group_labels.get(usize::from(g.0)).map_or("", |l| l)
+    }
+
+    /// The name of a rule's list (or group), for the reply's EDE.
+    pub fn rule_source_name(&self, source: RuleSource) -> &str {
+        match source {
+            RuleSource::List(i) => self.list_labels.get(i as usize).map_or("", |l| l),
+            RuleSource::GroupAllow(g) | RuleSource::GroupDeny(g) => self.group_name(g),
+        }
+    }
+
+    pub(super) fn tunnel_action(&self, g: GroupId) -> detect::Action {
+        self.tunnel_actions
+            .get(usize::from(g.0))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The list (or group entry set) name and rule text for the log.
+    pub(super) fn rule_labels(&self, verdict: &Verdict) -> (Arc<str>, Arc<str>) {
+        if verdict.action == Action::Block(BlockReason::NotAllowlisted) {
+            static NOT_ALLOWLISTED: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+            let rule = NOT_ALLOWLISTED.get_or_init(|| Arc::from("not-allowlisted"));
+            return (querylog::empty_str(), rule.clone());
+        }
+        let Some(rule) = verdict.rule else {
+            return (querylog::empty_str(), querylog::empty_str());
+        };
+        let list = match rule.source {
+            RuleSource::List(i) => self.list_labels.get(i as usize).cloned(),
+            RuleSource::GroupAllow(g) => self
+                .group_rule_labels
+                .get(usize::from(g.0))
+                .map(|l| l[0].clone()),
+            RuleSource::GroupDeny(g) => self
+                .group_rule_labels
+                .get(usize::from(g.0))
+                .map(|l| l[1].clone()),
+        };
+        let line = if rule.line > 0 {
+            line_label(rule.line)
+        } else {
+            querylog::empty_str()
+        };
+        (list.unwrap_or_else(querylog::empty_str), line)
+    }
+}
+
+/// `"line N"` for the log, memoised per thread: a blocked name's rule is logged on
+/// every query, and the same few list lines block most of them.
+fn line_label(line: u32) -> Arc<str> {
+    const SLOTS: usize = 1024;
+    type Slots = Vec<Option<(u32, Arc<str>)>>;
+    thread_local! {
+        static LABELS: std::cell::RefCell<Slots> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LABELS.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_empty() {
+            t.resize(SLOTS, None);
+        }
+        let slot = &mut t[line as usize % SLOTS];
+        match slot {
+            Some((l, label)) if *l == line => label.clone(),
+            _ => {
+                // Without `format!` (about 1k instructions): a run of distinct
+                // blocked names misses this memo on every query.
+                let mut text = String::with_capacity(16);
+                text.push_str("line ");
+                text.push_str(itoa::Buffer::new().format(line));
+                let label: Arc<str> = Arc::from(text);
+                *slot = Some((line, label.clone()));
+                label
+            }
+        }
+    })
+}

@@ -1,0 +1,56 @@
+//! Steps 1–4, on the question alone: access control, bypass canaries, the filter,
+//! tunnel detection. No I/O.
+
+use std::net::IpAddr;
+
+use super::{Pipeline, Policy, Resolve};
+use crate::detect::Score;
+use crate::filter::{Action, Verdict};
+
+/// What the steps before resolution decided.
+#[derive(Debug, Clone, Copy)]
+pub enum Screen {
+    /// The client is outside the allowed networks: REFUSED.
+    Refused,
+    /// A bypass canary: NXDOMAIN.
+    Canary,
+    /// Blocked by the filter: the group's block answer.
+    Blocked(Verdict),
+    /// Refused by the group's tunnel action.
+    Tunnel(Verdict, Score),
+    /// On to local records, the cache and the resolver.
+    Pass(Verdict, Score),
+}
+
+impl<R: Resolve> Pipeline<R> {
+    /// Steps 1–4 for `client` asking `name`/`qtype` at `now_ms`; the detector
+    /// counts the query.
+    pub(super) fn screen(
+        &self,
+        policy: &Policy,
+        client: IpAddr,
+        name: &str,
+        qtype: u16,
+        now_ms: u64,
+    ) -> Screen {
+        if !self.access.allows(client) {
+            return Screen::Refused;
+        }
+        if self.local.is_canary(name) {
+            return Screen::Canary;
+        }
+        let verdict = policy.filter.check(client, name, qtype);
+        if let Action::Block(_) = verdict.action {
+            return Screen::Blocked(verdict);
+        }
+        let action = policy.tunnel_action(verdict.group);
+        let score = self
+            .detector
+            .observe(now_ms, client, name, qtype)
+            .under(action);
+        if score.refused_by(action) && verdict.action != Action::Allow {
+            return Screen::Tunnel(verdict, score);
+        }
+        Screen::Pass(verdict, score)
+    }
+}

@@ -1,0 +1,40 @@
+//! Step 8, the checks on an answer that depend on the client: CNAME cloaking (a
+//! tracker hidden behind a first-party CNAME is still blocked, unless the query
+//! name itself was explicitly allowed), rebinding protection (a public name
+//! answered with a private, loopback or metadata address), and answer rules
+//! (address/CIDR entries of the group's lists and deny entries).
+
+use std::net::IpAddr;
+
+use super::{Policy, Source};
+use crate::filter::{Action, Verdict};
+use crate::rebinding::Rebinding;
+use crate::resolve::cache::Cached;
+
+/// `Some` (why, and the verdict that decided) when the answer `cached` to
+/// `client`'s `name`/`qtype`, which the filter passed with `verdict`, must be
+/// replaced by the block answer.
+pub fn answer(
+    policy: &Policy,
+    rebinding: &Rebinding,
+    client: IpAddr,
+    verdict: &Verdict,
+    name: &str,
+    qtype: u16,
+    cached: &Cached,
+) -> Option<(Source, Verdict)> {
+    if verdict.action != Action::Allow {
+        for target in cached.cname_targets.iter() {
+            let cloaked = policy.filter.check(client, target, qtype);
+            if let Action::Block(_) = cloaked.action {
+                return Some((Source::Blocked, cloaked));
+            }
+        }
+    }
+    let addrs = || cached.addrs.iter().map(|&(ip, _)| ip);
+    if let Some(ip) = rebinding.violation(name, addrs()) {
+        return Some((Source::Rebinding(ip), *verdict));
+    }
+    let (_, by) = policy.filter.check_answer(verdict.group, addrs())?;
+    Some((Source::Blocked, by))
+}
