@@ -1,19 +1,21 @@
 //! dnsguard: a filtering DNS resolver appliance.
 //!
-//! A query arrives at a front end in [`dns`]: the per-core UDP loop
-//! (`dns::udp`, answering blocked names and cache hits in place) or DNS over TCP
-//! (`dns::tcp`); anything the UDP loop cannot answer in place, and every TCP query,
-//! goes through hickory's message parser to `dns::handler`. All of them run the
-//! same steps of [`dns::pipeline::Pipeline`], in this order: access control →
-//! bypass canaries → [`filter`] (client group, lists, block/allow) → tunnel
-//! detection ([`detect`]) → local and special-use names → cache → resolver
-//! ([`resolve`]: conditional forwarding, forwarder, recursor) → checks on the answer
-//! (CNAME cloaking, [`rebinding`], answer rules) → the [`querylog`], the egress
-//! [`guard`] and [`dnstap`]. `dnsguard check` runs the same steps without the network
-//! (`Pipeline::check`). [`lists`] supplies list texts (files, builtins,
-//! downloads); [`web`] is the dashboard and API. [`app`] wires the pieces together
-//! from a [`config::Config`]; [`cli`] and [`commands`] are the command line. See
-//! `ARCHITECTURE.md` for the map.
+//! A query arrives at a front end in [`dns`]: the per-core UDP loop (`dns::udp`,
+//! which reads plain queries and writes their replies in place), DNS over TCP
+//! (`dns::tcp`) or TLS (`dns::tls`), and the UDP packets the in-place reader
+//! declines, which go through hickory's parser to `dns::handler`. Every front end
+//! parses, asks [`pipeline::Pipeline::decide`], runs `fetch` and `finish` when it
+//! says so, encodes the answer, and calls `record`; only [`pipeline`] orders the
+//! steps: 1 access control, 2 bypass canaries, 3 the [`filter`] (client group,
+//! lists, block/allow), 4 tunnel detection ([`detect`]), 5 local and special-use
+//! names, 6 the cache, 7 the resolver ([`resolve`]: conditional forwarding,
+//! forwarder, recursor; stale answers on failure), 8 checks on the answer (CNAME
+//! cloaking, [`rebinding`], answer rules), 9 the record: the [`querylog`], the
+//! metrics, the egress [`guard`] and [`dnstap`]. `dnsguard check` runs the same
+//! stages without the network (`Pipeline::check`). [`lists`] supplies list texts
+//! (files, builtins, downloads); [`web`] is the dashboard and API. [`app`] wires
+//! the pieces together from a [`config::Config`]; [`cli`] and [`commands`] are the
+//! command line. See `ARCHITECTURE.md` for the map.
 
 pub mod access;
 pub mod app;

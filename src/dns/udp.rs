@@ -361,7 +361,7 @@ pub struct Miss {
     client: SocketAddr,
     arrived: Arrived,
     policy: Arc<Policy>,
-    pending: Pending,
+    pending: Box<Pending>,
 }
 
 /// A decided query whose reply cannot be written in place.

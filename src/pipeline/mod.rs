@@ -117,8 +117,9 @@ pub struct Asked<'a> {
 pub enum Step {
     /// The answer is known: encode it and record it.
     Final(Says),
-    /// Ask the resolver ([`Pipeline::fetch`]), then [`Pipeline::finish`].
-    Fetch(Pending),
+    /// Ask the resolver ([`Pipeline::fetch`]), then [`Pipeline::finish`] (boxed:
+    /// the key is large, and a final answer is the common case).
+    Fetch(Box<Pending>),
 }
 
 /// A question that passed screening and the cache, on its way to the resolver:
@@ -258,7 +259,7 @@ impl<R: Resolve> Pipeline<R> {
             Some(q) => q.clone(),
             None => Query::query(owner(asked), RecordType::from(qtype)),
         };
-        Step::Fetch(Pending {
+        Step::Fetch(Box::new(Pending {
             name: LowerName::new(query.name()),
             query,
             key,
@@ -266,7 +267,7 @@ impl<R: Resolve> Pipeline<R> {
             checking_disabled: asked.checking_disabled,
             verdict,
             score,
-        })
+        }))
     }
 
     /// Step 8 for what [`Pipeline::fetch`] got for `pending`: the answer as it
@@ -275,10 +276,10 @@ impl<R: Resolve> Pipeline<R> {
         &self,
         policy: &Policy,
         asked: &Asked<'_>,
-        pending: Pending,
+        pending: Box<Pending>,
         got: Result<Fetched, Source>,
     ) -> Says {
-        let Pending { verdict, score, .. } = pending;
+        let Pending { verdict, score, .. } = *pending;
         match got {
             Ok(fetched) => self.vetted(policy, asked, verdict, score, fetched),
             Err(failed) => Says::later(
