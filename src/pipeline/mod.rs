@@ -59,7 +59,7 @@ pub use check::{Checked, Decision};
 pub use fetch::{Fetched, Resolve};
 pub use outcome::{Content, Outcome, Says, Source};
 pub use policy::Policy;
-pub use screen::Screen;
+pub use screen::Stop;
 
 use crate::access::Access;
 use crate::config::Config;
@@ -227,15 +227,10 @@ impl<R: Resolve> Pipeline<R> {
     /// query, so call it once per query.
     pub fn decide(&self, policy: &Policy, asked: &Asked<'_>) -> Step {
         let (name, qtype) = (asked.name, asked.qtype);
-        let screen = self.screen(
-            policy,
-            asked.client.ip(),
-            name,
-            qtype,
-            asked.arrived.unix_ms,
-        );
-        let Screen::Pass(verdict, score) = screen else {
-            return Step::Final(Says::early(policy, screen, qtype));
+        let now_ms = asked.arrived.unix_ms;
+        let (verdict, score) = match self.screen(policy, asked.client.ip(), name, qtype, now_ms) {
+            Ok(passed) => passed,
+            Err(stop) => return Step::Final(Says::early(policy, stop, qtype)),
         };
         let (v, s) = (Some(verdict), Some(score));
         if let Some(answer) = self.local.answer(name, RecordType::from(qtype)) {

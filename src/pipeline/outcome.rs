@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
-use super::{Asked, Pipeline, Policy, Resolve, Screen};
+use super::{Asked, Pipeline, Policy, Resolve, Stop};
 use crate::detect::Score;
 use crate::dns::block::Plan;
 use crate::dns::ede::{Ede, Failure};
@@ -73,37 +73,30 @@ pub struct Says {
 }
 
 impl Says {
-    /// The answer to a question screening decided (steps 1–4).
-    pub(super) fn early(policy: &Policy, screen: Screen, qtype: u16) -> Says {
-        let (content, source, verdict, score) = match screen {
-            Screen::Refused => (
+    /// The answer to a question screening stopped (steps 1–4).
+    pub(super) fn early(policy: &Policy, stop: Stop, qtype: u16) -> Says {
+        let (content, source, verdict, score) = match stop {
+            Stop::Refused => (
                 Content::Rcode(ResponseCode::Refused),
                 Source::Refused,
                 None,
                 None,
             ),
-            Screen::Canary => (
+            Stop::Canary => (
                 Content::Rcode(ResponseCode::NXDomain),
                 Source::Local,
                 None,
                 None,
             ),
-            Screen::Blocked(v) => (
+            Stop::Blocked(v) => (
                 Content::Blocked(policy.block_plan(v.group, qtype)),
                 Source::Blocked,
                 Some(v),
                 None,
             ),
-            Screen::Tunnel(v, s) => (
+            Stop::Tunnel(v, s) => (
                 Content::Rcode(ResponseCode::Refused),
                 Source::Tunnel,
-                Some(v),
-                Some(s),
-            ),
-            // Not final; never asked for.
-            Screen::Pass(v, s) => (
-                Content::Rcode(ResponseCode::ServFail),
-                Source::Cache,
                 Some(v),
                 Some(s),
             ),

@@ -7,9 +7,9 @@ use super::{Pipeline, Policy, Resolve};
 use crate::detect::Score;
 use crate::filter::{Action, Verdict};
 
-/// What the steps before resolution decided.
+/// A question screening answers itself.
 #[derive(Debug, Clone, Copy)]
-pub enum Screen {
+pub enum Stop {
     /// The client is outside the allowed networks: REFUSED.
     Refused,
     /// A bypass canary: NXDOMAIN.
@@ -18,12 +18,11 @@ pub enum Screen {
     Blocked(Verdict),
     /// Refused by the group's tunnel action.
     Tunnel(Verdict, Score),
-    /// On to local records, the cache and the resolver.
-    Pass(Verdict, Score),
 }
 
 impl<R: Resolve> Pipeline<R> {
-    /// Steps 1–4 for `client` asking `name`/`qtype` at `now_ms`; the detector
+    /// Steps 1–4 for `client` asking `name`/`qtype` at `now_ms`: where it stops,
+    /// or the filter's verdict and the tunnel score it goes on with. The detector
     /// counts the query.
     pub(super) fn screen(
         &self,
@@ -32,16 +31,16 @@ impl<R: Resolve> Pipeline<R> {
         name: &str,
         qtype: u16,
         now_ms: u64,
-    ) -> Screen {
+    ) -> Result<(Verdict, Score), Stop> {
         if !self.access.allows(client) {
-            return Screen::Refused;
+            return Err(Stop::Refused);
         }
         if self.local.is_canary(name) {
-            return Screen::Canary;
+            return Err(Stop::Canary);
         }
         let verdict = policy.filter.check(client, name, qtype);
         if let Action::Block(_) = verdict.action {
-            return Screen::Blocked(verdict);
+            return Err(Stop::Blocked(verdict));
         }
         let action = policy.tunnel_action(verdict.group);
         let score = self
@@ -49,8 +48,8 @@ impl<R: Resolve> Pipeline<R> {
             .observe(now_ms, client, name, qtype)
             .under(action);
         if score.refused_by(action) && verdict.action != Action::Allow {
-            return Screen::Tunnel(verdict, score);
+            return Err(Stop::Tunnel(verdict, score));
         }
-        Screen::Pass(verdict, score)
+        Ok((verdict, score))
     }
 }

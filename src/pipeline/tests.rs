@@ -470,6 +470,6 @@ fn the_ad_bit_needs_validated_data_and_a_client_that_asked() {
     let says = Says::later(Content::Records(answer), Source::Local, None, None);
     assert!(says.authentic(true, false) && says.authentic(false, true));
     assert!(!says.authentic(false, false));
-    let blocked = Says::early(&p.policy(), Screen::Refused, 1);
+    let blocked = Says::early(&p.policy(), Stop::Refused, 1);
     assert!(!blocked.authentic(true, true));
 }
