@@ -1,8 +1,9 @@
-//! The DNS service: listeners, the hickory request handler, and the query
-//! [`pipeline`] every front end runs a question through.
+//! The DNS front ends and the wire code: listeners, the per-core UDP path, TCP
+//! and TLS, the hickory request handler, and the encoders of what
+//! [`crate::pipeline`] decides (in place in `wire.rs`, hickory's in `handler.rs`).
 //!
-//! hickory-server's types stay in this module (and `resolve/`), so the rest of the
-//! code works with plain names, addresses and verdicts.
+//! hickory-server's types stay in this module (and `pipeline/`, `resolve/`), so
+//! the rest of the code works with plain names, addresses and verdicts.
 
 pub mod block;
 pub mod cert;
@@ -22,7 +23,8 @@ use std::net::SocketAddr;
 use hickory_proto::op::Query;
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
-/// One question from one client, as the pipeline sees it.
+/// One question from one client, as hickory's front end parsed it
+/// ([`Question::asked`] is the pipeline's view of it).
 #[derive(Debug, Clone)]
 pub struct Question {
     /// Who asked.
