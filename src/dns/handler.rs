@@ -16,7 +16,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::Question;
-use super::ede::Ede;
+use crate::pipeline::ede::Ede;
 use crate::pipeline::{Arrived, Asked, Pipeline, Policy, Says, Step};
 
 /// The UDP payload size dnsguard advertises (the DNS flag day 2020 value).

@@ -5,11 +5,8 @@
 //! hickory-server's types stay in this module (and `pipeline/`, `resolve/`), so
 //! the rest of the code works with plain names, addresses and verdicts.
 
-pub mod block;
 pub mod cert;
-pub mod ede;
 pub mod handler;
-pub mod latency;
 mod mmsg;
 pub mod ratelimit;
 pub mod server;

@@ -450,7 +450,7 @@ fn write(
     packet: &[u8],
     q: &FastQuery,
     says: &Says,
-    ede: Option<&super::ede::Ede<'_>>,
+    ede: Option<&crate::pipeline::ede::Ede<'_>>,
     out: &mut [u8],
 ) -> Result<usize, TooBig> {
     let rcode = u16::from(says.rcode());

@@ -12,8 +12,8 @@
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::block::Plan;
-use super::ede::Ede;
+use crate::pipeline::block::Plan;
+use crate::pipeline::ede::Ede;
 use crate::resolve::Answer;
 
 /// Length of the DNS header.
@@ -460,8 +460,8 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::block;
     use crate::filter::BlockMode;
+    use crate::pipeline::block;
     use hickory_proto::op::{Edns, ResponseCode};
     use hickory_proto::rr::rdata::{A, CNAME};
     use hickory_proto::rr::{RData, Record};

@@ -17,7 +17,7 @@ pub(super) fn record(e: &Entry, source: &Source, elapsed: std::time::Duration) {
         querylog::Verdict::Allowlisted => 2,
     };
     m.queries[verdict][qtype_index(e.qtype)].increment(1);
-    crate::dns::latency::record(elapsed);
+    super::latency::record(elapsed);
     match source {
         Source::Cache | Source::Stale => m.cache_hits.increment(1),
         Source::Upstream(label) => {

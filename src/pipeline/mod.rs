@@ -45,8 +45,11 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
+pub mod block;
 mod check;
+pub mod ede;
 mod fetch;
+pub mod latency;
 mod metrics;
 mod outcome;
 mod policy;
@@ -98,7 +101,8 @@ impl Arrived {
 pub struct Asked<'a> {
     /// Who asked.
     pub client: SocketAddr,
-    /// The query name as [`crate::dns::name_text`] gives it.
+    /// The query name: ASCII, lower case, no trailing dot (the form the filter,
+    /// detector, cache key and query log use).
     pub name: &'a str,
     /// The query type.
     pub qtype: u16,

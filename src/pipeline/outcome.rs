@@ -9,10 +9,10 @@ use std::sync::Arc;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
+use super::block::Plan;
+use super::ede::{Ede, Failure};
 use super::{Asked, Pipeline, Policy, Resolve, Stop};
 use crate::detect::Score;
-use crate::dns::block::Plan;
-use crate::dns::ede::{Ede, Failure};
 use crate::filter::{Action, Verdict};
 use crate::querylog::{self, Entry};
 use crate::resolve::Answer;

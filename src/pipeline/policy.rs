@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use super::block::{self, Plan};
 use crate::config::Config;
 use crate::detect;
-use crate::dns::block::{self, Plan};
 use crate::filter::{Action, BlockReason, Filter, GroupId, RuleSource, Verdict};
 use crate::querylog;
 

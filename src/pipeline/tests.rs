@@ -12,9 +12,9 @@ use hickory_proto::rr::rdata::{A, CNAME};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use parking_lot::Mutex;
 
+use super::block::Plan;
+use super::ede::{Failure, code};
 use super::*;
-use crate::dns::block::Plan;
-use crate::dns::ede::{Failure, code};
 use crate::filter::{Action, Filter};
 use crate::resolve::ResolveError;
 
@@ -51,8 +51,9 @@ impl Resolve for Arc<Scripted> {
     ) -> (Result<Answer, ResolveError>, Arc<str>) {
         self.asked.fetch_add(1, Ordering::Relaxed);
         let qname = query.name().clone();
-        let text = crate::dns::name_text(&qname);
-        let script = self.script.lock().get(&text).cloned();
+        let text = qname.to_lowercase().to_ascii();
+        let text = text.trim_end_matches('.');
+        let script = self.script.lock().get(text).cloned();
         let mut answer = Answer::empty(ResponseCode::NoError);
         let record =
             |n: &Name, ip: Ipv4Addr, ttl| Record::from_rdata(n.clone(), ttl, RData::A(A(ip)));

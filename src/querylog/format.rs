@@ -107,7 +107,7 @@ struct JsonRow<'a> {
 }
 
 /// The Extended DNS Error (RFC 8914) a logged answer carried, as far as the
-/// entry tells (the DNS path's `dns::ede` decides what is sent): the log stores
+/// entry tells (the DNS path's `pipeline::ede` decides what is sent): the log stores
 /// no EDE of its own, so its format does not change for it.
 ///
 /// Derivable: 18 Prohibited (refused client, default-deny group, tunnel action),

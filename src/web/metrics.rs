@@ -77,7 +77,7 @@ pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response
     metrics::gauge!("dnsguard_querylog_write_errors").set(log.write_errors() as f64);
     metrics::gauge!("dnsguard_querylog_written").set(log.written() as f64);
     let mut text = handle.render();
-    crate::dns::latency::render(&mut text);
+    crate::pipeline::latency::render(&mut text);
     (
         [(
             header::CONTENT_TYPE,

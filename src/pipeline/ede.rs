@@ -23,8 +23,8 @@
 
 use hickory_proto::rr::rdata::opt::EdnsOption;
 
+use super::{Policy, Source};
 use crate::filter::{Action, BlockReason, RuleSource, Verdict};
-use crate::pipeline::{Policy, Source};
 use crate::resolve::ResolveError;
 
 /// The EDNS option code of an Extended DNS Error.
