@@ -28,8 +28,7 @@ pub use proto::{
 };
 
 use crate::detect::Score;
-use crate::filter::{Action, BlockMode, BlockReason};
-use crate::pipeline::{Outcome, Source};
+use crate::filter::BlockMode;
 use crate::querylog::Entry;
 
 /// `[dnstap]`: off unless `target` is set.
@@ -131,6 +130,30 @@ struct Event {
     wire: Option<(Box<[u8]>, usize)>,
 }
 
+/// Why dnsguard answered a query as it did, as far as dnstap's policy message
+/// says: the pipeline's record step gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The client is outside `allow_clients`.
+    Refused,
+    /// Refused by the group's tunnel action.
+    Tunnel,
+    /// Blocked: a public name answered with this private address.
+    Rebinding(IpAddr),
+    /// Blocked by a list or group entry.
+    Blocked {
+        /// The query name matched (before resolution); else a CNAME target or an
+        /// answer address did.
+        qname: bool,
+        /// The block of a default-deny group (nothing allowed the name).
+        allowlist_only: bool,
+    },
+    /// Resolved because an allow entry matched the name.
+    Allowlisted,
+    /// Nothing a policy message reports.
+    Answered,
+}
+
 /// dnsguard's verdict in dnstap's terms.
 struct PolicyFacts {
     kind: &'static str,
@@ -184,9 +207,17 @@ impl Dnstap {
     }
 
     /// Hands one recorded query to the writer; never waits (a full queue drops
-    /// the event and counts it).
-    pub fn observe(&self, e: &Entry, outcome: &Outcome<'_>, mode: Option<&BlockMode>) {
-        let via = &outcome.via;
+    /// the event and counts it). `why` and the group's block `mode` make its
+    /// policy message; `tunnel` a flagged or refused query's score.
+    pub fn observe(
+        &self,
+        e: &Entry,
+        now_ms: u64,
+        via: &Via<'_>,
+        why: Why,
+        tunnel: Option<Score>,
+        mode: Option<&BlockMode>,
+    ) {
         let wire = (!via.query.is_empty()).then(|| {
             let mut b = Vec::with_capacity(via.query.len() + via.response.len());
             b.extend_from_slice(via.query);
@@ -197,14 +228,11 @@ impl Dnstap {
             client: e.client,
             port: via.port,
             transport: via.transport,
-            now_ms: outcome.now_ms,
+            now_ms,
             latency_us: e.latency_us,
             name: e.name.clone(),
-            policy: policy_facts(e, outcome, mode),
-            tunnel: outcome
-                .says
-                .score
-                .filter(|s| s.flagged || outcome.says.source == Source::Tunnel),
+            policy: policy_facts(e, why, mode),
+            tunnel,
             wire,
         };
         match self.tx.try_send(event) {
@@ -223,7 +251,7 @@ impl Dnstap {
 }
 
 /// The verdict of one query as a dnstap policy, when one applied.
-fn policy_facts(e: &Entry, outcome: &Outcome<'_>, mode: Option<&BlockMode>) -> Option<PolicyFacts> {
+fn policy_facts(e: &Entry, why: Why, mode: Option<&BlockMode>) -> Option<PolicyFacts> {
     let by_mode = match mode {
         Some(BlockMode::NxDomain) => PolicyAction::Nxdomain,
         Some(BlockMode::NoData) => PolicyAction::Nodata,
@@ -240,42 +268,41 @@ fn policy_facts(e: &Entry, outcome: &Outcome<'_>, mode: Option<&BlockMode>) -> O
             address,
         })
     };
-    let says = outcome.says;
-    if says.source == Source::Refused {
+    match why {
         // Outside `allow_clients`: answered REFUSED, which dnstap has no action for.
-        return facts(
+        Why::Refused => facts(
             "access",
             PolicyAction::Drop,
             Some(PolicyMatch::ClientIp),
             Some(e.client),
-        );
-    }
-    let verdict = says.verdict?;
-    match &says.source {
-        Source::Tunnel => facts("tunnel", PolicyAction::Drop, Some(PolicyMatch::Qname), None),
-        Source::Rebinding(ip) => facts(
+        ),
+        Why::Tunnel => facts("tunnel", PolicyAction::Drop, Some(PolicyMatch::Qname), None),
+        Why::Rebinding(ip) => facts(
             "rebinding",
             by_mode,
             Some(PolicyMatch::ResponseIp),
-            Some(*ip),
+            Some(ip),
         ),
-        Source::Blocked => {
-            let kind = match verdict.action {
-                Action::Block(BlockReason::NotAllowlisted) => "allowlist-only",
-                _ => "blocklist",
+        Why::Blocked {
+            qname,
+            allowlist_only,
+        } => {
+            let kind = if allowlist_only {
+                "allowlist-only"
+            } else {
+                "blocklist"
             };
-            // Blocked before resolution: the query name matched. After it, a CNAME
-            // target or an answer address did, and the verdict does not say which.
-            let matched = says.early.then_some(PolicyMatch::Qname);
-            facts(kind, by_mode, matched, None)
+            // After resolution a CNAME target or an answer address matched, and
+            // the verdict does not say which.
+            facts(kind, by_mode, qname.then_some(PolicyMatch::Qname), None)
         }
-        _ if verdict.action == Action::Allow && verdict.rule.is_some() => facts(
+        Why::Allowlisted => facts(
             "allowlist",
             PolicyAction::Pass,
             Some(PolicyMatch::Qname),
             None,
         ),
-        _ => None,
+        Why::Answered => None,
     }
 }
 
@@ -393,7 +420,6 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{Content, Says};
 
     #[test]
     fn targets_parse_or_say_why_not() {
@@ -415,76 +441,57 @@ mod tests {
         }
     }
 
-    /// The policy of one recorded query, as `observe` derives it; `early` when
-    /// screening decided it.
-    fn policy_of(
-        source: Source,
-        early: bool,
-        verdict: Option<crate::filter::Verdict>,
-        mode: BlockMode,
-    ) -> Option<PolicyFacts> {
+    /// The policy of one recorded query, as `observe` derives it.
+    fn policy_of(why: Why, mode: BlockMode) -> Option<PolicyFacts> {
         let client: IpAddr = "192.0.2.7".parse().unwrap();
         let mut e = Entry::new(1, client, Arc::from("x.test"), 1);
         e.list = Arc::from("mine");
         e.rule = Arc::from("line 9");
-        let says = Says {
-            content: Content::Rcode(hickory_proto::op::ResponseCode::NoError),
-            source,
-            verdict,
-            score: None,
-            early,
-        };
-        let outcome = Outcome {
-            says: &says,
-            now_ms: 1,
-            via: Via::default(),
-        };
-        policy_facts(&e, &outcome, Some(&mode))
+        policy_facts(&e, why, Some(&mode))
     }
 
     #[test]
     fn verdicts_map_to_dnstap_policies() {
-        use crate::filter::{GroupId, Verdict};
-        let block = Verdict {
-            group: GroupId(0),
-            action: Action::Block(BlockReason::Rule),
-            rule: None,
-        };
-        let pass = Verdict {
-            action: Action::Pass,
-            ..block
-        };
         // Refused client: CLIENT_IP, its address, DROP (REFUSED).
-        let p = policy_of(Source::Refused, true, None, BlockMode::Null).unwrap();
+        let p = policy_of(Why::Refused, BlockMode::Null).unwrap();
         assert_eq!((p.kind, p.action), ("access", PolicyAction::Drop));
         assert_eq!(p.matched, Some(PolicyMatch::ClientIp));
         assert_eq!(p.address, Some("192.0.2.7".parse().unwrap()));
         // Block modes.
+        let by_name = Why::Blocked {
+            qname: true,
+            allowlist_only: false,
+        };
         for (mode, action) in [
             (BlockMode::NoData, PolicyAction::Nodata),
             (BlockMode::NxDomain, PolicyAction::Nxdomain),
             (BlockMode::Refused, PolicyAction::Drop),
             (BlockMode::Null, PolicyAction::LocalData),
         ] {
-            let p = policy_of(Source::Blocked, true, Some(block), mode).unwrap();
+            let p = policy_of(by_name, mode).unwrap();
             assert_eq!(
                 (p.kind, p.action, p.matched),
                 ("blocklist", action, Some(PolicyMatch::Qname))
             );
             assert_eq!((&*p.list, &*p.rule), ("mine", "line 9"));
         }
+        let p = policy_of(
+            Why::Blocked {
+                qname: true,
+                allowlist_only: true,
+            },
+            BlockMode::Null,
+        );
+        assert_eq!(p.unwrap().kind, "allowlist-only");
         // Blocked after resolution (CNAME target or answer rule): which one is not known.
-        let p = policy_of(Source::Blocked, false, Some(block), BlockMode::Null);
-        assert_eq!(p.unwrap().matched, None);
+        let by_answer = Why::Blocked {
+            qname: false,
+            allowlist_only: false,
+        };
+        assert_eq!(policy_of(by_answer, BlockMode::Null).unwrap().matched, None);
         // Rebinding: the private address answered.
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let p = policy_of(
-            Source::Rebinding(ip),
-            false,
-            Some(pass),
-            BlockMode::NxDomain,
-        )
-        .unwrap();
+        let p = policy_of(Why::Rebinding(ip), BlockMode::NxDomain).unwrap();
         assert_eq!(
             (p.kind, p.action, p.matched),
             (
@@ -495,10 +502,12 @@ mod tests {
         );
         assert_eq!(p.address, Some(ip));
         // Tunnel refusal.
-        let p = policy_of(Source::Tunnel, true, Some(pass), BlockMode::Null).unwrap();
+        let p = policy_of(Why::Tunnel, BlockMode::Null).unwrap();
         assert_eq!((p.kind, p.action), ("tunnel", PolicyAction::Drop));
+        let p = policy_of(Why::Allowlisted, BlockMode::Null).unwrap();
+        assert_eq!((p.kind, p.action), ("allowlist", PolicyAction::Pass));
         // Plain answers: no policy.
-        assert!(policy_of(Source::Cache, false, Some(pass), BlockMode::Null).is_none());
+        assert!(policy_of(Why::Answered, BlockMode::Null).is_none());
     }
 
     #[test]

@@ -60,7 +60,7 @@ mod vet;
 
 pub use check::{Checked, Decision};
 pub use fetch::{Fetched, Resolve};
-pub use outcome::{Content, Outcome, Says, Source};
+pub use outcome::{Content, Says, Source};
 pub use policy::Policy;
 pub use screen::Stop;
 

@@ -13,7 +13,8 @@ use super::block::Plan;
 use super::ede::{Ede, Failure};
 use super::{Asked, Pipeline, Policy, Resolve, Stop};
 use crate::detect::Score;
-use crate::filter::{Action, Verdict};
+use crate::dnstap::Why;
+use crate::filter::{Action, BlockReason, Verdict};
 use crate::querylog::{self, Entry};
 use crate::resolve::Answer;
 use crate::resolve::cache::Hit;
@@ -152,6 +153,27 @@ impl Says {
         Ede::of(policy, &self.source, self.verdict.as_ref(), self.early)
     }
 
+    /// Why, in dnstap's terms.
+    fn why(&self) -> Why {
+        let Some(v) = self.verdict else {
+            return match self.source {
+                Source::Refused => Why::Refused,
+                _ => Why::Answered,
+            };
+        };
+        match &self.source {
+            Source::Refused => Why::Refused,
+            Source::Tunnel => Why::Tunnel,
+            Source::Rebinding(ip) => Why::Rebinding(*ip),
+            Source::Blocked => Why::Blocked {
+                qname: self.early,
+                allowlist_only: v.action == Action::Block(BlockReason::NotAllowlisted),
+            },
+            _ if v.action == Action::Allow && v.rule.is_some() => Why::Allowlisted,
+            _ => Why::Answered,
+        }
+    }
+
     /// The records for hickory's encoder, owned by `qname` (the question as the
     /// client spelled it).
     pub fn answer(&self, qname: &Name, qtype: RecordType) -> Cow<'_, Answer> {
@@ -162,16 +184,6 @@ impl Says {
             Content::Hit(hit, None) => Cow::Owned(hit.answer(qname, qtype)),
         }
     }
-}
-
-/// What dnstap needs to know about one recorded answer.
-pub struct Outcome<'a> {
-    /// The decision.
-    pub says: &'a Says,
-    /// When the query arrived, in unix milliseconds.
-    pub now_ms: u64,
-    /// Transport, client port and wire forms at hand.
-    pub via: crate::dnstap::Via<'a>,
 }
 
 impl<R: Resolve> Pipeline<R> {
@@ -207,8 +219,10 @@ impl<R: Resolve> Pipeline<R> {
         }
         if let Some(tap) = self.dnstap.get() {
             let mode = says.verdict.map(|v| policy.filter.group_block(v.group).0);
-            let outcome = Outcome { says, now_ms, via };
-            tap.observe(&e, &outcome, mode);
+            let tunnel = says
+                .score
+                .filter(|s| s.flagged || says.source == Source::Tunnel);
+            tap.observe(&e, now_ms, &via, says.why(), tunnel, mode);
         }
         self.log.record(e);
     }
