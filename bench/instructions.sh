@@ -59,7 +59,7 @@ for f in "$work"/cg.*.1-*; do
     # Threads are told apart by a function only they run (LTO inlines the rest).
     fns=$(callgrind_annotate --inclusive=yes "$f" 2>/dev/null | grep -oE 'dnsguard::[A-Za-z_:]+|sled::[a-z_]+|tokio::runtime' || true)
     what="other"
-    for pair in "dns::pipeline::Pipeline::record|DNS worker (UDP fast path)" \
+    for pair in "dns::udp::|DNS worker (UDP fast path)" \
         "querylog::wal::|query log: WAL thread (encoder)" \
         "querylog::writer::|query log: writer" "dnsguard::guard::|egress guard" \
         "sled::|sled" "tokio::runtime|tokio (slow path, web)"; do
