@@ -16,6 +16,30 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Forward this host's or container's plain DNS to a dnsguard over DoH or DoT
+    /// with its ClientID: `dnsguard stub --to https://pi.lan:8443/dns-query/agent-1
+    /// --pin SPKI`. Never falls back to plain DNS or another resolver.
+    Stub {
+        /// Address to answer plain DNS on (UDP and TCP); repeat for more.
+        #[arg(long, default_value = "127.0.0.53:53")]
+        listen: Vec<std::net::SocketAddr>,
+        /// The dnsguard: `https://HOST[:port]/dns-query/CLIENT-ID` or
+        /// `tls://CLIENT-ID.HOST-NAME[:port]`; HOST an address, or a name looked
+        /// up once at start (or `https://IP:port/path#NAME`, `tls://IP:port#NAME`).
+        #[arg(long)]
+        to: String,
+        /// SPKI pin of its certificate (dnsguard logs it as `spki_pin` and shows
+        /// it on the dashboard); repeat for a key rollover. Without: the CAs.
+        #[arg(long)]
+        pin: Vec<String>,
+        /// PEM file of CA certificates to trust instead of the system's.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Private state directory (default: $STATE_DIRECTORY, $XDG_STATE_HOME/dnsguard-stub,
+        /// ~/.local/state/dnsguard-stub).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Run the DNS service.
     Serve {
         /// Configuration file; without one, the embedded default is used

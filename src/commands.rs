@@ -21,6 +21,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::init_tracing(&cfg.server.log);
             runtime()?.block_on(crate::app::serve(cfg, config))
         }
+        Command::Stub {
+            listen,
+            to,
+            pin,
+            ca,
+            data_dir,
+        } => {
+            let cfg = crate::stub::config(&crate::stub::StubArgs {
+                listen,
+                to,
+                pins: pin,
+                ca_file: ca,
+                data_dir: data_dir.unwrap_or_else(crate::stub::default_data_dir),
+            })?;
+            crate::init_tracing(&cfg.server.log);
+            runtime()?.block_on(crate::app::serve(cfg, None))
+        }
         Command::Check {
             name,
             client,

@@ -170,6 +170,9 @@ pub struct ResolverConfig {
     pub upstream_timeout_ms: u64,
     /// PEM file of CA certificates trusted for DoT/DoH upstreams instead of the system store.
     pub tls_ca_file: Option<PathBuf>,
+    /// SPKI pins (base64 SHA-256 of the key, RFC 7858 §4.2, as dnsguard logs its own)
+    /// trusted for DoT/DoH upstreams instead of any CA: a self-signed dnsguard upstream.
+    pub tls_pins: Vec<String>,
     /// Root server addresses for `recursive` mode (default: the IANA root servers).
     pub root_hints: Vec<IpAddr>,
     /// Validate DNSSEC in `recursive` mode: bogus answers become SERVFAIL, secure ones get AD.
@@ -198,6 +201,7 @@ impl Default for ResolverConfig {
             timeout_ms: 2000,
             upstream_timeout_ms: 1000,
             tls_ca_file: None,
+            tls_pins: Vec::new(),
             root_hints: IANA_ROOTS.iter().filter_map(|s| s.parse().ok()).collect(),
             dnssec: true,
             trust_anchor_file: None,
@@ -428,6 +432,16 @@ impl Config {
             bad(&k, m);
         }
         let r = &self.resolver;
+        for pin in &r.tls_pins {
+            if !crate::pki::is_pin(pin) {
+                bad(
+                    "resolver.tls_pins",
+                    format!(
+                        "{pin:?} is not a base64 SHA-256 SPKI pin (44 characters, as dnsguard logs spki_pin)"
+                    ),
+                );
+            }
+        }
         if r.mode == Mode::Forward && r.upstreams.is_empty() {
             bad(
                 "resolver.upstreams",

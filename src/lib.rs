@@ -30,9 +30,11 @@ pub mod guard;
 pub mod lists;
 pub mod memory;
 pub mod netset;
+pub mod pki;
 pub mod querylog;
 pub mod rebinding;
 pub mod resolve;
+pub mod stub;
 pub mod web;
 
 /// Sets up logging: `RUST_LOG` if set, else the configured default filter.
