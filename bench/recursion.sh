@@ -145,7 +145,7 @@ cat >"$work/dnsguard/dnsguard.toml" <<EOF
 [server]
 listen = ["$net.6:53"]
 data_dir = "$work/dnsguard/data"
-log = "warn,hickory_resolver=error"
+log = "warn,hickory_resolver::recursor=error"
 [resolver]
 mode = "recursive"
 root_hints = ["$net.2"]

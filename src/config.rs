@@ -63,8 +63,10 @@ pub struct Config {
 /// dnsguard says it once per upstream instead, with the reason. rustls's server
 /// side and message parser say nothing below errors: what a DNS-over-TLS client
 /// sends (an IP address as SNI, as kdig does) would be a warning per connection.
-pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,\
-hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
+/// hickory's recursor warns about every name below a zone cut (its NS query for
+/// the name itself finds none: that is how it finds the cut), so only its errors.
+pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,\
+hickory_resolver::recursor=error,hickory_net=warn,hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
 
 /// `[server]`: where dnsguard listens and which clients it answers.
 #[derive(Debug, Clone, Deserialize)]
