@@ -13,6 +13,7 @@
 #   bench/recursion.sh                   # target/dist/dnsguard
 #   bench/recursion.sh path/to/dnsguard  # another build
 #   ZONES=500 NAMES=4 RUNS=5 CONC=50 bench/recursion.sh
+#   ONLY=dnsguard bench/recursion.sh     # one resolver (e.g. to count its upstream queries)
 #
 # Needs (Debian): nsd ldnsutils unbound dnsperf bind9-dnsutils. Takes about a minute.
 set -euo pipefail
@@ -201,6 +202,7 @@ printf '%-4s %-9s %8s %8s %8s %9s\n' run resolver qps p50_ms p99_ms noerror
 for r in $(seq "$RUNS"); do
     order="dnsguard unbound"
     [ $((r % 2)) = 0 ] && order="unbound dnsguard"
+    [ -n "${ONLY:-}" ] && order=$ONLY
     for s in $order; do
         read -r qps p50 p99 ok < <(run_one "$s")
         printf '%-4s %-9s %8s %8s %8s %5s/%s\n' "$r" "$s" "$qps" "$p50" "$p99" "$ok" "$total"
