@@ -23,6 +23,10 @@
 //! handshake runs inside the connection's slot (it counts against both bounds and
 //! is cut off after `idle_timeout`), then the same framing loop reads the
 //! decrypted stream.
+//!
+//! DNS over HTTPS ([`super::https`]) shares the accept loop and table
+//! (`spawn_bounded`) with its own per-connection service in place of the framing
+//! loop, marking the connection's `Slot` active on every request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
