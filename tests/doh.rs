@@ -860,3 +860,62 @@ fn dnstap_reports_doh_queries_as_doh() {
     let protocols = common::tap::socket_protocols(&std::fs::read(&file).unwrap());
     assert_eq!(protocols, [4, 4], "dnstap SocketProtocol DOH = 4");
 }
+
+/// The DoH listener presents the certificate in force: one renewed on disk is
+/// served after SIGHUP, like DoT's.
+#[test]
+fn a_certificate_renewed_on_disk_is_served_after_sighup() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let certs = tempfile::tempdir().unwrap();
+    let write_cert = || {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(certs.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(certs.path().join("key.pem"), key.serialize_pem()).unwrap();
+    };
+    write_cert();
+    let doh = start(
+        &up,
+        "",
+        &format!(
+            "[tls]\ncert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n",
+            certs.path().display()
+        ),
+    );
+    let pin = |n: usize| {
+        let log = doh.dg.log();
+        let pin = log
+            .split("spki_pin=")
+            .nth(n + 1)?
+            .split_whitespace()
+            .next()?;
+        Some(format!("+tls-pin={pin}"))
+    };
+    let by_pin = |pin: &str| {
+        let args: Vec<String> = [
+            format!("@{}", doh.addr.ip()),
+            "-p".into(),
+            doh.addr.port().to_string(),
+            "+https".into(),
+            pin.into(),
+            "+timeout=3".into(),
+            "+retry=0".into(),
+            "www.fwd.test".into(),
+        ]
+        .into();
+        run("kdig", &args)
+    };
+    let old = pin(0).expect("pin logged at start");
+    assert!(by_pin(&old).contains("192.0.2.1"));
+    write_cert();
+    doh.dg.signal(libc::SIGHUP);
+    let new = wait_for(Duration::from_secs(10), "the reloaded pin", || pin(1));
+    assert_ne!(new, old);
+    let text = by_pin(&new);
+    assert!(text.contains("192.0.2.1"), "{text}");
+    let text = by_pin(&old);
+    assert!(!text.contains("192.0.2.1"), "old pin accepted: {text}");
+}
