@@ -919,3 +919,102 @@ fn a_certificate_renewed_on_disk_is_served_after_sighup() {
     let text = by_pin(&old);
     assert!(!text.contains("192.0.2.1"), "old pin accepted: {text}");
 }
+
+/// HTTP/2 POST bodies held back: a client opening 100 streams and sending body
+/// bytes on all of them as fast as flow control lets it, never finishing one,
+/// gets to send only a couple of bodies' worth per connection (two bodies read at
+/// once, a small connection window), not 100 × 64 KB. The service keeps
+/// answering.
+#[test]
+fn http2_unfinished_bodies_are_bounded_per_connection() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let doh = start(&up, "tcp_idle_timeout_secs = 5", "");
+    let mut h2 = H2::connect(&doh);
+    let streams: Vec<u32> = (0..100).map(|i| 1 + 2 * i).collect();
+    for &s in &streams {
+        h2.request(s, None);
+    }
+    assert!(h2.flush());
+    // Flow control: 65535 per stream and for the connection until the server
+    // says otherwise (SETTINGS_INITIAL_WINDOW_SIZE, WINDOW_UPDATE).
+    let mut conn_window: i64 = 65535;
+    let mut initial: i64 = 65535;
+    let mut window: std::collections::HashMap<u32, i64> = streams.iter().map(|&s| (s, 0)).collect();
+    let mut sent_on: std::collections::HashMap<u32, i64> = window.clone();
+    let mut total = 0i64;
+    let mut inbuf = Vec::new();
+    h2.s.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut last_progress = Instant::now();
+    while Instant::now() < deadline && last_progress.elapsed() < Duration::from_secs(1) {
+        let mut chunk = [0u8; 16384];
+        match h2.s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+        while inbuf.len() >= 9 {
+            let len = u32::from_be_bytes([0, inbuf[0], inbuf[1], inbuf[2]]) as usize;
+            if inbuf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (inbuf[3], inbuf[4]);
+            let stream = u32::from_be_bytes(inbuf[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            let payload = inbuf[9..9 + len].to_vec();
+            inbuf.drain(..9 + len);
+            match kind {
+                4 if flags & 1 == 0 => {
+                    for setting in payload.chunks(6) {
+                        if u16::from_be_bytes([setting[0], setting[1]]) == 4 {
+                            initial =
+                                i64::from(u32::from_be_bytes(setting[2..6].try_into().unwrap()));
+                        }
+                    }
+                    h2.frame(4, 1, 0, &[]); // SETTINGS ACK
+                }
+                8 => {
+                    let inc = i64::from(
+                        u32::from_be_bytes(payload[..4].try_into().unwrap()) & 0x7fff_ffff,
+                    );
+                    if stream == 0 {
+                        conn_window += inc;
+                    } else if let Some(w) = window.get_mut(&stream) {
+                        *w += inc;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Send what the windows allow, never more than 60000 bytes a stream (so
+        // no body goes over the size cap) and never the end of a body.
+        for &s in &streams {
+            let room = (initial + window[&s] - sent_on[&s])
+                .min(conn_window)
+                .min(60_000 - sent_on[&s])
+                .min(16_384);
+            if room > 0 {
+                h2.frame(0, 0, s, &vec![0u8; room as usize]);
+                *sent_on.get_mut(&s).unwrap() += room;
+                conn_window -= room;
+                total += room;
+                last_progress = Instant::now();
+            }
+        }
+        if !h2.flush() {
+            break;
+        }
+    }
+    assert!(
+        total <= 2 * 65_535 + 2 * 65_535 + 16_384,
+        "the server let one connection send {total} bytes of unfinished bodies"
+    );
+    let text = kdig(&doh, "+https", &[], "www.fwd.test");
+    assert!(text.contains("192.0.2.1"), "{text}");
+}

@@ -67,6 +67,20 @@ const MAX_CANCELLED: usize = 100;
 const MAX_PENDING_RESETS: usize = 20;
 const MAX_ERROR_RESETS: usize = 50;
 
+/// POST bodies read at once on one connection (the others wait in HTTP/2's
+/// flow-control window), so a connection holds at most this many bodies of
+/// [`MAX_MESSAGE`] bytes plus [`CONN_WINDOW`], not one per stream.
+const BODY_READS: usize = 2;
+
+/// HTTP/2 flow-control windows: what a client may send ahead, per stream (the
+/// largest DNS message) and per connection.
+const STREAM_WINDOW: u32 = MAX_MESSAGE as u32;
+const CONN_WINDOW: u32 = 2 * STREAM_WINDOW;
+
+/// HTTP/1 read buffer: a GET carrying the largest DNS message in base64url, with
+/// room for ordinary headers (hyper's default is 400 KB).
+const HTTP1_BUFFER: usize = 96 * 1024;
+
 /// The path of the endpoint (RFC 8484's example, what clients default to).
 const PATH: &str = "/dns-query";
 
@@ -100,8 +114,11 @@ impl DohConfig {
 
 /// The accept loops and the addresses actually bound.
 pub struct Bound {
+    /// One accept loop per address; they end when `shutdown` is cancelled.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The DNS-over-HTTPS addresses (port 0 in the config becomes a real port).
     pub https: Vec<SocketAddr>,
+    /// The plain-HTTP addresses.
     pub http: Vec<SocketAddr>,
 }
 
@@ -191,6 +208,8 @@ struct Conn {
     cancelled: AtomicUsize,
     /// Bounds the pipeline work of one connection, cancelled requests included.
     permits: Arc<Semaphore>,
+    /// Bounds the POST bodies one connection holds in memory.
+    body_reads: Semaphore,
     /// Woken to close the connection (too many cancelled requests).
     close: Notify,
 }
@@ -201,10 +220,13 @@ impl Doh {
         http.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.idle_timeout)
+            .max_buf_size(HTTP1_BUFFER)
             .keep_alive(true);
         http.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
             .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
             .max_local_error_reset_streams(MAX_ERROR_RESETS);
         Self {
@@ -227,6 +249,7 @@ impl Doh {
             busy: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             permits: Arc::new(Semaphore::new(MAX_STREAMS as usize)),
+            body_reads: Semaphore::new(BODY_READS),
             close: Notify::new(),
         });
         let service = {
@@ -276,7 +299,7 @@ impl Doh {
                 Ok(m) => m,
                 Err(code) => return status(code),
             },
-            Method::POST => match self.read_body(&parts.headers, body).await {
+            Method::POST => match self.read_body(conn, &parts.headers, body).await {
                 Ok(m) => m,
                 Err(code) => return status(code),
             },
@@ -322,7 +345,12 @@ impl Doh {
 
     /// A POST body: `application/dns-message`, at most [`MAX_MESSAGE`] bytes,
     /// complete within the idle timeout.
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Vec<u8>, StatusCode> {
+    async fn read_body(
+        &self,
+        conn: &Conn,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Result<Vec<u8>, StatusCode> {
         let content_type = headers.get(header::CONTENT_TYPE);
         if !content_type.is_some_and(|v| is_dns_message(v.as_bytes())) {
             return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -334,10 +362,13 @@ impl Doh {
         if too_long {
             return Err(StatusCode::PAYLOAD_TOO_LARGE);
         }
-        let body = Limited::new(body, MAX_MESSAGE).collect();
         // A body trickled in slower than a whole query per idle period is a
-        // slowloris, not a client.
-        match tokio::time::timeout(self.idle_timeout, body).await {
+        // slowloris, not a client (waiting for a turn to read counts too).
+        let read = async {
+            let _turn = conn.body_reads.acquire().await;
+            Limited::new(body, MAX_MESSAGE).collect().await
+        };
+        match tokio::time::timeout(self.idle_timeout, read).await {
             Ok(Ok(body)) => Ok(body.to_bytes().to_vec()),
             Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
                 Err(StatusCode::PAYLOAD_TOO_LARGE)
@@ -393,8 +424,10 @@ fn dns_response(answer: Vec<u8>) -> Response {
     let mut r = hyper::Response::new(Full::new(Bytes::from(answer)));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
-    let mut cache = itoa::Buffer::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("max-age={}", cache.format(max_age))) {
+    let mut cache = String::with_capacity(18);
+    cache.push_str("max-age=");
+    cache.push_str(itoa::Buffer::new().format(max_age));
+    if let Ok(v) = HeaderValue::try_from(cache) {
         h.insert(header::CACHE_CONTROL, v);
     }
     r
