@@ -37,7 +37,7 @@ pub struct Question {
     pub dnssec_ok: bool,
     /// The CD bit: the client does its own validation; give it bogus data too.
     pub checking_disabled: bool,
-    /// UDP or TCP (for dnstap).
+    /// UDP, TCP, DNS over TLS or DNS over HTTPS (for dnstap).
     pub transport: crate::dnstap::Transport,
     /// What the client said about who it is (DoH path, `Authorization`); `None`
     /// where the transport carries nothing of the kind.

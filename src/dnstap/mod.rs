@@ -108,7 +108,7 @@ pub enum Transport {
 /// wire forms (empty when not).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Via<'a> {
-    /// UDP or TCP.
+    /// UDP, TCP, DoT or DoH.
     pub transport: Transport,
     /// The client's port.
     pub port: u16,
