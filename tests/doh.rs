@@ -765,8 +765,11 @@ fn http2_cancelling_accepted_requests_closes_the_connection() {
         closed = h2.read_frames(Duration::from_secs(3)).1;
     }
     assert!(closed, "still open after {cancelled} cancelled requests");
+    // The server closes on the 101st cancellation (in the third batch); the
+    // next batch may already be read and at work by then, never a later one.
+    // (Without the budget: open after all 500.)
     assert!(
-        cancelled <= 150,
+        cancelled <= 200,
         "closed only after {cancelled} cancelled requests"
     );
     up.set_mode(common::upstream::Mode::Normal);
