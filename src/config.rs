@@ -77,6 +77,15 @@ pub struct ServerConfig {
     /// Addresses to serve DNS over TLS on (RFC 7858; port 853 in production).
     /// Empty: no DNS over TLS.
     pub tls_listen: Vec<SocketAddr>,
+    /// Addresses to serve DNS over HTTPS on (RFC 8484, `https://ADDR/dns-query`;
+    /// port 443 in production). Empty: no DNS over HTTPS.
+    pub https_listen: Vec<SocketAddr>,
+    /// Addresses to serve the same DNS-over-HTTP endpoint on without TLS, for a
+    /// reverse proxy that terminates TLS in front of dnsguard. Empty: none.
+    pub http_dns_listen: Vec<SocketAddr>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the real client
+    /// on the DNS-over-HTTP(S) listeners; from anyone else the headers are ignored.
+    pub trusted_proxies: Vec<IpNet>,
     /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
     /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
     pub allow_clients: Vec<IpNet>,
@@ -101,6 +110,9 @@ impl Default for ServerConfig {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
             tls_listen: Vec::new(),
+            https_listen: Vec::new(),
+            http_dns_listen: Vec::new(),
+            trusted_proxies: Vec::new(),
             allow_clients: [
                 "127.0.0.0/8",
                 "::1/128",

@@ -49,8 +49,21 @@ impl Handler {
     pub async fn answer<R: ResponseHandler>(
         &self,
         request: &Request,
+        response: R,
+        screened: Option<Screened>,
+    ) -> ResponseInfo {
+        self.answer_presented(request, response, screened, None)
+            .await
+    }
+
+    /// [`Handler::answer`] for a front end that also knows what the client
+    /// presented about who it is (the DoH path and `Authorization` header).
+    pub async fn answer_presented<R: ResponseHandler>(
+        &self,
+        request: &Request,
         mut response: R,
         screened: Option<Screened>,
+        presented: Option<Box<super::Presented>>,
     ) -> ResponseInfo {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
@@ -98,8 +111,10 @@ impl Handler {
             transport: match request.protocol() {
                 Protocol::Udp => crate::dnstap::Transport::Udp,
                 Protocol::Tls => crate::dnstap::Transport::Tls,
+                Protocol::Https => crate::dnstap::Transport::Doh,
                 _ => crate::dnstap::Transport::Tcp,
             },
+            presented,
         };
         let reply = self.pipeline.handle_screened(&question, screened).await;
         let answer = &reply.answer;

@@ -452,7 +452,7 @@ pub fn format_error(packet: &[u8], buf: &mut [u8]) -> Option<usize> {
 }
 
 /// Length of the (possibly compressed) name at `pos`.
-fn name_wire_len(buf: &[u8], pos: usize) -> Option<usize> {
+pub(super) fn name_wire_len(buf: &[u8], pos: usize) -> Option<usize> {
     let mut p = pos;
     loop {
         let len = *buf.get(p)?;
