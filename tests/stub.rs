@@ -115,6 +115,35 @@ fn the_stub_brings_the_servers_answers_and_blocks_over_dot() {
     assert!(shown.contains(r#""verdict":"blocked""#), "{shown}");
 }
 
+/// The same over DNS over HTTPS, the ClientID in the path: the server logs the
+/// query (it reached it over DoH, the stub's only upstream).
+#[test]
+fn the_stub_forwards_over_doh_with_the_client_id_path() {
+    let up = FakeUpstream::start("127.0.0.1".parse().unwrap(), ZONE);
+    let (dot, doh) = (free_port(), free_port());
+    let server = Dnsguard::start_in(
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:{dot}\"]\n\
+             https_listen = [\"127.0.0.1:{doh}\"]\n\
+             [resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 800\n\
+             [[lists]]\nname = \"dnsguard-default\"\nsource = \"builtin:default\"\n",
+            up.addr()
+        ),
+        tempfile::tempdir().unwrap(),
+    );
+    let st = stub(
+        &format!("https://127.0.0.1:{doh}/dns-query/agent-1"),
+        &pin_of(&server),
+    );
+    assert_eq!(
+        addrs(&ask(st.addr, "www.fwd.test", RecordType::A)),
+        ["192.0.2.1"]
+    );
+    let m = ask(st.addr, "doubleclick.net", RecordType::A);
+    assert_eq!(addrs(&m), ["0.0.0.0"], "the server's block answer: {m}");
+    assert_eq!(up.queries_for("doubleclick.net."), 0);
+}
+
 #[test]
 fn a_wrong_pin_fails_closed_with_the_reason() {
     let up = FakeUpstream::start("127.0.0.1".parse().unwrap(), ZONE);
