@@ -27,10 +27,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             qtype,
             resolve,
             config,
-        } => check(&name, client, &qtype, resolve, &config),
+        } => check(&name, &client, &qtype, resolve, &config),
         Command::Lists {
             action: ListsAction::Update { config },
         } => lists_update(&config),
+        Command::Clients {
+            action: crate::cli::ClientsAction::Issue { name },
+        } => {
+            let (secret, entry) = crate::identity::issue(&name)?;
+            println!("secret (shown once, stored nowhere): {secret}\n");
+            println!("# add to the configuration file:\n{entry}");
+            Ok(())
+        }
         Command::QueryLog(args) => query_log(&args),
         Command::Stats {
             since,
@@ -140,7 +148,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// configuration (nothing sent anywhere unless `resolve`).
 fn check(
     name: &str,
-    client: std::net::IpAddr,
+    client: &str,
     qtype: &str,
     resolve: bool,
     config: &Option<PathBuf>,
@@ -158,8 +166,23 @@ fn check(
         .build()?;
     let (checked, policy) = runtime.block_on(async {
         let policy = crate::dns::pipeline::Policy::new(filter, &cfg);
+        // An address, or a `[[clients]]` name (asking from loopback).
+        let (ip, identity) = match client.parse::<std::net::IpAddr>() {
+            Ok(ip) => (ip, None),
+            Err(_) => {
+                let id = policy.identities().as_client(client);
+                let id = id.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--client {client:?}: neither an address nor a [[clients]] name"
+                    )
+                })?;
+                (std::net::IpAddr::from([127, 0, 0, 1]), Some(id))
+            }
+        };
         let pipeline = crate::dns::pipeline::Pipeline::new(&cfg, policy, log)?;
-        let checked = pipeline.check(client, &name, qtype.into(), resolve).await;
+        let checked = pipeline
+            .check_as(ip, identity, &name, qtype.into(), resolve)
+            .await;
         anyhow::Ok((checked, pipeline.policy()))
     })?;
     let texts = crate::app::read_texts(&cfg, &lists);

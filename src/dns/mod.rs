@@ -38,6 +38,20 @@ pub struct Question {
     pub checking_disabled: bool,
     /// UDP or TCP (for dnstap).
     pub transport: crate::dnstap::Transport,
+    /// What the client presented about who it is (encrypted front ends only).
+    pub presented: Option<Box<Presented>>,
+}
+
+/// What a client presented about who it is, before any check: the encrypted front
+/// ends fill it, the identity step decides what it is worth.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presented {
+    /// The ClientID: the DoH path's `/dns-query/<id>`, or the first label of the TLS
+    /// server name (`<id>.dns.example.net`) for DoT and DoQ.
+    pub client_id: Option<Box<str>>,
+    /// A per-client secret: the DoH path's `/dns-query/<id>/<secret>` or an
+    /// `Authorization: Bearer <secret>` header.
+    pub secret: Option<Box<str>>,
 }
 
 impl Question {
