@@ -184,10 +184,28 @@ pub struct IdentityError {
     pub why: String,
 }
 
+/// What a query claims to be, for the log.
+enum Subject<'a> {
+    ClientId(&'a str),
+    Mac(Mac),
+    Subnet(IpAddr),
+    CpeId(&'a str),
+}
+
+impl std::fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::ClientId(id) => write!(f, "ClientID {id:?}"),
+            Subject::Mac(m) => write!(f, "MAC {}", mac_text(m)),
+            Subject::Subnet(ip) => write!(f, "client subnet {ip}"),
+            Subject::CpeId(id) => write!(f, "CPE-ID {id:?}"),
+        }
+    }
+}
+
 /// One identity claimed by the query, before the never-widen check.
-struct Claim {
-    /// For the log: `ClientID "agent-1"`, `MAC …`.
-    what: String,
+struct Claim<'a> {
+    what: Subject<'a>,
     client: Option<ClientIndex>,
     group: Option<GroupId>,
     proven: bool,
@@ -458,15 +476,15 @@ impl Identities {
 
     /// The most trusted identity the query claims that names a client or selects
     /// a group: ClientID, MAC, client subnet, CPE-ID.
-    fn claim(
+    fn claim<'a>(
         &self,
         filter: &Filter,
-        presented: Option<&Presented>,
-        forwarded: Option<&Forwarded>,
-    ) -> Option<Claim> {
+        presented: Option<&'a Presented>,
+        forwarded: Option<&'a Forwarded>,
+    ) -> Option<Claim<'a>> {
         let of_client =
             |c: Option<ClientIndex>| c.and_then(|c| self.group_of_client[usize::from(c)]);
-        let by_id = |id: &str, what: String, secret: Option<&str>| {
+        let by_id = |id: &'a str, what: Subject<'a>, secret: Option<&str>| {
             let client = self.by_id.get(id).copied();
             let group = self.group_of_id.get(id).copied().or(of_client(client));
             let proven = client.is_some_and(|c| self.proves(c, secret));
@@ -479,10 +497,9 @@ impl Identities {
         };
         if let Some(p) = presented
             && let Some(id) = p.client_id.as_deref()
+            && let Some(c) = by_id(id, Subject::ClientId(id), p.secret.as_deref())
         {
-            if let Some(c) = by_id(id, format!("ClientID {id:?}"), p.secret.as_deref()) {
-                return Some(c);
-            }
+            return Some(c);
         }
         let f = forwarded?;
         if let Some(mac) = f.mac {
@@ -490,7 +507,7 @@ impl Identities {
             let group = self.group_of_mac.get(&mac).copied().or(of_client(client));
             if client.is_some() || group.is_some() {
                 return Some(Claim {
-                    what: format!("MAC {}", mac_text(&mac)),
+                    what: Subject::Mac(mac),
                     client,
                     group,
                     proven: false,
@@ -505,7 +522,7 @@ impl Identities {
             });
             if client.is_some() || group.is_some() {
                 return Some(Claim {
-                    what: format!("client subnet {ip}"),
+                    what: Subject::Subnet(ip),
                     client,
                     group,
                     proven: false,
@@ -513,7 +530,7 @@ impl Identities {
             }
         }
         let id = f.cpe_id.as_deref()?;
-        by_id(id, format!("CPE-ID {id:?}"), None)
+        by_id(id, Subject::CpeId(id), None)
     }
 
     /// Whether `secret` is client `c`'s (constant time in the digest compare).

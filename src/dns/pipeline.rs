@@ -502,9 +502,8 @@ impl Pipeline {
         policy: &Policy,
         now_ms: u64,
     ) -> Screen {
-        if !self.access.allows(client)
-            && !(self.authenticated_anywhere && identity.is_some_and(|i| i.proven))
-        {
+        let anywhere = self.authenticated_anywhere && identity.is_some_and(|i| i.proven);
+        if !(self.access.allows(client) || anywhere) {
             return Screen::Refused;
         }
         if self.local.is_canary(name) {
