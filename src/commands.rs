@@ -167,18 +167,9 @@ fn check(
     let (checked, policy) = runtime.block_on(async {
         let policy = crate::dns::pipeline::Policy::new(filter, &cfg);
         // An address, or a `[[clients]]` name (asking from loopback).
-        let (ip, identity) = match client.parse::<std::net::IpAddr>() {
-            Ok(ip) => (ip, None),
-            Err(_) => {
-                let id = policy.identities().as_client(client);
-                let id = id.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--client {client:?}: neither an address nor a [[clients]] name"
-                    )
-                })?;
-                (std::net::IpAddr::from([127, 0, 0, 1]), Some(id))
-            }
-        };
+        let (ip, identity) = policy.identities().asker(client).ok_or_else(|| {
+            anyhow::anyhow!("--client {client:?}: neither an address nor a [[clients]] name")
+        })?;
         let pipeline = crate::dns::pipeline::Pipeline::new(&cfg, policy, log)?;
         let checked = pipeline
             .check_as(ip, identity, &name, qtype.into(), resolve)

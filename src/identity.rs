@@ -382,6 +382,18 @@ impl Identities {
             .map(|i| i as ClientIndex)
     }
 
+    /// Who `--client` (CLI) or `client` (`/api/v1/check`) means: an address, or a
+    /// client name (asking from loopback, as that client). `None`: neither.
+    pub fn asker(&self, s: &str) -> Option<(IpAddr, Option<Identity>)> {
+        match s.trim().parse::<IpAddr>() {
+            Ok(ip) => Some((ip, None)),
+            Err(_) => Some((
+                IpAddr::from([127, 0, 0, 1]),
+                Some(self.as_client(s.trim())?),
+            )),
+        }
+    }
+
     /// What client `name` gets when it proves who it is (for `dnsguard check
     /// --client NAME`): the group that selects it by name, ClientID, MAC or address.
     pub fn as_client(&self, name: &str) -> Option<Identity> {
