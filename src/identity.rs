@@ -800,4 +800,72 @@ mod tests {
         let e = Identities::build(&[c], &[], &f).err();
         assert_eq!(e.map(|e| e.key), Some("clients[0].secret_sha256".into()));
     }
+
+    /// `allow_authenticated_anywhere`, through the real pipeline: only a proven
+    /// client on an encrypted transport gets past `allow_clients`.
+    #[tokio::test]
+    async fn proven_clients_query_from_anywhere_only_when_allowed() {
+        use crate::dns::pipeline::{Pipeline, Policy, Source};
+        use crate::dnstap::Transport;
+        let (secret, entry) = issue("lab-1").unwrap_or_else(|e| panic!("{e}"));
+        let config = |anywhere: bool| {
+            let text = format!(
+                "[server]\nallow_clients = [\"10.0.0.0/8\"]\nallow_authenticated_anywhere = {anywhere}\n\
+                 [local]\nrecords = [\"www.fwd.test A 192.0.2.1\"]\n{entry}\
+                 [[groups]]\nname = \"lab\"\nclients = [\"client:lab-1\"]\n"
+            );
+            crate::config::Config::parse(&text, "test").unwrap_or_else(|e| panic!("{e}"))
+        };
+        let ask = async |anywhere: bool, secret: Option<&str>, transport: Transport| {
+            let cfg = config(anywhere);
+            let filter =
+                Filter::build(&cfg.lists, &cfg.groups, &[]).unwrap_or_else(|e| panic!("{e}"));
+            let log = Arc::new(crate::querylog::QueryLog::disabled(cfg.query_log.clone()));
+            let pipeline = Pipeline::new(&cfg, Policy::new(filter, &cfg), log)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let name = hickory_proto::rr::Name::from_ascii("www.fwd.test.")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let q = crate::dns::Question {
+                client: "203.0.113.5:40000"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
+                query: hickory_proto::op::Query::query(
+                    name.clone(),
+                    hickory_proto::rr::RecordType::A,
+                ),
+                name: name.into(),
+                dnssec_ok: false,
+                checking_disabled: false,
+                transport,
+                presented: Some(Box::new(presented("lab-1", secret))),
+            };
+            pipeline.handle_identified(&q, None, None).await.source
+        };
+        let s = Some(secret.as_str());
+        assert_eq!(
+            ask(true, s, Transport::Tls).await,
+            Source::Local,
+            "proven, encrypted"
+        );
+        assert_eq!(
+            ask(true, None, Transport::Tls).await,
+            Source::Refused,
+            "not proven"
+        );
+        let wrong = format!("{secret}x");
+        assert_eq!(
+            ask(true, Some(&wrong), Transport::Tls).await,
+            Source::Refused
+        );
+        assert_eq!(
+            ask(true, s, Transport::Udp).await,
+            Source::Refused,
+            "plain DNS"
+        );
+        assert_eq!(
+            ask(false, s, Transport::Tls).await,
+            Source::Refused,
+            "not switched on"
+        );
+    }
 }
