@@ -172,8 +172,28 @@ fn dot_server_name_selects_the_agent_group_and_spoofing_never_widens() {
     assert_eq!(spoof["group"], "office");
     assert!(spoof.get("client_name").is_none(), "{spoof}");
 
-    // `dnsguard check --client NAME` takes the name.
+    // `query-log --client NAME` keeps that client's queries only.
     let cfg = s.dg.config_path();
+    let (ok, out, err) = run_cli(&[
+        "query-log",
+        "--since",
+        "1h",
+        "--client",
+        "agent-1",
+        "--format",
+        "json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(ok, "query-log --client agent-1 failed: {err}");
+    let names: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{out}");
+    assert!(names.iter().all(|e| e["client_name"] == "agent-1"), "{out}");
+
+    // `dnsguard check --client NAME` takes the name.
     let (ok, out, err) = run_cli(&[
         "check",
         "mail.fwd.test",
@@ -196,7 +216,7 @@ fn dot_server_name_selects_the_agent_group_and_spoofing_never_widens() {
 }
 
 #[test]
-fn mac_option_counts_only_from_a_trusted_forwarder() {
+fn forwarder_options_count_only_from_a_trusted_forwarder() {
     let s = start();
     let ask = |from: &str, mac: &str, name: &str| {
         dig(
@@ -211,6 +231,20 @@ fn mac_option_counts_only_from_a_trusted_forwarder() {
     assert!(nxdomain(&text), "mac:…:09 via the forwarder: {text}");
     let text = ask(FORWARDER, "020000000001", "www.fwd.test");
     assert!(resolved(&text, "192.0.2.1"), "{text}");
+    // The CPE-ID (dnsmasq add-cpe-id, option 65074) "agent-1" is matched like a ClientID.
+    let text = dig(
+        s.dg.addr,
+        &[
+            "-b",
+            FORWARDER,
+            "+ednsopt=65074:6167656e742d31",
+            "mail.fwd.test",
+        ],
+    );
+    assert!(
+        nxdomain(&text),
+        "agent-1's CPE-ID via the forwarder: {text}"
+    );
     // An unknown MAC: the source's group.
     let text = ask(FORWARDER, "02000000ffff", "mail.fwd.test");
     assert!(resolved(&text, "192.0.2.5"), "{text}");

@@ -281,6 +281,8 @@ fn every_filter() {
             true,
         ),
     ];
+    let mut data = data;
+    data[1].client_name = Arc::from("agent-1");
     for e in &data {
         log.record(e.clone());
     }
@@ -321,6 +323,11 @@ fn every_filter() {
         ["x.tunnel.net"]
     );
     assert!(Filter::default().with_client("10.0.0.300").is_err());
+    // client name: only entries logged under it
+    assert_eq!(
+        q(Filter::default().with_client("agent-1").unwrap()),
+        ["a.example.com"]
+    );
     // domain: suffix with leading dot, otherwise substring (case-insensitive)
     let d = |p: &str| Filter {
         domain: Some(DomainPattern::new(p)),
