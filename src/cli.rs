@@ -53,9 +53,10 @@ pub enum Command {
     Check {
         /// The name to check, e.g. `ads.example.com`.
         name: String,
-        /// The client asking (decides the group); default 127.0.0.1.
+        /// The client asking (decides the group): an address, or the name of a
+        /// `[[clients]]` entry; default 127.0.0.1.
         #[arg(long, default_value = "127.0.0.1")]
-        client: std::net::IpAddr,
+        client: String,
         /// The query type, e.g. A, AAAA, HTTPS.
         #[arg(long = "type", default_value = "A")]
         qtype: String,
@@ -66,6 +67,12 @@ pub enum Command {
         /// Configuration file (default: the embedded one).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+    /// Named clients (`[[clients]]`).
+    Clients {
+        /// What to do.
+        #[command(subcommand)]
+        action: ClientsAction,
     },
     /// Work with block and allow lists.
     Lists {
@@ -199,6 +206,18 @@ pub enum AllowlistAction {
         /// running server needs one).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+}
+
+/// `dnsguard clients …`
+#[derive(Debug, Subcommand)]
+pub enum ClientsAction {
+    /// Print a fresh secret for client NAME once, and the `[[clients]]` entry
+    /// (with the secret's SHA-256 only) to add to the configuration. The secret is
+    /// written nowhere: give it to the client (`/dns-query/NAME/SECRET`).
+    Issue {
+        /// The client's name, also its ClientID (`[a-z0-9-]`, 1 to 64).
+        name: String,
     },
 }
 

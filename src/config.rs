@@ -39,6 +39,8 @@ pub struct Config {
     pub list_updates: UpdateConfig,
     /// Client groups with their own lists, entries and block mode (`[[groups]]`).
     pub groups: Vec<GroupConfig>,
+    /// Named clients and how they are recognised (`[[clients]]`, `crate::identity`).
+    pub clients: Vec<crate::identity::ClientConfig>,
     /// DNS-tunnel detection.
     pub detect: DetectConfig,
     /// The query log (stored under `server.data_dir/querylog`).
@@ -89,6 +91,12 @@ pub struct ServerConfig {
     /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
     /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
     pub allow_clients: Vec<IpNet>,
+    /// Forwarders (e.g. a travel router's dnsmasq) whose EDNS options about the
+    /// client behind them (MAC, client subnet, CPE-ID) are read; nobody else's are.
+    pub trusted_forwarders: Vec<IpNet>,
+    /// A client that proved its identity (its secret) may query the encrypted
+    /// listeners from outside `allow_clients`: a laptop on hotel Wi-Fi.
+    pub allow_authenticated_anywhere: bool,
     /// A TCP connection that sends no complete query for this long is closed
     /// (slowloris guard; trickling one byte at a time does not keep it open).
     pub tcp_idle_timeout_secs: u64,
@@ -126,6 +134,8 @@ impl Default for ServerConfig {
             .iter()
             .filter_map(|n| n.parse().ok())
             .collect(),
+            trusted_forwarders: Vec::new(),
+            allow_authenticated_anywhere: false,
             tcp_idle_timeout_secs: 10,
             tcp_max_connections: 512,
             tcp_max_connections_per_client: 32,
@@ -531,8 +541,14 @@ impl Config {
             bad("detect", e.to_string());
         }
         // Compiling with no list text checks names, groups, selectors and block modes.
-        if let Err(e) = crate::filter::Filter::build(&self.lists, &self.groups, &[]) {
-            bad(&self.filter_error_key(&e), e.to_string());
+        match crate::filter::Filter::build(&self.lists, &self.groups, &[]) {
+            Err(e) => bad(&self.filter_error_key(&e), e.to_string()),
+            Ok(filter) => {
+                let ids = crate::identity::Identities::build(&self.clients, &self.groups, &filter);
+                if let Err(e) = ids {
+                    bad(&e.key, e.why);
+                }
+            }
         }
         problems
     }

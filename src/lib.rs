@@ -27,6 +27,7 @@ pub mod dns;
 pub mod dnstap;
 pub mod filter;
 pub mod guard;
+pub mod identity;
 pub mod lists;
 pub mod memory;
 pub mod netset;

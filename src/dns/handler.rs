@@ -116,7 +116,15 @@ impl Handler {
             },
             presented,
         };
-        let reply = self.pipeline.handle_screened(&question, screened).await;
+        let forwarded = request
+            .edns
+            .as_ref()
+            .filter(|_| self.pipeline.trusts_forwarder(request.src().ip()))
+            .and_then(forwarded);
+        let reply = self
+            .pipeline
+            .handle_identified(&question, screened, forwarded.as_ref())
+            .await;
         let answer = &reply.answer;
         meta.response_code = answer.rcode;
         meta.authentic_data = answer.authentic && (dnssec_ok || request.metadata.authentic_data);
@@ -142,6 +150,24 @@ impl Handler {
         );
         send(&mut response, msg, meta).await
     }
+}
+
+/// What a trusted forwarder put into `edns` about the client behind it: MAC,
+/// client subnet, CPE-ID (`crate::identity`).
+fn forwarded(edns: &Edns) -> Option<crate::identity::Forwarded> {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let options = &edns.options().options;
+    let mut f =
+        crate::identity::Forwarded::from_options(options.iter().filter_map(|(_, o)| match o {
+            EdnsOption::Unknown(code, data) => Some((*code, data.as_slice())),
+            _ => None,
+        }))
+        .unwrap_or_default();
+    f.subnet = options.iter().find_map(|(_, o)| match o {
+        EdnsOption::Subnet(s) => Some(s.addr()),
+        _ => None,
+    });
+    (f != crate::identity::Forwarded::default()).then_some(f)
 }
 
 /// Puts `ede` into the reply's EDNS: over UDP without its text, or not at all,

@@ -39,8 +39,8 @@ pub struct Question {
     pub checking_disabled: bool,
     /// UDP, TCP, DNS over TLS or DNS over HTTPS (for dnstap).
     pub transport: crate::dnstap::Transport,
-    /// What the client said about who it is (DoH path, `Authorization`); `None`
-    /// where the transport carries nothing of the kind.
+    /// What the client presented about who it is: the DoH path or `Authorization`,
+    /// the DoT server name; `None` where the transport carries nothing of the kind.
     pub presented: Option<Box<Presented>>,
 }
 

@@ -105,6 +105,8 @@ pub struct Policy {
     /// Per group, the log's list labels of its own allow and deny entries.
     group_rule_labels: Vec<[Arc<str>; 2]>,
     list_labels: Vec<Arc<str>>,
+    /// `[[clients]]` and the groups' identity selectors.
+    identities: crate::identity::Identities,
 }
 
 impl Policy {
@@ -130,13 +132,46 @@ impl Policy {
             .iter()
             .map(|l| Arc::from(l.name.as_str()))
             .collect();
+        let identities = crate::identity::Identities::build(&cfg.clients, &cfg.groups, &filter)
+            .unwrap_or_else(|error| {
+                // Config::validate rejects this before a policy is built.
+                tracing::error!(%error, "[[clients]] ignored");
+                crate::identity::Identities::default()
+            });
         Self {
+            identities,
             filter,
             tunnel_actions,
             group_labels,
             group_rule_labels,
             list_labels,
         }
+    }
+
+    /// Who the client at `client` is (`crate::identity`): its group, and its
+    /// `[[clients]]` entry if one is recognised. Without `[[clients]]` or identity
+    /// selectors, just the source address's group.
+    #[inline]
+    pub fn identify(
+        &self,
+        client: IpAddr,
+        presented: Option<&super::Presented>,
+        forwarded: Option<&crate::identity::Forwarded>,
+    ) -> crate::identity::Identity {
+        if self.identities.is_empty() {
+            return crate::identity::Identity {
+                group: self.filter.group_of(client),
+                client: None,
+                proven: false,
+            };
+        }
+        self.identities
+            .resolve(&self.filter, client, presented, forwarded)
+    }
+
+    /// The configured clients.
+    pub fn identities(&self) -> &crate::identity::Identities {
+        &self.identities
     }
 
     fn group_label(&self, g: GroupId) -> Arc<str> {
@@ -279,6 +314,10 @@ fn line_label(line: u32) -> Arc<str> {
 /// Every step, built once from the configuration and shared by all front ends.
 pub struct Pipeline {
     access: Access,
+    /// `[server] trusted_forwarders`: whose EDNS identity options count.
+    trusted_forwarders: crate::netset::NetSet,
+    /// `[server] allow_authenticated_anywhere`.
+    authenticated_anywhere: bool,
     policy: ArcSwap<Policy>,
     detector: Arc<Detector>,
     local: LocalRecords,
@@ -296,6 +335,8 @@ impl Pipeline {
     pub fn new(cfg: &Config, policy: Policy, log: Arc<QueryLog>) -> anyhow::Result<Self> {
         Ok(Self {
             access: Access::new(&cfg.server.allow_clients),
+            trusted_forwarders: crate::netset::NetSet::new(&cfg.server.trusted_forwarders),
+            authenticated_anywhere: cfg.server.allow_authenticated_anywhere,
             policy: ArcSwap::from_pointee(policy),
             detector: Arc::new(Detector::new(&cfg.detect)?),
             local: LocalRecords::build(
@@ -361,13 +402,43 @@ impl Pipeline {
     /// (the steps before resolution must run once per query: the tunnel detector
     /// counts every query).
     pub async fn handle_screened(&self, q: &Question, screened: Option<Screened>) -> Reply {
+        self.handle_identified(q, screened, None).await
+    }
+
+    /// Whether `ip` is a `[server] trusted_forwarders` address, whose EDNS options
+    /// about the client behind it are read.
+    #[inline]
+    pub fn trusts_forwarder(&self, ip: IpAddr) -> bool {
+        self.trusted_forwarders.contains(ip)
+    }
+
+    /// [`Pipeline::handle_screened`] with what a trusted forwarder said about the
+    /// client (`crate::identity`; the caller checked [`Pipeline::trusts_forwarder`]).
+    pub async fn handle_identified(
+        &self,
+        q: &Question,
+        screened: Option<Screened>,
+        forwarded: Option<&crate::identity::Forwarded>,
+    ) -> Reply {
         let name = q.name_text();
         let policy = self.policy.load_full();
         let qtype = u16::from(q.qtype());
+        let ip = q.client.ip();
+        let identity = match screened {
+            // The UDP fast path screened it by its source address.
+            Some(_) => policy.identify(ip, None, None),
+            None => {
+                let mut id = policy.identify(ip, q.presented.as_deref(), forwarded);
+                // Only an encrypted front end fills a secret; plain DNS proves nothing.
+                use crate::dnstap::Transport;
+                id.proven &= !matches!(q.transport, Transport::Udp | Transport::Tcp);
+                id
+            }
+        };
         let screened = screened.unwrap_or_else(|| {
             let now_ms = querylog::now_ms();
             Screened {
-                screen: self.screen(q.client.ip(), &name, qtype, &policy, now_ms),
+                screen: self.screen_as(ip, Some(&identity), &name, qtype, &policy, now_ms),
                 started: Instant::now(),
                 now_ms,
             }
@@ -396,8 +467,9 @@ impl Pipeline {
             },
         };
         let logged_name = Arc::from(name);
-        self.record(
+        self.record_as(
             q.client.ip(),
+            identity.client,
             logged_name,
             qtype,
             &policy,
@@ -416,13 +488,32 @@ impl Pipeline {
         policy: &Policy,
         now_ms: u64,
     ) -> Screen {
-        if !self.access.allows(client) {
+        self.screen_as(client, None, name, qtype, policy, now_ms)
+    }
+
+    /// [`Pipeline::screen`] for a client the identity step already identified
+    /// (`None`: by its source address, here).
+    pub fn screen_as(
+        &self,
+        client: IpAddr,
+        identity: Option<&crate::identity::Identity>,
+        name: &str,
+        qtype: u16,
+        policy: &Policy,
+        now_ms: u64,
+    ) -> Screen {
+        let anywhere = self.authenticated_anywhere && identity.is_some_and(|i| i.proven);
+        if !(self.access.allows(client) || anywhere) {
             return Screen::Refused;
         }
         if self.local.is_canary(name) {
             return Screen::Canary;
         }
-        let verdict = policy.filter.check(client, name, qtype);
+        let group = match identity {
+            Some(i) => i.group,
+            None => policy.identify(client, None, None).group,
+        };
+        let verdict = policy.filter.check_in(group, client, name, qtype);
         if let Action::Block(_) = verdict.action {
             return Screen::Blocked(verdict);
         }
@@ -590,7 +681,7 @@ impl Pipeline {
     ) -> Option<(Source, Verdict)> {
         if verdict.action != Action::Allow {
             for target in cached.cname_targets.iter() {
-                let cloaked = policy.filter.check(client, target, qtype);
+                let cloaked = policy.filter.check_in(verdict.group, client, target, qtype);
                 if let Action::Block(_) = cloaked.action {
                     return Some((Source::Blocked, cloaked));
                 }
@@ -630,11 +721,30 @@ impl Pipeline {
         outcome: &Outcome<'_>,
         screened: &Screened,
     ) {
+        let who = policy.identities.client_at(client);
+        self.record_as(client, who, name, qtype, policy, outcome, screened);
+    }
+
+    /// [`Pipeline::record`] for a query whose `[[clients]]` entry is known.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_as(
+        &self,
+        client: IpAddr,
+        who: Option<crate::identity::ClientIndex>,
+        name: Arc<str>,
+        qtype: u16,
+        policy: &Policy,
+        outcome: &Outcome<'_>,
+        screened: &Screened,
+    ) {
         if outcome.score.is_some() {
             self.detector
                 .record_rcode(screened.now_ms, &name, outcome.rcode);
         }
         let mut e = Entry::new(screened.now_ms, client, name, qtype);
+        if let Some(n) = who.and_then(|c| policy.identities.name(c)) {
+            e.client_name = n.clone();
+        }
         e.rcode = outcome.rcode;
         let elapsed = screened.started.elapsed();
         e.latency_us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
@@ -661,7 +771,7 @@ impl Pipeline {
         } else {
             // Refused before filtering, or a canary: still the client's group by
             // name (`default` included), never an empty one.
-            e.group = policy.group_label(policy.filter.group_of(client));
+            e.group = policy.group_label(policy.identify(client, None, None).group);
         }
         if let Some(score) = outcome.score {
             e.tunnel_score = score.value;

@@ -38,16 +38,16 @@ use futures_util::StreamExt;
 use hickory_proto::op::{Header, ResponseCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::net::BufDnsStreamHandle;
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_server::net::tcp::TcpStream;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::MessageType;
-use hickory_server::server::{
-    Request, RequestHandler, ResponseHandle, ResponseHandler, TimeoutStream,
-};
+use hickory_server::server::{Request, ResponseHandle, ResponseHandler, TimeoutStream};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use parking_lot::Mutex;
+
+use super::Presented;
+use super::handler::Handler;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -134,10 +134,10 @@ impl Table {
 /// Serves DNS over TCP on `listener` with `handler` until `shutdown` is cancelled;
 /// with `tls`, every connection first completes a TLS handshake (DNS over TLS).
 /// Returns the accept loop's task; connection tasks end with it.
-pub fn spawn<H: RequestHandler>(
+pub fn spawn(
     listener: tokio::net::TcpListener,
     limits: TcpLimits,
-    handler: Arc<H>,
+    handler: Arc<Handler>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -150,10 +150,17 @@ pub fn spawn<H: RequestHandler>(
                 slot: &slot,
             };
             match tls {
-                None => serve(stream, &conn, &*handler, Protocol::Tcp).await,
+                None => serve(stream, &conn, &handler, Protocol::Tcp, None).await,
                 Some(acceptor) => {
                     if let Some(stream) = handshake(&acceptor, stream, src, limits).await {
-                        serve(stream, &conn, &*handler, Protocol::Tls).await
+                        // The ClientID in the server name (`crate::identity`).
+                        let presented = stream
+                            .get_ref()
+                            .1
+                            .server_name()
+                            .and_then(crate::identity::from_server_name);
+                        let p = presented.as_ref();
+                        serve(stream, &conn, &handler, Protocol::Tls, p).await
                     }
                 }
             }
@@ -273,9 +280,13 @@ struct Connection<'a> {
 
 /// One connection (plain TCP or decrypted TLS): length-prefixed messages in,
 /// responses out, until the client closes, errs or idles out.
-async fn serve<H, S>(stream: S, conn: &Connection<'_>, handler: &H, protocol: Protocol)
-where
-    H: RequestHandler,
+async fn serve<S>(
+    stream: S,
+    conn: &Connection<'_>,
+    handler: &Handler,
+    protocol: Protocol,
+    presented: Option<&Presented>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
 {
     let (stream, out) = TcpStream::from_stream_with_buffer_size(
@@ -290,18 +301,19 @@ where
         };
         conn.slot.touch();
         let (bytes, src) = message.into_parts();
-        answer(handler, bytes, src, &out, protocol).await;
+        answer(handler, bytes, src, &out, protocol, presented).await;
     }
 }
 
 /// What hickory's server does with one message: nothing for less than a header,
 /// FORMERR if the rest does not parse, nothing for responses, else the handler.
-async fn answer<H: RequestHandler>(
-    handler: &H,
+async fn answer(
+    handler: &Handler,
     bytes: Vec<u8>,
     src: SocketAddr,
     out: &BufDnsStreamHandle,
     protocol: Protocol,
+    presented: Option<&Presented>,
 ) {
     let mut response = ResponseHandle::new(src, out.clone(), protocol);
     let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
@@ -326,7 +338,7 @@ async fn answer<H: RequestHandler>(
         return; // never answer responses (reflection)
     }
     handler
-        .handle_request::<_, TokioTime>(&request, response)
+        .answer_presented(&request, response, None, presented.map(|p| Box::new(p.clone())))
         .await;
 }
 

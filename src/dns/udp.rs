@@ -380,6 +380,9 @@ pub fn answer(
     let Some(q) = FastQuery::parse(packet) else {
         return Fast::Full(None);
     };
+    if q.edns.is_some_and(|e| e.options) && pipeline.trusts_forwarder(client.ip()) {
+        return Fast::Full(None); // a forwarder's identity options: the full path reads them
+    }
     let policy = pipeline.policy_guard();
     let asked = Asked {
         packet,
