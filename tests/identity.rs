@@ -20,6 +20,9 @@ mail.fwd.test. 300 A 192.0.2.5
 ads.fwd.test. 300 A 192.0.2.9
 ";
 
+/// lab-1's secret (the config holds its SHA-256).
+const LAB_SECRET: &str = "lab-1-secret-7f3a";
+
 /// The trusted forwarder's address (dnsmasq, or dig bound to it).
 const FORWARDER: &str = "127.0.0.3";
 /// An address that is no forwarder.
@@ -32,9 +35,14 @@ const STRANGER: &str = "127.0.0.4";
 ///   (127.0.0.5, what a forwarder reports as the client subnet): allowlist-only,
 ///   `www` and nothing else (NXDOMAIN).
 fn config(up: SocketAddr) -> String {
-    let digest = "0".repeat(64);
+    let digest: String = ring::digest::digest(&ring::digest::SHA256, LAB_SECRET.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:0\"]\n\
+         https_listen = [\"127.0.0.1:0\"]\n\
          trusted_forwarders = [\"{FORWARDER}/32\"]\n\
          [resolver]\nupstreams = [\"{up}\"]\ntimeout_ms = 800\n\
          [[clients]]\nname = \"agent-1\"\nids = [\"agent-1\"]\nmacs = [\"02:00:00:00:00:01\"]\n\
@@ -52,6 +60,7 @@ fn config(up: SocketAddr) -> String {
 struct Server {
     dg: Dnsguard,
     dot: SocketAddr,
+    doh: SocketAddr,
     _up: FakeUpstream,
 }
 
@@ -64,7 +73,18 @@ fn start() -> Server {
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next()?.parse::<SocketAddr>().ok())
     });
-    Server { dg, dot, _up: up }
+    let doh = wait_for("the DoH listener", || {
+        dg.log()
+            .split("listening (DNS over HTTPS) addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<SocketAddr>().ok())
+    });
+    Server {
+        dg,
+        dot,
+        doh,
+        _up: up,
+    }
 }
 
 /// Polls `f` until it returns `Some`, for at most 15 s.
@@ -97,6 +117,46 @@ fn kdig_sni(addr: SocketAddr, sni: Option<&str>, name: &str) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("status: "), "kdig {name} failed: {text}");
     text
+}
+
+/// kdig over DoH to `addr` at `path` (no certificate check); what it printed.
+fn kdig_doh(addr: SocketAddr, path: &str, name: &str) -> String {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string(), &format!("+https={path}")])
+        .args(["+timeout=3", "+retry=0", name])
+        .output()
+        .expect("run kdig (knot-dnsutils)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("status: "), "kdig {name} failed: {text}");
+    text
+}
+
+/// Over DoH, a ClientID with its secret in the path is proven and may select a
+/// wider group (lab resolves ads); the same ClientID with a wrong secret or none
+/// gets the source's group (office: ads is NXDOMAIN); a stricter group needs no
+/// proof (agent-1: allowlist-only).
+#[test]
+fn a_doh_secret_proves_the_client_and_only_then_widens() {
+    let s = start();
+    let proven = kdig_doh(
+        s.doh,
+        &format!("/dns-query/lab-1/{LAB_SECRET}"),
+        "ads.fwd.test",
+    );
+    assert!(resolved(&proven, "192.0.2.9"), "proven lab-1: {proven}");
+    for path in [
+        "/dns-query/lab-1/wrong-secret",
+        "/dns-query/lab-1",
+        "/dns-query",
+    ] {
+        let text = kdig_doh(s.doh, path, "ads.fwd.test");
+        assert!(nxdomain(&text), "{path}: the office answer: {text}");
+    }
+    let text = kdig_doh(s.doh, "/dns-query/agent-1", "mail.fwd.test");
+    assert!(nxdomain(&text), "agent-1 narrows without proof: {text}");
+    // The secret is in no log line.
+    assert!(!s.dg.log().contains(LAB_SECRET));
 }
 
 fn resolved(text: &str, ip: &str) -> bool {

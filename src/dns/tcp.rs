@@ -338,7 +338,12 @@ async fn answer(
         return; // never answer responses (reflection)
     }
     handler
-        .answer_presented(&request, response, None, presented.map(|p| Box::new(p.clone())))
+        .answer_presented(
+            &request,
+            response,
+            None,
+            presented.map(|p| Box::new(p.clone())),
+        )
         .await;
 }
 
