@@ -116,6 +116,7 @@ impl Gen {
             },
             tunnel_score: if flagged { 0.9 } else { 0.0 },
             group: self.groups[((r >> 56) % 3) as usize].clone(),
+            client_name: dnsguard::querylog::empty_str(),
             tunnel: None,
         }
     }

@@ -8,7 +8,7 @@
 #   the dashboard serves its login page and accepts the first-boot password printed on
 #   the console, SSH is off; reports power-on -> first DNS answer and dnsguard's RSS.
 #   pi-image/test.sh [IMAGE]      (default: pi-image/out/dnsguard-pi-arm64.img, or its .zst)
-# Environment: TEST_DNS_PORT (25353), TEST_WEB_PORT (28080), TEST_SSH_PORT (28022),
+# Environment: TEST_DNS_PORT (25353), TEST_WEB_PORT (28080), TEST_SSH_PORT (28022), TEST_DOH_PORT (28443),
 # BOOT_TIMEOUT seconds until the first DNS answer (180), QEMU_SMP (2), QEMU_MEM_MIB (1024),
 # QEMU_APPEND (more kernel options, for experiments).
 # Optional big-list step (off unless BIG_LIST is set), after the checks above:
@@ -35,6 +35,7 @@ img=${1:-$OUT/dnsguard-pi-arm64.img}
 DNS_PORT=${TEST_DNS_PORT:-25353}
 WEB_PORT=${TEST_WEB_PORT:-28080}
 SSH_PORT=${TEST_SSH_PORT:-28022}
+DOH_PORT=${TEST_DOH_PORT:-28443}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-180}
 BLOCKED=doubleclick.net              # blocklists/dnsguard-default.txt
 BLOCKED_SUB=stats.g.doubleclick.net  # below a listed domain
@@ -107,8 +108,8 @@ if [[ $img == "$OUT/dnsguard-pi-arm64.img" && -f $sha_file ]]; then
     (cd "$OUT" && sha256sum --quiet -c "$sha_file") || die "the compressed image does not match $sha_file"
 fi
 
-for port in "$DNS_PORT" "$WEB_PORT" "$SSH_PORT" ${BIG_LIST:+"$HTTP_PORT"}; do
-    if ss -Htuln "sport = :$port" | grep -q .; then die "port $port is in use on this host: set TEST_DNS_PORT/TEST_WEB_PORT/TEST_SSH_PORT/TEST_HTTP_PORT"; fi
+for port in "$DNS_PORT" "$WEB_PORT" "$SSH_PORT" "$DOH_PORT" ${BIG_LIST:+"$HTTP_PORT"}; do
+    if ss -Htuln "sport = :$port" | grep -q .; then die "port $port is in use on this host: set TEST_DNS_PORT/TEST_WEB_PORT/TEST_SSH_PORT/TEST_DOH_PORT/TEST_HTTP_PORT"; fi
 done
 
 log "kernel and initrd from the image's FAT partition"
@@ -127,6 +128,7 @@ serial=$OUT/test-serial.log
 : >"$serial"
 fwd="hostfwd=udp:127.0.0.1:$DNS_PORT-:53,hostfwd=tcp:127.0.0.1:$DNS_PORT-:53"
 fwd+=",hostfwd=tcp:127.0.0.1:$WEB_PORT-:80,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22"
+fwd+=",hostfwd=tcp:127.0.0.1:$DOH_PORT-:443"
 # Without BIG_LIST: no monitor, and a reboot ends qemu. The big-list step's restart
 # resets the VM through a monitor socket instead.
 vm_control=(-monitor none -no-reboot)
@@ -179,6 +181,10 @@ log "checks"
 check "$BLOCKED A over UDP -> 0.0.0.0 (default blocklist)" blocked_a "$BLOCKED"
 check "$BLOCKED AAAA over UDP -> ::" blocked_aaaa "$BLOCKED"
 check "$BLOCKED A over TCP -> 0.0.0.0" blocked_a +tcp "$BLOCKED"
+# The certificate is the one the image made at first boot: dig does not verify it
+# without +tls-ca, so this checks the DoH listener, not the trust.
+blocked_doh() { [[ $(dig @127.0.0.1 -p "$DOH_PORT" +https +time=5 +tries=1 +short "$BLOCKED" A) == 0.0.0.0 ]]; }
+check "$BLOCKED A over DNS over HTTPS (port 443) -> 0.0.0.0" blocked_doh
 check "$BLOCKED_SUB (a name below a listed domain) -> 0.0.0.0" blocked_a "$BLOCKED_SUB"
 check "$EXFIL (exfil-endpoints list) -> 0.0.0.0" blocked_a "$EXFIL"
 check "example.com is not blocked (SERVFAIL: no upstream reachable from the sandbox)" not_blocked example.com

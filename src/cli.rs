@@ -16,6 +16,30 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Forward this host's or container's plain DNS to a dnsguard over DoH or DoT
+    /// with its ClientID: `dnsguard stub --to https://pi.lan:8443/dns-query/agent-1
+    /// --pin SPKI`. Never falls back to plain DNS or another resolver.
+    Stub {
+        /// Address to answer plain DNS on (UDP and TCP); repeat for more.
+        #[arg(long, default_value = "127.0.0.53:53")]
+        listen: Vec<std::net::SocketAddr>,
+        /// The dnsguard: `https://HOST[:port]/dns-query/CLIENT-ID` or
+        /// `tls://CLIENT-ID.HOST-NAME[:port]`; HOST an address, or a name looked
+        /// up once at start (or `https://IP:port/path#NAME`, `tls://IP:port#NAME`).
+        #[arg(long)]
+        to: String,
+        /// SPKI pin of its certificate (dnsguard logs it as `spki_pin` and shows
+        /// it on the dashboard); repeat for a key rollover. Without: the CAs.
+        #[arg(long)]
+        pin: Vec<String>,
+        /// PEM file of CA certificates to trust instead of the system's.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Private state directory (default: $STATE_DIRECTORY, $XDG_STATE_HOME/dnsguard-stub,
+        /// ~/.local/state/dnsguard-stub).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Run the DNS service.
     Serve {
         /// Configuration file; without one, the embedded default is used
@@ -29,9 +53,10 @@ pub enum Command {
     Check {
         /// The name to check, e.g. `ads.example.com`.
         name: String,
-        /// The client asking (decides the group); default 127.0.0.1.
+        /// The client asking (decides the group): an address, or the name of a
+        /// `[[clients]]` entry; default 127.0.0.1.
         #[arg(long, default_value = "127.0.0.1")]
-        client: std::net::IpAddr,
+        client: String,
         /// The query type, e.g. A, AAAA, HTTPS.
         #[arg(long = "type", default_value = "A")]
         qtype: String,
@@ -42,6 +67,12 @@ pub enum Command {
         /// Configuration file (default: the embedded one).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+    /// Named clients (`[[clients]]`).
+    Clients {
+        /// What to do.
+        #[command(subcommand)]
+        action: ClientsAction,
     },
     /// Work with block and allow lists.
     Lists {
@@ -175,6 +206,18 @@ pub enum AllowlistAction {
         /// running server needs one).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+}
+
+/// `dnsguard clients …`
+#[derive(Debug, Subcommand)]
+pub enum ClientsAction {
+    /// Print a fresh secret for client NAME once, and the `[[clients]]` entry
+    /// (with the secret's SHA-256 only) to add to the configuration. The secret is
+    /// written nowhere: give it to the client (`/dns-query/NAME/SECRET`).
+    Issue {
+        /// The client's name, also its ClientID (`[a-z0-9-]`, 1 to 64).
+        name: String,
     },
 }
 

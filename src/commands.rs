@@ -21,16 +21,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::init_tracing(&cfg.server.log);
             runtime()?.block_on(crate::app::serve(cfg, config))
         }
+        Command::Stub {
+            listen,
+            to,
+            pin,
+            ca,
+            data_dir,
+        } => {
+            let cfg = crate::stub::config(&crate::stub::StubArgs {
+                listen,
+                to,
+                pins: pin,
+                ca_file: ca,
+                data_dir: data_dir.unwrap_or_else(crate::stub::default_data_dir),
+            })?;
+            crate::init_tracing(&cfg.server.log);
+            runtime()?.block_on(crate::app::serve(cfg, None))
+        }
         Command::Check {
             name,
             client,
             qtype,
             resolve,
             config,
-        } => check(&name, client, &qtype, resolve, &config),
+        } => check(&name, &client, &qtype, resolve, &config),
         Command::Lists {
             action: ListsAction::Update { config },
         } => lists_update(&config),
+        Command::Clients {
+            action: crate::cli::ClientsAction::Issue { name },
+        } => {
+            let (secret, entry) = crate::identity::issue(&name)?;
+            println!("secret (shown once, stored nowhere): {secret}\n");
+            println!("# add to the configuration file:\n{entry}");
+            Ok(())
+        }
         Command::QueryLog(args) => query_log(&args),
         Command::Stats {
             since,
@@ -140,7 +165,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// configuration (nothing sent anywhere unless `resolve`).
 fn check(
     name: &str,
-    client: std::net::IpAddr,
+    client: &str,
     qtype: &str,
     resolve: bool,
     config: &Option<PathBuf>,
@@ -158,8 +183,14 @@ fn check(
         .build()?;
     let (checked, policy) = runtime.block_on(async {
         let policy = crate::pipeline::Policy::new(filter, &cfg);
+        // An address, or a `[[clients]]` name (asking from loopback).
+        let (ip, identity) = policy.identities().asker(client).ok_or_else(|| {
+            anyhow::anyhow!("--client {client:?}: neither an address nor a [[clients]] name")
+        })?;
         let pipeline = crate::pipeline::Pipeline::new(&cfg, policy, log)?;
-        let checked = pipeline.check(client, &name, qtype.into(), resolve).await;
+        let checked = pipeline
+            .check_as(ip, identity, &name, qtype.into(), resolve)
+            .await;
         anyhow::Ok((checked, pipeline.policy()))
     })?;
     let texts = crate::app::read_texts(&cfg, &lists);

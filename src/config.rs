@@ -39,6 +39,8 @@ pub struct Config {
     pub list_updates: UpdateConfig,
     /// Client groups with their own lists, entries and block mode (`[[groups]]`).
     pub groups: Vec<GroupConfig>,
+    /// Named clients and how they are recognised (`[[clients]]`, `crate::identity`).
+    pub clients: Vec<crate::identity::ClientConfig>,
     /// DNS-tunnel detection.
     pub detect: DetectConfig,
     /// The query log (stored under `server.data_dir/querylog`).
@@ -63,8 +65,10 @@ pub struct Config {
 /// dnsguard says it once per upstream instead, with the reason. rustls's server
 /// side and message parser say nothing below errors: what a DNS-over-TLS client
 /// sends (an IP address as SNI, as kdig does) would be a warning per connection.
-pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,\
-hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
+/// hickory's recursor warns about every name below a zone cut (its NS query for
+/// the name itself finds none: that is how it finds the cut), so only its errors.
+pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,\
+hickory_resolver::recursor=error,hickory_net=warn,hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
 
 /// `[server]`: where dnsguard listens and which clients it answers.
 #[derive(Debug, Clone, Deserialize)]
@@ -75,9 +79,24 @@ pub struct ServerConfig {
     /// Addresses to serve DNS over TLS on (RFC 7858; port 853 in production).
     /// Empty: no DNS over TLS.
     pub tls_listen: Vec<SocketAddr>,
+    /// Addresses to serve DNS over HTTPS on (RFC 8484, `https://ADDR/dns-query`;
+    /// port 443 in production). Empty: no DNS over HTTPS.
+    pub https_listen: Vec<SocketAddr>,
+    /// Addresses to serve the same DNS-over-HTTP endpoint on without TLS, for a
+    /// reverse proxy that terminates TLS in front of dnsguard. Empty: none.
+    pub http_dns_listen: Vec<SocketAddr>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the real client
+    /// on the DNS-over-HTTP(S) listeners; from anyone else the headers are ignored.
+    pub trusted_proxies: Vec<IpNet>,
     /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
     /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
     pub allow_clients: Vec<IpNet>,
+    /// Forwarders (e.g. a travel router's dnsmasq) whose EDNS options about the
+    /// client behind them (MAC, client subnet, CPE-ID) are read; nobody else's are.
+    pub trusted_forwarders: Vec<IpNet>,
+    /// A client that proved its identity (its secret) may query the encrypted
+    /// listeners from outside `allow_clients`: a laptop on hotel Wi-Fi.
+    pub allow_authenticated_anywhere: bool,
     /// A TCP connection that sends no complete query for this long is closed
     /// (slowloris guard; trickling one byte at a time does not keep it open).
     pub tcp_idle_timeout_secs: u64,
@@ -99,6 +118,9 @@ impl Default for ServerConfig {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
             tls_listen: Vec::new(),
+            https_listen: Vec::new(),
+            http_dns_listen: Vec::new(),
+            trusted_proxies: Vec::new(),
             allow_clients: [
                 "127.0.0.0/8",
                 "::1/128",
@@ -112,6 +134,8 @@ impl Default for ServerConfig {
             .iter()
             .filter_map(|n| n.parse().ok())
             .collect(),
+            trusted_forwarders: Vec::new(),
+            allow_authenticated_anywhere: false,
             tcp_idle_timeout_secs: 10,
             tcp_max_connections: 512,
             tcp_max_connections_per_client: 32,
@@ -170,6 +194,9 @@ pub struct ResolverConfig {
     pub upstream_timeout_ms: u64,
     /// PEM file of CA certificates trusted for DoT/DoH upstreams instead of the system store.
     pub tls_ca_file: Option<PathBuf>,
+    /// SPKI pins (base64 SHA-256 of the key, RFC 7858 §4.2, as dnsguard logs its own)
+    /// trusted for DoT/DoH upstreams instead of any CA: a self-signed dnsguard upstream.
+    pub tls_pins: Vec<String>,
     /// Root server addresses for `recursive` mode (default: the IANA root servers).
     pub root_hints: Vec<IpAddr>,
     /// Validate DNSSEC in `recursive` mode: bogus answers become SERVFAIL, secure ones get AD.
@@ -198,6 +225,7 @@ impl Default for ResolverConfig {
             timeout_ms: 2000,
             upstream_timeout_ms: 1000,
             tls_ca_file: None,
+            tls_pins: Vec::new(),
             root_hints: IANA_ROOTS.iter().filter_map(|s| s.parse().ok()).collect(),
             dnssec: true,
             trust_anchor_file: None,
@@ -428,6 +456,16 @@ impl Config {
             bad(&k, m);
         }
         let r = &self.resolver;
+        for pin in &r.tls_pins {
+            if !crate::pki::is_pin(pin) {
+                bad(
+                    "resolver.tls_pins",
+                    format!(
+                        "{pin:?} is not a base64 SHA-256 SPKI pin (44 characters, as dnsguard logs spki_pin)"
+                    ),
+                );
+            }
+        }
         if r.mode == Mode::Forward && r.upstreams.is_empty() {
             bad(
                 "resolver.upstreams",
@@ -503,8 +541,14 @@ impl Config {
             bad("detect", e.to_string());
         }
         // Compiling with no list text checks names, groups, selectors and block modes.
-        if let Err(e) = crate::filter::Filter::build(&self.lists, &self.groups, &[]) {
-            bad(&self.filter_error_key(&e), e.to_string());
+        match crate::filter::Filter::build(&self.lists, &self.groups, &[]) {
+            Err(e) => bad(&self.filter_error_key(&e), e.to_string()),
+            Ok(filter) => {
+                let ids = crate::identity::Identities::build(&self.clients, &self.groups, &filter);
+                if let Err(e) = ids {
+                    bad(&e.key, e.why);
+                }
+            }
         }
         problems
     }

@@ -29,13 +29,16 @@ pub mod dns;
 pub mod dnstap;
 pub mod filter;
 pub mod guard;
+pub mod identity;
 pub mod lists;
 pub mod memory;
 pub mod netset;
 pub mod pipeline;
+pub mod pki;
 pub mod querylog;
 pub mod rebinding;
 pub mod resolve;
+pub mod stub;
 pub mod web;
 
 /// Sets up logging: `RUST_LOG` if set, else the configured default filter.

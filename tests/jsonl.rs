@@ -145,6 +145,8 @@ fn check_export(dir: &Path, doc: &BTreeMap<String, Field>) -> BTreeMap<String, V
     assert_eq!(allowed["rcode_name"], "NOERROR");
     assert_eq!(allowed["answer"], "192.0.2.1");
     assert_eq!(allowed["client"], "127.0.0.1");
+    // Named by its address (on the UDP fast path too).
+    assert_eq!(allowed["client_name"], "this-host");
     assert!(allowed.get("ede").is_none(), "{allowed}");
     // `time` is the RFC 3339 UTC form of `time_ms`.
     let t = time::OffsetDateTime::parse(
@@ -180,7 +182,8 @@ fn jsonl_lines_match_the_documented_schema() {
     let up = FakeUpstream::start("127.0.0.1".parse::<IpAddr>().unwrap(), ZONE);
     let dg = Dnsguard::start(&format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\n[resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 800\n\
-         [[groups]]\nname = \"default\"\ndeny = [\"||ads.fwd.test^\"]\n",
+         [[groups]]\nname = \"default\"\ndeny = [\"||ads.fwd.test^\"]\n\
+         [[clients]]\nname = \"this-host\"\naddresses = [\"127.0.0.1/32\"]\n",
         up.addr()
     ));
     assert_eq!(

@@ -80,6 +80,22 @@ fn the_quick_start_answers_beside_a_running_avahi_daemon() {
     assert_eq!(addrs(&r), vec!["0.0.0.0"]);
     let r = ask(addr, "use-application-dns.net.", RecordType::A);
     assert_eq!(rcode(&r), ResponseCode::NXDomain);
+    // DNS over HTTPS at https://127.0.0.1:8443/dns-query, with the certificate
+    // made on first start.
+    let ca = dg.dir.path().join("dnsguard-data/tls/cert.pem");
+    let out = std::process::Command::new("kdig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            "8443",
+            "+https",
+            "+tls-hostname=localhost",
+        ])
+        .arg(format!("+tls-ca={}", ca.display()))
+        .args(["+timeout=3", "+retry=0", "+short", "doubleclick.net"])
+        .output()
+        .expect("run kdig (knot-dnsutils)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0.0.0.0");
     // mDNS keeps its port: avahi still holds the wildcard socket.
     assert!(wildcard_5353_taken(), "avahi lost UDP 5353");
 }

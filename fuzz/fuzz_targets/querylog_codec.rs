@@ -80,6 +80,7 @@ impl E {
             latency_us: self.latency_us,
             tunnel_score: self.tunnel_score,
             group: Arc::from(self.group.as_str()),
+            client_name: Arc::from(self.group.as_str()),
             tunnel: self.tunnel.and_then(|b| Reasons::decode(&b)).map(Box::new),
         }
     }

@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use base64::Engine;
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+pub use crate::pki::{Identity, identity};
 use serde::Deserialize;
 
 /// `[tls]`: the certificate served by the encrypted listeners.
@@ -68,16 +69,6 @@ pub struct CertStore {
     cert_path: PathBuf,
     key_path: PathBuf,
     current: ArcSwap<CertifiedKey>,
-}
-
-/// Identifies a certificate for clients that pin it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// SHA-256 of the certificate's DER, colon-separated hex (as `openssl x509
-    /// -fingerprint -sha256` prints it).
-    pub fingerprint: String,
-    /// base64 SHA-256 of the SubjectPublicKeyInfo (RFC 7858 SPKI pin).
-    pub spki_pin: String,
 }
 
 impl CertStore {
@@ -232,93 +223,9 @@ fn hostname() -> Option<String> {
     valid.then(|| name.to_string())
 }
 
-/// Fingerprint and SPKI pin of a DER certificate; `None` if it does not parse.
-pub fn identity(cert: &[u8]) -> Option<Identity> {
-    use ring::digest::{SHA256, digest};
-    let spki = spki(cert)?;
-    let fingerprint = digest(&SHA256, cert)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    let spki_pin = base64::engine::general_purpose::STANDARD.encode(digest(&SHA256, spki));
-    Some(Identity {
-        fingerprint,
-        spki_pin,
-    })
-}
-
-/// The SubjectPublicKeyInfo (tag and length included) of a DER X.509
-/// certificate: the seventh element of tbsCertificate, or the sixth when the
-/// optional `[0] version` is absent.
-fn spki(cert: &[u8]) -> Option<&[u8]> {
-    let (_, cert_body, _) = der_element(cert)?;
-    let (_, mut tbs, _) = der_element(cert_body)?;
-    let mut index = 0;
-    while !tbs.is_empty() {
-        let (tag, _, whole) = der_element(tbs)?;
-        if index == 0 && tag != 0xA0 {
-            index = 1; // no explicit version
-        }
-        if index == 6 {
-            return (tag == 0x30).then_some(whole);
-        }
-        tbs = &tbs[whole.len()..];
-        index += 1;
-    }
-    None
-}
-
-/// The first DER element of `bytes`: its tag, its contents, and the whole
-/// element (tag and length included).
-fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *bytes.first()?;
-    let first = *bytes.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = bytes
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        (len, 2 + n)
-    };
-    let end = header.checked_add(len)?;
-    Some((tag, bytes.get(header..end)?, bytes.get(..end)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::PublicKeyData;
-
-    #[test]
-    fn spki_pin_is_the_hash_of_the_keys_public_key_info() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let id = identity(cert.der()).expect("parses");
-        let want = base64::engine::general_purpose::STANDARD.encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            &key.subject_public_key_info(),
-        ));
-        assert_eq!(id.spki_pin, want);
-        assert_eq!(id.fingerprint.len(), 32 * 3 - 1);
-    }
-
-    #[test]
-    fn garbage_is_not_a_certificate() {
-        assert!(identity(b"").is_none());
-        assert!(identity(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
-        assert!(identity(&[0x30, 0x03, 0x30, 0x01, 0x02]).is_none());
-    }
 
     #[test]
     fn self_signed_is_made_once_private_and_reused() {

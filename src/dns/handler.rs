@@ -50,6 +50,18 @@ impl Handler {
     /// Answers `request` through `response`: protocol errors here, every query
     /// through the pipeline's decide / fetch / finish, then [`Handler::respond`].
     pub async fn answer<R: ResponseHandler>(&self, request: &Request, response: R) -> ResponseInfo {
+        self.answer_presented(request, response, None).await
+    }
+
+    /// [`Handler::answer`] for a front end that also knows what the client
+    /// presented about who it is (the DoH path and `Authorization` header, the
+    /// DoT server name's ClientID).
+    pub async fn answer_presented<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: R,
+        presented: Option<Box<super::Presented>>,
+    ) -> ResponseInfo {
         let arrived = Arrived::now();
         let info = match checked(request) {
             Ok(info) => info,
@@ -62,9 +74,17 @@ impl Handler {
             dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
             checking_disabled: request.metadata.checking_disabled,
             transport: transport(request),
+            presented,
         };
+        // Only a trusted forwarder's EDNS options say who is behind it.
+        let forwarded = request
+            .edns
+            .as_ref()
+            .filter(|_| self.pipeline.trusts_forwarder(request.src().ip()))
+            .and_then(forwarded);
         let name = question.name_text();
-        let asked = question.asked(&name, arrived);
+        let mut asked = question.asked(&name, arrived);
+        asked.forwarded = forwarded.as_ref();
         let pipeline = &self.pipeline;
         let policy = pipeline.policy();
         let says = match pipeline.decide(&policy, &asked) {
@@ -138,6 +158,8 @@ impl Question {
             checking_disabled: self.checking_disabled,
             query: Some(&self.query),
             arrived,
+            presented: self.presented.as_deref(),
+            forwarded: None,
         }
     }
 }
@@ -195,8 +217,27 @@ fn transport(request: &Request) -> crate::dnstap::Transport {
     match request.protocol() {
         Protocol::Udp => crate::dnstap::Transport::Udp,
         Protocol::Tls => crate::dnstap::Transport::Tls,
+        Protocol::Https => crate::dnstap::Transport::Doh,
         _ => crate::dnstap::Transport::Tcp,
     }
+}
+
+/// What a trusted forwarder put into `edns` about the client behind it: MAC,
+/// client subnet, CPE-ID (`crate::identity`).
+fn forwarded(edns: &Edns) -> Option<crate::identity::Forwarded> {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let options = &edns.options().options;
+    let mut f =
+        crate::identity::Forwarded::from_options(options.iter().filter_map(|(_, o)| match o {
+            EdnsOption::Unknown(code, data) => Some((*code, data.as_slice())),
+            _ => None,
+        }))
+        .unwrap_or_default();
+    f.subnet = options.iter().find_map(|(_, o)| match o {
+        EdnsOption::Subnet(s) => Some(s.addr()),
+        _ => None,
+    });
+    (f != crate::identity::Forwarded::default()).then_some(f)
 }
 
 /// Puts `ede` into the reply's EDNS: over UDP without its text, or not at all,

@@ -7,6 +7,7 @@
 
 pub mod cert;
 pub mod handler;
+pub mod https;
 mod mmsg;
 pub mod ratelimit;
 pub mod server;
@@ -34,8 +35,23 @@ pub struct Question {
     pub dnssec_ok: bool,
     /// The CD bit: the client does its own validation; give it bogus data too.
     pub checking_disabled: bool,
-    /// UDP or TCP (for dnstap).
+    /// UDP, TCP, DNS over TLS or DNS over HTTPS (for dnstap).
     pub transport: crate::dnstap::Transport,
+    /// What the client presented about who it is: the DoH path or `Authorization`,
+    /// the DoT server name; `None` where the transport carries nothing of the kind.
+    pub presented: Option<Box<Presented>>,
+}
+
+/// What a client presented about who it is, before any check: the encrypted front
+/// ends fill it, the identity step decides what it is worth.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presented {
+    /// The ClientID: the DoH path's `/dns-query/<id>`, or the first label of the TLS
+    /// server name (`<id>.dns.example.net`) for DoT and DoQ.
+    pub client_id: Option<Box<str>>,
+    /// A per-client secret: the DoH path's `/dns-query/<id>/<secret>` or an
+    /// `Authorization: Bearer <secret>` header.
+    pub secret: Option<Box<str>>,
 }
 
 impl Question {

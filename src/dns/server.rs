@@ -1,5 +1,6 @@
 //! Binds the listeners: UDP sockets (one per core) for the [`super::udp`] front
-//! end, and TCP for the bounded [`super::tcp`] loop; both run the same pipeline.
+//! end, and TCP for the bounded [`super::tcp`] loop (DNS over TLS and HTTPS
+//! too); all run the same pipeline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cert::CertStore;
 use super::handler::Handler;
+use super::https::DohConfig;
 use super::ratelimit::{RateLimitConfig, RateLimiter};
 use super::tcp::{self, TcpLimits};
 use super::udp::UdpService;
@@ -29,14 +31,18 @@ pub struct DnsServer {
     pub local_addrs: Vec<SocketAddr>,
     /// The DNS-over-TLS addresses actually bound.
     pub tls_addrs: Vec<SocketAddr>,
+    /// The DNS-over-HTTPS addresses actually bound.
+    pub https_addrs: Vec<SocketAddr>,
 }
 
 impl DnsServer {
     /// Binds UDP and TCP on every address (and DNS over TLS on `tls`' addresses,
-    /// with its certificate) and starts answering.
+    /// with its certificate, and DNS over HTTP(S) as `doh` says) and starts
+    /// answering.
     pub fn start(
         listen: &[SocketAddr],
         tls: Option<(&[SocketAddr], &Arc<CertStore>)>,
+        doh: &DohConfig,
         tcp_limits: TcpLimits,
         rate_limit: &RateLimitConfig,
         pipeline: Arc<Pipeline>,
@@ -73,6 +79,14 @@ impl DnsServer {
             tcp_tasks.extend(tasks);
             tls_addrs = bound;
         }
+        let doh = super::https::spawn(
+            doh,
+            tls.map(|(_, certs)| certs),
+            tcp_limits,
+            handler.clone(),
+            &shutdown,
+        )?;
+        tcp_tasks.extend(doh.tasks);
         let limiter = Arc::new(RateLimiter::new(rate_limit));
         let udp = UdpService::start(udp_sockets, pipeline, limiter)?;
         Ok(Self {
@@ -81,6 +95,7 @@ impl DnsServer {
             shutdown,
             local_addrs,
             tls_addrs,
+            https_addrs: doh.https,
         })
     }
 

@@ -23,6 +23,10 @@
 //! handshake runs inside the connection's slot (it counts against both bounds and
 //! is cut off after `idle_timeout`), then the same framing loop reads the
 //! decrypted stream.
+//!
+//! DNS over HTTPS ([`super::https`]) shares the accept loop and table
+//! (`spawn_bounded`) with its own per-connection service in place of the framing
+//! loop, marking the connection's `Slot` active on every request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,16 +38,16 @@ use futures_util::StreamExt;
 use hickory_proto::op::{Header, ResponseCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::net::BufDnsStreamHandle;
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_server::net::tcp::TcpStream;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::MessageType;
-use hickory_server::server::{
-    Request, RequestHandler, ResponseHandle, ResponseHandler, TimeoutStream,
-};
+use hickory_server::server::{Request, ResponseHandle, ResponseHandler, TimeoutStream};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use parking_lot::Mutex;
+
+use super::Presented;
+use super::handler::Handler;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -130,26 +134,110 @@ impl Table {
 /// Serves DNS over TCP on `listener` with `handler` until `shutdown` is cancelled;
 /// with `tls`, every connection first completes a TLS handshake (DNS over TLS).
 /// Returns the accept loop's task; connection tasks end with it.
-pub fn spawn<H: RequestHandler>(
+pub fn spawn(
     listener: tokio::net::TcpListener,
     limits: TcpLimits,
-    handler: Arc<H>,
+    handler: Arc<Handler>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(accept_loop(listener, limits, handler, tls, shutdown))
+    spawn_bounded(listener, limits, shutdown, move |stream, src, slot| {
+        let (handler, tls) = (handler.clone(), tls.clone());
+        async move {
+            let conn = Connection {
+                src,
+                idle_timeout: limits.idle_timeout,
+                slot: &slot,
+            };
+            match tls {
+                None => serve(stream, &conn, &handler, Protocol::Tcp, None).await,
+                Some(acceptor) => {
+                    if let Some(stream) = handshake(&acceptor, stream, src, limits).await {
+                        // The ClientID in the server name (`crate::identity`).
+                        let presented = stream
+                            .get_ref()
+                            .1
+                            .server_name()
+                            .and_then(crate::identity::from_server_name);
+                        let p = presented.as_ref();
+                        serve(stream, &conn, &handler, Protocol::Tls, p).await
+                    }
+                }
+            }
+        }
+    })
 }
 
-async fn accept_loop<H: RequestHandler>(
+/// The TLS handshake of a new connection, cut off after the idle timeout (a
+/// client that never finishes it is idle); `None` when it failed.
+pub(super) async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    src: SocketAddr,
+    limits: TcpLimits,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(error)) => tracing::debug!(%src, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%src, "TLS handshake timed out"),
+    }
+    metrics::counter!("dnsguard_tls_handshake_failed_total").increment(1);
+    None
+}
+
+/// A connection's place in the connection table: the front end marks it active
+/// on every complete message, so eviction picks the longest-idle one.
+pub(super) struct Slot {
+    last_active: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Slot {
+    /// Records a complete message (or a request still being answered) now.
+    pub(super) fn touch(&self) {
+        self.last_active
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the last [`Slot::touch`] (or the accept).
+    pub(super) fn idle_for(&self) -> Duration {
+        let last = self.last_active.load(Ordering::Relaxed);
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
+    }
+}
+
+/// The bounded accept loop every stream front end shares (TCP, DNS over TLS, DNS
+/// over HTTPS): admits each connection into the table (closing the longest-idle
+/// one when a bound is reached) and runs `serve` for it until it ends, is evicted,
+/// or `shutdown` is cancelled.
+pub(super) fn spawn_bounded<F, Fut>(
     listener: tokio::net::TcpListener,
     limits: TcpLimits,
-    handler: Arc<H>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
-) {
+    serve: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr, Slot) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(accept_loop(listener, limits, shutdown, serve))
+}
+
+async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr, Slot) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let epoch = Instant::now();
     let table = Arc::new(Mutex::new(Table {
         limits,
-        epoch: Instant::now(),
+        epoch,
         next_id: 0,
         conns: HashMap::new(),
     }));
@@ -169,39 +257,9 @@ async fn accept_loop<H: RequestHandler>(
             _ = shutdown.cancelled() => break,
         };
         let (id, last_active, close) = table.lock().admit(src.ip());
-        let (table, handler, shutdown) = (table.clone(), handler.clone(), shutdown.clone());
-        let tls = tls.clone();
+        let connection = serve(stream, src, Slot { last_active, epoch });
+        let (table, shutdown) = (table.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let epoch = table.lock().epoch;
-            let connection = async {
-                let conn = Connection {
-                    src,
-                    idle_timeout: limits.idle_timeout,
-                    last_active: &last_active,
-                    epoch,
-                };
-                match tls {
-                    None => serve(stream, &conn, &*handler, Protocol::Tcp).await,
-                    Some(acceptor) => {
-                        // A client that never finishes the handshake is idle.
-                        match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => serve(stream, &conn, &*handler, Protocol::Tls).await,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%src, %error, "TLS handshake failed");
-                                metrics::counter!("dnsguard_tls_handshake_failed_total")
-                                    .increment(1);
-                            }
-                            Err(_) => {
-                                tracing::debug!(%src, "TLS handshake timed out");
-                                metrics::counter!("dnsguard_tls_handshake_failed_total")
-                                    .increment(1);
-                            }
-                        }
-                    }
-                }
-            };
             tokio::select! {
                 _ = connection => {}
                 _ = close.notified() => {}
@@ -217,15 +275,18 @@ async fn accept_loop<H: RequestHandler>(
 struct Connection<'a> {
     src: SocketAddr,
     idle_timeout: Duration,
-    last_active: &'a AtomicU64,
-    epoch: Instant,
+    slot: &'a Slot,
 }
 
 /// One connection (plain TCP or decrypted TLS): length-prefixed messages in,
 /// responses out, until the client closes, errs or idles out.
-async fn serve<H, S>(stream: S, conn: &Connection<'_>, handler: &H, protocol: Protocol)
-where
-    H: RequestHandler,
+async fn serve<S>(
+    stream: S,
+    conn: &Connection<'_>,
+    handler: &Handler,
+    protocol: Protocol,
+    presented: Option<&Presented>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
 {
     let (stream, out) = TcpStream::from_stream_with_buffer_size(
@@ -238,21 +299,21 @@ where
         let Ok(message) = message else {
             return; // idle timeout, reset, malformed length
         };
-        conn.last_active
-            .store(conn.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        conn.slot.touch();
         let (bytes, src) = message.into_parts();
-        answer(handler, bytes, src, &out, protocol).await;
+        answer(handler, bytes, src, &out, protocol, presented).await;
     }
 }
 
 /// What hickory's server does with one message: nothing for less than a header,
 /// FORMERR if the rest does not parse, nothing for responses, else the handler.
-async fn answer<H: RequestHandler>(
-    handler: &H,
+async fn answer(
+    handler: &Handler,
     bytes: Vec<u8>,
     src: SocketAddr,
     out: &BufDnsStreamHandle,
     protocol: Protocol,
+    presented: Option<&Presented>,
 ) {
     let mut response = ResponseHandle::new(src, out.clone(), protocol);
     let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
@@ -277,7 +338,7 @@ async fn answer<H: RequestHandler>(
         return; // never answer responses (reflection)
     }
     handler
-        .handle_request::<_, TokioTime>(&request, response)
+        .answer_presented(&request, response, presented.map(|p| Box::new(p.clone())))
         .await;
 }
 

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hickory_server::server::RequestHandler;
 use tokio_util::sync::CancellationToken;
 
 use super::cert::CertStore;
@@ -15,11 +14,11 @@ use super::tcp::{self, TcpLimits};
 
 /// Binds each of `listen` and serves DNS over TLS there with `certs`' certificate.
 /// Returns the accept loops and the addresses actually bound.
-pub fn spawn<H: RequestHandler>(
+pub fn spawn(
     listen: &[SocketAddr],
     certs: &Arc<CertStore>,
     limits: TcpLimits,
-    handler: Arc<H>,
+    handler: Arc<super::handler::Handler>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Vec<tokio::task::JoinHandle<()>>, Vec<SocketAddr>)> {
     let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config());

@@ -383,6 +383,8 @@ fn asked(q: &FastQuery, client: SocketAddr, arrived: Arrived) -> Asked<'_> {
         checking_disabled: q.cd,
         query: None,
         arrived,
+        presented: None,
+        forwarded: None,
     }
 }
 
@@ -399,6 +401,9 @@ pub fn answer(
     let Some(q) = FastQuery::parse(packet) else {
         return Fast::Full;
     };
+    if q.edns.is_some_and(|e| e.options) && pipeline.trusts_forwarder(client.ip()) {
+        return Fast::Full; // a forwarder's identity options: the full path reads them
+    }
     let policy = pipeline.policy_guard();
     let asked = asked(&q, client, now);
     match pipeline.decide(&policy, &asked) {

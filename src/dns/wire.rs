@@ -35,6 +35,9 @@ pub struct ClientEdns {
     pub payload: u16,
     /// DNSSEC OK: the client wants signatures.
     pub dnssec_ok: bool,
+    /// The OPT record carries options (a forwarder's identity options among them,
+    /// `crate::identity`).
+    pub options: bool,
 }
 
 /// A query simple enough for the fast path, read in place: one question of class
@@ -140,7 +143,11 @@ impl FastQuery {
             pos += 11;
             packet.get(pos..pos + rdlen)?;
             pos += rdlen;
-            q.edns = Some(ClientEdns { payload, dnssec_ok });
+            q.edns = Some(ClientEdns {
+                payload,
+                dnssec_ok,
+                options: rdlen > 0,
+            });
         }
         (pos == packet.len()).then_some(q)
     }
@@ -440,7 +447,7 @@ pub fn format_error(packet: &[u8], buf: &mut [u8]) -> Option<usize> {
 }
 
 /// Length of the (possibly compressed) name at `pos`.
-fn name_wire_len(buf: &[u8], pos: usize) -> Option<usize> {
+pub(super) fn name_wire_len(buf: &[u8], pos: usize) -> Option<usize> {
     let mut p = pos;
     loop {
         let len = *buf.get(p)?;
@@ -491,7 +498,8 @@ mod tests {
             q.edns,
             Some(ClientEdns {
                 payload: 4096,
-                dnssec_ok: true
+                dnssec_ok: true,
+                options: false,
             })
         );
         assert_eq!(q.max_reply(), 1232);

@@ -98,6 +98,8 @@ pub enum Transport {
     Tcp,
     /// DNS over TLS.
     Tls,
+    /// DNS over HTTPS (or plain HTTP behind a reverse proxy).
+    Doh,
 }
 
 /// What a front end knows about the exchange besides the query log's view: the
@@ -105,7 +107,7 @@ pub enum Transport {
 /// wire forms (empty when not).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Via<'a> {
-    /// UDP or TCP.
+    /// UDP, TCP, DoT or DoH.
     pub transport: Transport,
     /// The client's port.
     pub port: u16,
@@ -331,6 +333,7 @@ impl Encoder {
             Transport::Udp => SocketProtocol::Udp,
             Transport::Tcp => SocketProtocol::Tcp,
             Transport::Tls => SocketProtocol::Dot,
+            Transport::Doh => SocketProtocol::Doh,
         };
         let (qs, qn) = split_ms(ev.now_ms, 0);
         let (rs, rn) = split_ms(ev.now_ms, ev.latency_us);

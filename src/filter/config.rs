@@ -112,7 +112,8 @@ pub enum GroupMode {
 pub struct GroupConfig {
     /// Unique name; `default` configures the implicit group of all other clients.
     pub name: String,
-    /// Client IPs and CIDRs (IPv4 or IPv6) that belong to this group; the longest prefix wins.
+    /// Client IPs and CIDRs (IPv4 or IPv6) that belong to this group, the longest prefix winning;
+    /// and identities: `id:CLIENTID`, `mac:aa:bb:cc:dd:ee:ff`, `client:NAME` (`crate::identity`).
     pub clients: Vec<String>,
     /// Entries (list-line syntax: `github.com`, `||openai.com^`, `/re/`) that are always allowed for this group.
     pub allow: Vec<String>,

@@ -400,7 +400,13 @@ impl Filter {
     /// Hot path. `name`: ASCII lower-case, no trailing dot (the caller normalises). Must not allocate or lock.
     #[inline]
     pub fn check(&self, client: IpAddr, name: &str, qtype: u16) -> Verdict {
-        let gid = self.clients.lookup(client);
+        self.check_in(self.clients.lookup(client), client, name, qtype)
+    }
+
+    /// [`Filter::check`] for a client whose group is already known (the identity
+    /// step chose it: `crate::identity`).
+    #[inline]
+    pub fn check_in(&self, gid: GroupId, client: IpAddr, name: &str, qtype: u16) -> Verdict {
         let Some(g) = self.groups.get(gid.0 as usize) else {
             return Verdict {
                 group: gid,

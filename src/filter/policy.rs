@@ -78,6 +78,9 @@ impl ClientMap {
         let mut map = ClientMap::default();
         for (gid, gname, selectors) in groups {
             for sel in selectors {
+                if crate::identity::Selector::parse(sel).is_some() {
+                    continue; // `id:`, `mac:`, `client:`: the identity step's (crate::identity)
+                }
                 let net = parse_selector(sel).ok_or_else(|| FilterError::BadClient {
                     group: gname.to_owned(),
                     value: sel.clone(),

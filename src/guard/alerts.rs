@@ -97,6 +97,9 @@ pub struct Alert {
     pub kind: AlertKind,
     /// The client that asked.
     pub client: IpAddr,
+    /// Its `[[clients]]` name, if it has one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_name: String,
     /// The query name.
     pub name: String,
     /// Its registrable domain.
@@ -211,7 +214,7 @@ impl Dispatch {
     /// Sends `a` everywhere configured.
     pub fn send(&mut self, a: Alert) {
         tracing::info!(
-            kind = a.kind.as_str(), client = %a.client, name = %a.name, group = %a.group,
+            kind = a.kind.as_str(), client = %a.client, client_name = %a.client_name, name = %a.name, group = %a.group,
             reason = %a.reason, score = a.score, "alert"
         );
         metrics::counter!("dnsguard_alerts_total", "type" => a.kind.as_str()).increment(1);
@@ -324,6 +327,7 @@ mod tests {
             time_ms: 0,
             kind: AlertKind::NewDomain,
             client: "127.0.0.2".parse().unwrap(),
+            client_name: String::new(),
             name: "a\"b].example".into(),
             domain: "example".into(),
             group: "agents".into(),

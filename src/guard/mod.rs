@@ -173,6 +173,7 @@ mod why {
 pub struct Observation {
     time_ms: u64,
     client: IpAddr,
+    client_name: Arc<str>,
     name: Arc<str>,
     group: Arc<str>,
     list: Arc<str>,
@@ -294,6 +295,7 @@ impl Guard {
         let obs = Observation {
             time_ms: e.time_ms,
             client: e.client,
+            client_name: e.client_name.clone(),
             name: e.name.clone(),
             group: e.group.clone(),
             list: e.list.clone(),
@@ -418,6 +420,7 @@ impl Worker {
             time_ms: o.time_ms,
             kind,
             client: o.client,
+            client_name: o.client_name.to_string(),
             name: o.name.to_string(),
             domain: domain.to_owned(),
             group: o.group.to_string(),

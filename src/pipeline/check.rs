@@ -88,6 +88,19 @@ impl<R: Resolve> Pipeline<R> {
         qtype: RecordType,
         resolve: bool,
     ) -> Checked {
+        self.check_as(client, None, name, qtype, resolve).await
+    }
+
+    /// [`Pipeline::check`] for a named `[[clients]]` entry asking from `client`:
+    /// `identity` (from `Identities::as_client`) decides the group.
+    pub async fn check_as(
+        &self,
+        client: IpAddr,
+        identity: Option<crate::identity::Identity>,
+        name: &str,
+        qtype: RecordType,
+        resolve: bool,
+    ) -> Checked {
         let done = |decision, rcode, verdict, note: Option<String>| Checked {
             decision,
             rcode,
@@ -103,7 +116,10 @@ impl<R: Resolve> Pipeline<R> {
             return done(Decision::Canary, ResponseCode::NXDomain, None, Some(note));
         }
         let policy = self.policy();
-        let verdict = policy.filter.check(client, name, u16::from(qtype));
+        let group = identity.map_or_else(|| policy.identify(client, None, None).group, |i| i.group);
+        let verdict = policy
+            .filter
+            .check_in(group, client, name, u16::from(qtype));
         if let Action::Block(_) = verdict.action {
             return blocked(verdict, &policy, name, qtype, Decision::Blocked, None);
         }
@@ -177,7 +193,9 @@ impl<R: Resolve> Pipeline<R> {
             };
         };
         let blocks = |t: &str| {
-            let v = policy.filter.check(client, t, u16::from(qtype));
+            let v = policy
+                .filter
+                .check_in(verdict.group, client, t, u16::from(qtype));
             matches!(v.action, Action::Block(_))
         };
         let cloaked = (verdict.action != Action::Allow)

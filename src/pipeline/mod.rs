@@ -115,6 +115,11 @@ pub struct Asked<'a> {
     pub query: Option<&'a Query>,
     /// When it arrived.
     pub arrived: Arrived,
+    /// What the client presented about who it is (the encrypted front ends).
+    pub presented: Option<&'a crate::dns::Presented>,
+    /// What a trusted forwarder said about the client behind it (EDNS options;
+    /// the front end checked [`Pipeline::trusts_forwarder`]).
+    pub forwarded: Option<&'a crate::identity::Forwarded>,
 }
 
 /// What [`Pipeline::decide`] made of a question.
@@ -136,11 +141,16 @@ pub struct Pending {
     checking_disabled: bool,
     verdict: Verdict,
     score: Score,
+    client: Option<crate::identity::ClientIndex>,
 }
 
 /// Every step, built once from the configuration and shared by all front ends.
 pub struct Pipeline<R = Router> {
     access: Access,
+    /// `[server] trusted_forwarders`: whose EDNS identity options count.
+    trusted_forwarders: crate::netset::NetSet,
+    /// `[server] allow_authenticated_anywhere`.
+    authenticated_anywhere: bool,
     policy: ArcSwap<Policy>,
     detector: Arc<Detector>,
     local: LocalRecords,
@@ -170,6 +180,8 @@ impl<R: Resolve> Pipeline<R> {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             access: Access::new(&cfg.server.allow_clients),
+            trusted_forwarders: crate::netset::NetSet::new(&cfg.server.trusted_forwarders),
+            authenticated_anywhere: cfg.server.allow_authenticated_anywhere,
             policy: ArcSwap::from_pointee(policy),
             detector: Arc::new(Detector::new(&cfg.detect)?),
             local: LocalRecords::build(
@@ -197,6 +209,13 @@ impl<R: Resolve> Pipeline<R> {
     /// Attaches the dnstap output (once), which then gets every recorded query.
     pub fn set_dnstap(&self, dnstap: Arc<crate::dnstap::Dnstap>) {
         let _ = self.dnstap.set(dnstap);
+    }
+
+    /// Whether `ip` is a `[server] trusted_forwarders` address, whose EDNS options
+    /// about the client behind it are read.
+    #[inline]
+    pub fn trusts_forwarder(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_forwarders.contains(ip)
     }
 
     /// The cache, for periodic maintenance.
@@ -232,18 +251,25 @@ impl<R: Resolve> Pipeline<R> {
     pub fn decide(&self, policy: &Policy, asked: &Asked<'_>) -> Step {
         let (name, qtype) = (asked.name, asked.qtype);
         let now_ms = asked.arrived.unix_ms;
-        let (verdict, score) = match self.screen(policy, asked.client.ip(), name, qtype, now_ms) {
+        let ip = asked.client.ip();
+        let identity = policy.identify(ip, asked.presented, asked.forwarded);
+        let client = identity.client;
+        let (verdict, score) = match self.screen(policy, ip, &identity, name, qtype, now_ms) {
             Ok(passed) => passed,
-            Err(stop) => return Step::Final(Says::early(policy, stop, qtype)),
+            Err(stop) => return Step::Final(Says::early(policy, stop, qtype).by(client)),
         };
         let (v, s) = (Some(verdict), Some(score));
         if let Some(answer) = self.local.answer(name, RecordType::from(qtype)) {
-            return Step::Final(Says::later(Content::Records(answer), Source::Local, v, s));
+            return Step::Final(
+                Says::later(Content::Records(answer), Source::Local, v, s).by(client),
+            );
         }
         if qtype == u16::from(RecordType::ANY) {
             // RFC 8482: a minimal answer, so dnsguard is no amplifier.
             let answer = minimal_any(&owner(asked));
-            return Step::Final(Says::later(Content::Records(answer), Source::Local, v, s));
+            return Step::Final(
+                Says::later(Content::Records(answer), Source::Local, v, s).by(client),
+            );
         }
         let key = Key::new(name, qtype, asked.dnssec_ok, asked.checking_disabled);
         if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
@@ -252,7 +278,10 @@ impl<R: Resolve> Pipeline<R> {
                 source: Source::Cache,
                 answer: None,
             };
-            return Step::Final(self.vetted(policy, asked, verdict, score, fetched));
+            return Step::Final(
+                self.vetted(policy, asked, verdict, score, fetched)
+                    .by(client),
+            );
         }
         let query = match asked.query {
             Some(q) => q.clone(),
@@ -266,6 +295,7 @@ impl<R: Resolve> Pipeline<R> {
             checking_disabled: asked.checking_disabled,
             verdict,
             score,
+            client,
         }))
     }
 
@@ -278,8 +308,13 @@ impl<R: Resolve> Pipeline<R> {
         pending: Box<Pending>,
         got: Result<Fetched, Source>,
     ) -> Says {
-        let Pending { verdict, score, .. } = *pending;
-        match got {
+        let Pending {
+            verdict,
+            score,
+            client,
+            ..
+        } = *pending;
+        let says = match got {
             Ok(fetched) => self.vetted(policy, asked, verdict, score, fetched),
             Err(failed) => Says::later(
                 Content::Rcode(ResponseCode::ServFail),
@@ -287,7 +322,8 @@ impl<R: Resolve> Pipeline<R> {
                 Some(verdict),
                 Some(score),
             ),
-        }
+        };
+        says.by(client)
     }
 
     /// A cached or fetched answer after the checks on it (step 8).

@@ -71,6 +71,8 @@ pub struct Says {
     /// Decided from the question alone, before resolution (a block is the name's
     /// own, not its answer's).
     pub early: bool,
+    /// The `[[clients]]` entry the question came from, if one was recognised.
+    pub client: Option<crate::identity::ClientIndex>,
 }
 
 impl Says {
@@ -108,6 +110,7 @@ impl Says {
             verdict,
             score,
             early: true,
+            client: None,
         }
     }
 
@@ -124,7 +127,14 @@ impl Says {
             verdict,
             score,
             early: false,
+            client: None,
         }
+    }
+
+    /// The same, from the `[[clients]]` entry `client`.
+    pub(super) fn by(mut self, client: Option<crate::identity::ClientIndex>) -> Says {
+        self.client = client;
+        self
     }
 
     /// The response code.
@@ -243,6 +253,9 @@ fn entry(
         Arc::from(asked.name),
         asked.qtype,
     );
+    if let Some(name) = says.client.and_then(|c| policy.identities().name(c)) {
+        e.client_name = name.clone();
+    }
     e.rcode = rcode;
     e.latency_us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
     let source = &says.source;
@@ -268,7 +281,7 @@ fn entry(
     } else {
         // Refused before filtering, or a canary: still the client's group by
         // name (`default` included), never an empty one.
-        e.group = policy.group_label(policy.filter.group_of(client));
+        e.group = policy.group_label(policy.identify(client, None, None).group);
     }
     if let Some(score) = &says.score {
         e.tunnel_score = score.value;

@@ -20,6 +20,8 @@ pub struct Policy {
     /// Per group, the log's list labels of its own allow and deny entries.
     group_rule_labels: Vec<[Arc<str>; 2]>,
     list_labels: Vec<Arc<str>>,
+    /// `[[clients]]` and the groups' identity selectors.
+    identities: crate::identity::Identities,
 }
 
 impl Policy {
@@ -45,13 +47,46 @@ impl Policy {
             .iter()
             .map(|l| Arc::from(l.name.as_str()))
             .collect();
+        let identities = crate::identity::Identities::build(&cfg.clients, &cfg.groups, &filter)
+            .unwrap_or_else(|error| {
+                // Config::validate rejects this before a policy is built.
+                tracing::error!(%error, "[[clients]] ignored");
+                crate::identity::Identities::default()
+            });
         Self {
+            identities,
             filter,
             tunnel_actions,
             group_labels,
             group_rule_labels,
             list_labels,
         }
+    }
+
+    /// Who the client at `client` is (`crate::identity`): its group, and its
+    /// `[[clients]]` entry if one is recognised. Without `[[clients]]` or identity
+    /// selectors, just the source address's group.
+    #[inline]
+    pub fn identify(
+        &self,
+        client: std::net::IpAddr,
+        presented: Option<&crate::dns::Presented>,
+        forwarded: Option<&crate::identity::Forwarded>,
+    ) -> crate::identity::Identity {
+        if self.identities.is_empty() {
+            return crate::identity::Identity {
+                group: self.filter.group_of(client),
+                client: None,
+                proven: false,
+            };
+        }
+        self.identities
+            .resolve(&self.filter, client, presented, forwarded)
+    }
+
+    /// The configured clients.
+    pub fn identities(&self) -> &crate::identity::Identities {
+        &self.identities
     }
 
     /// The block answer group `g` gives to a query of `qtype`.

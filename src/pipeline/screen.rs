@@ -21,24 +21,28 @@ pub enum Stop {
 }
 
 impl<R: Resolve> Pipeline<R> {
-    /// Steps 1–4 for `client` asking `name`/`qtype` at `now_ms`: where it stops,
+    /// Steps 1–4 for `client` (who `identity` says it is) asking `name`/`qtype` at `now_ms`: where it stops,
     /// or the filter's verdict and the tunnel score it goes on with. The detector
     /// counts the query.
     pub(super) fn screen(
         &self,
         policy: &Policy,
         client: IpAddr,
+        identity: &crate::identity::Identity,
         name: &str,
         qtype: u16,
         now_ms: u64,
     ) -> Result<(Verdict, Score), Stop> {
-        if !self.access.allows(client) {
+        // A proven client may query from anywhere when configured (a laptop on
+        // hotel Wi-Fi keeps its agent policy).
+        let anywhere = self.authenticated_anywhere && identity.proven;
+        if !(self.access.allows(client) || anywhere) {
             return Err(Stop::Refused);
         }
         if self.local.is_canary(name) {
             return Err(Stop::Canary);
         }
-        let verdict = policy.filter.check(client, name, qtype);
+        let verdict = policy.filter.check_in(identity.group, client, name, qtype);
         if let Action::Block(_) = verdict.action {
             return Err(Stop::Blocked(verdict));
         }

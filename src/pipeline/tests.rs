@@ -144,6 +144,8 @@ fn asked<'a>(client: &str, name: &'a str, qtype: RecordType) -> Asked<'a> {
         checking_disabled: false,
         query: None,
         arrived: Arrived::now(),
+        presented: None,
+        forwarded: None,
     }
 }
 

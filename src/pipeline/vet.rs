@@ -25,7 +25,7 @@ pub fn answer(
 ) -> Option<(Source, Verdict)> {
     if verdict.action != Action::Allow {
         for target in cached.cname_targets.iter() {
-            let cloaked = policy.filter.check(client, target, qtype);
+            let cloaked = policy.filter.check_in(verdict.group, client, target, qtype);
             if let Action::Block(_) = cloaked.action {
                 return Some((Source::Blocked, cloaked));
             }

@@ -15,7 +15,7 @@
 //! of one minute into a block, interning strings and clients per block:
 //!
 //! ```text
-//! u8 version=2, varint minute_ms
+//! u8 version=3, varint minute_ms
 //! varint n_strings, n_strings * (varint len, utf8)   -- string #k is index k+1; 0 = ""
 //! varint n_clients, n_clients * (u8 4|6, 4|16 bytes)
 //! varint n_entries, n_entries * entry
@@ -26,9 +26,10 @@
 //!        [f32 LE score, u8 n, n bytes of tunnel reasons (`Reasons::encode`)],
 //!        varint group,
 //!        [varint upstream label if source = upstream], [varint rule, varint list],
-//!        varint answer
+//!        varint answer, varint client name
 //! ```
-//! Version 1 blocks (no reasons byte after the score) are still read. An
+//! Version 1 blocks (no reasons byte after the score) and version 2 blocks (no
+//! client name) are still read. An
 //! entry with reasons reads back with their text as its rule.
 //!
 //! Every decoder here validates lengths, indices and ranges and returns
@@ -57,7 +58,7 @@ pub(crate) const PREFIX_HOUR: u8 = b'H';
 pub(crate) const KEY_VERSION: &[u8] = b"V";
 pub(crate) const FORMAT_VERSION: &[u8] = b"dnsguard-querylog-1";
 
-const BLOCK_VERSION: u8 = 2;
+const BLOCK_VERSION: u8 = 3;
 const AGG_VERSION: u8 = 1;
 
 /// Malformed stored bytes.
@@ -380,6 +381,7 @@ impl BlockBuilder {
             (0, 0)
         };
         let answer = self.intern(&e.answer);
+        let client_name = self.intern(&e.client_name);
         let has_score = e.tunnel_score != 0.0 || e.tunnel.is_some();
         let verdict = match e.verdict {
             Verdict::Allowed => 0u8,
@@ -418,6 +420,7 @@ impl BlockBuilder {
             put_varint(b, u64::from(list));
         }
         put_varint(b, u64::from(answer));
+        put_varint(b, u64::from(client_name));
         self.count += 1;
     }
 
@@ -474,7 +477,7 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
     out.clear();
     let mut r = Reader { buf: bytes };
     let version = r.u8()?;
-    if version != 1 && version != BLOCK_VERSION {
+    if !(1..=BLOCK_VERSION).contains(&version) {
         return Err(DecodeError::Version(version));
     }
     let minute = r.varint()?;
@@ -572,6 +575,11 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
             rule = Arc::from(t.rule_for(&name));
         }
         let answer = s(r.varint()?)?;
+        let client_name = if version >= 3 {
+            s(r.varint()?)?
+        } else {
+            empty_str()
+        };
         out.push(Entry {
             time_ms,
             client,
@@ -587,6 +595,7 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
             latency_us,
             tunnel_score,
             group,
+            client_name,
             tunnel,
         });
     }

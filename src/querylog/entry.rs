@@ -157,11 +157,19 @@ pub struct Entry {
     pub tunnel_score: f32,
     /// Client group name (empty when none).
     pub group: Arc<str>,
+    /// The client's `[[clients]]` name (empty when none): agents sharing an
+    /// address are told apart by it.
+    #[serde(default = "empty_str", skip_serializing_if = "str_is_empty")]
+    pub client_name: Arc<str>,
     /// Why tunnel detection flagged (or blocked) the query. The DNS path
     /// stores these instead of text; an entry read back from the log also has
     /// their text in `rule` (`tunnel: ...`), which is what outputs show.
     #[serde(skip)]
     pub tunnel: Option<Box<Reasons>>,
+}
+
+fn str_is_empty(s: &Arc<str>) -> bool {
+    s.is_empty()
 }
 
 /// A shared empty string; cloning it does not allocate.
@@ -202,6 +210,7 @@ impl Entry {
             latency_us: 0,
             tunnel_score: 0.0,
             group: empty_str(),
+            client_name: empty_str(),
             tunnel: None,
         }
     }

@@ -295,7 +295,11 @@ impl<W: Write> EntryWriter<W> {
                 let mut t = String::with_capacity(24);
                 push_time(&mut t, e.time_ms, ' ', "");
                 pad(line, &t, 23);
-                pad(line, &e.client.to_string(), 15);
+                // A named client shows by its name (agents share addresses).
+                match &*e.client_name {
+                    "" => pad(line, &e.client.to_string(), 15),
+                    n => pad(line, n, 15),
+                }
                 pad(line, &qtype_name(e.qtype), 5);
                 pad(line, &e.name, 40);
                 pad(line, e.verdict.as_str(), 11);

@@ -89,6 +89,12 @@ impl DomainPattern {
     }
 }
 
+fn is_client_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// What to read. All conditions must hold.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -98,6 +104,8 @@ pub struct Filter {
     pub until_ms: Option<u64>,
     /// Client address or network (a single address is a /32 or /128).
     pub client: Option<IpNet>,
+    /// Client name (`[[clients]]`).
+    pub client_name: Option<Box<str>>,
     /// Query-name pattern.
     pub domain: Option<DomainPattern>,
     /// Verdicts to keep.
@@ -111,16 +119,20 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Set the client filter from an address (`10.0.0.1`) or a CIDR
-    /// (`10.0.0.0/24`).
+    /// Set the client filter from an address (`10.0.0.1`), a CIDR
+    /// (`10.0.0.0/24`) or a `[[clients]]` name (`agent-1`: letters, digits, `-`, `_`).
     pub fn with_client(mut self, s: &str) -> Result<Filter, QueryLogError> {
         let net = match s.parse::<IpNet>() {
             Ok(n) => n,
             Err(_) => match s.parse::<IpAddr>() {
                 Ok(ip) => IpNet::from(ip),
+                Err(_) if is_client_name(s) => {
+                    self.client_name = Some(s.into());
+                    return Ok(self);
+                }
                 Err(_) => {
                     return Err(QueryLogError::Parse(format!(
-                        "invalid client {s:?}: expected an IP address or CIDR like 192.168.1.0/24"
+                        "invalid client {s:?}: expected an IP address, a CIDR like 192.168.1.0/24 or a client name"
                     )));
                 }
             },
@@ -147,6 +159,13 @@ impl Filter {
             return false;
         }
         if self.client.as_ref().is_some_and(|n| !n.contains(&e.client)) {
+            return false;
+        }
+        if self
+            .client_name
+            .as_deref()
+            .is_some_and(|n| n != &*e.client_name)
+        {
             return false;
         }
         if self.domain.as_ref().is_some_and(|d| !d.matches(&e.name)) {

@@ -44,6 +44,7 @@ fn full_entry(t: u64) -> Entry {
         latency_us: 12345,
         tunnel_score: 0.75,
         group: Arc::from("kids"),
+        client_name: entry::empty_str(),
         tunnel: None,
     }
 }
@@ -131,6 +132,7 @@ fn blocks_of_version_1_are_still_read() {
     let score = e.tunnel_score.to_le_bytes();
     let at = bytes.windows(4).position(|w| w == score).unwrap() + 4;
     assert_eq!(bytes.remove(at), 0, "no reasons");
+    assert_eq!(bytes.pop(), Some(0), "no client name before version 3");
     bytes[0] = 1;
     assert_eq!(decode_entry(&bytes).unwrap(), e);
 }
@@ -279,6 +281,8 @@ fn every_filter() {
             true,
         ),
     ];
+    let mut data = data;
+    data[1].client_name = Arc::from("agent-1");
     for e in &data {
         log.record(e.clone());
     }
@@ -319,6 +323,11 @@ fn every_filter() {
         ["x.tunnel.net"]
     );
     assert!(Filter::default().with_client("10.0.0.300").is_err());
+    // client name: only entries logged under it
+    assert_eq!(
+        q(Filter::default().with_client("agent-1").unwrap()),
+        ["a.example.com"]
+    );
     // domain: suffix with leading dot, otherwise substring (case-insensitive)
     let d = |p: &str| Filter {
         domain: Some(DomainPattern::new(p)),
@@ -1430,4 +1439,41 @@ fn minute_counts_without_rate_limited_still_decode() {
     let mut extra = limited.encode();
     extra.push(1);
     assert!(codec::MinuteCounts::decode(&extra).is_err());
+}
+
+#[test]
+fn client_names_are_stored_and_shown() {
+    // Two agents behind one address, told apart by their `[[clients]]` names.
+    let t = base() + 7;
+    let mut a = full_entry(t);
+    a.client_name = Arc::from("agent-1");
+    let mut b = full_entry(t + 1);
+    b.client_name = Arc::from("agent-2");
+    let bytes = encode_block(
+        BlockKey {
+            minute_ms: minute_of(t),
+            seq: 0,
+        },
+        &[a.clone(), b.clone()],
+    );
+    assert_eq!(decode_block(&bytes).unwrap(), vec![a.clone(), b]);
+    // A version 2 block (no name after the answer) still reads, without a name.
+    let plain = full_entry(t);
+    let mut v2 = encode_entry(&plain);
+    assert_eq!(v2.pop(), Some(0), "empty name last");
+    v2[0] = 2;
+    assert_eq!(decode_entry(&v2).unwrap(), plain);
+    // Table: the name in the client column; JSON: a `client_name` field.
+    let mut out = Vec::new();
+    write_entries(OutputFormat::Table, vec![Ok(a.clone())], &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let row = text.lines().nth(1).unwrap();
+    assert_eq!(row.split_whitespace().nth(2), Some("agent-1"), "{row}");
+    let mut out = Vec::new();
+    write_entries(OutputFormat::Json, vec![Ok(a.clone())], &mut out).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["client_name"], "agent-1");
+    // Hidden clients hide the name too.
+    writer::privacy_apply(Privacy::HideClients, &mut a);
+    assert_eq!(&*a.client_name, "");
 }

@@ -107,6 +107,7 @@ pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
             e.answer = empty_str();
         }
         Privacy::HideClients => {
+            e.client_name = empty_str();
             e.client = match e.client {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -121,6 +122,7 @@ pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
             e.answer = empty_str();
             e.list = empty_str();
             e.group = empty_str();
+            e.client_name = empty_str();
             e.client = match e.client {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),

@@ -340,15 +340,24 @@ fn answer_of(msg: Message, query: &Query) -> Result<Answer, ResolveError> {
     Ok(answer)
 }
 
-/// The rustls client configuration for DoT/DoH upstreams: the CA file's certificates
-/// when one is configured, otherwise the operating system's trust store.
+/// The rustls client configuration for DoT/DoH upstreams: certificates with one of
+/// `pins` (SPKI pins) when any is configured, else the CA file's certificates when one
+/// is configured, otherwise the operating system's trust store.
 pub fn tls_client_config(
     ca_file: Option<&std::path::Path>,
+    pins: &[String],
 ) -> anyhow::Result<rustls::ClientConfig> {
     use anyhow::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
+    if !pins.is_empty() {
+        let verifier = crate::pki::PinVerifier::new(pins.to_vec(), provider);
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth());
+    }
     let config = match ca_file {
         Some(path) => {
             let pem = std::fs::read(path)

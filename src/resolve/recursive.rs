@@ -6,7 +6,8 @@
 //! It also answers, as a validating resolver must, where hickory 0.26 does not
 //! (docs/RELIABILITY.md): a CNAME loop is SERVFAIL, a CNAME chain ending in
 //! NODATA/NXDOMAIN keeps its CNAMEs, a CNAME synthesized from a secure DNAME is
-//! secure, and negative answers keep their NSEC proof.
+//! secure, negative answers keep their NSEC proof, and a one-label wildcard answer
+//! with a complete NSEC proof is secure.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::rdata::DNSSECRData;
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::{Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
@@ -121,18 +123,20 @@ impl Recursive {
                 Ok(answer)
             }
             Err(RecursorError::Net(NetError::Dns(DnsError::Nsec { response, .. })))
-                if checking_disabled =>
+                if checking_disabled
+                    || (self.validating && one_label_wildcard_proven(&response, query)) =>
             {
                 // hickory found the answer's denial-of-existence proof not Secure
-                // (also where it misjudges, as for a wildcard answer) and kept the
-                // response. A CD client validates itself: it gets the response as
-                // the zone gave it.
+                // and kept the response. Where it misjudges a one-label wildcard
+                // answer, the proof is complete and the answer is Secure; otherwise
+                // only a CD client gets it, as the zone gave it: it validates itself.
+                let authentic = self.validating && one_label_wildcard_proven(&response, query);
                 let msg = response.into_message();
                 let mut answer = Answer {
                     rcode: msg.metadata.response_code,
                     answers: msg.answers,
                     authorities: msg.authorities,
-                    authentic: false,
+                    authentic,
                 };
                 answer.sort_chain(query.name());
                 Ok(answer)
@@ -213,6 +217,51 @@ fn proof_of(r: &Record, answers: &[Record]) -> Proof {
             && dname_target(d).is_some_and(|to| synthesizes(&d.name, &to, &r.name, &cname.0))
     });
     if synthesized { Proof::Secure } else { r.proof }
+}
+
+/// True when `msg` answers `query` from a wildcard one label above the name
+/// (`x.wild.example` from `*.wild.example`) with a complete proof: every answer
+/// record validated, the signature's label count says the wildcard is the name's
+/// parent's, and a validated NSEC covers the name, so neither the name nor any
+/// closer one exists (RFC 4035 §5.3.4). hickory 0.26 looks for an NSEC covering the
+/// wildcard's own name instead, which for a one-label expansion is the wildcard's
+/// NSEC itself, and calls such answers bogus.
+fn one_label_wildcard_proven(msg: &Message, query: &Query) -> bool {
+    let qname = query.name();
+    if msg.metadata.response_code != ResponseCode::NoError {
+        return false;
+    }
+    let mut data = msg
+        .answers
+        .iter()
+        .filter(|r| r.record_type() != RecordType::RRSIG)
+        .peekable();
+    if data.peek().is_none() || !data.all(|r| r.proof == Proof::Secure) {
+        return false;
+    }
+    let expanded_once = msg.answers.iter().any(|r| {
+        r.name == *qname
+            && r.proof == Proof::Secure
+            && matches!(&r.data, RData::DNSSEC(DNSSECRData::RRSIG(sig))
+                if usize::from(sig.input().num_labels) + 1 == usize::from(qname.num_labels()))
+    });
+    expanded_once
+        && msg.authorities.iter().any(|r| {
+            r.proof == Proof::Secure
+                && matches!(&r.data, RData::DNSSEC(DNSSECRData::NSEC(nsec))
+                    if covers(&r.name, nsec.next_domain_name(), qname))
+        })
+}
+
+/// True when the NSEC `owner` → `next` covers `name`: it lies strictly between them
+/// in canonical order (RFC 4034 §6.1; hickory's `Name` order), or after the zone's
+/// last name, whose NSEC points back to the apex.
+fn covers(owner: &Name, next: &Name, name: &Name) -> bool {
+    if owner < next {
+        owner < name && name < next
+    } else {
+        owner < name && next.zone_of(name)
+    }
 }
 
 /// The target of a DNAME record: hickory keeps DNAME as unknown data, which is
@@ -301,6 +350,20 @@ mod tests {
 
     fn n(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn an_nsec_covers_the_names_strictly_between_its_owner_and_next() {
+        let (wild, z) = (n("*.wild.alpha.test."), n("z.wild.alpha.test."));
+        assert!(covers(&wild, &z, &n("x.wild.alpha.test.")));
+        assert!(!covers(&wild, &z, &wild), "its own owner is not covered");
+        assert!(!covers(&wild, &z, &z));
+        assert!(!covers(&wild, &z, &n("x.other.alpha.test.")));
+        // The zone's last NSEC points back to the apex.
+        let apex = n("alpha.test.");
+        assert!(covers(&z, &apex, &n("zz.wild.alpha.test.")));
+        assert!(!covers(&z, &apex, &n("a.alpha.test.")));
+        assert!(!covers(&z, &apex, &n("zz.beta.test.")));
     }
 
     #[test]

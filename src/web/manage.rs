@@ -512,13 +512,16 @@ pub async fn check(
     State(st): State<AppState>,
     Query(q): Query<CheckQuery>,
 ) -> Result<Response, ApiError> {
-    let client: std::net::IpAddr = q
-        .client
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .unwrap_or("127.0.0.1")
-        .parse()
-        .map_err(|_| ApiError::BadRequest("client is not an IP address".into()))?;
+    let asker = q.client.as_deref().filter(|c| !c.is_empty());
+    let (client, identity) = st
+        .live
+        .pipeline
+        .policy()
+        .identities()
+        .asker(asker.unwrap_or("127.0.0.1"))
+        .ok_or_else(|| {
+            ApiError::BadRequest("client is neither an IP address nor a client name".into())
+        })?;
     let qtype = crate::dns::parse_qtype(q.qtype.as_deref().unwrap_or("A"))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let name = crate::filter::name::normalize(q.name.trim())
@@ -528,7 +531,13 @@ pub async fn check(
     let lists = st.live.lists.clone();
     let pipeline = st.live.pipeline.clone();
     let checked = pipeline
-        .check(client, &name, qtype.into(), q.resolve.unwrap_or(false))
+        .check_as(
+            client,
+            identity,
+            &name,
+            qtype.into(),
+            q.resolve.unwrap_or(false),
+        )
         .await;
     let policy = pipeline.policy();
     let reply = tokio::task::spawn_blocking(move || {

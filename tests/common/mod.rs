@@ -6,7 +6,8 @@
 //! * [`lab`]: a signed fake DNS hierarchy (NSD) and validating unbound resolvers
 //!   with DoT/DoH on `127.<block>.0.x`, started once per test binary (needs root
 //!   for port 53; `.ci/run` installs nsd, ldnsutils, unbound, openssl);
-//! * [`upstream`]: an in-process fake upstream with counters and fault modes.
+//! * [`upstream`]: an in-process fake upstream with counters and fault modes;
+//! * [`tap`]: reads captured dnstap (the transport of each message).
 //!
 //! Each test binary uses only part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
@@ -16,5 +17,6 @@ pub mod dash;
 pub mod http;
 pub mod lab;
 pub mod server;
+pub mod tap;
 pub mod upstream;
 pub mod webdriver;

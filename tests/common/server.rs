@@ -69,6 +69,17 @@ impl Dnsguard {
     }
 
     fn start_file(path: Option<&Path>, dir: tempfile::TempDir, wrapper: &[&str]) -> Self {
+        let mut args = vec!["serve".to_owned()];
+        if let Some(path) = path {
+            args.extend(["--config".to_owned(), path.display().to_string()]);
+        }
+        Self::start_args(&args, dir, wrapper)
+    }
+
+    /// Runs `dnsguard ARGS` (any subcommand that serves DNS, e.g. `stub`) in `dir`,
+    /// through `wrapper` as [`Dnsguard::start_wrapped`] does, and waits until it
+    /// listens.
+    pub fn start_args(args: &[String], dir: tempfile::TempDir, wrapper: &[&str]) -> Self {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -77,10 +88,7 @@ impl Dnsguard {
             }
             None => Command::new(binary()),
         };
-        cmd.arg("serve").current_dir(dir.path());
-        if let Some(path) = path {
-            cmd.arg("--config").arg(path);
-        }
+        cmd.args(args).current_dir(dir.path());
         let mut child = cmd
             .env("RUST_LOG", "info,dnsguard=debug,hickory_server=warn")
             .stdin(Stdio::null())

@@ -217,7 +217,7 @@ function logRow(e, isNew) {
   const verdict = h('span', { class: 'badge ' + e.verdict }, e.verdict);
   return h('tr', { class: isNew ? 'new' : null },
     h('td', { title: new Date(e.time_ms).toISOString() }, timeSec(e.time_ms)),
-    h('td', {}, e.client),
+    h('td', { title: e.client }, e.client_name || e.client),
     h('td', {}, h('button', { class: 'qname', 'data-name': e.name, title: 'Allow or deny ' + e.name, onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
     h('td', {}, qtype(e.qtype)),
     h('td', {}, verdict, e.flagged ? h('span', { class: 'badge flag', title: e.rule }, 'tunnel') : null),

@@ -1,0 +1,716 @@
+//! DNS over HTTPS (RFC 8484) on `server.https_listen`, and the same endpoint over
+//! plain HTTP on `server.http_dns_listen` for a reverse proxy in front.
+//!
+//! A thin front end: it parses the HTTP request (GET `?dns=` base64url or POST
+//! `application/dns-message`, HTTP/1.1 or HTTP/2 by ALPN), hands the DNS message
+//! to the one [`Handler`] chain, and encodes its answer with a `Cache-Control`
+//! lifetime no longer than the answer's smallest TTL. The path names the client:
+//! `/dns-query`, `/dns-query/<id>` (a ClientID) or `/dns-query/<id>/<secret>`;
+//! a secret may also come as `Authorization: Bearer <secret>`. Both go into
+//! [`Presented`] and never into a log.
+//!
+//! Connections run in [`super::tcp`]'s bounded loop: the TLS handshake and every
+//! connection count against the same per-client and total caps, and a connection
+//! with no request for `idle_timeout` is closed. Per connection, HTTP/2 streams are
+//! capped, and a client that cancels many requests (rapid reset, CVE-2023-44487)
+//! is disconnected; the work of a cancelled request is bounded by the same cap.
+//!
+//! `Forwarded` / `X-Forwarded-For` are read only from a peer in
+//! `trusted_proxies`; the client is then the nearest address the headers name
+//! that is not itself a trusted proxy.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use bytes::Bytes;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::NetError;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::MessageType;
+use hickory_server::proto::rr::Record;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use ipnet::IpNet;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::Presented;
+use super::cert::CertStore;
+use super::handler::Handler;
+use super::tcp::{self, Slot, TcpLimits};
+use crate::netset::NetSet;
+
+/// The largest DNS message (and so the largest POST body) accepted.
+pub const MAX_MESSAGE: usize = 65535;
+
+/// HTTP/2 streams open at once on one connection (RFC 9113's recommended floor);
+/// also the most requests of one connection being answered at once.
+const MAX_STREAMS: u32 = 100;
+
+/// Requests a client may cancel on one connection before it is disconnected: a
+/// real client cancels few; a rapid-reset flood cancels all of them.
+const MAX_CANCELLED: usize = 100;
+
+/// HTTP/2 streams reset by the client before they were accepted, and streams
+/// hyper itself had to reset for errors, before the connection gets a GOAWAY.
+const MAX_PENDING_RESETS: usize = 20;
+const MAX_ERROR_RESETS: usize = 50;
+
+/// POST bodies read at once on one connection (the others wait in HTTP/2's
+/// flow-control window), so a connection holds at most this many bodies of
+/// [`MAX_MESSAGE`] bytes plus [`CONN_WINDOW`], not one per stream.
+const BODY_READS: usize = 2;
+
+/// HTTP/2 flow-control windows: what a client may send ahead, per stream (the
+/// largest DNS message) and per connection.
+const STREAM_WINDOW: u32 = MAX_MESSAGE as u32;
+const CONN_WINDOW: u32 = 2 * STREAM_WINDOW;
+
+/// HTTP/1 read buffer: a GET carrying the largest DNS message in base64url, with
+/// room for ordinary headers (hyper's default is 400 KB).
+const HTTP1_BUFFER: usize = 96 * 1024;
+
+/// The path of the endpoint (RFC 8484's example, what clients default to).
+const PATH: &str = "/dns-query";
+
+/// A ClientID or secret in the path: at most this long.
+const MAX_ID: usize = 64;
+const MAX_SECRET: usize = 128;
+
+const DNS_MESSAGE: &str = "application/dns-message";
+
+/// Where and how DNS over HTTP(S) is served.
+#[derive(Debug, Clone, Default)]
+pub struct DohConfig {
+    /// DNS over HTTPS addresses.
+    pub https_listen: Vec<SocketAddr>,
+    /// Plain-HTTP addresses for a reverse proxy.
+    pub http_listen: Vec<SocketAddr>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl DohConfig {
+    /// The DoH part of `[server]`.
+    pub fn from_server(server: &crate::config::ServerConfig) -> Self {
+        Self {
+            https_listen: server.https_listen.clone(),
+            http_listen: server.http_dns_listen.clone(),
+            trusted_proxies: server.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// The accept loops and the addresses actually bound.
+pub struct Bound {
+    /// One accept loop per address; they end when `shutdown` is cancelled.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The DNS-over-HTTPS addresses (port 0 in the config becomes a real port).
+    pub https: Vec<SocketAddr>,
+    /// The plain-HTTP addresses.
+    pub http: Vec<SocketAddr>,
+}
+
+/// Binds `cfg`'s addresses and serves DNS over HTTPS (with `certs`' certificate)
+/// and over plain HTTP there.
+pub fn spawn(
+    cfg: &DohConfig,
+    certs: Option<&Arc<CertStore>>,
+    limits: TcpLimits,
+    handler: Arc<Handler>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Bound> {
+    let doh = Arc::new(Doh::new(cfg, limits, handler));
+    let mut bound = Bound {
+        tasks: Vec::new(),
+        https: Vec::new(),
+        http: Vec::new(),
+    };
+    if !cfg.https_listen.is_empty() {
+        let certs = certs.context("DNS over HTTPS needs a certificate")?;
+        let mut tls = (*certs.server_config()).clone();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        for addr in &cfg.https_listen {
+            let listener = super::server::bind_tcp(*addr)
+                .with_context(|| format!("cannot listen for DNS over HTTPS on {addr}"))?;
+            let local = listener.local_addr()?;
+            let (doh, acceptor) = (doh.clone(), acceptor.clone());
+            bound.tasks.push(tcp::spawn_bounded(
+                listener,
+                limits,
+                shutdown.clone(),
+                move |stream, src, slot| {
+                    let (doh, acceptor) = (doh.clone(), acceptor.clone());
+                    async move {
+                        if let Some(stream) = tcp::handshake(&acceptor, stream, src, limits).await {
+                            doh.serve(stream, src, slot).await;
+                        }
+                    }
+                },
+            ));
+            tracing::info!(addr = %local, "listening (DNS over HTTPS)");
+            bound.https.push(local);
+        }
+    }
+    if !cfg.http_listen.is_empty() && cfg.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "server.http_dns_listen without server.trusted_proxies: every client is known \
+             only as the proxy's address"
+        );
+    }
+    for addr in &cfg.http_listen {
+        let listener = super::server::bind_tcp(*addr)
+            .with_context(|| format!("cannot listen for DNS over HTTP on {addr}"))?;
+        let local = listener.local_addr()?;
+        let doh = doh.clone();
+        bound.tasks.push(tcp::spawn_bounded(
+            listener,
+            limits,
+            shutdown.clone(),
+            move |stream, src, slot| {
+                let doh = doh.clone();
+                async move { doh.serve(stream, src, slot).await }
+            },
+        ));
+        tracing::info!(addr = %local, "listening (DNS over HTTP, for a reverse proxy)");
+        bound.http.push(local);
+    }
+    Ok(bound)
+}
+
+/// What every DoH connection shares.
+struct Doh {
+    handler: Arc<Handler>,
+    trusted: NetSet,
+    idle_timeout: Duration,
+    http: auto::Builder<TokioExecutor>,
+}
+
+/// One connection's state.
+struct Conn {
+    src: SocketAddr,
+    slot: Slot,
+    /// Requests being answered.
+    busy: AtomicUsize,
+    /// Requests the client cancelled (HTTP/2 RST_STREAM) before their answer.
+    cancelled: AtomicUsize,
+    /// Bounds the pipeline work of one connection, cancelled requests included.
+    permits: Arc<Semaphore>,
+    /// Bounds the POST bodies one connection holds in memory.
+    body_reads: Semaphore,
+    /// Woken to close the connection (too many cancelled requests).
+    close: Notify,
+}
+
+impl Doh {
+    fn new(cfg: &DohConfig, limits: TcpLimits, handler: Arc<Handler>) -> Self {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.idle_timeout)
+            .max_buf_size(HTTP1_BUFFER)
+            .keep_alive(true);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(MAX_ERROR_RESETS);
+        Self {
+            handler,
+            trusted: NetSet::new(&cfg.trusted_proxies),
+            idle_timeout: limits.idle_timeout,
+            http,
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on one (decrypted) connection until it closes,
+    /// idles out, or abuses cancellation.
+    async fn serve<S>(self: Arc<Self>, io: S, src: SocketAddr, slot: Slot)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = Arc::new(Conn {
+            src,
+            slot,
+            busy: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(MAX_STREAMS as usize)),
+            body_reads: Semaphore::new(BODY_READS),
+            close: Notify::new(),
+        });
+        let service = {
+            let (doh, conn) = (self.clone(), conn.clone());
+            hyper::service::service_fn(move |req| {
+                let (doh, conn) = (doh.clone(), conn.clone());
+                async move { Ok::<_, Infallible>(doh.respond(&conn, req).await) }
+            })
+        };
+        let connection = self.http.serve_connection(TokioIo::new(io), service);
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(%src, %error, "DoH connection ended");
+                }
+            }
+            _ = idle(&conn, self.idle_timeout) => {
+                tracing::debug!(%src, "DoH connection idle: closed");
+            }
+            _ = conn.close.notified() => {
+                tracing::debug!(%src, "DoH client cancelled too many requests: closed");
+                metrics::counter!("dnsguard_doh_reset_flood_total").increment(1);
+            }
+        }
+    }
+
+    /// One HTTP request → one DNS answer (or an HTTP error status).
+    async fn respond(&self, conn: &Conn, req: hyper::Request<Incoming>) -> Response {
+        let mut pending = Pending { conn, done: false };
+        conn.busy.fetch_add(1, Ordering::Relaxed);
+        conn.slot.touch();
+        let response = self.respond_inner(conn, req).await;
+        pending.done = true;
+        response
+    }
+
+    async fn respond_inner(&self, conn: &Conn, req: hyper::Request<Incoming>) -> Response {
+        let (parts, body) = req.into_parts();
+        let Some(mut presented) = parse_path(parts.uri.path()) else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        if presented.secret.is_none() {
+            presented.secret = bearer(&parts.headers);
+        }
+        let message = match parts.method {
+            Method::GET => match dns_param(parts.uri.query()) {
+                Ok(m) => m,
+                Err(code) => return status(code),
+            },
+            Method::POST => match self.read_body(conn, &parts.headers, body).await {
+                Ok(m) => m,
+                Err(code) => return status(code),
+            },
+            _ => {
+                let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+                return r;
+            }
+        };
+        let client = if self.trusted.contains(conn.src.ip()) {
+            forwarded_client(&parts.headers, conn.src, &self.trusted)
+        } else {
+            conn.src
+        };
+        let Ok(request) = Request::from_bytes(message, client, Protocol::Https) else {
+            return status(StatusCode::BAD_REQUEST);
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return status(StatusCode::BAD_REQUEST);
+        }
+        let presented = (presented != Presented::default()).then(|| Box::new(presented));
+        // The answer is worked out in its own task, so a request the client
+        // cancels still finishes (and is logged) like any other; the permit
+        // bounds how many such tasks one connection can leave behind.
+        let Ok(permit) = conn.permits.clone().acquire_owned().await else {
+            return status(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let handler = self.handler.clone();
+        let job = tokio::spawn(async move {
+            let out = Collect::default();
+            handler
+                .answer_presented(&request, out.clone(), presented)
+                .await;
+            drop(permit);
+            out.0.lock().take()
+        });
+        match job.await {
+            Ok(Some(answer)) => dns_response(answer),
+            _ => status(StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    /// A POST body: `application/dns-message`, at most [`MAX_MESSAGE`] bytes,
+    /// complete within the idle timeout.
+    async fn read_body(
+        &self,
+        conn: &Conn,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Result<Vec<u8>, StatusCode> {
+        let content_type = headers.get(header::CONTENT_TYPE);
+        if !content_type.is_some_and(|v| is_dns_message(v.as_bytes())) {
+            return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+        let too_long = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > MAX_MESSAGE as u64);
+        if too_long {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        // A body trickled in slower than a whole query per idle period is a
+        // slowloris, not a client (waiting for a turn to read counts too).
+        let read = async {
+            let _turn = conn.body_reads.acquire().await;
+            Limited::new(body, MAX_MESSAGE).collect().await
+        };
+        match tokio::time::timeout(self.idle_timeout, read).await {
+            Ok(Ok(body)) => Ok(body.to_bytes().to_vec()),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                Err(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
+            Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
+        }
+    }
+}
+
+/// Marks a request finished; one dropped before its answer was cancelled by the
+/// client, and too many of those close the connection.
+struct Pending<'a> {
+    conn: &'a Conn,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.conn.busy.fetch_sub(1, Ordering::Relaxed);
+        self.conn.slot.touch();
+        if !self.done && self.conn.cancelled.fetch_add(1, Ordering::Relaxed) + 1 > MAX_CANCELLED {
+            self.conn.close.notify_one();
+        }
+    }
+}
+
+/// Resolves when the connection has had no request in progress for `timeout`.
+async fn idle(conn: &Conn, timeout: Duration) {
+    loop {
+        if conn.busy.load(Ordering::Relaxed) > 0 {
+            conn.slot.touch();
+        }
+        let idle = conn.slot.idle_for();
+        if idle >= timeout {
+            return;
+        }
+        tokio::time::sleep(timeout - idle).await;
+    }
+}
+
+type Response = hyper::Response<Full<Bytes>>;
+
+fn status(code: StatusCode) -> Response {
+    let mut r = hyper::Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
+
+/// A 200 with the DNS answer, cacheable for its smallest TTL (RFC 8484 §5.1).
+fn dns_response(answer: Vec<u8>) -> Response {
+    let max_age = min_ttl(&answer).unwrap_or(0);
+    let mut r = hyper::Response::new(Full::new(Bytes::from(answer)));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(DNS_MESSAGE));
+    let mut cache = String::with_capacity(18);
+    cache.push_str("max-age=");
+    cache.push_str(itoa::Buffer::new().format(max_age));
+    if let Ok(v) = HeaderValue::try_from(cache) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+/// The smallest TTL of the answer and authority records of a DNS message in
+/// wire form; `None` when it has none (or does not parse).
+fn min_ttl(msg: &[u8]) -> Option<u32> {
+    let count = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(at)?,
+            *msg.get(at + 1)?,
+        ])))
+    };
+    let (questions, records) = (count(4)?, count(6)? + count(8)?);
+    let mut pos = 12;
+    for _ in 0..questions {
+        pos += super::wire::name_wire_len(msg, pos)? + 4;
+    }
+    let mut min: Option<u32> = None;
+    for _ in 0..records {
+        pos += super::wire::name_wire_len(msg, pos)?;
+        let fixed = msg.get(pos..pos + 10)?;
+        let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        pos += 10 + rdlen;
+        min = Some(min.map_or(ttl, |m| m.min(ttl)));
+    }
+    min
+}
+
+/// The ClientID and secret of a DoH path: `/dns-query`, `/dns-query/<id>` or
+/// `/dns-query/<id>/<secret>`; `None` for any other path.
+fn parse_path(path: &str) -> Option<Presented> {
+    let rest = path.strip_prefix(PATH)?;
+    if rest.is_empty() {
+        return Some(Presented::default());
+    }
+    let mut parts = rest.strip_prefix('/')?.split('/');
+    let id = parts.next().filter(|id| valid_token(id, MAX_ID))?;
+    let secret = match parts.next() {
+        None => None,
+        Some(s) => Some(s).filter(|s| valid_token(s, MAX_SECRET))?.into(),
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Presented {
+        client_id: Some(id.into()),
+        secret: secret.map(Into::into),
+    })
+}
+
+/// A ClientID or secret: 1 to `max` of `A-Z a-z 0-9 - _ .`.
+fn valid_token(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The secret of an `Authorization: Bearer <secret>` header.
+fn bearer(headers: &HeaderMap) -> Option<Box<str>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && valid_token(token, MAX_SECRET)).then(|| token.into())
+}
+
+/// The DNS message of a GET's `dns=` parameter (base64url; padding tolerated).
+fn dns_param(query: Option<&str>) -> Result<Vec<u8>, StatusCode> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const URL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("dns="))
+        .ok_or(StatusCode::BAD_REQUEST)?;
+    let value = value.trim_end_matches("%3D").trim_end_matches("%3d");
+    if value.len() > MAX_MESSAGE.div_ceil(3) * 4 {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    URL.decode(value).map_err(|_| StatusCode::BAD_REQUEST)
+}
+
+/// `application/dns-message`, parameters and case aside.
+fn is_dns_message(value: &[u8]) -> bool {
+    let mime = value.split(|b| *b == b';').next().unwrap_or_default();
+    mime.trim_ascii()
+        .eq_ignore_ascii_case(DNS_MESSAGE.as_bytes())
+}
+
+/// The client a trusted proxy (`peer`) forwarded for: walking the `Forwarded`
+/// `for=` addresses (or, without that header, `X-Forwarded-For`) from the
+/// nearest hop back, the first one that is not a trusted proxy. The port is
+/// unknown (0). Unreadable entries (`unknown`, obfuscated names) stop the walk
+/// at the last address known.
+fn forwarded_client(headers: &HeaderMap, peer: SocketAddr, trusted: &NetSet) -> SocketAddr {
+    let hops: Vec<Option<IpAddr>> = if headers.contains_key(header::FORWARDED) {
+        headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| forwarded_node(v.trim()))
+                })
+            })
+            .collect()
+    } else {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|a| forwarded_node(a.trim()))
+            .collect()
+    };
+    let mut client = peer.ip();
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop else { break };
+        client = ip;
+        if !trusted.contains(ip) {
+            break;
+        }
+    }
+    SocketAddr::new(client, 0)
+}
+
+/// An address from `Forwarded: for=` (RFC 7239: `192.0.2.1`, `192.0.2.1:80`,
+/// `"[2001:db8::1]:80"`) or `X-Forwarded-For`; `None` for anything else.
+fn forwarded_node(node: &str) -> Option<IpAddr> {
+    let node = node.trim_matches('"');
+    if let Ok(ip) = node.parse() {
+        return Some(ip);
+    }
+    if let Some(v6) = node.strip_prefix('[') {
+        return v6.split(']').next()?.parse().ok();
+    }
+    node.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+/// Keeps the encoded answer the handler sends, for the HTTP response.
+#[derive(Clone, Default)]
+struct Collect(Arc<parking_lot::Mutex<Option<Vec<u8>>>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for Collect {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(u16::MAX);
+        let info = response.destructive_emit(&mut encoder)?;
+        *self.0.lock() = Some(bytes);
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_the_client_and_nothing_else_matches() {
+        assert_eq!(parse_path("/dns-query"), Some(Presented::default()));
+        let p = parse_path("/dns-query/agent-1").unwrap();
+        assert_eq!(p.client_id.as_deref(), Some("agent-1"));
+        assert_eq!(p.secret, None);
+        let p = parse_path("/dns-query/agent-1/s3cr3t").unwrap();
+        assert_eq!(p.secret.as_deref(), Some("s3cr3t"));
+        for bad in [
+            "/",
+            "/dns-query/",
+            "/dns-queryx",
+            "/dns-query//x",
+            "/dns-query/a/b/c",
+            "/dns-query/a b",
+            "/dns-query/a%2Fb",
+            "/other",
+        ] {
+            assert_eq!(parse_path(bad), None, "{bad}");
+        }
+        assert_eq!(parse_path(&format!("/dns-query/{}", "a".repeat(65))), None);
+    }
+
+    #[test]
+    fn bearer_secret_only_from_the_bearer_scheme() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok_1"),
+        );
+        assert_eq!(bearer(&h).as_deref(), Some("tok_1"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwdw=="),
+        );
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn get_parameter_is_base64url_with_or_without_padding() {
+        assert_eq!(dns_param(Some("dns=AAE")), Ok(vec![0, 1]));
+        assert_eq!(dns_param(Some("ct=x&dns=AAE=")), Ok(vec![0, 1]));
+        assert_eq!(dns_param(Some("dns=-_8")), Ok(vec![0xfb, 0xff]));
+        assert_eq!(dns_param(Some("dns=AA+/")), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(dns_param(Some("dns=A")), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(dns_param(None), Err(StatusCode::BAD_REQUEST));
+        let huge = format!("dns={}", "A".repeat(100_000));
+        assert_eq!(dns_param(Some(&huge)), Err(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+
+    #[test]
+    fn content_type_ignores_case_and_parameters() {
+        assert!(is_dns_message(b"application/dns-message"));
+        assert!(is_dns_message(b"Application/DNS-Message; charset=x"));
+        assert!(!is_dns_message(b"application/json"));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_name_the_nearest_untrusted_hop() {
+        let trusted = NetSet::new(&["10.0.0.0/8".parse().unwrap()]);
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let ip = |h: &HeaderMap| forwarded_client(h, peer, &trusted).ip().to_string();
+        // The client can put anything in front; only the hop the proxy added counts.
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 192.0.2.7, 10.0.0.2")]);
+        assert_eq!(ip(&h), "192.0.2.7");
+        let h = headers(&[(
+            "forwarded",
+            r#"for=192.0.2.60;proto=https, for="[2001:db8::7]:4711""#,
+        )]);
+        assert_eq!(ip(&h), "2001:db8::7");
+        // Forwarded wins over X-Forwarded-For.
+        let h = headers(&[
+            ("forwarded", "for=192.0.2.1:80"),
+            ("x-forwarded-for", "192.0.2.2"),
+        ]);
+        assert_eq!(ip(&h), "192.0.2.1");
+        // Unreadable: the proxy itself.
+        let h = headers(&[("forwarded", "for=unknown")]);
+        assert_eq!(ip(&h), "10.0.0.1");
+        assert_eq!(ip(&HeaderMap::new()), "10.0.0.1");
+    }
+
+    #[test]
+    fn max_age_is_the_smallest_ttl() {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RData, RecordType, rdata::A};
+        let name = Name::from_ascii("a.example.").unwrap();
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        m.add_answer(Record::from_rdata(
+            name.clone(),
+            300,
+            RData::A(A::new(192, 0, 2, 1)),
+        ));
+        m.add_answer(Record::from_rdata(name, 60, RData::A(A::new(192, 0, 2, 2))));
+        assert_eq!(min_ttl(&m.to_vec().unwrap()), Some(60));
+        assert_eq!(min_ttl(&[0; 12]), None);
+        assert_eq!(min_ttl(&[0, 0, 0, 0, 0, 0, 0, 1]), None);
+    }
+}

@@ -1,0 +1,196 @@
+//! Certificate identities: the SHA-256 fingerprint and the SPKI pin (RFC 7858
+//! §4.2) that dnsguard logs for its own certificate, and the verifier that
+//! trusts an upstream's certificate by its pin alone, as `kdig +tls-pin` does:
+//! a self-signed dnsguard is reachable over DoT/DoH with no CA to distribute.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// Identifies a certificate for clients that pin it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// SHA-256 of the certificate's DER, colon-separated hex (as `openssl x509
+    /// -fingerprint -sha256` prints it).
+    pub fingerprint: String,
+    /// base64 SHA-256 of the SubjectPublicKeyInfo (RFC 7858 SPKI pin).
+    pub spki_pin: String,
+}
+
+/// Fingerprint and SPKI pin of a DER certificate; `None` if it does not parse.
+pub fn identity(cert: &[u8]) -> Option<Identity> {
+    let spki_pin = spki_pin(cert)?;
+    let fingerprint = ring::digest::digest(&ring::digest::SHA256, cert)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    Some(Identity {
+        fingerprint,
+        spki_pin,
+    })
+}
+
+/// The SubjectPublicKeyInfo (tag and length included) of a DER X.509
+/// certificate: the seventh element of tbsCertificate, or the sixth when the
+/// optional `[0] version` is absent.
+fn spki(cert: &[u8]) -> Option<&[u8]> {
+    let (_, cert_body, _) = der_element(cert)?;
+    let (_, mut tbs, _) = der_element(cert_body)?;
+    let mut index = 0;
+    while !tbs.is_empty() {
+        let (tag, _, whole) = der_element(tbs)?;
+        if index == 0 && tag != 0xA0 {
+            index = 1; // no explicit version
+        }
+        if index == 6 {
+            return (tag == 0x30).then_some(whole);
+        }
+        tbs = &tbs[whole.len()..];
+        index += 1;
+    }
+    None
+}
+
+/// The first DER element of `bytes`: its tag, its contents, and the whole
+/// element (tag and length included).
+fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *bytes.first()?;
+    let first = *bytes.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = bytes
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((tag, bytes.get(header..end)?, bytes.get(..end)?))
+}
+
+/// The base64 SHA-256 of `cert`'s SubjectPublicKeyInfo; `None` if it does not parse.
+pub fn spki_pin(cert: &[u8]) -> Option<String> {
+    let spki = spki(cert)?;
+    Some(
+        base64::engine::general_purpose::STANDARD
+            .encode(ring::digest::digest(&ring::digest::SHA256, spki)),
+    )
+}
+
+/// True when `pin` has the form of an SPKI pin: base64 of 32 bytes.
+pub fn is_pin(pin: &str) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(pin)
+        .is_ok_and(|b| b.len() == 32)
+}
+
+/// Accepts a server certificate whose SPKI pin is one of `pins`, whatever its
+/// issuer, name or dates: the pin names the key, and the handshake's signature
+/// still proves the server holds it.
+#[derive(Debug)]
+pub struct PinVerifier {
+    pins: Vec<String>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinVerifier {
+    /// A verifier for `pins` (base64 SHA-256 of the SubjectPublicKeyInfo).
+    pub fn new(pins: Vec<String>, provider: Arc<CryptoProvider>) -> Self {
+        Self { pins, provider }
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match spki_pin(end_entity) {
+            Some(pin) if self.pins.contains(&pin) => Ok(ServerCertVerified::assertion()),
+            Some(pin) => Err(rustls::Error::General(format!(
+                "certificate's SPKI pin {pin} is not one of resolver.tls_pins"
+            ))),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::PublicKeyData;
+
+    #[test]
+    fn spki_pin_is_the_hash_of_the_keys_public_key_info() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let id = identity(cert.der()).expect("parses");
+        let want = base64::engine::general_purpose::STANDARD.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            &key.subject_public_key_info(),
+        ));
+        assert_eq!(id.spki_pin, want);
+        assert_eq!(id.fingerprint.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn garbage_is_not_a_certificate() {
+        assert!(identity(b"").is_none());
+        assert!(identity(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(identity(&[0x30, 0x03, 0x30, 0x01, 0x02]).is_none());
+    }
+}
