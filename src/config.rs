@@ -451,7 +451,7 @@ impl Config {
         }
         for (i, z) in r.forward_zones.iter().enumerate() {
             let key = format!("resolver.forward_zones[{i}]");
-            if crate::dns::parse_name(&z.zone).is_err() {
+            if crate::name::parse_name(&z.zone).is_err() {
                 bad(&key, format!("zone {:?} is not a domain name", z.zone));
             }
             if z.upstreams.is_empty() {

@@ -29,6 +29,7 @@ pub mod filter;
 pub mod guard;
 pub mod lists;
 pub mod memory;
+pub mod name;
 pub mod netset;
 pub mod querylog;
 pub mod rebinding;

@@ -21,7 +21,9 @@ pub mod wire;
 use std::net::SocketAddr;
 
 use hickory_proto::op::Query;
-use hickory_proto::rr::{LowerName, Name, RecordType};
+use hickory_proto::rr::{LowerName, RecordType};
+
+use crate::name::name_text;
 
 /// One question from one client, as the pipeline sees it.
 #[derive(Debug, Clone)]
@@ -46,40 +48,10 @@ impl Question {
         self.query.query_type()
     }
 
-    /// The query name as [`name_text`] gives it.
+    /// The query name as [`crate::name::name_text`] gives it.
     pub fn name_text(&self) -> String {
         name_text(&self.name)
     }
-}
-
-/// A name in the form the filter, detector and query log use: ASCII, lower case,
-/// no trailing dot (the root is the empty string), odd bytes escaped as `\DDD`.
-pub fn name_text(name: &Name) -> String {
-    let mut s = name.to_ascii();
-    s.make_ascii_lowercase();
-    if s.ends_with('.') {
-        s.pop();
-    }
-    s
-}
-
-/// True when `name` is `zone` or below it (both name text, as [`name_text`] gives).
-pub fn is_under(name: &str, zone: &str) -> bool {
-    name == zone
-        || (name.len() > zone.len()
-            && name.ends_with(zone)
-            && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
-}
-
-/// Parses a domain name from config or a list, making it fully qualified.
-pub fn parse_name(s: &str) -> Result<Name, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty name".into());
-    }
-    let mut name = Name::from_utf8(s).map_err(|e| format!("{s:?} is not a domain name: {e}"))?;
-    name.set_fqdn(true);
-    Ok(name)
 }
 
 /// Parses a query type name (`A`, `aaaa`, `HTTPS`, `TYPE65`) into its number.

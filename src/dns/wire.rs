@@ -148,7 +148,7 @@ impl FastQuery {
         (pos == packet.len()).then_some(q)
     }
 
-    /// The query name: lower case, no trailing dot (as [`super::name_text`] gives it).
+    /// The query name: lower case, no trailing dot (as [`crate::name::name_text`] gives it).
     pub fn name(&self) -> &str {
         // Only ASCII letters, digits, '-', '_' and '.' were written.
         std::str::from_utf8(&self.name[..usize::from(self.name_len)]).unwrap_or("")

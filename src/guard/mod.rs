@@ -81,7 +81,7 @@ impl Categories {
 
     /// Whether `name` is a canary or below one.
     pub fn is_canary(&self, name: &str) -> bool {
-        self.canaries.iter().any(|c| is_under(name, c))
+        self.canaries.iter().any(|c| crate::name::is_under(name, c))
     }
 
     /// The alert kind of a blocked entry's list, if it is an exfil or bypass list.
@@ -96,14 +96,6 @@ impl Categories {
             None
         }
     }
-}
-
-/// `name` equals `suffix` or lies below it.
-pub fn is_under(name: &str, suffix: &str) -> bool {
-    name == suffix
-        || (name.len() > suffix.len()
-            && name.ends_with(suffix)
-            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
 }
 
 /// The registrable domain (eTLD+1, PSL private section included) of `name`, or

@@ -109,7 +109,7 @@ impl Cached {
             summary: Arc::from(answer.summary()),
             cname_targets: answer
                 .cname_targets()
-                .map(|n| crate::dns::name_text(n).into_boxed_str())
+                .map(|n| crate::name::name_text(n).into_boxed_str())
                 .collect(),
             addrs: answer.addresses().collect(),
         }

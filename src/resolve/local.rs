@@ -62,7 +62,7 @@ impl FromStr for LocalRecord {
         else {
             return Err(err("expected \"NAME TYPE VALUE\""));
         };
-        let name = crate::dns::parse_name(name).map_err(|e| err(&e))?;
+        let name = crate::name::parse_name(name).map_err(|e| err(&e))?;
         let data = match rtype.to_ascii_uppercase().as_str() {
             "A" => RData::A(A(value
                 .parse()
@@ -72,8 +72,8 @@ impl FromStr for LocalRecord {
                     .parse()
                     .map_err(|_| err("AAAA needs an IPv6 address"))?,
             )),
-            "CNAME" => RData::CNAME(CNAME(crate::dns::parse_name(value).map_err(|e| err(&e))?)),
-            "PTR" => RData::PTR(PTR(crate::dns::parse_name(value).map_err(|e| err(&e))?)),
+            "CNAME" => RData::CNAME(CNAME(crate::name::parse_name(value).map_err(|e| err(&e))?)),
+            "PTR" => RData::PTR(PTR(crate::name::parse_name(value).map_err(|e| err(&e))?)),
             _ => return Err(err("TYPE must be A, AAAA, CNAME or PTR")),
         };
         Ok(Self { name, data })
@@ -115,8 +115,8 @@ impl LocalRecords {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let name = crate::dns::parse_name(line).map_err(LocalError::Record)?;
-                me.nxdomain.push(crate::dns::name_text(&name));
+                let name = crate::name::parse_name(line).map_err(LocalError::Record)?;
+                me.nxdomain.push(crate::name::name_text(&name));
             }
         }
         Ok(me)
@@ -126,7 +126,7 @@ impl LocalRecords {
     /// Checked before the filter: a group's block mode must not turn the signal into
     /// a null address.
     pub fn is_canary(&self, name: &str) -> bool {
-        self.nxdomain.iter().any(|c| crate::dns::is_under(name, c))
+        self.nxdomain.iter().any(|c| crate::name::is_under(name, c))
     }
 
     fn add_hosts_file(&mut self, path: &Path, ttl: u32) -> Result<(), LocalError> {
@@ -148,7 +148,7 @@ impl LocalRecords {
                 .parse()
                 .map_err(|_| bad(format!("{first:?} is not an IP address")))?;
             for host in words {
-                let name = crate::dns::parse_name(host).map_err(bad)?;
+                let name = crate::name::parse_name(host).map_err(bad)?;
                 let data = match ip {
                     IpAddr::V4(v4) => RData::A(A(v4)),
                     IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
@@ -168,14 +168,17 @@ impl LocalRecords {
         if let Some(ip) = reverse {
             let ptr = Name::from(ip);
             let rec = Record::from_rdata(ptr.clone(), ttl, RData::PTR(PTR(name.clone())));
-            let entry = self.by_name.entry(crate::dns::name_text(&ptr)).or_default();
+            let entry = self
+                .by_name
+                .entry(crate::name::name_text(&ptr))
+                .or_default();
             if !entry.iter().any(|r| r.data == rec.data) {
                 entry.push(rec);
             }
         }
         let rec = Record::from_rdata(name.clone(), ttl, data);
         self.by_name
-            .entry(crate::dns::name_text(&name))
+            .entry(crate::name::name_text(&name))
             .or_default()
             .push(rec);
     }
@@ -216,7 +219,7 @@ impl LocalRecords {
             let RData::CNAME(target) = &cname.data else {
                 return Some(answer);
             };
-            match self.by_name.get(&crate::dns::name_text(&target.0)) {
+            match self.by_name.get(&crate::name::name_text(&target.0)) {
                 Some(next) => records = next,
                 None => return Some(answer),
             }
@@ -230,7 +233,7 @@ mod tests {
     use super::*;
 
     fn lower(s: &str) -> String {
-        crate::dns::name_text(&Name::from_ascii(s).unwrap())
+        crate::name::name_text(&Name::from_ascii(s).unwrap())
     }
 
     #[test]
