@@ -5,7 +5,7 @@
 //! Parsing goes raw TOML → typed [`Config`] (serde reports the key and line of a
 //! bad value) → [`Config::validate`] (cross-field checks that serde cannot express).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -16,7 +16,9 @@ use crate::detect::DetectConfig;
 use crate::filter::{GroupConfig, ListConfig};
 use crate::lists::{Source, UpdateConfig};
 use crate::querylog::QueryLogConfig;
-use crate::resolve::UpstreamSpec;
+use crate::resolve::cache::CacheConfig;
+use crate::resolve::local::LocalConfig;
+use crate::resolve::{Mode, ResolverConfig};
 
 /// The configuration compiled into the binary and used when no file is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../dnsguard.toml");
@@ -129,170 +131,6 @@ impl ServerConfig {
             idle_timeout: std::time::Duration::from_secs(self.tcp_idle_timeout_secs),
             max_connections: self.tcp_max_connections,
             max_per_client: self.tcp_max_connections_per_client,
-        }
-    }
-}
-
-/// How dnsguard resolves names it does not answer itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Send queries to `upstreams` (plain DNS, DoT or DoH).
-    Forward,
-    /// Resolve from the root servers (`root_hints`) without any upstream.
-    Recursive,
-}
-
-/// How the forwarder picks among several upstreams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Ask them in the configured order, the next one only when one fails.
-    Failover,
-    /// Ask the two with the lowest smoothed round-trip time at once; first answer wins.
-    Race,
-}
-
-/// `[resolver]`: forwarding or recursion, and conditional forwarding.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResolverConfig {
-    /// `forward` (default) or `recursive`.
-    pub mode: Mode,
-    /// Upstreams for `forward` mode: `IP[:port]` or `udp://`, `tcp://`, `tls://IP[:port]#NAME`,
-    /// `https://IP[:port][/path]#NAME` (NAME is the certificate's server name).
-    pub upstreams: Vec<UpstreamSpec>,
-    /// `failover` (in order) or `race` (the two fastest at once).
-    pub strategy: Strategy,
-    /// A query that has no answer after this long is answered SERVFAIL (or stale data).
-    pub timeout_ms: u64,
-    /// In `failover`, how long one upstream gets before the next is asked.
-    pub upstream_timeout_ms: u64,
-    /// PEM file of CA certificates trusted for DoT/DoH upstreams instead of the system store.
-    pub tls_ca_file: Option<PathBuf>,
-    /// Root server addresses for `recursive` mode (default: the IANA root servers).
-    pub root_hints: Vec<IpAddr>,
-    /// Validate DNSSEC in `recursive` mode: bogus answers become SERVFAIL, secure ones get AD.
-    pub dnssec: bool,
-    /// Trust anchor file (DNSKEY or DS lines) for validation; default: the built-in root keys.
-    pub trust_anchor_file: Option<PathBuf>,
-    /// Networks the recursor may send queries to even though they are private or loopback
-    /// (it refuses them by default; tests and lab setups with their own root need this).
-    pub recursor_allow_servers: Vec<IpNet>,
-    /// Zones sent to their own upstreams, e.g. `lan` to the router (`[[resolver.forward_zones]]`).
-    pub forward_zones: Vec<ForwardZone>,
-}
-
-impl Default for ResolverConfig {
-    fn default() -> Self {
-        Self {
-            mode: Mode::Forward,
-            upstreams: [
-                "tls://9.9.9.9#dns.quad9.net",
-                "tls://149.112.112.112#dns.quad9.net",
-            ]
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect(),
-            strategy: Strategy::Failover,
-            timeout_ms: 2000,
-            upstream_timeout_ms: 1000,
-            tls_ca_file: None,
-            root_hints: IANA_ROOTS.iter().filter_map(|s| s.parse().ok()).collect(),
-            dnssec: true,
-            trust_anchor_file: None,
-            recursor_allow_servers: Vec::new(),
-            forward_zones: Vec::new(),
-        }
-    }
-}
-
-/// IPv4 addresses of a.root-servers.net … m.root-servers.net.
-const IANA_ROOTS: [&str; 13] = [
-    "198.41.0.4",
-    "170.247.170.2",
-    "192.33.4.12",
-    "199.7.91.13",
-    "192.203.230.10",
-    "192.5.5.241",
-    "192.112.36.4",
-    "198.97.190.53",
-    "192.36.148.17",
-    "192.58.128.30",
-    "193.0.14.129",
-    "199.7.83.42",
-    "202.12.27.33",
-];
-
-/// One conditional-forwarding rule: names in `zone` go to `upstreams`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardZone {
-    /// The zone, e.g. `lan` or `168.192.in-addr.arpa`; it and every name below it match.
-    pub zone: String,
-    /// Upstreams for this zone, same syntax as `resolver.upstreams`.
-    pub upstreams: Vec<UpstreamSpec>,
-}
-
-/// `[cache]`: answers kept between queries.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Most answers kept; the least recently used beyond this are evicted. 0 disables the cache.
-    /// Each entry costs about 1 KB of memory (measured: 100,000 entries ≈ 100 MB resident).
-    pub max_entries: usize,
-    /// TTLs shorter than this are raised to it (seconds).
-    pub min_ttl: u32,
-    /// TTLs longer than this are cut to it (seconds).
-    pub max_ttl: u32,
-    /// Negative answers (NXDOMAIN, NODATA) are kept at most this long (seconds).
-    pub max_negative_ttl: u32,
-    /// When every upstream fails, answer from expired entries (RFC 8767).
-    pub serve_stale: bool,
-    /// How long after expiry an entry may still be served stale (seconds).
-    pub stale_max_age: u32,
-    /// TTL given to a stale answer (RFC 8767 recommends 30 s).
-    pub stale_answer_ttl: u32,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            max_entries: 10_000,
-            min_ttl: 0,
-            max_ttl: 86_400,
-            max_negative_ttl: 3_600,
-            serve_stale: true,
-            stale_max_age: 86_400,
-            stale_answer_ttl: 30,
-        }
-    }
-}
-
-/// `[local]`: names dnsguard answers itself, like a hosts file for the network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LocalConfig {
-    /// Records as `"NAME TYPE VALUE"`, TYPE one of A, AAAA, CNAME, PTR.
-    /// A and AAAA records also answer the matching reverse (PTR) query.
-    pub records: Vec<String>,
-    /// Hosts files (`/etc/hosts` format) whose entries are served like `records`.
-    pub hosts_files: Vec<PathBuf>,
-    /// TTL of local answers (seconds).
-    pub ttl: u32,
-    /// Answer NXDOMAIN to the DNS-bypass canaries (`use-application-dns.net`,
-    /// `mask.icloud.com`, `mask-h2.icloud.com`) for every client, so browsers keep
-    /// their lookups on dnsguard instead of their own encrypted DNS.
-    pub bypass_canaries: bool,
-}
-
-impl Default for LocalConfig {
-    fn default() -> Self {
-        Self {
-            records: Vec::new(),
-            hosts_files: Vec::new(),
-            ttl: 300,
-            bypass_canaries: true,
         }
     }
 }

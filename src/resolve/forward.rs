@@ -24,10 +24,10 @@ use hickory_resolver::proto::op::{DnsRequest, DnsRequestOptions, Message, Query,
 use hickory_resolver::{ConnectionProvider, PoolContext, TlsConfig};
 use parking_lot::Mutex;
 
+use super::Strategy;
 use super::spec::{Transport, UpstreamSpec};
 use super::udp::UdpUpstream;
 use super::{Answer, DnssecBits, ResolveError};
-use crate::config::Strategy;
 
 /// How one upstream is reached.
 enum Link {

@@ -7,16 +7,44 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde::Deserialize;
 
 use super::Answer;
 use super::special::SpecialUse;
-use crate::config::LocalConfig;
+
+/// `[local]`: names dnsguard answers itself, like a hosts file for the network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Records as `"NAME TYPE VALUE"`, TYPE one of A, AAAA, CNAME, PTR.
+    /// A and AAAA records also answer the matching reverse (PTR) query.
+    pub records: Vec<String>,
+    /// Hosts files (`/etc/hosts` format) whose entries are served like `records`.
+    pub hosts_files: Vec<PathBuf>,
+    /// TTL of local answers (seconds).
+    pub ttl: u32,
+    /// Answer NXDOMAIN to the DNS-bypass canaries (`use-application-dns.net`,
+    /// `mask.icloud.com`, `mask-h2.icloud.com`) for every client, so browsers keep
+    /// their lookups on dnsguard instead of their own encrypted DNS.
+    pub bypass_canaries: bool,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            hosts_files: Vec::new(),
+            ttl: 300,
+            bypass_canaries: true,
+        }
+    }
+}
 
 /// One local record as written in the config: `NAME TYPE VALUE`.
 #[derive(Debug, Clone)]

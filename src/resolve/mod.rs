@@ -6,6 +6,7 @@
 //! release touches two modules.
 
 pub mod cache;
+mod config;
 pub mod forward;
 pub mod local;
 pub mod recursive;
@@ -17,6 +18,7 @@ pub mod udp;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Record, RecordType};
 
+pub use config::{ForwardZone, Mode, ResolverConfig, Strategy};
 pub use spec::UpstreamSpec;
 
 /// The substance of a DNS response, independent of the request it answers.

@@ -12,7 +12,7 @@ use hickory_proto::rr::LowerName;
 use super::forward::Forwarder;
 use super::recursive::Recursive;
 use super::{Answer, DnssecBits, ResolveError};
-use crate::config::{Mode, ResolverConfig};
+use super::{Mode, ResolverConfig};
 
 /// The main resolver.
 enum Main {
