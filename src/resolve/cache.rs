@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 
 use super::Answer;
-use crate::dns::wire::Body;
+use super::body::Body;
 
 const SHARDS: usize = 64;
 /// `[cache]`: answers kept between queries.

@@ -5,6 +5,7 @@
 //! hickory's resolver types stay inside this module and `dns/`, so a new hickory
 //! release touches two modules.
 
+pub mod body;
 pub mod cache;
 mod config;
 pub mod forward;
