@@ -13,6 +13,7 @@ mod mmsg;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod server;
+mod tap;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
