@@ -490,7 +490,7 @@ fn allowlist_learn(
     req.resolve(querylog::now_ms())?;
     let learned = match open_log(&cfg, verbose)? {
         LogAccess::Local(log) => {
-            let allowed = learn::allow_entries(&cfg, &req.group);
+            let allowed = learn::allow_entries(&cfg.groups, &req.group);
             let mut learned = learn::learn(&log, req, &allowed, querylog::now_ms())?;
             drop(log);
             if apply {
@@ -521,12 +521,10 @@ fn apply_learned(
     learned: &crate::guard::learn::Learned,
     enforce: bool,
 ) -> anyhow::Result<usize> {
-    use crate::web::edit;
-    let (new_text, added) = edit::edit(path, |doc| {
-        crate::guard::learn::apply_to(doc, learned, cfg, enforce).map_err(anyhow::Error::msg)
-    })?;
-    edit::Staged::write(path, &new_text)?.commit()?;
-    Ok(added)
+    crate::config::edit::commit(path, |doc| {
+        crate::config::edit::apply_learned(doc, learned, &cfg.groups, enforce)
+            .map_err(anyhow::Error::msg)
+    })
 }
 
 fn report(

@@ -80,7 +80,7 @@ pub fn set_password(data_dir: &Path, password: &str) -> Result<(), AuthError> {
         move |source| AuthError::Io { path, source }
     };
     crate::datadir::create_dir(data_dir).map_err(io(data_dir))?;
-    super::edit::write_atomically(&password_path(data_dir), hash.as_bytes(), 0o600)
+    crate::config::edit::write_atomically(&password_path(data_dir), hash.as_bytes(), 0o600)
         .map_err(io(&password_path(data_dir)))
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use toml_edit::DocumentMut;
 
 use super::AppState;
-use super::edit::{self, EditError, RuleKind};
+use crate::config::edit::{self, EditError, RuleKind};
 use crate::filter::{Action, BlockReason, GroupConfig, ListConfig, ListKind};
 use crate::querylog::{self, Entry, LogRequest, Order};
 

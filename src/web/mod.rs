@@ -6,7 +6,6 @@
 //! * `api.rs`: the router and the query-log/stats handlers;
 //! * `manage.rs`: lists, groups, rules, settings, check, alerts, time series;
 //! * `guard.rs`: allowlist learning, the weekly report, recent egress alerts;
-//! * `edit.rs`: comment-preserving edits of the config file, atomic writes;
 //! * `pages.rs`: embedded assets, login page, security headers;
 //! * `metrics.rs`: the Prometheus endpoint;
 //! * `client.rs`: the CLI's side.
@@ -19,7 +18,6 @@
 pub mod api;
 pub mod auth;
 pub mod client;
-pub mod edit;
 pub mod guard;
 pub mod manage;
 pub mod metrics;

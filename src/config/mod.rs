@@ -12,6 +12,8 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub mod edit;
+
 use crate::detect::DetectConfig;
 use crate::filter::{GroupConfig, ListConfig};
 use crate::lists::{Source, UpdateConfig};
@@ -21,7 +23,7 @@ use crate::resolve::local::LocalConfig;
 use crate::resolve::{Mode, ResolverConfig};
 
 /// The configuration compiled into the binary and used when no file is given.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../dnsguard.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../dnsguard.toml");
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
