@@ -26,7 +26,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log_or_degrade(&cfg)?);
     let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
-    let guard = crate::guard::Guard::start(&cfg)?;
+    let guard = crate::guard::Guard::start(cfg.guard())?;
     pipeline.set_guard(guard.clone());
     let cfg_shared = Arc::new(parking_lot::Mutex::new(cfg.clone()));
     let live = Arc::new(Live {
@@ -280,7 +280,7 @@ impl Live {
         let policy = Policy::new(filter, &new);
         self.pipeline.set_policy(policy);
         if let Some(guard) = &self.guard {
-            guard.configure(&new);
+            guard.configure(new.guard_rules());
         }
         *self.config.lock() = new;
         self.publish_list_metrics();

@@ -542,7 +542,7 @@ fn report(
     );
     let r = match open_log(&cfg, verbose)? {
         LogAccess::Local(log) => {
-            let cats = crate::guard::Categories::new(&cfg);
+            let cats = cfg.guard_categories();
             report::report(&log, &cats, since, until, top)?
         }
         LogAccess::Remote(remote) => runtime()?.block_on(remote.report(req))?,

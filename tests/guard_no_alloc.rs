@@ -46,7 +46,7 @@ fn observe_does_not_allocate() {
         dir.path().display()
     );
     let cfg = Config::parse(&text, "test").unwrap();
-    let guard = Guard::start(&cfg).unwrap();
+    let guard = Guard::start(cfg.guard()).unwrap();
     // Entries prepared up front, as the pipeline has them (shared strings).
     let agents: Arc<str> = Arc::from("agents");
     let default: Arc<str> = Arc::from("default");

@@ -214,6 +214,27 @@ impl Config {
         Ok(cfg)
     }
 
+    /// What the egress guard takes from this configuration.
+    pub fn guard(&self) -> crate::guard::GuardSettings {
+        crate::guard::GuardSettings {
+            dir: self.server.data_dir.join("guard"),
+            alerts: self.alerts.clone(),
+            firewall: self.firewall.clone(),
+            rules: self.guard_rules(),
+        }
+    }
+
+    /// The egress guard's per-group rules and list categories (what a reload changes).
+    pub fn guard_rules(&self) -> crate::guard::Rules {
+        crate::guard::Rules::new(&self.groups, &self.firewall, self.guard_categories())
+    }
+
+    /// Which lists are exfiltration and bypass lists, and the canary names, for
+    /// alerts and the weekly report.
+    pub fn guard_categories(&self) -> crate::guard::Categories {
+        crate::guard::Categories::new(&self.lists, self.local.bypass_canaries)
+    }
+
     /// Relative paths in a file are relative to the file's directory, not to wherever
     /// dnsguard was started.
     fn resolve_paths(&mut self, base: &Path) {

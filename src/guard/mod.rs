@@ -29,7 +29,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::filter::{GroupConfig, ListConfig};
 use crate::querylog::{self, Entry};
 use alerts::{Alert, AlertKind, Dispatch};
 
@@ -53,16 +53,17 @@ pub struct Categories {
 }
 
 impl Categories {
-    /// The categories of `cfg`.
-    pub fn new(cfg: &Config) -> Self {
+    /// The categories of the configured `lists`; `canaries` when `[local]
+    /// bypass_canaries` is on.
+    pub fn new(lists: &[ListConfig], canaries: bool) -> Self {
         let by_source = |src: &str| -> Vec<String> {
-            cfg.lists
+            lists
                 .iter()
                 .filter(|l| l.source.trim() == src)
                 .map(|l| l.name.clone())
                 .collect()
         };
-        let canaries = if cfg.local.bypass_canaries {
+        let canaries = if canaries {
             crate::lists::BYPASS_CANARIES
                 .lines()
                 .map(str::trim)
@@ -112,18 +113,19 @@ struct GroupRules {
     firewall: bool,
 }
 
-/// What [`Guard::observe`] checks, swapped as one on reload.
+/// What [`Guard::observe`] checks, swapped as one on reload: per-group watches
+/// and firewall sync, and the list categories.
 #[derive(Debug, Default)]
-struct Rules {
+pub struct Rules {
     groups: Vec<GroupRules>,
     categories: Categories,
 }
 
 impl Rules {
-    fn new(cfg: &Config) -> Self {
-        let fw = &cfg.firewall;
-        let mut groups: Vec<GroupRules> = cfg
-            .groups
+    /// The rules of the configured `groups` under `fw`'s firewall sync, with the
+    /// `categories` of the lists.
+    pub fn new(groups: &[GroupConfig], fw: &nft::FirewallConfig, categories: Categories) -> Self {
+        let mut groups: Vec<GroupRules> = groups
             .iter()
             .map(|g| GroupRules {
                 name: g.name.clone(),
@@ -143,10 +145,7 @@ impl Rules {
                         || fw.groups.iter().any(|g| g == crate::filter::DEFAULT_GROUP)),
             });
         }
-        Self {
-            groups,
-            categories: Categories::new(cfg),
-        }
+        Self { groups, categories }
     }
 }
 
@@ -176,6 +175,19 @@ pub struct Observation {
     n_addrs: u8,
 }
 
+/// What the guard takes from a configuration.
+#[derive(Debug)]
+pub struct GuardSettings {
+    /// Where the seen set lives (`DATA_DIR/guard`).
+    pub dir: std::path::PathBuf,
+    /// `[alerts]`.
+    pub alerts: alerts::AlertsConfig,
+    /// `[firewall]`.
+    pub firewall: nft::FirewallConfig,
+    /// Per-group rules and list categories.
+    pub rules: Rules,
+}
+
 /// The guard: observes answered queries, raises alerts, feeds the firewall.
 pub struct Guard {
     rules: ArcSwap<Rules>,
@@ -187,19 +199,18 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Opens the seen set under `server.data_dir`, starts the alert sinks (the
-    /// webhook task on the current tokio runtime), the firewall sync and the
-    /// guard thread.
-    pub fn start(cfg: &Config) -> anyhow::Result<Arc<Guard>> {
-        let dir = cfg.server.data_dir.join("guard");
-        let seen = match seen::Seen::open(&dir, cfg.alerts.max_seen) {
+    /// Opens the seen set in `cfg.dir`, starts the alert sinks (the webhook task
+    /// on the current tokio runtime), the firewall sync and the guard thread.
+    pub fn start(cfg: GuardSettings) -> anyhow::Result<Arc<Guard>> {
+        let dir = &cfg.dir;
+        let seen = match seen::Seen::open(dir, cfg.alerts.max_seen) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(
                     error = %e,
                     "seen-domain set kept in memory only: new-domain alerts repeat after a restart"
                 );
-                seen::Seen::memory_only(&dir, cfg.alerts.max_seen)
+                seen::Seen::memory_only(dir, cfg.alerts.max_seen)
             }
         };
         let seen = Arc::new(seen);
@@ -220,7 +231,7 @@ impl Guard {
         };
         crate::channel::spawn_background("dnsguard-guard", move || worker.run(rx))?;
         Ok(Arc::new(Guard {
-            rules: ArcSwap::from_pointee(Rules::new(cfg)),
+            rules: ArcSwap::from_pointee(cfg.rules),
             tx,
             dropped: AtomicU64::new(0),
             dropped_metric: std::sync::OnceLock::new(),
@@ -232,8 +243,8 @@ impl Guard {
     /// Takes the per-group settings and list categories of a new configuration
     /// (SIGHUP and dashboard changes); sinks and firewall keep their settings
     /// until restart.
-    pub fn configure(&self, cfg: &Config) {
-        self.rules.store(Arc::new(Rules::new(cfg)));
+    pub fn configure(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
     }
 
     /// Hot path, called once per answered query with its log entry and answer

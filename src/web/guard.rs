@@ -59,7 +59,7 @@ pub async fn report(
 ) -> Result<Response, ApiError> {
     let (since, until, top) = req.resolve(querylog::now_ms())?;
     let log = st.pipeline().log().clone();
-    let cats = crate::guard::Categories::new(&st.live.config.lock());
+    let cats = st.live.config.lock().guard_categories();
     let r = tokio::task::spawn_blocking(move || {
         crate::guard::report::report(&log, &cats, since, until, top)
     })
