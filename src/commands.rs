@@ -148,7 +148,7 @@ fn check(
     let cfg = load(config)?;
     crate::init_tracing("warn");
     let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates)?;
-    let filter = crate::app::compile_filter_blocking(&cfg, &lists)?;
+    let filter = crate::live::compile_filter_blocking(&cfg, &lists)?;
     let qtype = crate::dns::parse_qtype(qtype)?;
     let name = crate::filter::name::normalize(name)
         .map_err(|e| anyhow::anyhow!("{name:?} is not a valid name: {e}"))?;
@@ -162,7 +162,7 @@ fn check(
         let checked = pipeline.check(client, &name, qtype.into(), resolve).await;
         anyhow::Ok((checked, pipeline.policy()))
     })?;
-    let texts = crate::app::read_texts(&cfg, &lists);
+    let texts = crate::live::read_texts(&cfg, &lists);
     let refs: Vec<_> = texts
         .iter()
         .map(|(name, t)| crate::filter::ListText {
@@ -273,7 +273,7 @@ fn lists_update(config: &Option<PathBuf>) -> anyhow::Result<()> {
             }
         }
     });
-    let filter = crate::app::compile_filter_blocking(&cfg, &lists)?;
+    let filter = crate::live::compile_filter_blocking(&cfg, &lists)?;
     for s in filter.list_stats() {
         print_list_row(
             &s.name,

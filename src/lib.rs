@@ -28,6 +28,7 @@ pub mod dnstap;
 pub mod filter;
 pub mod guard;
 pub mod lists;
+pub mod live;
 pub mod memory;
 pub mod name;
 pub mod netset;

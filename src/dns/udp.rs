@@ -605,7 +605,7 @@ mod tests {
         let mut cfg = Config::embedded().unwrap();
         cfg.server.data_dir = dir.to_path_buf();
         let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates).unwrap();
-        let filter = crate::app::compile_filter_blocking(&cfg, &lists).unwrap();
+        let filter = crate::live::compile_filter_blocking(&cfg, &lists).unwrap();
         let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
         Pipeline::new(&cfg, Policy::new(filter, &cfg), log).unwrap()
     }

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::app::Live;
 use crate::dns::pipeline::Pipeline;
+use crate::live::Live;
 
 /// `[web]`: the HTTP API.
 #[derive(Debug, Clone, Deserialize)]
