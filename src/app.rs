@@ -53,7 +53,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let certs = if cfg.server.tls_listen.is_empty() {
         None
     } else {
-        Some(crate::dns::cert::CertStore::load(
+        Some(crate::cert::CertStore::load(
             &cfg.tls,
             &cfg.server.data_dir,
         )?)
@@ -61,7 +61,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let server = DnsServer::start(
         &cfg.server.listen,
         certs.as_ref().map(|c| (&cfg.server.tls_listen[..], c)),
-        cfg.server.tcp_limits(),
+        crate::dns::tcp::TcpLimits::of(&cfg.server),
         &cfg.server.rate_limit,
         pipeline.clone(),
     )?;
@@ -154,7 +154,7 @@ async fn update_lists_periodically(live: Arc<Live>) {
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     live: Arc<Live>,
-    certs: Option<Arc<crate::dns::cert::CertStore>>,
+    certs: Option<Arc<crate::cert::CertStore>>,
 ) {
     while hup.recv().await.is_some() {
         if let Some(certs) = &certs

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod app;
+pub mod cert;
 pub mod channel;
 pub mod cli;
 pub mod commands;
@@ -33,6 +34,7 @@ pub mod memory;
 pub mod name;
 pub mod netset;
 pub mod querylog;
+pub mod ratelimit;
 pub mod rebinding;
 pub mod resolve;
 pub mod web;

@@ -50,7 +50,7 @@ pub struct Config {
     /// The HTTP API.
     pub web: crate::web::WebConfig,
     /// The certificate of the encrypted listeners (`[tls]`).
-    pub tls: crate::dns::cert::TlsConfig,
+    pub tls: crate::cert::TlsConfig,
     /// DNS-rebinding protection: private and metadata addresses in public answers.
     pub rebinding: crate::rebinding::RebindingConfig,
     /// Where egress-guard alerts go (webhook, syslog, JSON-lines file).
@@ -91,7 +91,7 @@ pub struct ServerConfig {
     /// client's longest-idle connection is closed.
     pub tcp_max_connections_per_client: usize,
     /// Per-client response-rate limiting (`[server.rate_limit]`).
-    pub rate_limit: crate::dns::ratelimit::RateLimitConfig,
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
     /// Where dnsguard keeps its state (downloaded lists, query log).
     pub data_dir: PathBuf,
     /// Default log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
@@ -119,20 +119,9 @@ impl Default for ServerConfig {
             tcp_idle_timeout_secs: 10,
             tcp_max_connections: 512,
             tcp_max_connections_per_client: 32,
-            rate_limit: crate::dns::ratelimit::RateLimitConfig::default(),
+            rate_limit: crate::ratelimit::RateLimitConfig::default(),
             data_dir: PathBuf::from("dnsguard-data"),
             log: DEFAULT_LOG.into(),
-        }
-    }
-}
-
-impl ServerConfig {
-    /// The TCP bounds as `dns::tcp` takes them.
-    pub fn tcp_limits(&self) -> crate::dns::tcp::TcpLimits {
-        crate::dns::tcp::TcpLimits {
-            idle_timeout: std::time::Duration::from_secs(self.tcp_idle_timeout_secs),
-            max_connections: self.tcp_max_connections,
-            max_per_client: self.tcp_max_connections_per_client,
         }
     }
 }
@@ -542,7 +531,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(c.server.tcp_limits().max_connections, 7);
+        assert_eq!(c.server.tcp_max_connections, 7);
         assert_eq!(
             (c.server.rate_limit.slip, c.server.rate_limit.ipv6_prefix),
             (0, 64)

@@ -5,13 +5,11 @@
 //! code works with plain names, addresses and verdicts.
 
 pub mod block;
-pub mod cert;
 pub mod ede;
 pub mod handler;
 pub mod latency;
 mod mmsg;
 pub mod pipeline;
-pub mod ratelimit;
 pub mod server;
 mod tap;
 pub mod tcp;

@@ -65,6 +65,17 @@ pub struct TcpLimits {
     pub max_per_client: usize,
 }
 
+impl TcpLimits {
+    /// The bounds `[server]` sets.
+    pub fn of(server: &crate::config::ServerConfig) -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(server.tcp_idle_timeout_secs),
+            max_connections: server.tcp_max_connections,
+            max_per_client: server.tcp_max_connections_per_client,
+        }
+    }
+}
+
 /// One open connection, as the table sees it.
 struct Conn {
     client: IpAddr,

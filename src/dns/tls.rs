@@ -10,8 +10,8 @@ use anyhow::Context;
 use hickory_server::server::RequestHandler;
 use tokio_util::sync::CancellationToken;
 
-use super::cert::CertStore;
 use super::tcp::{self, TcpLimits};
+use crate::cert::CertStore;
 
 /// Binds each of `listen` and serves DNS over TLS there with `certs`' certificate.
 /// Returns the accept loops and the addresses actually bound.

@@ -37,10 +37,10 @@ use super::ede::Ede;
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::mmsg::{self, Batch};
 use super::pipeline::{Lookup, Outcome, Pipeline, Policy, Screen, Screened, Source};
-use super::ratelimit::{Decision, RateLimiter};
 use super::wire::{self, FastQuery, Reply, TooBig};
 use crate::filter::Verdict;
 use crate::querylog;
+use crate::ratelimit::{Decision, RateLimiter};
 use crate::resolve::cache::{Hit, Key};
 
 /// Receive and reply buffer size: larger queries are not DNS over UDP.
