@@ -5,14 +5,15 @@
 //! Parsing goes raw TOML → typed [`Config`] (serde reports the key and line of a
 //! bad value) → [`Config::validate`] (cross-field checks that serde cannot express).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 pub mod edit;
+mod server;
+
+pub use server::{DEFAULT_LOG, ServerConfig, WebConfig};
 
 use crate::detect::DetectConfig;
 use crate::filter::{GroupConfig, ListConfig};
@@ -48,7 +49,7 @@ pub struct Config {
     /// The query log (stored under `server.data_dir/querylog`).
     pub query_log: QueryLogConfig,
     /// The HTTP API.
-    pub web: crate::web::WebConfig,
+    pub web: WebConfig,
     /// The certificate of the encrypted listeners (`[tls]`).
     pub tls: crate::cert::TlsConfig,
     /// DNS-rebinding protection: private and metadata addresses in public answers.
@@ -59,71 +60,6 @@ pub struct Config {
     pub firewall: crate::guard::nft::FirewallConfig,
     /// dnstap output of every answered query (`[dnstap]`, off without a target).
     pub dnstap: crate::dnstap::DnstapConfig,
-}
-
-/// The default log filter: dnsguard's own lines, and third-party crates' warnings
-/// only. hickory and rustls report an unreachable or untrusted upstream once per
-/// query and connection attempt (half a dozen long lines per query offline);
-/// dnsguard says it once per upstream instead, with the reason. rustls's server
-/// side and message parser say nothing below errors: what a DNS-over-TLS client
-/// sends (an IP address as SNI, as kdig does) would be a warning per connection.
-pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,\
-hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
-
-/// `[server]`: where dnsguard listens and which clients it answers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Addresses to listen on, UDP and TCP each (IPv4 and IPv6 alike).
-    pub listen: Vec<SocketAddr>,
-    /// Addresses to serve DNS over TLS on (RFC 7858; port 853 in production).
-    /// Empty: no DNS over TLS.
-    pub tls_listen: Vec<SocketAddr>,
-    /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
-    /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
-    pub allow_clients: Vec<IpNet>,
-    /// A TCP connection that sends no complete query for this long is closed
-    /// (slowloris guard; trickling one byte at a time does not keep it open).
-    pub tcp_idle_timeout_secs: u64,
-    /// TCP connections open at once; beyond it the longest-idle one is closed.
-    pub tcp_max_connections: usize,
-    /// TCP connections open at once from one client address; beyond it that
-    /// client's longest-idle connection is closed.
-    pub tcp_max_connections_per_client: usize,
-    /// Per-client response-rate limiting (`[server.rate_limit]`).
-    pub rate_limit: crate::ratelimit::RateLimitConfig,
-    /// Where dnsguard keeps its state (downloaded lists, query log).
-    pub data_dir: PathBuf,
-    /// Default log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
-    pub log: String,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
-            tls_listen: Vec::new(),
-            allow_clients: [
-                "127.0.0.0/8",
-                "::1/128",
-                "10.0.0.0/8",
-                "172.16.0.0/12",
-                "192.168.0.0/16",
-                "169.254.0.0/16",
-                "fc00::/7",
-                "fe80::/10",
-            ]
-            .iter()
-            .filter_map(|n| n.parse().ok())
-            .collect(),
-            tcp_idle_timeout_secs: 10,
-            tcp_max_connections: 512,
-            tcp_max_connections_per_client: 32,
-            rate_limit: crate::ratelimit::RateLimitConfig::default(),
-            data_dir: PathBuf::from("dnsguard-data"),
-            log: DEFAULT_LOG.into(),
-        }
-    }
 }
 
 /// A configuration that could not be used; the message names the key and, where known, the line.
