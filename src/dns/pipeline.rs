@@ -100,7 +100,7 @@ pub struct Reply {
 pub struct Policy {
     /// The compiled lists and groups.
     pub filter: Filter,
-    tunnel_actions: Vec<detect::Action>,
+    tunnel_actions: Vec<detect::TunnelAction>,
     group_labels: Vec<Arc<str>>,
     /// Per group, the log's list labels of its own allow and deny entries.
     group_rule_labels: Vec<[Arc<str>; 2]>,
@@ -159,7 +159,7 @@ impl Policy {
         }
     }
 
-    fn tunnel_action(&self, g: GroupId) -> detect::Action {
+    fn tunnel_action(&self, g: GroupId) -> detect::TunnelAction {
         self.tunnel_actions
             .get(usize::from(g.0))
             .copied()

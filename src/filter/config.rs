@@ -136,7 +136,7 @@ pub struct GroupConfig {
     pub block_ttl: u32,
     /// What a DNS-tunnel flag does for this group (`log`, `block`, `quarantine`);
     /// unset means `[detect] action`.
-    pub tunnel_action: Option<crate::detect::Action>,
+    pub tunnel_action: Option<crate::detect::TunnelAction>,
 }
 
 impl Default for GroupConfig {
