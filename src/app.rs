@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::dns::pipeline::{Pipeline, Policy};
 use crate::dns::server::DnsServer;
-use crate::lists::{Lists, Source};
+use crate::lists::{ListSource, Lists};
 use crate::live::{Live, compile_filter};
 use crate::querylog::QueryLog;
 
@@ -137,7 +137,7 @@ async fn update_lists_periodically(live: Arc<Live>) {
         let has_urls = current
             .lists
             .iter()
-            .any(|l| l.enabled && matches!(Source::of(&l.source), Source::Url(_)));
+            .any(|l| l.enabled && matches!(ListSource::of(&l.source), ListSource::Url(_)));
         if has_urls && let Err(e) = live.update_lists(None).await {
             tracing::error!(error = %format!("{e:#}"), "cannot compile the updated lists; keeping the old filter")
         }

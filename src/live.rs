@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::dns::pipeline::{Pipeline, Policy};
 use crate::filter::{Filter, ListText};
-use crate::lists::{ListError, Lists, Source, Text, Updated};
+use crate::lists::{ListError, ListSource, Lists, Text, Updated};
 
 /// Reads every enabled list and compiles the filter (on a blocking thread: a
 /// million-name list takes a second of CPU).
@@ -121,7 +121,7 @@ impl Live {
             let r = self.lists.update(list).await;
             changed |= match &r {
                 Ok(Updated::New { .. }) => true,
-                Ok(Updated::Local) => matches!(Source::of(&list.source), Source::File(_)),
+                Ok(Updated::Local) => matches!(ListSource::of(&list.source), ListSource::File(_)),
                 Ok(Updated::NotModified) | Err(_) => self.lists.unapplied(list),
             };
             results.push((list.name.clone(), r));

@@ -17,7 +17,7 @@ pub use server::{DEFAULT_LOG, ServerConfig, WebConfig};
 
 use crate::detect::DetectConfig;
 use crate::filter::{GroupConfig, ListConfig};
-use crate::lists::{Source, UpdateConfig};
+use crate::lists::{ListSource, UpdateConfig};
 use crate::querylog::QueryLogConfig;
 use crate::resolve::cache::CacheConfig;
 use crate::resolve::local::LocalConfig;
@@ -177,7 +177,7 @@ impl Config {
         self.local.hosts_files.iter_mut().for_each(fix);
         self.list_updates.allowed_dirs.iter_mut().for_each(fix);
         for list in &mut self.lists {
-            if let Source::File(p) = Source::of(&list.source)
+            if let ListSource::File(p) = ListSource::of(&list.source)
                 && p.is_relative()
             {
                 list.source = base.join(p).display().to_string();
@@ -260,9 +260,9 @@ impl Config {
         }
         for (i, list) in self.lists.iter().enumerate() {
             let key = format!("lists[{i}] ({:?})", list.name);
-            match Source::of(&list.source) {
+            match ListSource::of(&list.source) {
                 _ if list.source.is_empty() => bad(&key, "source is empty".into()),
-                Source::Builtin(name) if crate::lists::builtin(name).is_none() => {
+                ListSource::Builtin(name) if crate::lists::builtin(name).is_none() => {
                     let known: Vec<_> = crate::lists::BUILTIN.iter().map(|(n, _)| *n).collect();
                     bad(&key, format!("unknown builtin:{name}; known: {known:?}"));
                 }
