@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dnsguard::querylog::{
-    Entry, Filter, Order, OutputFormat, QueryLog, QueryLogConfig, Source, Verdict, VerdictFilter,
+    Criteria, Entry, Order, OutputFormat, QueryLog, QueryLogConfig, Source, Verdict, VerdictFilter,
     now_ms, write_entries,
 };
 
@@ -227,12 +227,12 @@ fn main() {
 
     // 4. First page of `--since 7d --blocked`.
     for order in [Order::NewestFirst, Order::OldestFirst] {
-        let f = Filter {
+        let f = Criteria {
             since_ms: Some(now - span),
             verdict: VerdictFilter::Blocked,
             limit: Some(50),
             order,
-            ..Filter::default()
+            ..Criteria::default()
         };
         let t = Instant::now();
         let page: Vec<Entry> = log.query(&f).map(Result::unwrap).collect();
@@ -243,11 +243,11 @@ fn main() {
         );
     }
     // Rare filter: a client/domain combination (scans more).
-    let f = Filter {
+    let f = Criteria {
         since_ms: Some(now - span),
         domain: Some(dnsguard::querylog::DomainPattern::new(".example7.com")),
         limit: Some(50),
-        ..Filter::default()
+        ..Criteria::default()
     }
     .with_client("192.168.1.10")
     .unwrap();
@@ -259,9 +259,9 @@ fn main() {
     );
 
     // 5. Full export.
-    let all = Filter {
+    let all = Criteria {
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     let t = Instant::now();
     let rows = log.query(&all).filter(|r| r.is_ok()).count();

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::querylog::{self, Filter, Order, QueryLog, QueryLogError, Source, Verdict};
+use crate::querylog::{self, Criteria, Order, QueryLog, QueryLogError, Source, Verdict};
 
 /// What to learn: group and period (`since`/`until` as in the query log).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -107,11 +107,11 @@ pub fn learn(
     now_ms: u64,
 ) -> Result<Learned, QueryLogError> {
     let (since, until) = req.resolve(now_ms)?;
-    let filter = Filter {
+    let filter = Criteria {
         since_ms: Some(since),
         until_ms: Some(until),
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     let mut by_domain: HashMap<String, (Proposal, HashSet<IpAddr>)> = HashMap::new();
     for e in log.query(&filter) {

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::Categories;
-use crate::querylog::{self, Entry, Filter, Order, QueryLog, QueryLogError, Source, Verdict};
+use crate::querylog::{self, Criteria, Entry, Order, QueryLog, QueryLogError, Source, Verdict};
 
 /// Most (client, domain) pairs remembered while computing new domains.
 const MAX_PAIRS: usize = 2_000_000;
@@ -131,10 +131,10 @@ pub fn report(
     };
     // Pairs known before the period.
     let mut known: HashSet<(IpAddr, String)> = HashSet::new();
-    let before = Filter {
+    let before = Criteria {
         until_ms: Some(since),
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     for e in log.query(&before) {
         let e = e?;
@@ -142,11 +142,11 @@ pub fn report(
             known.insert((e.client, super::registrable(&e.name).to_owned()));
         }
     }
-    let period = Filter {
+    let period = Criteria {
         since_ms: Some(since),
         until_ms: Some(until),
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     let mut r = Report {
         since_ms: since,

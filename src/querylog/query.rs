@@ -1,4 +1,4 @@
-//! Reading entries back: [`Filter`], the streaming [`EntryIter`] and the
+//! Reading entries back: [`Criteria`], the streaming [`EntryIter`] and the
 //! [`Cursor`] used by `--follow`.
 //!
 //! The iterator walks the sled key range of the requested time span block by
@@ -91,7 +91,7 @@ impl DomainPattern {
 
 /// What to read. All conditions must hold.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub struct Criteria {
     /// Entries at or after this time (unix ms).
     pub since_ms: Option<u64>,
     /// Entries strictly before this time (unix ms).
@@ -110,10 +110,10 @@ pub struct Filter {
     pub order: Order,
 }
 
-impl Filter {
+impl Criteria {
     /// Set the client filter from an address (`10.0.0.1`) or a CIDR
     /// (`10.0.0.0/24`).
-    pub fn with_client(mut self, s: &str) -> Result<Filter, QueryLogError> {
+    pub fn with_client(mut self, s: &str) -> Result<Criteria, QueryLogError> {
         let net = match s.parse::<IpNet>() {
             Ok(n) => n,
             Err(_) => match s.parse::<IpAddr>() {
@@ -214,7 +214,7 @@ impl FromStr for Cursor {
 /// that cannot be read or decoded; iteration continues after it.
 pub struct EntryIter {
     blocks: KvIter,
-    filter: Filter,
+    filter: Criteria,
     buf: Vec<Entry>,
     /// Next position in `buf` (forward) or count left (reverse).
     pos: usize,
@@ -225,7 +225,7 @@ pub struct EntryIter {
 }
 
 impl EntryIter {
-    pub(crate) fn new(blocks: KvIter, filter: Filter, after: Option<Cursor>) -> EntryIter {
+    pub(crate) fn new(blocks: KvIter, filter: Criteria, after: Option<Cursor>) -> EntryIter {
         EntryIter {
             blocks,
             remaining: filter.limit,
@@ -239,7 +239,7 @@ impl EntryIter {
     }
 
     pub(crate) fn empty() -> EntryIter {
-        EntryIter::new(Box::new(std::iter::empty()), Filter::default(), None)
+        EntryIter::new(Box::new(std::iter::empty()), Criteria::default(), None)
     }
 
     /// Position after the last entry examined (matching or not); pass it

@@ -52,7 +52,7 @@ fn cfg() -> QueryLogConfig {
     QueryLogConfig::default()
 }
 
-fn all(log: &QueryLog, f: &Filter) -> Vec<Entry> {
+fn all(log: &QueryLog, f: &Criteria) -> Vec<Entry> {
     log.query(f).collect::<Result<Vec<_>, _>>().unwrap()
 }
 
@@ -214,13 +214,13 @@ fn round_trip_order_and_reopen() {
         assert_eq!(log.dropped(), 0);
         let got = all(
             &log,
-            &Filter {
+            &Criteria {
                 order: Order::OldestFirst,
-                ..Filter::default()
+                ..Criteria::default()
             },
         );
         assert_eq!(got, input);
-        let mut newest = all(&log, &Filter::default());
+        let mut newest = all(&log, &Criteria::default());
         newest.reverse();
         assert_eq!(newest, input);
         log.shutdown();
@@ -233,9 +233,9 @@ fn round_trip_order_and_reopen() {
     log.flush().unwrap();
     let got = all(
         &log,
-        &Filter {
+        &Criteria {
             order: Order::OldestFirst,
-            ..Filter::default()
+            ..Criteria::default()
         },
     );
     assert_eq!(got.len(), 5001);
@@ -283,46 +283,46 @@ fn every_filter() {
         log.record(e.clone());
     }
     log.flush().unwrap();
-    let q = |f: Filter| {
+    let q = |f: Criteria| {
         names(&all(
             &log,
-            &Filter {
+            &Criteria {
                 order: Order::OldestFirst,
                 ..f
             },
         ))
     };
-    assert_eq!(q(Filter::default()).len(), 5);
+    assert_eq!(q(Criteria::default()).len(), 5);
     // since / until (inclusive / exclusive), across minute boundaries.
-    let f = Filter {
+    let f = Criteria {
         since_ms: Some(t + 1_000),
         until_ms: Some(t + 120_000),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f), ["a.example.com", "badexample.com"]);
-    let f = Filter {
+    let f = Criteria {
         since_ms: Some(t + 120_001),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f), ["Example.COM.evil.net"]);
     // client address and CIDR
     assert_eq!(
-        q(Filter::default().with_client("10.0.0.1").unwrap()),
+        q(Criteria::default().with_client("10.0.0.1").unwrap()),
         ["example.com", "Example.COM.evil.net"]
     );
     assert_eq!(
-        q(Filter::default().with_client("10.0.0.0/24").unwrap()).len(),
+        q(Criteria::default().with_client("10.0.0.0/24").unwrap()).len(),
         3
     );
     assert_eq!(
-        q(Filter::default().with_client("2001:db8::/32").unwrap()),
+        q(Criteria::default().with_client("2001:db8::/32").unwrap()),
         ["x.tunnel.net"]
     );
-    assert!(Filter::default().with_client("10.0.0.300").is_err());
+    assert!(Criteria::default().with_client("10.0.0.300").is_err());
     // domain: suffix with leading dot, otherwise substring (case-insensitive)
-    let d = |p: &str| Filter {
+    let d = |p: &str| Criteria {
         domain: Some(DomainPattern::new(p)),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(d(".example.com")), ["example.com", "a.example.com"]);
     assert_eq!(q(d(".EXAMPLE.com.")), ["example.com", "a.example.com"]);
@@ -337,9 +337,9 @@ fn every_filter() {
     );
     assert_eq!(q(d("tunnel")), ["x.tunnel.net"]);
     // verdicts and flagged
-    let v = |vf: VerdictFilter| Filter {
+    let v = |vf: VerdictFilter| Criteria {
         verdict: vf,
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(
         q(v(VerdictFilter::Blocked)),
@@ -350,15 +350,15 @@ fn every_filter() {
         ["example.com", "badexample.com", "x.tunnel.net"]
     );
     assert_eq!(q(v(VerdictFilter::Allowlisted)), ["badexample.com"]);
-    let f = Filter {
+    let f = Criteria {
         flagged_only: true,
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f), ["x.tunnel.net", "Example.COM.evil.net"]);
     // limit, both orders
-    let f = Filter {
+    let f = Criteria {
         limit: Some(2),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f.clone()), ["example.com", "a.example.com"]);
     assert_eq!(
@@ -366,11 +366,11 @@ fn every_filter() {
         ["Example.COM.evil.net", "x.tunnel.net"]
     );
     // combined
-    let f = Filter {
+    let f = Criteria {
         verdict: VerdictFilter::Blocked,
         flagged_only: true,
         domain: Some(DomainPattern::new("evil")),
-        ..Filter::default()
+        ..Criteria::default()
     }
     .with_client("10.0.0.0/8")
     .unwrap();
@@ -387,7 +387,7 @@ fn follow_with_cursor() {
     let mut cur = log.end_cursor().unwrap();
     assert_eq!(cur.to_string().parse::<Cursor>().unwrap(), cur);
     // Nothing new yet.
-    let mut it = log.query_after(cur, &Filter::default());
+    let mut it = log.query_after(cur, &Criteria::default());
     assert!(it.next().is_none());
     cur = it.cursor();
     // New entries appended to the same (still open) block and a new minute.
@@ -395,7 +395,7 @@ fn follow_with_cursor() {
     log.record(entry(t + 2, "10.0.0.2", "two"));
     log.record(entry(minute_of(t) + MINUTE_MS + 5, "10.0.0.1", "three"));
     log.flush().unwrap();
-    let f = Filter::default().with_client("10.0.0.1").unwrap();
+    let f = Criteria::default().with_client("10.0.0.1").unwrap();
     let mut it = log.query_after(cur, &f);
     let got: Vec<Entry> = it.by_ref().map(Result::unwrap).collect();
     assert_eq!(names(&got), ["one", "three"]);
@@ -505,9 +505,9 @@ fn retention_prunes_old_entries_and_aggregates() {
     assert_eq!(log.stats(0, now + 1, 10).unwrap().total, 4);
     let deleted = log.prune_now(now).unwrap();
     assert!(deleted >= 4, "deleted {deleted}");
-    let f = Filter {
+    let f = Criteria {
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(names(&all(&log, &f)), ["recent.example", "now.example"]);
     let s = log.stats(0, now + 1, 10).unwrap();
@@ -551,9 +551,9 @@ fn privacy_levels() {
         log.flush().unwrap();
         let got = all(
             &log,
-            &Filter {
+            &Criteria {
                 order: Order::OldestFirst,
-                ..Filter::default()
+                ..Criteria::default()
             },
         );
         let s = log.stats(t, t + 1000, 10).unwrap();
@@ -666,7 +666,7 @@ fn full_channel_drops_and_counts_without_blocking() {
     release_tx.send(()).unwrap();
     log.flush().unwrap();
     assert_eq!(log.written(), 5);
-    assert_eq!(all(&log, &Filter::default()).len(), 5);
+    assert_eq!(all(&log, &Criteria::default()).len(), 5);
     log.shutdown();
     log.record(entry(t, "10.0.0.1", "after shutdown"));
     assert_eq!(log.dropped(), 11);
@@ -697,7 +697,7 @@ fn write_errors_are_counted_and_retried() {
     log.record(entry(t + 100, "10.0.0.1", "after-recovery"));
     log.flush().unwrap();
     assert_eq!(log.written(), 11);
-    assert_eq!(all(&log, &Filter::default()).len(), 11);
+    assert_eq!(all(&log, &Criteria::default()).len(), 11);
     assert_eq!(log.stats(t, t + 1000, 5).unwrap().total, 11);
 }
 
@@ -741,7 +741,7 @@ fn disabled_log_is_a_no_op() {
     .unwrap();
     log.record(entry(base(), "10.0.0.1", "x"));
     log.flush().unwrap();
-    assert_eq!(log.query(&Filter::default()).count(), 0);
+    assert_eq!(log.query(&Criteria::default()).count(), 0);
     assert_eq!(log.stats(0, u64::MAX, 5).unwrap().total, 0);
     assert!(!dir.path().join("never").exists());
 }
@@ -882,9 +882,9 @@ fn check_after_crash(dir: &Path, sent: u64) -> u64 {
         "replayed segments are deleted"
     );
     let got: Vec<Entry> = log
-        .query(&Filter {
+        .query(&Criteria {
             order: Order::OldestFirst,
-            ..Filter::default()
+            ..Criteria::default()
         })
         .map(Result::unwrap)
         .collect();
@@ -903,7 +903,7 @@ fn check_after_crash(dir: &Path, sent: u64) -> u64 {
     drop(log);
     // A second open replays nothing more.
     let log = QueryLog::open(dir, cfg()).unwrap();
-    assert_eq!(log.query(&Filter::default()).count() as u64, k);
+    assert_eq!(log.query(&Criteria::default()).count() as u64, k);
     assert_eq!(log.stats(0, u64::MAX, 1).unwrap().total, k);
     k
 }
@@ -1040,9 +1040,9 @@ fn replay_applies_new_records_once_and_ignores_torn_tails() {
     assert!(wal::list_segments(dir.path()).unwrap().is_empty());
     let got = names(&all(
         &log,
-        &Filter {
+        &Criteria {
             order: Order::OldestFirst,
-            ..Filter::default()
+            ..Criteria::default()
         },
     ));
     let mut want: Vec<String> = (0..10).map(|i| format!("old{i}")).collect();
@@ -1060,7 +1060,7 @@ fn replay_applies_new_records_once_and_ignores_torn_tails() {
     );
     drop(log);
     let log = QueryLog::open(dir.path(), cfg()).unwrap();
-    assert_eq!(log.query(&Filter::default()).count(), 13);
+    assert_eq!(log.query(&Criteria::default()).count(), 13);
 }
 
 #[test]
@@ -1303,9 +1303,9 @@ fn fsize_child() {
     // The writer reopens the store (with back-off) and writes again.
     // (The backlog of "x" entries alone can move `written`; what counts is that
     // entries recorded after the limit was lifted are stored.)
-    let f = Filter {
+    let f = Criteria {
         domain: Some(DomainPattern::new("after")),
-        ..Filter::default()
+        ..Criteria::default()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
