@@ -10,11 +10,11 @@ pub mod cache;
 mod config;
 pub mod forward;
 pub mod local;
+pub mod plain;
 pub mod recursive;
 pub mod router;
 pub mod spec;
 pub mod special;
-pub mod udp;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Record, RecordType};
