@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dnsguard::querylog::{
-    Criteria, Entry, Order, OutputFormat, QueryLog, QueryLogConfig, Source, Verdict, VerdictFilter,
+    Criteria, Entry, Order, Origin, OutputFormat, QueryLog, QueryLogConfig, Ruling, RulingFilter,
     now_ms, write_entries,
 };
 
@@ -81,9 +81,9 @@ impl Gen {
             name: self.names[di].clone(),
             qtype: [1, 1, 28, 65][((r >> 40) % 4) as usize],
             verdict: if blocked {
-                Verdict::Blocked
+                Ruling::Blocked
             } else {
-                Verdict::Allowed
+                Ruling::Allowed
             },
             flagged,
             rule: if blocked {
@@ -103,11 +103,11 @@ impl Gen {
                 self.answers[di].clone()
             },
             source: if blocked {
-                Source::Blocked
+                Origin::Blocked
             } else if cached {
-                Source::Cache
+                Origin::Cache
             } else {
-                Source::Upstream(self.upstreams[((r >> 44) & 1) as usize].clone())
+                Origin::Upstream(self.upstreams[((r >> 44) & 1) as usize].clone())
             },
             latency_us: if cached || blocked {
                 (r >> 48) as u32 % 200
@@ -229,7 +229,7 @@ fn main() {
     for order in [Order::NewestFirst, Order::OldestFirst] {
         let f = Criteria {
             since_ms: Some(now - span),
-            verdict: VerdictFilter::Blocked,
+            verdict: RulingFilter::Blocked,
             limit: Some(50),
             order,
             ..Criteria::default()

@@ -640,20 +640,20 @@ impl Pipeline {
         e.latency_us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
         let source = outcome.source;
         e.source = match source {
-            Source::Refused => querylog::Source::Refused,
-            Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Source::Blocked,
-            Source::Local => querylog::Source::Local,
-            Source::Cache => querylog::Source::Cache,
-            Source::Stale => querylog::Source::Stale,
-            Source::Upstream(label) => querylog::Source::Upstream(label.clone()),
-            Source::Failed(..) => querylog::Source::Failed,
+            Source::Refused => querylog::Origin::Refused,
+            Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Origin::Blocked,
+            Source::Local => querylog::Origin::Local,
+            Source::Cache => querylog::Origin::Cache,
+            Source::Stale => querylog::Origin::Stale,
+            Source::Upstream(label) => querylog::Origin::Upstream(label.clone()),
+            Source::Failed(..) => querylog::Origin::Failed,
         };
         if let Some(v) = outcome.verdict {
             e.group = policy.group_label(v.group);
             e.verdict = match (*source == Source::Blocked, v.action) {
-                (true, _) => querylog::Verdict::Blocked,
-                (false, Action::Allow) => querylog::Verdict::Allowlisted,
-                _ => querylog::Verdict::Allowed,
+                (true, _) => querylog::Ruling::Blocked,
+                (false, Action::Allow) => querylog::Ruling::Allowlisted,
+                _ => querylog::Ruling::Allowed,
             };
             if *source == Source::Blocked || v.action == Action::Allow {
                 (e.list, e.rule) = policy.rule_labels(v);
@@ -672,16 +672,16 @@ impl Pipeline {
                 e.tunnel = Some(Box::new(score.reasons));
                 e.rule = querylog::entry::empty_str();
                 if *source == Source::Tunnel {
-                    e.verdict = querylog::Verdict::Blocked;
+                    e.verdict = querylog::Ruling::Blocked;
                 }
             }
         }
         if *source == Source::Refused {
             // A client outside `allow_clients` got nothing: never an "allowed" query.
-            e.verdict = querylog::Verdict::Blocked;
+            e.verdict = querylog::Ruling::Blocked;
         }
         if let Source::Rebinding(ip) = source {
-            e.verdict = querylog::Verdict::Blocked;
+            e.verdict = querylog::Ruling::Blocked;
             e.rule = Arc::from(format!("rebinding: answer {ip} is private"));
         }
         if let Some(summary) = &outcome.summary {
@@ -771,9 +771,9 @@ fn early_reply(screen: Screen, block: impl FnOnce(()) -> Answer) -> Reply {
 fn record_metrics(e: &Entry, source: &Source, elapsed: std::time::Duration) {
     let m = MetricHandles::get();
     let verdict = match e.verdict {
-        querylog::Verdict::Allowed => 0,
-        querylog::Verdict::Blocked => 1,
-        querylog::Verdict::Allowlisted => 2,
+        querylog::Ruling::Allowed => 0,
+        querylog::Ruling::Blocked => 1,
+        querylog::Ruling::Allowlisted => 2,
     };
     m.queries[verdict][qtype_index(e.qtype)].increment(1);
     super::latency::record(elapsed);
@@ -858,9 +858,9 @@ impl MetricHandles {
         static HANDLES: std::sync::OnceLock<MetricHandles> = std::sync::OnceLock::new();
         HANDLES.get_or_init(|| {
             let verdicts = [
-                querylog::Verdict::Allowed,
-                querylog::Verdict::Blocked,
-                querylog::Verdict::Allowlisted,
+                querylog::Ruling::Allowed,
+                querylog::Ruling::Blocked,
+                querylog::Ruling::Allowlisted,
             ];
             MetricHandles {
                 queries: verdicts.map(|v| {

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::querylog::{self, Criteria, Order, QueryLog, QueryLogError, Source, Verdict};
+use crate::querylog::{self, Criteria, Order, Origin, QueryLog, QueryLogError, Ruling};
 
 /// What to learn: group and period (`since`/`until` as in the query log).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -117,8 +117,8 @@ pub fn learn(
     for e in log.query(&filter) {
         let e = e?;
         if *e.group != *req.group
-            || e.verdict == Verdict::Blocked
-            || matches!(e.source, Source::Refused | Source::Blocked)
+            || e.verdict == Ruling::Blocked
+            || matches!(e.source, Origin::Refused | Origin::Blocked)
             || e.name.is_empty()
             || *e.name == *"hidden"
         {
@@ -137,7 +137,7 @@ pub fn learn(
             )
         });
         p.queries += 1;
-        p.allowlisted += u64::from(e.verdict == Verdict::Allowlisted);
+        p.allowlisted += u64::from(e.verdict == Ruling::Allowlisted);
         p.flagged += u64::from(e.flagged);
         p.first_ms = p.first_ms.min(e.time_ms);
         p.last_ms = p.last_ms.max(e.time_ms);

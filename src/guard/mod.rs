@@ -252,7 +252,7 @@ impl Guard {
     /// without blocking. No allocation.
     pub fn observe(&self, e: &Entry, addrs: impl Iterator<Item = (IpAddr, u32)>) {
         let rules = self.rules.load();
-        let blocked = e.verdict == querylog::Verdict::Blocked;
+        let blocked = e.verdict == querylog::Ruling::Blocked;
         let mut why = 0;
         if e.flagged {
             why |= why::TUNNEL;
@@ -264,16 +264,16 @@ impl Guard {
                 _ => {}
             }
         }
-        if e.source == querylog::Source::Local && rules.categories.is_canary(&e.name) {
+        if e.source == querylog::Origin::Local && rules.categories.is_canary(&e.name) {
             why |= why::BYPASS;
         }
         let resolved = !blocked
             && matches!(
                 e.source,
-                querylog::Source::Upstream(_)
-                    | querylog::Source::Cache
-                    | querylog::Source::Stale
-                    | querylog::Source::Local
+                querylog::Origin::Upstream(_)
+                    | querylog::Origin::Cache
+                    | querylog::Origin::Stale
+                    | querylog::Origin::Local
             );
         let mut out = [(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0); MAX_ADDRS];
         let mut n = 0;

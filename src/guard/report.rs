@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::Categories;
-use crate::querylog::{self, Criteria, Entry, Order, QueryLog, QueryLogError, Source, Verdict};
+use crate::querylog::{self, Criteria, Entry, Order, Origin, QueryLog, QueryLogError, Ruling};
 
 /// Most (client, domain) pairs remembered while computing new domains.
 const MAX_PAIRS: usize = 2_000_000;
@@ -127,7 +127,7 @@ pub fn report(
     top: usize,
 ) -> Result<Report, QueryLogError> {
     let answered = |e: &Entry| {
-        e.verdict != Verdict::Blocked && !matches!(e.source, Source::Refused | Source::Blocked)
+        e.verdict != Ruling::Blocked && !matches!(e.source, Origin::Refused | Origin::Blocked)
     };
     // Pairs known before the period.
     let mut known: HashSet<(IpAddr, String)> = HashSet::new();
@@ -162,7 +162,7 @@ pub fn report(
     for e in log.query(&period) {
         let e = e?;
         r.queries += 1;
-        let blocked = e.verdict == Verdict::Blocked;
+        let blocked = e.verdict == Ruling::Blocked;
         let c = clients.entry(e.client).or_insert_with(|| ClientLine {
             client: e.client.to_string(),
             ..ClientLine::default()

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use super::QueryLogError;
 use super::codec::{BlockKey, MINUTE_MS, decode_block_into, decode_key, minute_of};
-use super::entry::{Entry, Verdict};
+use super::entry::{Entry, Ruling};
 use super::store::KvIter;
 
 /// Iteration order.
@@ -32,7 +32,7 @@ pub enum Order {
 
 /// Which verdicts to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VerdictFilter {
+pub enum RulingFilter {
     /// Every verdict.
     #[default]
     Any,
@@ -101,7 +101,7 @@ pub struct Criteria {
     /// Query-name pattern.
     pub domain: Option<DomainPattern>,
     /// Verdicts to keep.
-    pub verdict: VerdictFilter,
+    pub verdict: RulingFilter,
     /// Only tunnel-flagged entries.
     pub flagged_only: bool,
     /// Stop after this many matching entries.
@@ -138,10 +138,10 @@ impl Criteria {
             return false;
         }
         let ok = match self.verdict {
-            VerdictFilter::Any => true,
-            VerdictFilter::Blocked => e.verdict == Verdict::Blocked,
-            VerdictFilter::Allowed => e.verdict != Verdict::Blocked,
-            VerdictFilter::Allowlisted => e.verdict == Verdict::Allowlisted,
+            RulingFilter::Any => true,
+            RulingFilter::Blocked => e.verdict == Ruling::Blocked,
+            RulingFilter::Allowed => e.verdict != Ruling::Blocked,
+            RulingFilter::Allowlisted => e.verdict == Ruling::Allowlisted,
         };
         if !ok || (self.flagged_only && !e.flagged) {
             return false;

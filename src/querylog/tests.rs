@@ -34,13 +34,13 @@ fn full_entry(t: u64) -> Entry {
         client: ip("2001:db8::7"),
         name: Arc::from("tracker.ads.example.com"),
         qtype: 28,
-        verdict: Verdict::Blocked,
+        verdict: Ruling::Blocked,
         flagged: true,
         rule: Arc::from("||ads.example.com^"),
         list: Arc::from("easylist"),
         rcode: 3,
         answer: Arc::from("0.0.0.0,cname.example.net"),
-        source: Source::Upstream(Arc::from("quad9")),
+        source: Origin::Upstream(Arc::from("quad9")),
         latency_us: 12345,
         tunnel_score: 0.75,
         group: Arc::from("kids"),
@@ -66,8 +66,8 @@ fn names(v: &[Entry]) -> Vec<String> {
 fn codec_round_trip() {
     let t = base() + 1234;
     let mut entries = vec![full_entry(t), entry(t + 10, "10.0.0.1", "example.com")];
-    entries[1].source = Source::Stale;
-    entries[1].verdict = Verdict::Allowlisted;
+    entries[1].source = Origin::Stale;
+    entries[1].verdict = Ruling::Allowlisted;
     entries.push(full_entry(minute_of(t) + 59_999));
     let key = BlockKey {
         minute_ms: minute_of(t),
@@ -77,13 +77,13 @@ fn codec_round_trip() {
     assert_eq!(decode_block(&bytes).unwrap(), entries);
     assert_eq!(decode_key(&key.encode()).unwrap(), key);
     for src in [
-        Source::Cache,
-        Source::Local,
-        Source::Stale,
-        Source::Blocked,
-        Source::Refused,
-        Source::Failed,
-        Source::Upstream(Arc::from("cloudflare")),
+        Origin::Cache,
+        Origin::Local,
+        Origin::Stale,
+        Origin::Blocked,
+        Origin::Refused,
+        Origin::Failed,
+        Origin::Upstream(Arc::from("cloudflare")),
     ] {
         let mut e = full_entry(t);
         e.source = src;
@@ -248,34 +248,34 @@ fn every_filter() {
     let dir = tempfile::tempdir().unwrap();
     let log = QueryLog::open(dir.path(), cfg()).unwrap();
     let t = base();
-    let mk = |dt: u64, c: &str, n: &str, v: Verdict, flagged: bool| {
+    let mk = |dt: u64, c: &str, n: &str, v: Ruling, flagged: bool| {
         let mut e = entry(t + dt, c, n);
         e.verdict = v;
         e.flagged = flagged;
         e
     };
     let data = vec![
-        mk(0, "10.0.0.1", "example.com", Verdict::Allowed, false),
-        mk(1_000, "10.0.0.2", "a.example.com", Verdict::Blocked, false),
+        mk(0, "10.0.0.1", "example.com", Ruling::Allowed, false),
+        mk(1_000, "10.0.0.2", "a.example.com", Ruling::Blocked, false),
         mk(
             61_000,
             "10.0.1.1",
             "badexample.com",
-            Verdict::Allowlisted,
+            Ruling::Allowlisted,
             false,
         ),
         mk(
             120_000,
             "2001:db8::1",
             "x.tunnel.net",
-            Verdict::Allowed,
+            Ruling::Allowed,
             true,
         ),
         mk(
             200_000,
             "10.0.0.1",
             "Example.COM.evil.net",
-            Verdict::Blocked,
+            Ruling::Blocked,
             true,
         ),
     ];
@@ -337,19 +337,19 @@ fn every_filter() {
     );
     assert_eq!(q(d("tunnel")), ["x.tunnel.net"]);
     // verdicts and flagged
-    let v = |vf: VerdictFilter| Criteria {
+    let v = |vf: RulingFilter| Criteria {
         verdict: vf,
         ..Criteria::default()
     };
     assert_eq!(
-        q(v(VerdictFilter::Blocked)),
+        q(v(RulingFilter::Blocked)),
         ["a.example.com", "Example.COM.evil.net"]
     );
     assert_eq!(
-        q(v(VerdictFilter::Allowed)),
+        q(v(RulingFilter::Allowed)),
         ["example.com", "badexample.com", "x.tunnel.net"]
     );
-    assert_eq!(q(v(VerdictFilter::Allowlisted)), ["badexample.com"]);
+    assert_eq!(q(v(RulingFilter::Allowlisted)), ["badexample.com"]);
     let f = Criteria {
         flagged_only: true,
         ..Criteria::default()
@@ -367,7 +367,7 @@ fn every_filter() {
     );
     // combined
     let f = Criteria {
-        verdict: VerdictFilter::Blocked,
+        verdict: RulingFilter::Blocked,
         flagged_only: true,
         domain: Some(DomainPattern::new("evil")),
         ..Criteria::default()
@@ -428,7 +428,7 @@ fn stats_from_aggregates_survive_reopen() {
                 },
             );
             if i.is_multiple_of(5) {
-                e.verdict = Verdict::Blocked;
+                e.verdict = Ruling::Blocked;
                 e.name = Arc::from("ads.com");
             }
             e.flagged = i.is_multiple_of(10);
@@ -1355,7 +1355,7 @@ fn series_buckets_minute_aggregates() {
         log.record(entry(t + ms, "10.0.0.1", "a.com"));
     }
     let mut b = entry(t + 6 * 60_000, "10.0.0.1", "ads.com");
-    b.verdict = Verdict::Blocked;
+    b.verdict = Ruling::Blocked;
     log.record(b);
     log.record(entry(t + 6 * 60_000 + 5, "10.0.0.1", "a.com"));
     log.flush().unwrap();
