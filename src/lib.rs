@@ -11,9 +11,14 @@
 //! (CNAME cloaking, [`rebinding`], answer rules) → the [`querylog`], the egress
 //! [`guard`] and [`dnstap`]. `dnsguard check` runs the same steps without the network
 //! (`Pipeline::check`). [`lists`] supplies list texts (files, builtins,
-//! downloads); [`web`] is the dashboard and API. [`app`] wires the pieces together
-//! from a [`config::Config`]; [`cli`] and [`commands`] are the command line. See
-//! `ARCHITECTURE.md` for the map.
+//! downloads); [`web`] is the dashboard and API, changing the running server
+//! through [`live::Live`] (as SIGHUP does) and the configuration file through
+//! [`config::edit`]. Each module declares its own settings type;
+//! [`config::Config`] aggregates them, loads and validates the file. [`app`] wires
+//! the pieces together; [`cli`] and [`commands`] are the command line. Shared
+//! helpers: [`name`] (domain names), [`netset`], [`channel`], [`datadir`]. No two
+//! top-level modules import each other (CI checks). See `ARCHITECTURE.md` for the
+//! map.
 
 pub mod access;
 pub mod app;
