@@ -22,9 +22,9 @@ use super::codec::{
     hour_of, minute_key, minute_of,
 };
 use super::config::Privacy;
+use super::entry::privacy_apply;
 use super::entry::{Entry, Ruling};
 use super::store::Store;
-use super::writer::privacy_apply;
 
 /// Distinct keys kept per in-memory hourly top map before it is trimmed to
 /// half (keeping the largest counts).

@@ -6,13 +6,14 @@
 //! `Arc` per distinct string of a stored block.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::config::Privacy;
 use crate::detect::Reasons;
 
 /// The filtering decision taken for a query.
@@ -210,5 +211,39 @@ impl Entry {
 impl Default for Entry {
     fn default() -> Self {
         Entry::new(0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), empty_str(), 1)
+    }
+}
+
+/// Apply the privacy level to an entry before it is stored or written to
+/// the WAL (idempotent).
+pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
+    match privacy {
+        Privacy::HideNames => {
+            e.name = hidden_str();
+            e.rule = empty_str();
+            e.tunnel = None;
+            e.answer = empty_str();
+        }
+        Privacy::HideClients => {
+            e.client = match e.client {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            }
+        }
+        // No entry is stored, only anonymous counts: keep nothing
+        // else (this is also what reaches the WAL).
+        Privacy::Nothing => {
+            e.name = hidden_str();
+            e.rule = empty_str();
+            e.tunnel = None;
+            e.answer = empty_str();
+            e.list = empty_str();
+            e.group = empty_str();
+            e.client = match e.client {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            }
+        }
+        Privacy::Everything => {}
     }
 }

@@ -95,7 +95,8 @@ pub use stats::{MAX_SERIES_POINTS, SeriesPoint, Stats, TopItem};
 pub use store::{SledStore, Store, StoreError};
 
 use codec::{FORMAT_VERSION, KEY_VERSION, PREFIX_ENTRY};
-use writer::{Msg, Shared, Writer};
+use wal::{Msg, Shared};
+use writer::Writer;
 
 /// Encoded batches that may wait between the WAL thread and the writer (while
 /// sled stalls); beyond this the WAL thread waits and `record` starts dropping.

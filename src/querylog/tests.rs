@@ -119,7 +119,7 @@ fn tunnel_reasons_are_stored_as_data_and_read_back_as_the_rule() {
     (as_text.rule, as_text.tunnel) = (Arc::from(text), None);
     assert!(bytes.len() + 20 < encode_entry(&as_text).len());
     // Names hidden: the reasons go with the rule.
-    writer::privacy_apply(Privacy::HideNames, &mut e);
+    entry::privacy_apply(Privacy::HideNames, &mut e);
     assert_eq!(e.tunnel, None);
 }
 
