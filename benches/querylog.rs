@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dnsguard::querylog::{
-    Entry, Filter, Order, OutputFormat, QueryLog, QueryLogConfig, Source, Verdict, VerdictFilter,
+    Criteria, Entry, Order, Origin, OutputFormat, QueryLog, QueryLogConfig, Ruling, RulingFilter,
     now_ms, write_entries,
 };
 
@@ -81,9 +81,9 @@ impl Gen {
             name: self.names[di].clone(),
             qtype: [1, 1, 28, 65][((r >> 40) % 4) as usize],
             verdict: if blocked {
-                Verdict::Blocked
+                Ruling::Blocked
             } else {
-                Verdict::Allowed
+                Ruling::Allowed
             },
             flagged,
             rule: if blocked {
@@ -103,11 +103,11 @@ impl Gen {
                 self.answers[di].clone()
             },
             source: if blocked {
-                Source::Blocked
+                Origin::Blocked
             } else if cached {
-                Source::Cache
+                Origin::Cache
             } else {
-                Source::Upstream(self.upstreams[((r >> 44) & 1) as usize].clone())
+                Origin::Upstream(self.upstreams[((r >> 44) & 1) as usize].clone())
             },
             latency_us: if cached || blocked {
                 (r >> 48) as u32 % 200
@@ -228,12 +228,12 @@ fn main() {
 
     // 4. First page of `--since 7d --blocked`.
     for order in [Order::NewestFirst, Order::OldestFirst] {
-        let f = Filter {
+        let f = Criteria {
             since_ms: Some(now - span),
-            verdict: VerdictFilter::Blocked,
+            verdict: RulingFilter::Blocked,
             limit: Some(50),
             order,
-            ..Filter::default()
+            ..Criteria::default()
         };
         let t = Instant::now();
         let page: Vec<Entry> = log.query(&f).map(Result::unwrap).collect();
@@ -244,11 +244,11 @@ fn main() {
         );
     }
     // Rare filter: a client/domain combination (scans more).
-    let f = Filter {
+    let f = Criteria {
         since_ms: Some(now - span),
         domain: Some(dnsguard::querylog::DomainPattern::new(".example7.com")),
         limit: Some(50),
-        ..Filter::default()
+        ..Criteria::default()
     }
     .with_client("192.168.1.10")
     .unwrap();
@@ -260,9 +260,9 @@ fn main() {
     );
 
     // 5. Full export.
-    let all = Filter {
+    let all = Criteria {
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     let t = Instant::now();
     let rows = log.query(&all).filter(|r| r.is_ok()).count();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dnsguard::dns::ratelimit::{RateLimitConfig, RateLimiter};
+use dnsguard::ratelimit::{RateLimitConfig, RateLimiter};
 
 fn bench(c: &mut Criterion) {
     let limiter = RateLimiter::new(&RateLimitConfig::default());

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dnsguard::querylog::{Entry, QueryLog, QueryLogConfig, Source, Verdict, now_ms};
+use dnsguard::querylog::{Entry, Origin, QueryLog, QueryLogConfig, Ruling, now_ms};
 
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -40,11 +40,11 @@ fn main() -> anyhow::Result<()> {
         let mut e = Entry::new(t0 + i / 50, client, names[(i % 5000) as usize].clone(), 1);
         e.group = group.clone();
         e.answer = answer.clone();
-        e.source = Source::Cache;
+        e.source = Origin::Cache;
         e.verdict = if i % 7 == 0 {
-            Verdict::Blocked
+            Ruling::Blocked
         } else {
-            Verdict::Allowed
+            Ruling::Allowed
         };
         log.record(e);
         if (i + 1) % 20_000 == 0 {

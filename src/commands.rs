@@ -173,7 +173,7 @@ fn check(
     let cfg = load(config)?;
     crate::init_tracing("warn");
     let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates)?;
-    let filter = crate::app::compile_filter_blocking(&cfg, &lists)?;
+    let filter = crate::live::compile_filter_blocking(&cfg, &lists)?;
     let qtype = crate::dns::parse_qtype(qtype)?;
     let name = crate::filter::name::normalize(name)
         .map_err(|e| anyhow::anyhow!("{name:?} is not a valid name: {e}"))?;
@@ -193,7 +193,7 @@ fn check(
             .await;
         anyhow::Ok((checked, pipeline.policy()))
     })?;
-    let texts = crate::app::read_texts(&cfg, &lists);
+    let texts = crate::live::read_texts(&cfg, &lists);
     let refs: Vec<_> = texts
         .iter()
         .map(|(name, t)| crate::filter::ListText {
@@ -304,7 +304,7 @@ fn lists_update(config: &Option<PathBuf>) -> anyhow::Result<()> {
             }
         }
     });
-    let filter = crate::app::compile_filter_blocking(&cfg, &lists)?;
+    let filter = crate::live::compile_filter_blocking(&cfg, &lists)?;
     for s in filter.list_stats() {
         print_list_row(
             &s.name,
@@ -521,7 +521,7 @@ fn allowlist_learn(
     req.resolve(querylog::now_ms())?;
     let learned = match open_log(&cfg, verbose)? {
         LogAccess::Local(log) => {
-            let allowed = learn::allow_entries(&cfg, &req.group);
+            let allowed = learn::allow_entries(&cfg.groups, &req.group);
             let mut learned = learn::learn(&log, req, &allowed, querylog::now_ms())?;
             drop(log);
             if apply {
@@ -552,12 +552,10 @@ fn apply_learned(
     learned: &crate::guard::learn::Learned,
     enforce: bool,
 ) -> anyhow::Result<usize> {
-    use crate::web::edit;
-    let (new_text, added) = edit::edit(path, |doc| {
-        crate::guard::learn::apply_to(doc, learned, cfg, enforce).map_err(anyhow::Error::msg)
-    })?;
-    edit::Staged::write(path, &new_text)?.commit()?;
-    Ok(added)
+    crate::config::edit::commit(path, |doc| {
+        crate::config::edit::apply_learned(doc, learned, &cfg.groups, enforce)
+            .map_err(anyhow::Error::msg)
+    })
 }
 
 fn report(
@@ -575,7 +573,7 @@ fn report(
     );
     let r = match open_log(&cfg, verbose)? {
         LogAccess::Local(log) => {
-            let cats = crate::guard::Categories::new(&cfg);
+            let cats = cfg.guard_categories();
             report::report(&log, &cats, since, until, top)?
         }
         LogAccess::Remote(remote) => runtime()?.block_on(remote.report(req))?,

@@ -24,9 +24,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::dns::Presented;
-use crate::filter::policy::ClientMap;
+use crate::filter::policy::{ClientMap, Selector};
 use crate::filter::{Filter, GroupConfig, GroupId};
+
+/// What a client presented about who it is, before any check: the encrypted front
+/// ends fill it, the identity step decides what it is worth.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presented {
+    /// The ClientID: the DoH path's `/dns-query/<id>`, or the first label of the TLS
+    /// server name (`<id>.dns.example.net`) for DoT and DoQ.
+    pub client_id: Option<Box<str>>,
+    /// A per-client secret: the DoH path's `/dns-query/<id>/<secret>` or an
+    /// `Authorization: Bearer <secret>` header.
+    pub secret: Option<Box<str>>,
+}
 
 /// EDNS option: client subnet (RFC 7871).
 pub const OPTION_SUBNET: u16 = 8;
@@ -113,31 +124,6 @@ pub fn from_server_name(server_name: &str) -> Option<Presented> {
         client_id: Some(client_id(first)?.into_boxed_str()),
         secret: None,
     })
-}
-
-/// A group selector naming an identity rather than an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selector<'a> {
-    /// `id:NAME`: a ClientID.
-    Id(&'a str),
-    /// `mac:aa:bb:cc:dd:ee:ff`.
-    Mac(&'a str),
-    /// `client:NAME`: a `[[clients]]` entry, by any of its identities.
-    Client(&'a str),
-}
-
-impl<'a> Selector<'a> {
-    /// The identity selector `s` is, or `None` for an IP or CIDR.
-    pub fn parse(s: &'a str) -> Option<Self> {
-        let s = s.trim();
-        if let Some(v) = s.strip_prefix("id:") {
-            Some(Selector::Id(v))
-        } else if let Some(v) = s.strip_prefix("mac:") {
-            Some(Selector::Mac(v))
-        } else {
-            s.strip_prefix("client:").map(Selector::Client)
-        }
-    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), any case.

@@ -2,23 +2,30 @@
 //!
 //! A query arrives at a front end in [`dns`]: the per-core UDP loop (`dns::udp`,
 //! which reads plain queries and writes their replies in place), DNS over TCP
-//! (`dns::tcp`) or TLS (`dns::tls`), and the UDP packets the in-place reader
-//! declines, which go through hickory's parser to `dns::handler`. Every front end
-//! parses, asks [`pipeline::Pipeline::decide`], runs `fetch` and `finish` when it
-//! says so, encodes the answer, and calls `record`; only [`pipeline`] orders the
-//! steps: 1 access control, 2 bypass canaries, 3 the [`filter`] (client group,
-//! lists, block/allow), 4 tunnel detection ([`detect`]), 5 local and special-use
-//! names, 6 the cache, 7 the resolver ([`resolve`]: conditional forwarding,
-//! forwarder, recursor; stale answers on failure), 8 checks on the answer (CNAME
-//! cloaking, [`rebinding`], answer rules), 9 the record: the [`querylog`], the
-//! metrics, the egress [`guard`] and [`dnstap`]. `dnsguard check` runs the same
-//! stages without the network (`Pipeline::check`). [`lists`] supplies list texts
-//! (files, builtins, downloads); [`web`] is the dashboard and API. [`app`] wires
-//! the pieces together from a [`config::Config`]; [`cli`] and [`commands`] are the
-//! command line. See `ARCHITECTURE.md` for the map.
+//! (`dns::tcp`), TLS (`dns::tls`) or HTTPS (`dns::https`), and the UDP packets the
+//! in-place reader declines, which go through hickory's parser to `dns::handler`.
+//! Every front end parses, asks [`pipeline::Pipeline::decide`], runs `fetch` and
+//! `finish` when it says so, encodes the answer, and calls `record`; only
+//! [`pipeline`] orders the steps: 0 who the client is ([`identity`]), 1 access
+//! control, 2 bypass canaries, 3 the [`filter`] (client group, lists,
+//! block/allow), 4 tunnel detection ([`detect`]), 5 local and special-use names,
+//! 6 the cache, 7 the resolver ([`resolve`]: conditional forwarding, forwarder,
+//! recursor; stale answers on failure), 8 checks on the answer (CNAME cloaking,
+//! [`rebinding`], answer rules), 9 the record: the [`querylog`], the metrics, the
+//! egress [`guard`] and [`dnstap`]. `dnsguard check` runs the same stages without
+//! the network (`Pipeline::check`). [`lists`] supplies list texts (files,
+//! builtins, downloads); [`web`] is the dashboard and API, changing the running
+//! server through [`live::Live`] (as SIGHUP does) and the configuration file
+//! through [`config::edit`]. Each module declares its own settings type;
+//! [`config::Config`] aggregates them, loads and validates the file. [`app`] wires
+//! the pieces together; [`cli`] and [`commands`] are the command line;
+//! [`stub`] is the forwarder for agent machines. Shared helpers: [`name`] (domain
+//! names), [`netset`], [`channel`], [`datadir`], [`pki`]. No two top-level
+//! modules import each other (CI checks). See `ARCHITECTURE.md` for the map.
 
 pub mod access;
 pub mod app;
+pub mod cert;
 pub mod channel;
 pub mod cli;
 pub mod commands;
@@ -31,11 +38,14 @@ pub mod filter;
 pub mod guard;
 pub mod identity;
 pub mod lists;
+pub mod live;
 pub mod memory;
+pub mod name;
 pub mod netset;
 pub mod pipeline;
 pub mod pki;
 pub mod querylog;
+pub mod ratelimit;
 pub mod rebinding;
 pub mod resolve;
 pub mod stub;

@@ -75,7 +75,7 @@ impl Default for UpdateConfig {
 
 /// Where a list's text comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source<'a> {
+pub enum ListSource<'a> {
     /// A local file.
     File(&'a Path),
     /// A URL, downloaded into the data directory.
@@ -84,15 +84,15 @@ pub enum Source<'a> {
     Builtin(&'a str),
 }
 
-impl<'a> Source<'a> {
+impl<'a> ListSource<'a> {
     /// Classifies a `source` string from the config.
     pub fn of(source: &'a str) -> Self {
         if let Some(name) = source.strip_prefix("builtin:") {
-            Source::Builtin(name)
+            ListSource::Builtin(name)
         } else if source.starts_with("http://") || source.starts_with("https://") {
-            Source::Url(source)
+            ListSource::Url(source)
         } else {
-            Source::File(Path::new(source))
+            ListSource::File(Path::new(source))
         }
     }
 }
@@ -263,15 +263,15 @@ impl Lists {
     /// The current text of `list`: the file (or the last text read from it while
     /// it cannot be read), the builtin, or the last good download.
     pub fn read(&self, list: &ListConfig) -> Result<Text, ListError> {
-        match Source::of(&list.source) {
-            Source::File(path) => self.read_file_list(&list.name, path),
-            Source::Builtin(name) => builtin(name)
+        match ListSource::of(&list.source) {
+            ListSource::File(path) => self.read_file_list(&list.name, path),
+            ListSource::Builtin(name) => builtin(name)
                 .map(|t| Text {
                     text: Arc::new(t.to_owned()),
                     copy: None,
                 })
                 .ok_or_else(|| ListError::UnknownBuiltin(name.to_owned())),
-            Source::Url(_) => match read_regular(&self.copy_path(&list.name), None) {
+            ListSource::Url(_) => match read_regular(&self.copy_path(&list.name), None) {
                 Ok((text, meta)) => Ok(Text {
                     text: Arc::new(text),
                     copy: Some(CopyStamp::of(&meta)),
@@ -335,7 +335,7 @@ impl Lists {
     /// filter in force (another process saved it, e.g. `dnsguard lists update`
     /// run while no server could be asked).
     pub fn unapplied(&self, list: &ListConfig) -> bool {
-        if !matches!(Source::of(&list.source), Source::Url(_)) {
+        if !matches!(ListSource::of(&list.source), ListSource::Url(_)) {
             return false;
         }
         let Ok(meta) = std::fs::metadata(self.copy_path(&list.name)) else {
@@ -354,7 +354,7 @@ impl Lists {
         source: &str,
         allowed_dirs: &[PathBuf],
     ) -> Result<String, ListError> {
-        let Source::File(path) = Source::of(source) else {
+        let ListSource::File(path) = ListSource::of(source) else {
             return Ok(source.to_owned());
         };
         let path = self.dir.join(path);
@@ -408,7 +408,7 @@ impl Lists {
 
     /// Downloads `list` if it is a URL list. On any failure the previous copy stays.
     pub async fn update(&self, list: &ListConfig) -> Result<Updated, ListError> {
-        let Source::Url(url) = Source::of(&list.source) else {
+        let ListSource::Url(url) = ListSource::of(&list.source) else {
             return Ok(Updated::Local);
         };
         let mut meta = self.meta(&list.name);

@@ -99,7 +99,7 @@ impl Rebinding {
             self.always.contains(ip)
                 || (self.ranges.contains(ip)
                     && !*allowed.get_or_insert_with(|| {
-                        self.allow.iter().any(|a| crate::dns::is_under(name, a))
+                        self.allow.iter().any(|a| crate::name::is_under(name, a))
                     }))
         })
     }

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use dnsguard::detect::{Action, DetectConfig, Detector, ReasonCode};
+use dnsguard::detect::{DetectConfig, Detector, ReasonCode, TunnelAction};
 use serde::Deserialize;
 use serde::de::value::{Error as DeError, MapDeserializer};
 
@@ -211,11 +211,11 @@ fn quarantine_after_n_flags_and_expiry() {
     let cfg = DetectConfig {
         quarantine_after: 2,
         quarantine_secs: 600,
-        action: Action::Quarantine,
+        action: TunnelAction::Quarantine,
         ..DetectConfig::default()
     };
     let det = Detector::new(&cfg).unwrap();
-    assert_eq!(det.action(), Action::Quarantine);
+    assert_eq!(det.action(), TunnelAction::Quarantine);
     let q1 = format!("{}.t.evil.example", base32(&secret()[..30]));
     let q2 = format!("{}.t.evil.example", base32(&secret()[30..60]));
     assert!(!det.observe(T0, ip(1), &q1, 16).quarantined);

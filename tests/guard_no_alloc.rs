@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dnsguard::config::Config;
 use dnsguard::guard::Guard;
-use dnsguard::querylog::{Entry, Source, Verdict};
+use dnsguard::querylog::{Entry, Origin, Ruling};
 
 struct Counting;
 
@@ -46,12 +46,12 @@ fn observe_does_not_allocate() {
         dir.path().display()
     );
     let cfg = Config::parse(&text, "test").unwrap();
-    let guard = Guard::start(&cfg).unwrap();
+    let guard = Guard::start(cfg.guard()).unwrap();
     // Entries prepared up front, as the pipeline has them (shared strings).
     let agents: Arc<str> = Arc::from("agents");
     let default: Arc<str> = Arc::from("default");
     let exfil: Arc<str> = Arc::from("exfil-endpoints");
-    let upstream = Source::Upstream(Arc::from("127.0.0.1:53"));
+    let upstream = Origin::Upstream(Arc::from("127.0.0.1:53"));
     let entries: Vec<Entry> = (0..64)
         .map(|i| {
             let client: IpAddr = if i % 3 == 0 { "127.0.0.1" } else { "127.0.0.2" }
@@ -70,8 +70,8 @@ fn observe_does_not_allocate() {
                 agents.clone()
             };
             if i % 7 == 0 {
-                e.verdict = Verdict::Blocked;
-                e.source = Source::Blocked;
+                e.verdict = Ruling::Blocked;
+                e.source = Origin::Blocked;
                 e.list = exfil.clone();
             }
             e

@@ -39,7 +39,7 @@ fn pipeline() -> &'static Arc<Pipeline> {
         cfg.resolver.upstreams = vec!["127.0.0.1:9".parse().expect("upstream")];
         let lists = dnsguard::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates)
             .expect("data dir");
-        let filter = dnsguard::app::compile_filter_blocking(&cfg, &lists).expect("filter");
+        let filter = dnsguard::live::compile_filter_blocking(&cfg, &lists).expect("filter");
         let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
         let p = Pipeline::new(&cfg, Policy::new(filter, &cfg), log).expect("pipeline");
         // A cached CNAME chain, so hits exercise the wire body and the after-cache checks.

@@ -14,7 +14,7 @@ use dnsguard::querylog::codec::{
     encode_block, encode_entry, encode_top,
 };
 use dnsguard::detect::Reasons;
-use dnsguard::querylog::{Entry, Source, Verdict};
+use dnsguard::querylog::{Entry, Origin, Ruling};
 use libfuzzer_sys::fuzz_target;
 
 /// Structured inputs (a first byte other than 0); a first byte 0 means the rest
@@ -59,9 +59,9 @@ impl E {
             name: Arc::from(self.name.as_str()),
             qtype: self.qtype,
             verdict: match self.verdict % 3 {
-                0 => Verdict::Allowed,
-                1 => Verdict::Blocked,
-                _ => Verdict::Allowlisted,
+                0 => Ruling::Allowed,
+                1 => Ruling::Blocked,
+                _ => Ruling::Allowlisted,
             },
             flagged: self.flagged,
             rule: Arc::from(self.rule.as_str()),
@@ -69,13 +69,13 @@ impl E {
             rcode: self.rcode,
             answer: Arc::from(self.answer.as_str()),
             source: match self.source.0 % 7 {
-                0 => Source::Upstream(Arc::from(self.source.1.as_str())),
-                1 => Source::Cache,
-                2 => Source::Local,
-                3 => Source::Stale,
-                4 => Source::Blocked,
-                5 => Source::Refused,
-                _ => Source::Failed,
+                0 => Origin::Upstream(Arc::from(self.source.1.as_str())),
+                1 => Origin::Cache,
+                2 => Origin::Local,
+                3 => Origin::Stale,
+                4 => Origin::Blocked,
+                5 => Origin::Refused,
+                _ => Origin::Failed,
             },
             latency_us: self.latency_us,
             tunnel_score: self.tunnel_score,

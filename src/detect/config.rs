@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// No action ever affects a client other than the one flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Action {
+pub enum TunnelAction {
     /// Log the flag and answer normally.
     #[default]
     Log,
@@ -32,7 +32,7 @@ pub struct DetectConfig {
     pub threshold: f32,
     /// Default action for flagged queries (`log`, `block`, `quarantine`).
     /// Default `log`.
-    pub action: Action,
+    pub action: TunnelAction,
     /// Number of flags of one client under a registrable domain within the
     /// window after which that client is quarantined for the domain. Default 3.
     pub quarantine_after: u32,
@@ -64,7 +64,7 @@ impl Default for DetectConfig {
         DetectConfig {
             enabled: true,
             threshold: 1.0,
-            action: Action::Log,
+            action: TunnelAction::Log,
             quarantine_after: 3,
             quarantine_secs: 3600,
             window_secs: 300,

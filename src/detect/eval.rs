@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Serialize;
 
 use super::name::Name;
-use super::{Action, DetectConfig, DetectError, Detector};
+use super::{DetectConfig, DetectError, Detector, TunnelAction};
 
 /// Flagged out of total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -419,7 +419,7 @@ pub fn eval_with(
             _ => det.score_name(&r.qname, r.qtype),
         };
         // A quarantined domain is an alarm only where quarantine is the action.
-        let flagged = s.flagged || (cfg.action == Action::Quarantine && s.quarantined);
+        let flagged = s.flagged || (cfg.action == TunnelAction::Quarantine && s.quarantined);
         if r.tunnel {
             rep.tunnel.add(flagged);
             if !flagged {

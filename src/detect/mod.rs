@@ -27,7 +27,7 @@
 //! * a client flagged `quarantine_after` times under a registrable domain
 //!   within the window is quarantined for that domain for
 //!   `quarantine_secs`, no other client is; the caller chooses the
-//!   [`Action`] per client group ([`Score::refused_by`]).
+//!   [`TunnelAction`] per client group ([`Score::refused_by`]).
 //!
 //! Wiring: build one `Detector` from [`DetectConfig`], share it (`Arc`), call
 //! [`Detector::observe`] for every query (its score says whether the client is
@@ -54,7 +54,7 @@ mod window;
 
 use std::net::IpAddr;
 
-pub use config::{Action, DetectConfig};
+pub use config::{DetectConfig, TunnelAction};
 pub use error::DetectError;
 pub use eval::{EvalReport, Tally, eval, eval_with};
 pub use exempt::Exemption;
@@ -121,19 +121,19 @@ impl Score {
     /// Whether a client group with tunnel action `action` refuses the query:
     /// `block` refuses flagged queries, `quarantine` those and every query of
     /// a domain the client is quarantined for.
-    pub fn refused_by(&self, action: Action) -> bool {
+    pub fn refused_by(&self, action: TunnelAction) -> bool {
         match action {
-            Action::Log => false,
-            Action::Block => self.flagged,
-            Action::Quarantine => self.flagged || self.quarantined,
+            TunnelAction::Log => false,
+            TunnelAction::Block => self.flagged,
+            TunnelAction::Quarantine => self.flagged || self.quarantined,
         }
     }
 
     /// The score as a group with tunnel action `action` sees it: the detector
     /// counts quarantines for every client, but only a group whose action is
     /// `quarantine` has them (and shows them among the reasons).
-    pub fn under(mut self, action: Action) -> Score {
-        if action != Action::Quarantine && self.quarantined {
+    pub fn under(mut self, action: TunnelAction) -> Score {
+        if action != TunnelAction::Quarantine && self.quarantined {
             self.quarantined = false;
             self.reasons.unset(ReasonCode::Quarantined);
         }
@@ -144,7 +144,7 @@ impl Score {
 /// The detector. `Send + Sync`; share it behind an `Arc`.
 pub struct Detector {
     enabled: bool,
-    action: Action,
+    action: TunnelAction,
     policy: FlagPolicy,
     window_secs: u32,
     seed: u64,
@@ -178,7 +178,7 @@ impl Detector {
     }
 
     /// The configured default action.
-    pub fn action(&self) -> Action {
+    pub fn action(&self) -> TunnelAction {
         self.action
     }
 

@@ -60,7 +60,7 @@ impl Handler {
         &self,
         request: &Request,
         response: R,
-        presented: Option<Box<super::Presented>>,
+        presented: Option<Box<crate::identity::Presented>>,
     ) -> ResponseInfo {
         let arrived = Arrived::now();
         let info = match checked(request) {

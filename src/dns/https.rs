@@ -45,10 +45,10 @@ use ipnet::IpNet;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::Presented;
-use super::cert::CertStore;
 use super::handler::Handler;
 use super::tcp::{self, Slot, TcpLimits};
+use crate::cert::CertStore;
+use crate::identity::Presented;
 use crate::netset::NetSet;
 
 /// The largest DNS message (and so the largest POST body) accepted.
@@ -445,11 +445,11 @@ fn min_ttl(msg: &[u8]) -> Option<u32> {
     let (questions, records) = (count(4)?, count(6)? + count(8)?);
     let mut pos = 12;
     for _ in 0..questions {
-        pos += super::wire::name_wire_len(msg, pos)? + 4;
+        pos += crate::resolve::body::name_wire_len(msg, pos)? + 4;
     }
     let mut min: Option<u32> = None;
     for _ in 0..records {
-        pos += super::wire::name_wire_len(msg, pos)?;
+        pos += crate::resolve::body::name_wire_len(msg, pos)?;
         let fixed = msg.get(pos..pos + 10)?;
         let ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
         let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));

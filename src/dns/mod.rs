@@ -5,11 +5,9 @@
 //! hickory-server's types stay in this module (and `pipeline/`, `resolve/`), so
 //! the rest of the code works with plain names, addresses and verdicts.
 
-pub mod cert;
 pub mod handler;
 pub mod https;
 mod mmsg;
-pub mod ratelimit;
 pub mod server;
 pub mod tcp;
 pub mod tls;
@@ -19,7 +17,9 @@ pub mod wire;
 use std::net::SocketAddr;
 
 use hickory_proto::op::Query;
-use hickory_proto::rr::{LowerName, Name, RecordType};
+use hickory_proto::rr::{LowerName, RecordType};
+
+use crate::name::name_text;
 
 /// One question from one client, as hickory's front end parsed it
 /// ([`Question::asked`] is the pipeline's view of it).
@@ -39,19 +39,7 @@ pub struct Question {
     pub transport: crate::dnstap::Transport,
     /// What the client presented about who it is: the DoH path or `Authorization`,
     /// the DoT server name; `None` where the transport carries nothing of the kind.
-    pub presented: Option<Box<Presented>>,
-}
-
-/// What a client presented about who it is, before any check: the encrypted front
-/// ends fill it, the identity step decides what it is worth.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Presented {
-    /// The ClientID: the DoH path's `/dns-query/<id>`, or the first label of the TLS
-    /// server name (`<id>.dns.example.net`) for DoT and DoQ.
-    pub client_id: Option<Box<str>>,
-    /// A per-client secret: the DoH path's `/dns-query/<id>/<secret>` or an
-    /// `Authorization: Bearer <secret>` header.
-    pub secret: Option<Box<str>>,
+    pub presented: Option<Box<crate::identity::Presented>>,
 }
 
 impl Question {
@@ -60,40 +48,10 @@ impl Question {
         self.query.query_type()
     }
 
-    /// The query name as [`name_text`] gives it.
+    /// The query name as [`crate::name::name_text`] gives it.
     pub fn name_text(&self) -> String {
         name_text(&self.name)
     }
-}
-
-/// A name in the form the filter, detector and query log use: ASCII, lower case,
-/// no trailing dot (the root is the empty string), odd bytes escaped as `\DDD`.
-pub fn name_text(name: &Name) -> String {
-    let mut s = name.to_ascii();
-    s.make_ascii_lowercase();
-    if s.ends_with('.') {
-        s.pop();
-    }
-    s
-}
-
-/// True when `name` is `zone` or below it (both name text, as [`name_text`] gives).
-pub fn is_under(name: &str, zone: &str) -> bool {
-    name == zone
-        || (name.len() > zone.len()
-            && name.ends_with(zone)
-            && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
-}
-
-/// Parses a domain name from config or a list, making it fully qualified.
-pub fn parse_name(s: &str) -> Result<Name, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty name".into());
-    }
-    let mut name = Name::from_utf8(s).map_err(|e| format!("{s:?} is not a domain name: {e}"))?;
-    name.set_fqdn(true);
-    Ok(name)
 }
 
 /// Parses a query type name (`A`, `aaaa`, `HTTPS`, `TYPE65`) into its number.

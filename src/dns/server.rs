@@ -9,13 +9,13 @@ use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use super::cert::CertStore;
 use super::handler::Handler;
 use super::https::DohConfig;
-use super::ratelimit::{RateLimitConfig, RateLimiter};
 use super::tcp::{self, TcpLimits};
 use super::udp::UdpService;
+use crate::cert::CertStore;
 use crate::pipeline::Pipeline;
+use crate::ratelimit::{RateLimitConfig, RateLimiter};
 
 /// Socket buffer size asked for on UDP sockets: bursts of queries wait in the
 /// kernel rather than being dropped while the server catches up.

@@ -46,8 +46,8 @@ use hickory_server::server::{Request, ResponseHandle, ResponseHandler, TimeoutSt
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use parking_lot::Mutex;
 
-use super::Presented;
 use super::handler::Handler;
+use crate::identity::Presented;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,17 @@ pub struct TcpLimits {
     pub max_connections: usize,
     /// Connections open at once from one client address.
     pub max_per_client: usize,
+}
+
+impl TcpLimits {
+    /// The bounds `[server]` sets.
+    pub fn of(server: &crate::config::ServerConfig) -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(server.tcp_idle_timeout_secs),
+            max_connections: server.tcp_max_connections,
+            max_per_client: server.tcp_max_connections_per_client,
+        }
+    }
 }
 
 /// One open connection, as the table sees it.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::cert::CertStore;
 use super::tcp::{self, TcpLimits};
+use crate::cert::CertStore;
 
 /// Binds each of `listen` and serves DNS over TLS there with `certs`' certificate.
 /// Returns the accept loops and the addresses actually bound.

@@ -34,10 +34,11 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::mmsg::{self, Batch};
-use super::ratelimit::{Decision, RateLimiter};
-use super::wire::{self, Body, FastQuery, Reply, TooBig};
+use super::wire::{self, FastQuery, Reply, TooBig};
 pub use crate::pipeline::Arrived;
 use crate::pipeline::{Asked, Content, Pending, Pipeline, Policy, Says, Step};
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::resolve::body::Body;
 
 /// Receive and reply buffer size: larger queries are not DNS over UDP.
 const BUFFER: usize = 4096;
@@ -532,7 +533,7 @@ mod tests {
         let mut cfg = Config::embedded().unwrap();
         cfg.server.data_dir = dir.to_path_buf();
         let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates).unwrap();
-        let filter = crate::app::compile_filter_blocking(&cfg, &lists).unwrap();
+        let filter = crate::live::compile_filter_blocking(&cfg, &lists).unwrap();
         let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
         Pipeline::new(&cfg, Policy::new(filter, &cfg), log).unwrap()
     }

@@ -3,8 +3,9 @@
 //! tunnel detector's findings in `extra`, sent over Frame Streams to a collector
 //! on a Unix socket or TCP.
 //!
-//! Off the DNS path except [`Dnstap::observe`]: it copies what the query log entry
-//! already holds into an [`Event`] and `try_send`s it into a bounded queue. A
+//! Off the DNS path except `Dnstap::observe` (in `dns/tap.rs`, beside the pipeline
+//! it reads): it copies what the query log entry already holds into an `Event`
+//! and `try_send`s it into a bounded queue. A
 //! writer thread encodes and writes; a collector that is down, slow or speaks
 //! garbage only costs events (counted in `dnsguard_dnstap_dropped_total`), never
 //! a client's answer. The writer reconnects with back-off.
@@ -118,18 +119,25 @@ pub struct Via<'a> {
 }
 
 /// One answered query, as the writer thread needs it.
-struct Event {
-    client: IpAddr,
-    port: u16,
-    transport: Transport,
+pub(crate) struct Event {
+    /// The client's address.
+    pub client: IpAddr,
+    /// The client's port (0: unknown).
+    pub port: u16,
+    /// How the query came.
+    pub transport: Transport,
     /// Arrival, unix milliseconds.
-    now_ms: u64,
-    latency_us: u32,
-    name: Arc<str>,
-    policy: Option<PolicyFacts>,
-    tunnel: Option<Score>,
+    pub now_ms: u64,
+    /// Time to answer.
+    pub latency_us: u32,
+    /// The query name (name text).
+    pub name: Arc<str>,
+    /// The policy that applied, if any.
+    pub policy: Option<PolicyFacts>,
+    /// The tunnel detector's findings, when they matter.
+    pub tunnel: Option<Score>,
     /// Query then response wire bytes, `query_len` splitting them.
-    wire: Option<(Box<[u8]>, usize)>,
+    pub wire: Option<(Box<[u8]>, usize)>,
 }
 
 /// Why dnsguard answered a query as it did, as far as dnstap's policy message
@@ -157,14 +165,19 @@ pub enum Why {
 }
 
 /// dnsguard's verdict in dnstap's terms.
-struct PolicyFacts {
-    kind: &'static str,
-    list: Arc<str>,
-    rule: Arc<str>,
-    action: PolicyAction,
-    matched: Option<PolicyMatch>,
+pub(crate) struct PolicyFacts {
+    /// The policy's type (`blocklist`, `rebinding`, …).
+    pub kind: &'static str,
+    /// The list whose rule matched.
+    pub list: Arc<str>,
+    /// The rule (e.g. `line 9`).
+    pub rule: Arc<str>,
+    /// What was done.
+    pub action: PolicyAction,
+    /// What matched.
+    pub matched: Option<PolicyMatch>,
     /// The matched address (a rebinding block's).
-    address: Option<IpAddr>,
+    pub address: Option<IpAddr>,
 }
 
 /// The running dnstap output.

@@ -113,7 +113,7 @@ pub struct GroupConfig {
     /// Unique name; `default` configures the implicit group of all other clients.
     pub name: String,
     /// Client IPs and CIDRs (IPv4 or IPv6) that belong to this group, the longest prefix winning;
-    /// and identities: `id:CLIENTID`, `mac:aa:bb:cc:dd:ee:ff`, `client:NAME` (`crate::identity`).
+    /// and identities: `id:CLIENTID`, `mac:aa:bb:cc:dd:ee:ff`, `client:NAME`.
     pub clients: Vec<String>,
     /// Entries (list-line syntax: `github.com`, `||openai.com^`, `/re/`) that are always allowed for this group.
     pub allow: Vec<String>,
@@ -137,7 +137,7 @@ pub struct GroupConfig {
     pub block_ttl: u32,
     /// What a DNS-tunnel flag does for this group (`log`, `block`, `quarantine`);
     /// unset means `[detect] action`.
-    pub tunnel_action: Option<crate::detect::Action>,
+    pub tunnel_action: Option<crate::detect::TunnelAction>,
 }
 
 impl Default for GroupConfig {

@@ -404,7 +404,7 @@ impl Filter {
     }
 
     /// [`Filter::check`] for a client whose group is already known (the identity
-    /// step chose it: `crate::identity`).
+    /// step chose it).
     #[inline]
     pub fn check_in(&self, gid: GroupId, client: IpAddr, name: &str, qtype: u16) -> Verdict {
         let Some(g) = self.groups.get(gid.0 as usize) else {

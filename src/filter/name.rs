@@ -81,16 +81,6 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, NameError> {
     }
 }
 
-/// True if `name` equals `domain` or is one of its subdomains (`a.b.example.com` is under `example.com`).
-#[inline]
-pub fn is_under(name: &str, domain: &str) -> bool {
-    match name.strip_suffix(domain) {
-        Some("") => true,
-        Some(rest) => rest.ends_with('.'),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,13 +116,5 @@ mod tests {
         assert_eq!(normalize(&long), Err(NameError::TooLong));
         assert_eq!(normalize("exa mple.com"), Err(NameError::BadChar));
         assert_eq!(normalize("a/b.com"), Err(NameError::BadChar));
-    }
-
-    #[test]
-    fn under() {
-        assert!(is_under("example.com", "example.com"));
-        assert!(is_under("a.example.com", "example.com"));
-        assert!(!is_under("badexample.com", "example.com"));
-        assert!(!is_under("example.com", "a.example.com"));
     }
 }

@@ -132,7 +132,10 @@ impl Modifiers {
         {
             return false;
         }
-        !self.denyallow.iter().any(|d| name::is_under(name, d))
+        !self
+            .denyallow
+            .iter()
+            .any(|d| crate::name::is_under(name, d))
     }
 }
 

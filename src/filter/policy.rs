@@ -78,8 +78,8 @@ impl ClientMap {
         let mut map = ClientMap::default();
         for (gid, gname, selectors) in groups {
             for sel in selectors {
-                if crate::identity::Selector::parse(sel).is_some() {
-                    continue; // `id:`, `mac:`, `client:`: the identity step's (crate::identity)
+                if Selector::parse(sel).is_some() {
+                    continue; // `id:`, `mac:`, `client:`: the identity step's
                 }
                 let net = parse_selector(sel).ok_or_else(|| FilterError::BadClient {
                     group: gname.to_owned(),
@@ -163,6 +163,31 @@ impl ClientMap {
             }
         }
         GroupId(0)
+    }
+}
+
+/// A group selector naming an identity rather than an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector<'a> {
+    /// `id:NAME`: a ClientID.
+    Id(&'a str),
+    /// `mac:aa:bb:cc:dd:ee:ff`.
+    Mac(&'a str),
+    /// `client:NAME`: a `[[clients]]` entry, by any of its identities.
+    Client(&'a str),
+}
+
+impl<'a> Selector<'a> {
+    /// The identity selector `s` is, or `None` for an IP or CIDR.
+    pub fn parse(s: &'a str) -> Option<Self> {
+        let s = s.trim();
+        if let Some(v) = s.strip_prefix("id:") {
+            Some(Selector::Id(v))
+        } else if let Some(v) = s.strip_prefix("mac:") {
+            Some(Selector::Mac(v))
+        } else {
+            s.strip_prefix("client:").map(Selector::Client)
+        }
     }
 }
 

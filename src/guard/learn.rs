@@ -1,7 +1,7 @@
 //! Allowlist learning: from what a group's clients resolved in a period (the
 //! query log), the registrable domains to allow, with counts, clients and first
 //! and last use, for review; `--apply` writes them as `||domain^` allow entries of
-//! the group.
+//! the group (`config::edit::apply_learned`).
 //!
 //! Only answered queries count (blocked ones never do: a name a block list or the
 //! enforced allowlist refused stays refused). A domain with tunnel-flagged queries
@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::querylog::{self, Filter, Order, QueryLog, QueryLogError, Source, Verdict};
+use crate::querylog::{self, Criteria, Order, Origin, QueryLog, QueryLogError, Ruling};
 
 /// What to learn: group and period (`since`/`until` as in the query log).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -107,18 +107,18 @@ pub fn learn(
     now_ms: u64,
 ) -> Result<Learned, QueryLogError> {
     let (since, until) = req.resolve(now_ms)?;
-    let filter = Filter {
+    let filter = Criteria {
         since_ms: Some(since),
         until_ms: Some(until),
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     let mut by_domain: HashMap<String, (Proposal, HashSet<IpAddr>)> = HashMap::new();
     for e in log.query(&filter) {
         let e = e?;
         if *e.group != *req.group
-            || e.verdict == Verdict::Blocked
-            || matches!(e.source, Source::Refused | Source::Blocked)
+            || e.verdict == Ruling::Blocked
+            || matches!(e.source, Origin::Refused | Origin::Blocked)
             || e.name.is_empty()
             || *e.name == *"hidden"
         {
@@ -137,7 +137,7 @@ pub fn learn(
             )
         });
         p.queries += 1;
-        p.allowlisted += u64::from(e.verdict == Verdict::Allowlisted);
+        p.allowlisted += u64::from(e.verdict == Ruling::Allowlisted);
         p.flagged += u64::from(e.flagged);
         p.first_ms = p.first_ms.min(e.time_ms);
         p.last_ms = p.last_ms.max(e.time_ms);
@@ -172,49 +172,14 @@ pub fn learn(
     Ok(out)
 }
 
-/// The `allow` entries of group `name` in `cfg` (empty when there is no such group).
-pub fn allow_entries(cfg: &crate::config::Config, name: &str) -> Vec<String> {
-    cfg.groups
+/// The `allow` entries of group `name` among `groups` (empty when there is no
+/// such group).
+pub fn allow_entries(groups: &[crate::filter::GroupConfig], name: &str) -> Vec<String> {
+    groups
         .iter()
         .find(|g| g.name == name)
         .map(|g| g.allow.clone())
         .unwrap_or_default()
-}
-
-/// Adds every proposal as an allow entry of the group in `doc` (the group must
-/// exist) and, with `learned`'s request asking for it, switches the group to
-/// `mode = "enforce"`; returns how many entries were new.
-pub fn apply_to(
-    doc: &mut toml_edit::DocumentMut,
-    learned: &Learned,
-    existing: &crate::config::Config,
-    enforce: bool,
-) -> Result<usize, String> {
-    let Some(group) = existing.groups.iter().find(|g| g.name == learned.group) else {
-        return Err(format!(
-            "no [[groups]] entry named {:?} in the configuration",
-            learned.group
-        ));
-    };
-    let mut added = 0;
-    for p in &learned.proposals {
-        if group.allow.contains(&p.entry) {
-            continue;
-        }
-        crate::web::edit::add_rule(
-            doc,
-            &learned.group,
-            crate::web::edit::RuleKind::Allow,
-            &p.entry,
-        )
-        .map_err(|e| e.to_string())?;
-        added += 1;
-    }
-    if enforce {
-        crate::web::edit::set_group_mode(doc, &learned.group, crate::filter::GroupMode::Enforce)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(added)
 }
 
 /// The proposal as a table for review.

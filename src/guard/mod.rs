@@ -29,7 +29,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::filter::{GroupConfig, ListConfig};
 use crate::querylog::{self, Entry};
 use alerts::{Alert, AlertKind, Dispatch};
 
@@ -53,16 +53,17 @@ pub struct Categories {
 }
 
 impl Categories {
-    /// The categories of `cfg`.
-    pub fn new(cfg: &Config) -> Self {
+    /// The categories of the configured `lists`; `canaries` when `[local]
+    /// bypass_canaries` is on.
+    pub fn new(lists: &[ListConfig], canaries: bool) -> Self {
         let by_source = |src: &str| -> Vec<String> {
-            cfg.lists
+            lists
                 .iter()
                 .filter(|l| l.source.trim() == src)
                 .map(|l| l.name.clone())
                 .collect()
         };
-        let canaries = if cfg.local.bypass_canaries {
+        let canaries = if canaries {
             crate::lists::BYPASS_CANARIES
                 .lines()
                 .map(str::trim)
@@ -81,7 +82,7 @@ impl Categories {
 
     /// Whether `name` is a canary or below one.
     pub fn is_canary(&self, name: &str) -> bool {
-        self.canaries.iter().any(|c| is_under(name, c))
+        self.canaries.iter().any(|c| crate::name::is_under(name, c))
     }
 
     /// The alert kind of a blocked entry's list, if it is an exfil or bypass list.
@@ -98,14 +99,6 @@ impl Categories {
     }
 }
 
-/// `name` equals `suffix` or lies below it.
-pub fn is_under(name: &str, suffix: &str) -> bool {
-    name == suffix
-        || (name.len() > suffix.len()
-            && name.ends_with(suffix)
-            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.')
-}
-
 /// The registrable domain (eTLD+1, PSL private section included) of `name`, or
 /// the name itself when it has none (a bare TLD, a single label).
 pub fn registrable(name: &str) -> &str {
@@ -120,18 +113,19 @@ struct GroupRules {
     firewall: bool,
 }
 
-/// What [`Guard::observe`] checks, swapped as one on reload.
+/// What [`Guard::observe`] checks, swapped as one on reload: per-group watches
+/// and firewall sync, and the list categories.
 #[derive(Debug, Default)]
-struct Rules {
+pub struct Rules {
     groups: Vec<GroupRules>,
     categories: Categories,
 }
 
 impl Rules {
-    fn new(cfg: &Config) -> Self {
-        let fw = &cfg.firewall;
-        let mut groups: Vec<GroupRules> = cfg
-            .groups
+    /// The rules of the configured `groups` under `fw`'s firewall sync, with the
+    /// `categories` of the lists.
+    pub fn new(groups: &[GroupConfig], fw: &nft::FirewallConfig, categories: Categories) -> Self {
+        let mut groups: Vec<GroupRules> = groups
             .iter()
             .map(|g| GroupRules {
                 name: g.name.clone(),
@@ -151,10 +145,7 @@ impl Rules {
                         || fw.groups.iter().any(|g| g == crate::filter::DEFAULT_GROUP)),
             });
         }
-        Self {
-            groups,
-            categories: Categories::new(cfg),
-        }
+        Self { groups, categories }
     }
 }
 
@@ -185,6 +176,19 @@ pub struct Observation {
     n_addrs: u8,
 }
 
+/// What the guard takes from a configuration.
+#[derive(Debug)]
+pub struct GuardSettings {
+    /// Where the seen set lives (`DATA_DIR/guard`).
+    pub dir: std::path::PathBuf,
+    /// `[alerts]`.
+    pub alerts: alerts::AlertsConfig,
+    /// `[firewall]`.
+    pub firewall: nft::FirewallConfig,
+    /// Per-group rules and list categories.
+    pub rules: Rules,
+}
+
 /// The guard: observes answered queries, raises alerts, feeds the firewall.
 pub struct Guard {
     rules: ArcSwap<Rules>,
@@ -196,19 +200,18 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Opens the seen set under `server.data_dir`, starts the alert sinks (the
-    /// webhook task on the current tokio runtime), the firewall sync and the
-    /// guard thread.
-    pub fn start(cfg: &Config) -> anyhow::Result<Arc<Guard>> {
-        let dir = cfg.server.data_dir.join("guard");
-        let seen = match seen::Seen::open(&dir, cfg.alerts.max_seen) {
+    /// Opens the seen set in `cfg.dir`, starts the alert sinks (the webhook task
+    /// on the current tokio runtime), the firewall sync and the guard thread.
+    pub fn start(cfg: GuardSettings) -> anyhow::Result<Arc<Guard>> {
+        let dir = &cfg.dir;
+        let seen = match seen::Seen::open(dir, cfg.alerts.max_seen) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(
                     error = %e,
                     "seen-domain set kept in memory only: new-domain alerts repeat after a restart"
                 );
-                seen::Seen::memory_only(&dir, cfg.alerts.max_seen)
+                seen::Seen::memory_only(dir, cfg.alerts.max_seen)
             }
         };
         let seen = Arc::new(seen);
@@ -229,7 +232,7 @@ impl Guard {
         };
         crate::channel::spawn_background("dnsguard-guard", move || worker.run(rx))?;
         Ok(Arc::new(Guard {
-            rules: ArcSwap::from_pointee(Rules::new(cfg)),
+            rules: ArcSwap::from_pointee(cfg.rules),
             tx,
             dropped: AtomicU64::new(0),
             dropped_metric: std::sync::OnceLock::new(),
@@ -241,8 +244,8 @@ impl Guard {
     /// Takes the per-group settings and list categories of a new configuration
     /// (SIGHUP and dashboard changes); sinks and firewall keep their settings
     /// until restart.
-    pub fn configure(&self, cfg: &Config) {
-        self.rules.store(Arc::new(Rules::new(cfg)));
+    pub fn configure(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
     }
 
     /// Hot path, called once per answered query with its log entry and answer
@@ -250,7 +253,7 @@ impl Guard {
     /// without blocking. No allocation.
     pub fn observe(&self, e: &Entry, addrs: impl Iterator<Item = (IpAddr, u32)>) {
         let rules = self.rules.load();
-        let blocked = e.verdict == querylog::Verdict::Blocked;
+        let blocked = e.verdict == querylog::Ruling::Blocked;
         let mut why = 0;
         if e.flagged {
             why |= why::TUNNEL;
@@ -262,16 +265,16 @@ impl Guard {
                 _ => {}
             }
         }
-        if e.source == querylog::Source::Local && rules.categories.is_canary(&e.name) {
+        if e.source == querylog::Origin::Local && rules.categories.is_canary(&e.name) {
             why |= why::BYPASS;
         }
         let resolved = !blocked
             && matches!(
                 e.source,
-                querylog::Source::Upstream(_)
-                    | querylog::Source::Cache
-                    | querylog::Source::Stale
-                    | querylog::Source::Local
+                querylog::Origin::Upstream(_)
+                    | querylog::Origin::Cache
+                    | querylog::Origin::Stale
+                    | querylog::Origin::Local
             );
         let mut out = [(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0); MAX_ADDRS];
         let mut n = 0;

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::Categories;
-use crate::querylog::{self, Entry, Filter, Order, QueryLog, QueryLogError, Source, Verdict};
+use crate::querylog::{self, Criteria, Entry, Order, Origin, QueryLog, QueryLogError, Ruling};
 
 /// Most (client, domain) pairs remembered while computing new domains.
 const MAX_PAIRS: usize = 2_000_000;
@@ -127,14 +127,14 @@ pub fn report(
     top: usize,
 ) -> Result<Report, QueryLogError> {
     let answered = |e: &Entry| {
-        e.verdict != Verdict::Blocked && !matches!(e.source, Source::Refused | Source::Blocked)
+        e.verdict != Ruling::Blocked && !matches!(e.source, Origin::Refused | Origin::Blocked)
     };
     // Pairs known before the period.
     let mut known: HashSet<(IpAddr, String)> = HashSet::new();
-    let before = Filter {
+    let before = Criteria {
         until_ms: Some(since),
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     for e in log.query(&before) {
         let e = e?;
@@ -142,11 +142,11 @@ pub fn report(
             known.insert((e.client, super::registrable(&e.name).to_owned()));
         }
     }
-    let period = Filter {
+    let period = Criteria {
         since_ms: Some(since),
         until_ms: Some(until),
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     let mut r = Report {
         since_ms: since,
@@ -162,7 +162,7 @@ pub fn report(
     for e in log.query(&period) {
         let e = e?;
         r.queries += 1;
-        let blocked = e.verdict == Verdict::Blocked;
+        let blocked = e.verdict == Ruling::Blocked;
         let c = clients.entry(e.client).or_insert_with(|| ClientLine {
             client: e.client.to_string(),
             ..ClientLine::default()

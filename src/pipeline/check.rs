@@ -126,7 +126,7 @@ impl<R: Resolve> Pipeline<R> {
         let score = self.detector.score_name(name, u16::from(qtype));
         if score.flagged
             && verdict.action != Action::Allow
-            && policy.tunnel_action(verdict.group) != detect::Action::Log
+            && policy.tunnel_action(verdict.group) != detect::TunnelAction::Log
         {
             let note = format!("tunnel: {}", score.reasons);
             return done(

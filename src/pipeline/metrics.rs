@@ -12,9 +12,9 @@ use crate::querylog::{self, Entry};
 pub(super) fn record(e: &Entry, source: &Source, elapsed: std::time::Duration) {
     let m = MetricHandles::get();
     let verdict = match e.verdict {
-        querylog::Verdict::Allowed => 0,
-        querylog::Verdict::Blocked => 1,
-        querylog::Verdict::Allowlisted => 2,
+        querylog::Ruling::Allowed => 0,
+        querylog::Ruling::Blocked => 1,
+        querylog::Ruling::Allowlisted => 2,
     };
     m.queries[verdict][qtype_index(e.qtype)].increment(1);
     super::latency::record(elapsed);
@@ -99,9 +99,9 @@ impl MetricHandles {
         static HANDLES: std::sync::OnceLock<MetricHandles> = std::sync::OnceLock::new();
         HANDLES.get_or_init(|| {
             let verdicts = [
-                querylog::Verdict::Allowed,
-                querylog::Verdict::Blocked,
-                querylog::Verdict::Allowlisted,
+                querylog::Ruling::Allowed,
+                querylog::Ruling::Blocked,
+                querylog::Ruling::Allowlisted,
             ];
             MetricHandles {
                 queries: verdicts.map(|v| {

@@ -116,7 +116,7 @@ pub struct Asked<'a> {
     /// When it arrived.
     pub arrived: Arrived,
     /// What the client presented about who it is (the encrypted front ends).
-    pub presented: Option<&'a crate::dns::Presented>,
+    pub presented: Option<&'a crate::identity::Presented>,
     /// What a trusted forwarder said about the client behind it (EDNS options;
     /// the front end checked [`Pipeline::trusts_forwarder`]).
     pub forwarded: Option<&'a crate::identity::Forwarded>,

@@ -260,20 +260,20 @@ fn entry(
     e.latency_us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
     let source = &says.source;
     e.source = match source {
-        Source::Refused => querylog::Source::Refused,
-        Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Source::Blocked,
-        Source::Local => querylog::Source::Local,
-        Source::Cache => querylog::Source::Cache,
-        Source::Stale => querylog::Source::Stale,
-        Source::Upstream(label) => querylog::Source::Upstream(label.clone()),
-        Source::Failed(..) => querylog::Source::Failed,
+        Source::Refused => querylog::Origin::Refused,
+        Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Origin::Blocked,
+        Source::Local => querylog::Origin::Local,
+        Source::Cache => querylog::Origin::Cache,
+        Source::Stale => querylog::Origin::Stale,
+        Source::Upstream(label) => querylog::Origin::Upstream(label.clone()),
+        Source::Failed(..) => querylog::Origin::Failed,
     };
     if let Some(v) = &says.verdict {
         e.group = policy.group_label(v.group);
         e.verdict = match (*source == Source::Blocked, v.action) {
-            (true, _) => querylog::Verdict::Blocked,
-            (false, Action::Allow) => querylog::Verdict::Allowlisted,
-            _ => querylog::Verdict::Allowed,
+            (true, _) => querylog::Ruling::Blocked,
+            (false, Action::Allow) => querylog::Ruling::Allowlisted,
+            _ => querylog::Ruling::Allowed,
         };
         if *source == Source::Blocked || v.action == Action::Allow {
             (e.list, e.rule) = policy.rule_labels(v);
@@ -292,15 +292,15 @@ fn entry(
             e.tunnel = Some(Box::new(score.reasons));
             e.rule = querylog::entry::empty_str();
             if *source == Source::Tunnel {
-                e.verdict = querylog::Verdict::Blocked;
+                e.verdict = querylog::Ruling::Blocked;
             }
         }
     }
     match source {
         // A client outside `allow_clients` got nothing: never an "allowed" query.
-        Source::Refused => e.verdict = querylog::Verdict::Blocked,
+        Source::Refused => e.verdict = querylog::Ruling::Blocked,
         Source::Rebinding(ip) => {
-            e.verdict = querylog::Verdict::Blocked;
+            e.verdict = querylog::Ruling::Blocked;
             e.rule = Arc::from(format!("rebinding: answer {ip} is private"));
         }
         _ => {}

@@ -15,7 +15,7 @@ use crate::querylog;
 pub struct Policy {
     /// The compiled lists and groups.
     pub filter: Filter,
-    tunnel_actions: Vec<detect::Action>,
+    tunnel_actions: Vec<detect::TunnelAction>,
     group_labels: Vec<Arc<str>>,
     /// Per group, the log's list labels of its own allow and deny entries.
     group_rule_labels: Vec<[Arc<str>; 2]>,
@@ -70,7 +70,7 @@ impl Policy {
     pub fn identify(
         &self,
         client: std::net::IpAddr,
-        presented: Option<&crate::dns::Presented>,
+        presented: Option<&crate::identity::Presented>,
         forwarded: Option<&crate::identity::Forwarded>,
     ) -> crate::identity::Identity {
         if self.identities.is_empty() {
@@ -115,7 +115,7 @@ impl Policy {
         }
     }
 
-    pub(super) fn tunnel_action(&self, g: GroupId) -> detect::Action {
+    pub(super) fn tunnel_action(&self, g: GroupId) -> detect::TunnelAction {
         self.tunnel_actions
             .get(usize::from(g.0))
             .copied()

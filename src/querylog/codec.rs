@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use super::entry::{Entry, Source, Verdict, empty_str};
+use super::entry::{Entry, Origin, Ruling, empty_str};
 use crate::detect::Reasons;
 
 /// Milliseconds per minute.
@@ -371,7 +371,7 @@ impl BlockBuilder {
         let name = self.intern(&e.name);
         let group = self.intern(&e.group);
         let label = match &e.source {
-            Source::Upstream(l) => Some(self.intern(l)),
+            Origin::Upstream(l) => Some(self.intern(l)),
             _ => None,
         };
         let has_extra = !e.rule.is_empty() || !e.list.is_empty();
@@ -384,9 +384,9 @@ impl BlockBuilder {
         let client_name = self.intern(&e.client_name);
         let has_score = e.tunnel_score != 0.0 || e.tunnel.is_some();
         let verdict = match e.verdict {
-            Verdict::Allowed => 0u8,
-            Verdict::Blocked => 1,
-            Verdict::Allowlisted => 2,
+            Ruling::Allowed => 0u8,
+            Ruling::Blocked => 1,
+            Ruling::Allowlisted => 2,
         };
         let flags = verdict
             | (u8::from(e.flagged) << 2)
@@ -528,9 +528,9 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
         let qtype = r.varint_u16("qtype")?;
         let flags = r.u8()?;
         let verdict = match flags & 3 {
-            0 => Verdict::Allowed,
-            1 => Verdict::Blocked,
-            2 => Verdict::Allowlisted,
+            0 => Ruling::Allowed,
+            1 => Ruling::Blocked,
+            2 => Ruling::Allowlisted,
             _ => return Err(DecodeError::Invalid("verdict")),
         };
         let flagged = flags & 4 != 0;
@@ -557,13 +557,13 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
         };
         let group = s(r.varint()?)?;
         let source = match kind {
-            0 => Source::Upstream(s(r.varint()?)?),
-            1 => Source::Cache,
-            2 => Source::Local,
-            3 => Source::Stale,
-            4 => Source::Blocked,
-            5 => Source::Refused,
-            6 => Source::Failed,
+            0 => Origin::Upstream(s(r.varint()?)?),
+            1 => Origin::Cache,
+            2 => Origin::Local,
+            3 => Origin::Stale,
+            4 => Origin::Blocked,
+            5 => Origin::Refused,
+            6 => Origin::Failed,
             _ => return Err(DecodeError::Invalid("source")),
         };
         let (mut rule, list) = if flags & 0x80 != 0 {
@@ -630,11 +630,11 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
 pub struct MinuteCounts {
     /// All queries.
     pub total: u64,
-    /// Verdict allowed.
+    /// Ruling allowed.
     pub allowed: u64,
-    /// Verdict blocked.
+    /// Ruling blocked.
     pub blocked: u64,
-    /// Verdict allowlisted.
+    /// Ruling allowlisted.
     pub allowlisted: u64,
     /// Tunnel-flagged queries.
     pub flagged: u64,
@@ -651,12 +651,12 @@ impl MinuteCounts {
     pub(crate) fn add_entry(&mut self, e: &Entry) {
         self.total += 1;
         match e.verdict {
-            Verdict::Allowed => self.allowed += 1,
-            Verdict::Blocked => self.blocked += 1,
-            Verdict::Allowlisted => self.allowlisted += 1,
+            Ruling::Allowed => self.allowed += 1,
+            Ruling::Blocked => self.blocked += 1,
+            Ruling::Allowlisted => self.allowlisted += 1,
         }
         self.flagged += u64::from(e.flagged);
-        self.cached += u64::from(matches!(e.source, Source::Cache | Source::Stale));
+        self.cached += u64::from(matches!(e.source, Origin::Cache | Origin::Stale));
         self.latency_sum_us += u64::from(e.latency_us);
     }
 

@@ -22,9 +22,9 @@ use super::codec::{
     hour_of, minute_key, minute_of,
 };
 use super::config::Privacy;
-use super::entry::{Entry, Verdict};
+use super::entry::privacy_apply;
+use super::entry::{Entry, Ruling};
 use super::store::Store;
-use super::writer::privacy_apply;
 
 /// Distinct keys kept per in-memory hourly top map before it is trimmed to
 /// half (keeping the largest counts).
@@ -198,7 +198,7 @@ impl Encoder {
             .or_insert_with(|| load_hour(store.as_deref(), hour));
         t.dirty = true;
         if self.privacy != Privacy::HideNames {
-            if e.verdict == Verdict::Blocked {
+            if e.verdict == Ruling::Blocked {
                 bump(&mut t.blocked, &e.name);
             } else {
                 bump(&mut t.domains, &e.name);

@@ -1,4 +1,4 @@
-//! The query-log record ([`Entry`]) and its small enums ([`Verdict`], [`Source`]).
+//! The query-log record ([`Entry`]) and its small enums ([`Ruling`], [`Origin`]).
 //!
 //! String fields are `Arc<str>`: the DNS path allocates the query name once
 //! (`Arc::from(name)`) and can clone shared values (rule text, list name,
@@ -6,19 +6,20 @@
 //! `Arc` per distinct string of a stored block.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::config::Privacy;
 use crate::detect::Reasons;
 
 /// The filtering decision taken for a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum Ruling {
     /// Resolved normally (no rule matched).
     Allowed,
     /// Blocked by a rule.
@@ -27,18 +28,18 @@ pub enum Verdict {
     Allowlisted,
 }
 
-impl Verdict {
+impl Ruling {
     /// Lower-case name used in every output format.
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Allowed => "allowed",
-            Verdict::Blocked => "blocked",
-            Verdict::Allowlisted => "allowlisted",
+            Ruling::Allowed => "allowed",
+            Ruling::Blocked => "blocked",
+            Ruling::Allowlisted => "allowlisted",
         }
     }
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for Ruling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -49,7 +50,7 @@ impl fmt::Display for Verdict {
 /// Text form (table, CSV, JSON): `cache`, `local`, `stale`, `blocked`,
 /// `refused`, `failed`, or `upstream:<label>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
+pub enum Origin {
     /// Forwarded to the upstream with this label.
     Upstream(Arc<str>),
     /// Answered from the cache.
@@ -66,59 +67,59 @@ pub enum Source {
     Failed,
 }
 
-impl Source {
+impl Origin {
     pub(crate) fn kind(&self) -> u8 {
         match self {
-            Source::Upstream(_) => 0,
-            Source::Cache => 1,
-            Source::Local => 2,
-            Source::Stale => 3,
-            Source::Blocked => 4,
-            Source::Refused => 5,
-            Source::Failed => 6,
+            Origin::Upstream(_) => 0,
+            Origin::Cache => 1,
+            Origin::Local => 2,
+            Origin::Stale => 3,
+            Origin::Blocked => 4,
+            Origin::Refused => 5,
+            Origin::Failed => 6,
         }
     }
 }
 
-impl fmt::Display for Source {
+impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Upstream(l) => write!(f, "upstream:{l}"),
-            Source::Cache => f.write_str("cache"),
-            Source::Local => f.write_str("local"),
-            Source::Stale => f.write_str("stale"),
-            Source::Blocked => f.write_str("blocked"),
-            Source::Refused => f.write_str("refused"),
-            Source::Failed => f.write_str("failed"),
+            Origin::Upstream(l) => write!(f, "upstream:{l}"),
+            Origin::Cache => f.write_str("cache"),
+            Origin::Local => f.write_str("local"),
+            Origin::Stale => f.write_str("stale"),
+            Origin::Blocked => f.write_str("blocked"),
+            Origin::Refused => f.write_str("refused"),
+            Origin::Failed => f.write_str("failed"),
         }
     }
 }
 
-impl FromStr for Source {
+impl FromStr for Origin {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
-            "cache" => Source::Cache,
-            "local" => Source::Local,
-            "stale" => Source::Stale,
-            "blocked" => Source::Blocked,
-            "refused" => Source::Refused,
-            "failed" => Source::Failed,
+            "cache" => Origin::Cache,
+            "local" => Origin::Local,
+            "stale" => Origin::Stale,
+            "blocked" => Origin::Blocked,
+            "refused" => Origin::Refused,
+            "failed" => Origin::Failed,
             _ => match s.strip_prefix("upstream:") {
-                Some(l) => Source::Upstream(Arc::from(l)),
+                Some(l) => Origin::Upstream(Arc::from(l)),
                 None => return Err(format!("unknown source {s:?}")),
             },
         })
     }
 }
 
-impl Serialize for Source {
+impl Serialize for Origin {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-impl<'de> Deserialize<'de> for Source {
+impl<'de> Deserialize<'de> for Origin {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
@@ -138,7 +139,7 @@ pub struct Entry {
     /// Query type (1 = A, 28 = AAAA, ...).
     pub qtype: u16,
     /// Filtering decision.
-    pub verdict: Verdict,
+    pub verdict: Ruling,
     /// Set when tunnel detection flagged the query (independent of verdict).
     pub flagged: bool,
     /// Text of the matching rule (empty when none).
@@ -150,7 +151,7 @@ pub struct Entry {
     /// Short answer summary, e.g. `93.184.216.34,cdn.example.net` (may be empty).
     pub answer: Arc<str>,
     /// Where the answer came from.
-    pub source: Source,
+    pub source: Origin,
     /// Time to answer, microseconds.
     pub latency_us: u32,
     /// Tunnel-detection score, 0 when not scored.
@@ -200,13 +201,13 @@ impl Entry {
             client,
             name,
             qtype,
-            verdict: Verdict::Allowed,
+            verdict: Ruling::Allowed,
             flagged: false,
             rule: empty_str(),
             list: empty_str(),
             rcode: 0,
             answer: empty_str(),
-            source: Source::Cache,
+            source: Origin::Cache,
             latency_us: 0,
             tunnel_score: 0.0,
             group: empty_str(),
@@ -219,5 +220,41 @@ impl Entry {
 impl Default for Entry {
     fn default() -> Self {
         Entry::new(0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), empty_str(), 1)
+    }
+}
+
+/// Apply the privacy level to an entry before it is stored or written to
+/// the WAL (idempotent).
+pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
+    match privacy {
+        Privacy::HideNames => {
+            e.name = hidden_str();
+            e.rule = empty_str();
+            e.tunnel = None;
+            e.answer = empty_str();
+        }
+        Privacy::HideClients => {
+            e.client_name = empty_str();
+            e.client = match e.client {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            }
+        }
+        // No entry is stored, only anonymous counts: keep nothing
+        // else (this is also what reaches the WAL).
+        Privacy::Nothing => {
+            e.name = hidden_str();
+            e.rule = empty_str();
+            e.tunnel = None;
+            e.answer = empty_str();
+            e.list = empty_str();
+            e.group = empty_str();
+            e.client_name = empty_str();
+            e.client = match e.client {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            }
+        }
+        Privacy::Everything => {}
     }
 }

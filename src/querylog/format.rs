@@ -127,24 +127,24 @@ pub struct LoggedEde {
 
 /// [`LoggedEde`] of `e`, if it had one.
 pub fn logged_ede(e: &Entry) -> Option<LoggedEde> {
-    use super::entry::Source;
+    use super::entry::Origin;
     let ede = |code, name, text: String| Some(LoggedEde { code, name, text });
     let (rule, list) = (&*e.rule, &*e.list);
     match e.source {
-        Source::Refused => ede(18, "Prohibited", "client not allowed".into()),
-        Source::Stale => ede(3, "Stale Answer", String::new()),
-        Source::Blocked if rule.starts_with("tunnel") => ede(18, "Prohibited", "tunnel".into()),
-        Source::Blocked if rule == "not-allowlisted" => ede(
+        Origin::Refused => ede(18, "Prohibited", "client not allowed".into()),
+        Origin::Stale => ede(3, "Stale Answer", String::new()),
+        Origin::Blocked if rule.starts_with("tunnel") => ede(18, "Prohibited", "tunnel".into()),
+        Origin::Blocked if rule == "not-allowlisted" => ede(
             18,
             "Prohibited",
             format!("not-allowlisted (group {})", e.group),
         ),
-        Source::Blocked if rule.starts_with("rebinding") => ede(
+        Origin::Blocked if rule.starts_with("rebinding") => ede(
             17,
             "Filtered",
             "rebinding: private address for a public name".into(),
         ),
-        Source::Blocked => {
+        Origin::Blocked => {
             let text = match (list, rule) {
                 ("", _) => String::new(),
                 (l, r) if l.starts_with("group ") => [l, r].join(" ").trim_end().to_owned(),

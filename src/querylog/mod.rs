@@ -86,16 +86,17 @@ pub use codec::{
     BlockKey, DecodeError, decode_block, decode_entry, decode_key, encode_block, encode_entry,
 };
 pub use config::{Privacy, QueryLogConfig};
-pub use entry::{Entry, Source, Verdict, empty_str, now_ms};
+pub use entry::{Entry, Origin, Ruling, empty_str, now_ms};
 pub use format::{EntryWriter, OutputFormat, write_entries};
 pub use parse::{format_time, parse_duration, parse_since, parse_time};
-pub use query::{Cursor, DomainPattern, EntryIter, Filter, Order, VerdictFilter};
+pub use query::{Criteria, Cursor, DomainPattern, EntryIter, Order, RulingFilter};
 pub use request::{LogRequest, StatsRequest};
 pub use stats::{MAX_SERIES_POINTS, SeriesPoint, Stats, TopItem};
 pub use store::{SledStore, Store, StoreError};
 
 use codec::{FORMAT_VERSION, KEY_VERSION, PREFIX_ENTRY};
-use writer::{Msg, Shared, Writer};
+use wal::{Msg, Shared};
+use writer::Writer;
 
 /// Encoded batches that may wait between the WAL thread and the writer (while
 /// sled stalls); beyond this the WAL thread waits and `record` starts dropping.
@@ -414,7 +415,7 @@ impl QueryLog {
     }
 
     /// Stream entries matching `filter` (see [`EntryIter`]).
-    pub fn query(&self, filter: &Filter) -> EntryIter {
+    pub fn query(&self, filter: &Criteria) -> EntryIter {
         let Some(store) = &self.store else {
             return EntryIter::empty();
         };
@@ -426,7 +427,7 @@ impl QueryLog {
     /// Stream entries stored after `cursor`, oldest first (the filter's
     /// order and `since` key range are ignored; its conditions apply). Drain
     /// it, then poll again with [`EntryIter::cursor`] for `--follow`.
-    pub fn query_after(&self, cursor: Cursor, filter: &Filter) -> EntryIter {
+    pub fn query_after(&self, cursor: Cursor, filter: &Criteria) -> EntryIter {
         let Some(store) = &self.store else {
             return EntryIter::empty();
         };

@@ -1,4 +1,4 @@
-//! Reading entries back: [`Filter`], the streaming [`EntryIter`] and the
+//! Reading entries back: [`Criteria`], the streaming [`EntryIter`] and the
 //! [`Cursor`] used by `--follow`.
 //!
 //! The iterator walks the sled key range of the requested time span block by
@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use super::QueryLogError;
 use super::codec::{BlockKey, MINUTE_MS, decode_block_into, decode_key, minute_of};
-use super::entry::{Entry, Verdict};
+use super::entry::{Entry, Ruling};
 use super::store::KvIter;
 
 /// Iteration order.
@@ -32,7 +32,7 @@ pub enum Order {
 
 /// Which verdicts to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VerdictFilter {
+pub enum RulingFilter {
     /// Every verdict.
     #[default]
     Any,
@@ -97,7 +97,7 @@ fn is_client_name(s: &str) -> bool {
 
 /// What to read. All conditions must hold.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub struct Criteria {
     /// Entries at or after this time (unix ms).
     pub since_ms: Option<u64>,
     /// Entries strictly before this time (unix ms).
@@ -109,7 +109,7 @@ pub struct Filter {
     /// Query-name pattern.
     pub domain: Option<DomainPattern>,
     /// Verdicts to keep.
-    pub verdict: VerdictFilter,
+    pub verdict: RulingFilter,
     /// Only tunnel-flagged entries.
     pub flagged_only: bool,
     /// Stop after this many matching entries.
@@ -118,10 +118,10 @@ pub struct Filter {
     pub order: Order,
 }
 
-impl Filter {
+impl Criteria {
     /// Set the client filter from an address (`10.0.0.1`), a CIDR
     /// (`10.0.0.0/24`) or a `[[clients]]` name (`agent-1`: letters, digits, `-`, `_`).
-    pub fn with_client(mut self, s: &str) -> Result<Filter, QueryLogError> {
+    pub fn with_client(mut self, s: &str) -> Result<Criteria, QueryLogError> {
         let net = match s.parse::<IpNet>() {
             Ok(n) => n,
             Err(_) => match s.parse::<IpAddr>() {
@@ -150,10 +150,10 @@ impl Filter {
             return false;
         }
         let ok = match self.verdict {
-            VerdictFilter::Any => true,
-            VerdictFilter::Blocked => e.verdict == Verdict::Blocked,
-            VerdictFilter::Allowed => e.verdict != Verdict::Blocked,
-            VerdictFilter::Allowlisted => e.verdict == Verdict::Allowlisted,
+            RulingFilter::Any => true,
+            RulingFilter::Blocked => e.verdict == Ruling::Blocked,
+            RulingFilter::Allowed => e.verdict != Ruling::Blocked,
+            RulingFilter::Allowlisted => e.verdict == Ruling::Allowlisted,
         };
         if !ok || (self.flagged_only && !e.flagged) {
             return false;
@@ -233,7 +233,7 @@ impl FromStr for Cursor {
 /// that cannot be read or decoded; iteration continues after it.
 pub struct EntryIter {
     blocks: KvIter,
-    filter: Filter,
+    filter: Criteria,
     buf: Vec<Entry>,
     /// Next position in `buf` (forward) or count left (reverse).
     pos: usize,
@@ -244,7 +244,7 @@ pub struct EntryIter {
 }
 
 impl EntryIter {
-    pub(crate) fn new(blocks: KvIter, filter: Filter, after: Option<Cursor>) -> EntryIter {
+    pub(crate) fn new(blocks: KvIter, filter: Criteria, after: Option<Cursor>) -> EntryIter {
         EntryIter {
             blocks,
             remaining: filter.limit,
@@ -258,7 +258,7 @@ impl EntryIter {
     }
 
     pub(crate) fn empty() -> EntryIter {
-        EntryIter::new(Box::new(std::iter::empty()), Filter::default(), None)
+        EntryIter::new(Box::new(std::iter::empty()), Criteria::default(), None)
     }
 
     /// Position after the last entry examined (matching or not); pass it

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Filter, Order, OutputFormat, QueryLogError, VerdictFilter, parse_since};
+use super::{Criteria, Order, OutputFormat, QueryLogError, RulingFilter, parse_since};
 
 /// Filters and output options for listing entries.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -34,13 +34,13 @@ pub struct LogRequest {
 
 impl LogRequest {
     /// The store filter, with times resolved against `now_ms`.
-    pub fn filter(&self, now_ms: u64) -> Result<Filter, QueryLogError> {
+    pub fn filter(&self, now_ms: u64) -> Result<Criteria, QueryLogError> {
         if self.blocked && self.allowed {
             return Err(QueryLogError::Parse(
                 "--blocked and --allowed exclude each other".into(),
             ));
         }
-        let mut f = Filter {
+        let mut f = Criteria {
             since_ms: self
                 .since
                 .as_deref()
@@ -53,9 +53,9 @@ impl LogRequest {
                 .transpose()?,
             domain: self.domain.as_deref().map(super::DomainPattern::new),
             verdict: match (self.blocked, self.allowed) {
-                (true, _) => VerdictFilter::Blocked,
-                (_, true) => VerdictFilter::Allowed,
-                _ => VerdictFilter::Any,
+                (true, _) => RulingFilter::Blocked,
+                (_, true) => RulingFilter::Allowed,
+                _ => RulingFilter::Any,
             },
             flagged_only: self.flagged,
             limit: self.limit,
@@ -64,7 +64,7 @@ impl LogRequest {
             } else {
                 Order::NewestFirst
             },
-            ..Filter::default()
+            ..Criteria::default()
         };
         if let Some(c) = &self.client {
             f = f.with_client(c)?;
@@ -130,7 +130,7 @@ mod tests {
         };
         let f = r.filter(now).unwrap();
         assert_eq!(f.since_ms, Some(now - 7 * 86_400_000));
-        assert_eq!(f.verdict, VerdictFilter::Blocked);
+        assert_eq!(f.verdict, RulingFilter::Blocked);
         assert_eq!(f.limit, Some(5));
         for bad in [
             LogRequest {

@@ -34,13 +34,13 @@ fn full_entry(t: u64) -> Entry {
         client: ip("2001:db8::7"),
         name: Arc::from("tracker.ads.example.com"),
         qtype: 28,
-        verdict: Verdict::Blocked,
+        verdict: Ruling::Blocked,
         flagged: true,
         rule: Arc::from("||ads.example.com^"),
         list: Arc::from("easylist"),
         rcode: 3,
         answer: Arc::from("0.0.0.0,cname.example.net"),
-        source: Source::Upstream(Arc::from("quad9")),
+        source: Origin::Upstream(Arc::from("quad9")),
         latency_us: 12345,
         tunnel_score: 0.75,
         group: Arc::from("kids"),
@@ -53,7 +53,7 @@ fn cfg() -> QueryLogConfig {
     QueryLogConfig::default()
 }
 
-fn all(log: &QueryLog, f: &Filter) -> Vec<Entry> {
+fn all(log: &QueryLog, f: &Criteria) -> Vec<Entry> {
     log.query(f).collect::<Result<Vec<_>, _>>().unwrap()
 }
 
@@ -67,8 +67,8 @@ fn names(v: &[Entry]) -> Vec<String> {
 fn codec_round_trip() {
     let t = base() + 1234;
     let mut entries = vec![full_entry(t), entry(t + 10, "10.0.0.1", "example.com")];
-    entries[1].source = Source::Stale;
-    entries[1].verdict = Verdict::Allowlisted;
+    entries[1].source = Origin::Stale;
+    entries[1].verdict = Ruling::Allowlisted;
     entries.push(full_entry(minute_of(t) + 59_999));
     let key = BlockKey {
         minute_ms: minute_of(t),
@@ -78,13 +78,13 @@ fn codec_round_trip() {
     assert_eq!(decode_block(&bytes).unwrap(), entries);
     assert_eq!(decode_key(&key.encode()).unwrap(), key);
     for src in [
-        Source::Cache,
-        Source::Local,
-        Source::Stale,
-        Source::Blocked,
-        Source::Refused,
-        Source::Failed,
-        Source::Upstream(Arc::from("cloudflare")),
+        Origin::Cache,
+        Origin::Local,
+        Origin::Stale,
+        Origin::Blocked,
+        Origin::Refused,
+        Origin::Failed,
+        Origin::Upstream(Arc::from("cloudflare")),
     ] {
         let mut e = full_entry(t);
         e.source = src;
@@ -120,7 +120,7 @@ fn tunnel_reasons_are_stored_as_data_and_read_back_as_the_rule() {
     (as_text.rule, as_text.tunnel) = (Arc::from(text), None);
     assert!(bytes.len() + 20 < encode_entry(&as_text).len());
     // Names hidden: the reasons go with the rule.
-    writer::privacy_apply(Privacy::HideNames, &mut e);
+    entry::privacy_apply(Privacy::HideNames, &mut e);
     assert_eq!(e.tunnel, None);
 }
 
@@ -216,13 +216,13 @@ fn round_trip_order_and_reopen() {
         assert_eq!(log.dropped(), 0);
         let got = all(
             &log,
-            &Filter {
+            &Criteria {
                 order: Order::OldestFirst,
-                ..Filter::default()
+                ..Criteria::default()
             },
         );
         assert_eq!(got, input);
-        let mut newest = all(&log, &Filter::default());
+        let mut newest = all(&log, &Criteria::default());
         newest.reverse();
         assert_eq!(newest, input);
         log.shutdown();
@@ -235,9 +235,9 @@ fn round_trip_order_and_reopen() {
     log.flush().unwrap();
     let got = all(
         &log,
-        &Filter {
+        &Criteria {
             order: Order::OldestFirst,
-            ..Filter::default()
+            ..Criteria::default()
         },
     );
     assert_eq!(got.len(), 5001);
@@ -250,34 +250,34 @@ fn every_filter() {
     let dir = tempfile::tempdir().unwrap();
     let log = QueryLog::open(dir.path(), cfg()).unwrap();
     let t = base();
-    let mk = |dt: u64, c: &str, n: &str, v: Verdict, flagged: bool| {
+    let mk = |dt: u64, c: &str, n: &str, v: Ruling, flagged: bool| {
         let mut e = entry(t + dt, c, n);
         e.verdict = v;
         e.flagged = flagged;
         e
     };
     let data = vec![
-        mk(0, "10.0.0.1", "example.com", Verdict::Allowed, false),
-        mk(1_000, "10.0.0.2", "a.example.com", Verdict::Blocked, false),
+        mk(0, "10.0.0.1", "example.com", Ruling::Allowed, false),
+        mk(1_000, "10.0.0.2", "a.example.com", Ruling::Blocked, false),
         mk(
             61_000,
             "10.0.1.1",
             "badexample.com",
-            Verdict::Allowlisted,
+            Ruling::Allowlisted,
             false,
         ),
         mk(
             120_000,
             "2001:db8::1",
             "x.tunnel.net",
-            Verdict::Allowed,
+            Ruling::Allowed,
             true,
         ),
         mk(
             200_000,
             "10.0.0.1",
             "Example.COM.evil.net",
-            Verdict::Blocked,
+            Ruling::Blocked,
             true,
         ),
     ];
@@ -287,51 +287,51 @@ fn every_filter() {
         log.record(e.clone());
     }
     log.flush().unwrap();
-    let q = |f: Filter| {
+    let q = |f: Criteria| {
         names(&all(
             &log,
-            &Filter {
+            &Criteria {
                 order: Order::OldestFirst,
                 ..f
             },
         ))
     };
-    assert_eq!(q(Filter::default()).len(), 5);
+    assert_eq!(q(Criteria::default()).len(), 5);
     // since / until (inclusive / exclusive), across minute boundaries.
-    let f = Filter {
+    let f = Criteria {
         since_ms: Some(t + 1_000),
         until_ms: Some(t + 120_000),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f), ["a.example.com", "badexample.com"]);
-    let f = Filter {
+    let f = Criteria {
         since_ms: Some(t + 120_001),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f), ["Example.COM.evil.net"]);
     // client address and CIDR
     assert_eq!(
-        q(Filter::default().with_client("10.0.0.1").unwrap()),
+        q(Criteria::default().with_client("10.0.0.1").unwrap()),
         ["example.com", "Example.COM.evil.net"]
     );
     assert_eq!(
-        q(Filter::default().with_client("10.0.0.0/24").unwrap()).len(),
+        q(Criteria::default().with_client("10.0.0.0/24").unwrap()).len(),
         3
     );
     assert_eq!(
-        q(Filter::default().with_client("2001:db8::/32").unwrap()),
+        q(Criteria::default().with_client("2001:db8::/32").unwrap()),
         ["x.tunnel.net"]
     );
-    assert!(Filter::default().with_client("10.0.0.300").is_err());
+    assert!(Criteria::default().with_client("10.0.0.300").is_err());
     // client name: only entries logged under it
     assert_eq!(
-        q(Filter::default().with_client("agent-1").unwrap()),
+        q(Criteria::default().with_client("agent-1").unwrap()),
         ["a.example.com"]
     );
     // domain: suffix with leading dot, otherwise substring (case-insensitive)
-    let d = |p: &str| Filter {
+    let d = |p: &str| Criteria {
         domain: Some(DomainPattern::new(p)),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(d(".example.com")), ["example.com", "a.example.com"]);
     assert_eq!(q(d(".EXAMPLE.com.")), ["example.com", "a.example.com"]);
@@ -346,28 +346,28 @@ fn every_filter() {
     );
     assert_eq!(q(d("tunnel")), ["x.tunnel.net"]);
     // verdicts and flagged
-    let v = |vf: VerdictFilter| Filter {
+    let v = |vf: RulingFilter| Criteria {
         verdict: vf,
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(
-        q(v(VerdictFilter::Blocked)),
+        q(v(RulingFilter::Blocked)),
         ["a.example.com", "Example.COM.evil.net"]
     );
     assert_eq!(
-        q(v(VerdictFilter::Allowed)),
+        q(v(RulingFilter::Allowed)),
         ["example.com", "badexample.com", "x.tunnel.net"]
     );
-    assert_eq!(q(v(VerdictFilter::Allowlisted)), ["badexample.com"]);
-    let f = Filter {
+    assert_eq!(q(v(RulingFilter::Allowlisted)), ["badexample.com"]);
+    let f = Criteria {
         flagged_only: true,
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f), ["x.tunnel.net", "Example.COM.evil.net"]);
     // limit, both orders
-    let f = Filter {
+    let f = Criteria {
         limit: Some(2),
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(q(f.clone()), ["example.com", "a.example.com"]);
     assert_eq!(
@@ -375,11 +375,11 @@ fn every_filter() {
         ["Example.COM.evil.net", "x.tunnel.net"]
     );
     // combined
-    let f = Filter {
-        verdict: VerdictFilter::Blocked,
+    let f = Criteria {
+        verdict: RulingFilter::Blocked,
         flagged_only: true,
         domain: Some(DomainPattern::new("evil")),
-        ..Filter::default()
+        ..Criteria::default()
     }
     .with_client("10.0.0.0/8")
     .unwrap();
@@ -396,7 +396,7 @@ fn follow_with_cursor() {
     let mut cur = log.end_cursor().unwrap();
     assert_eq!(cur.to_string().parse::<Cursor>().unwrap(), cur);
     // Nothing new yet.
-    let mut it = log.query_after(cur, &Filter::default());
+    let mut it = log.query_after(cur, &Criteria::default());
     assert!(it.next().is_none());
     cur = it.cursor();
     // New entries appended to the same (still open) block and a new minute.
@@ -404,7 +404,7 @@ fn follow_with_cursor() {
     log.record(entry(t + 2, "10.0.0.2", "two"));
     log.record(entry(minute_of(t) + MINUTE_MS + 5, "10.0.0.1", "three"));
     log.flush().unwrap();
-    let f = Filter::default().with_client("10.0.0.1").unwrap();
+    let f = Criteria::default().with_client("10.0.0.1").unwrap();
     let mut it = log.query_after(cur, &f);
     let got: Vec<Entry> = it.by_ref().map(Result::unwrap).collect();
     assert_eq!(names(&got), ["one", "three"]);
@@ -437,7 +437,7 @@ fn stats_from_aggregates_survive_reopen() {
                 },
             );
             if i.is_multiple_of(5) {
-                e.verdict = Verdict::Blocked;
+                e.verdict = Ruling::Blocked;
                 e.name = Arc::from("ads.com");
             }
             e.flagged = i.is_multiple_of(10);
@@ -514,9 +514,9 @@ fn retention_prunes_old_entries_and_aggregates() {
     assert_eq!(log.stats(0, now + 1, 10).unwrap().total, 4);
     let deleted = log.prune_now(now).unwrap();
     assert!(deleted >= 4, "deleted {deleted}");
-    let f = Filter {
+    let f = Criteria {
         order: Order::OldestFirst,
-        ..Filter::default()
+        ..Criteria::default()
     };
     assert_eq!(names(&all(&log, &f)), ["recent.example", "now.example"]);
     let s = log.stats(0, now + 1, 10).unwrap();
@@ -560,9 +560,9 @@ fn privacy_levels() {
         log.flush().unwrap();
         let got = all(
             &log,
-            &Filter {
+            &Criteria {
                 order: Order::OldestFirst,
-                ..Filter::default()
+                ..Criteria::default()
             },
         );
         let s = log.stats(t, t + 1000, 10).unwrap();
@@ -675,7 +675,7 @@ fn full_channel_drops_and_counts_without_blocking() {
     release_tx.send(()).unwrap();
     log.flush().unwrap();
     assert_eq!(log.written(), 5);
-    assert_eq!(all(&log, &Filter::default()).len(), 5);
+    assert_eq!(all(&log, &Criteria::default()).len(), 5);
     log.shutdown();
     log.record(entry(t, "10.0.0.1", "after shutdown"));
     assert_eq!(log.dropped(), 11);
@@ -706,7 +706,7 @@ fn write_errors_are_counted_and_retried() {
     log.record(entry(t + 100, "10.0.0.1", "after-recovery"));
     log.flush().unwrap();
     assert_eq!(log.written(), 11);
-    assert_eq!(all(&log, &Filter::default()).len(), 11);
+    assert_eq!(all(&log, &Criteria::default()).len(), 11);
     assert_eq!(log.stats(t, t + 1000, 5).unwrap().total, 11);
 }
 
@@ -750,7 +750,7 @@ fn disabled_log_is_a_no_op() {
     .unwrap();
     log.record(entry(base(), "10.0.0.1", "x"));
     log.flush().unwrap();
-    assert_eq!(log.query(&Filter::default()).count(), 0);
+    assert_eq!(log.query(&Criteria::default()).count(), 0);
     assert_eq!(log.stats(0, u64::MAX, 5).unwrap().total, 0);
     assert!(!dir.path().join("never").exists());
 }
@@ -891,9 +891,9 @@ fn check_after_crash(dir: &Path, sent: u64) -> u64 {
         "replayed segments are deleted"
     );
     let got: Vec<Entry> = log
-        .query(&Filter {
+        .query(&Criteria {
             order: Order::OldestFirst,
-            ..Filter::default()
+            ..Criteria::default()
         })
         .map(Result::unwrap)
         .collect();
@@ -912,7 +912,7 @@ fn check_after_crash(dir: &Path, sent: u64) -> u64 {
     drop(log);
     // A second open replays nothing more.
     let log = QueryLog::open(dir, cfg()).unwrap();
-    assert_eq!(log.query(&Filter::default()).count() as u64, k);
+    assert_eq!(log.query(&Criteria::default()).count() as u64, k);
     assert_eq!(log.stats(0, u64::MAX, 1).unwrap().total, k);
     k
 }
@@ -1049,9 +1049,9 @@ fn replay_applies_new_records_once_and_ignores_torn_tails() {
     assert!(wal::list_segments(dir.path()).unwrap().is_empty());
     let got = names(&all(
         &log,
-        &Filter {
+        &Criteria {
             order: Order::OldestFirst,
-            ..Filter::default()
+            ..Criteria::default()
         },
     ));
     let mut want: Vec<String> = (0..10).map(|i| format!("old{i}")).collect();
@@ -1069,7 +1069,7 @@ fn replay_applies_new_records_once_and_ignores_torn_tails() {
     );
     drop(log);
     let log = QueryLog::open(dir.path(), cfg()).unwrap();
-    assert_eq!(log.query(&Filter::default()).count(), 13);
+    assert_eq!(log.query(&Criteria::default()).count(), 13);
 }
 
 #[test]
@@ -1312,9 +1312,9 @@ fn fsize_child() {
     // The writer reopens the store (with back-off) and writes again.
     // (The backlog of "x" entries alone can move `written`; what counts is that
     // entries recorded after the limit was lifted are stored.)
-    let f = Filter {
+    let f = Criteria {
         domain: Some(DomainPattern::new("after")),
-        ..Filter::default()
+        ..Criteria::default()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1364,7 +1364,7 @@ fn series_buckets_minute_aggregates() {
         log.record(entry(t + ms, "10.0.0.1", "a.com"));
     }
     let mut b = entry(t + 6 * 60_000, "10.0.0.1", "ads.com");
-    b.verdict = Verdict::Blocked;
+    b.verdict = Ruling::Blocked;
     log.record(b);
     log.record(entry(t + 6 * 60_000 + 5, "10.0.0.1", "a.com"));
     log.flush().unwrap();
@@ -1474,6 +1474,6 @@ fn client_names_are_stored_and_shown() {
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(json["client_name"], "agent-1");
     // Hidden clients hide the name too.
-    writer::privacy_apply(Privacy::HideClients, &mut a);
+    entry::privacy_apply(Privacy::HideClients, &mut a);
     assert_eq!(&*a.client_name, "");
 }

@@ -25,7 +25,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +33,38 @@ use std::time::{Duration, Instant};
 use super::encoder::{Encoded, Encoder, MAX_RECORD_ENTRIES};
 use super::entry::Entry;
 use super::store::StoreError;
-use super::writer::{Msg, Shared};
+
+/// Messages to the WAL thread and the writer.
+pub(crate) enum Msg {
+    /// A query to log (DNS path to the WAL thread).
+    Entry(Entry),
+    /// A batch encoded (and in the WAL, when there is one) as record `seq`.
+    Encoded(Encoded, u64),
+    Flush(SyncSender<()>),
+    Prune(u64, SyncSender<Result<u64, StoreError>>),
+    Shutdown(SyncSender<()>),
+}
+
+/// Counters shared between the handle and the writer.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Rate-limited queries not yet added to a minute's counts (the DNS
+    /// path adds, the WAL thread takes).
+    pub rate_limited: AtomicU64,
+    pub dropped: AtomicU64,
+    pub written: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn error(&self, e: &StoreError) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.0.clone());
+        }
+    }
+}
 
 /// sled key holding the `seq` of the newest WAL record applied (u64 BE).
 pub(crate) const KEY_WAL_SEQ: &[u8] = b"W";

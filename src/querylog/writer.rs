@@ -34,23 +34,20 @@
 //! the deletion of its segments) changes nothing.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::codec::{
     BlockKey, PREFIX_ENTRY, PREFIX_HOUR, PREFIX_MINUTE, hour_key, hour_of, minute_key, minute_of,
 };
-use super::config::Privacy;
 use super::encoder::Encoded;
 pub(crate) use super::encoder::{TOP_BLOCKED, TOP_CLIENTS, TOP_DOMAINS};
-use super::entry::{Entry, empty_str, hidden_str};
 use super::store::{Store, StoreError};
-use super::wal::{self, Closed, KEY_WAL_SEQ, Wal};
+use super::wal::{self, Closed, KEY_WAL_SEQ, Msg, Shared, Wal};
 
 /// Entries waiting for a successful write before they are dropped.
 pub const MAX_PENDING_ENTRIES: u64 = 200_000;
@@ -63,74 +60,6 @@ const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the writer checks for the end of a flush in flight once the
 /// next flush is due.
 const FLUSH_POLL: Duration = Duration::from_millis(10);
-
-/// Messages to the WAL thread and the writer.
-pub(crate) enum Msg {
-    /// A query to log (DNS path to the WAL thread).
-    Entry(Entry),
-    /// A batch encoded (and in the WAL, when there is one) as record `seq`.
-    Encoded(Encoded, u64),
-    Flush(SyncSender<()>),
-    Prune(u64, SyncSender<Result<u64, StoreError>>),
-    Shutdown(SyncSender<()>),
-}
-
-/// Counters shared between the handle and the writer.
-#[derive(Default)]
-pub(crate) struct Shared {
-    /// Rate-limited queries not yet added to a minute's counts (the DNS
-    /// path adds, the WAL thread takes).
-    pub rate_limited: AtomicU64,
-    pub dropped: AtomicU64,
-    pub written: AtomicU64,
-    pub write_errors: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
-}
-
-impl Shared {
-    pub(crate) fn error(&self, e: &StoreError) {
-        self.write_errors.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = Some(e.0.clone());
-        }
-    }
-}
-
-/// Apply the privacy level to an entry before it is stored or written to
-/// the WAL (idempotent).
-pub(crate) fn privacy_apply(privacy: Privacy, e: &mut Entry) {
-    match privacy {
-        Privacy::HideNames => {
-            e.name = hidden_str();
-            e.rule = empty_str();
-            e.tunnel = None;
-            e.answer = empty_str();
-        }
-        Privacy::HideClients => {
-            e.client_name = empty_str();
-            e.client = match e.client {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            }
-        }
-        // No entry is stored, only anonymous counts: keep nothing
-        // else (this is also what reaches the WAL).
-        Privacy::Nothing => {
-            e.name = hidden_str();
-            e.rule = empty_str();
-            e.tunnel = None;
-            e.answer = empty_str();
-            e.list = empty_str();
-            e.group = empty_str();
-            e.client_name = empty_str();
-            e.client = match e.client {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            }
-        }
-        Privacy::Everything => {}
-    }
-}
 
 pub(crate) struct Writer {
     pub store: Arc<dyn Store>,

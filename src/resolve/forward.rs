@@ -1,6 +1,6 @@
 //! Forwarding to upstream servers over UDP/TCP, DoT or DoH.
 //!
-//! Plain-DNS upstreams (`IP[:port]`) go through [`super::udp::UdpUpstream`]: a
+//! Plain-DNS upstreams (`IP[:port]`) go through [`super::plain::PlainUpstream`]: a
 //! pool of long-lived sockets with random IDs and rotating source ports,
 //! answers matched to their question, retransmission after an adaptive timeout
 //! and TCP for truncated answers. `tcp://`, `tls://` and `https://` upstreams use
@@ -24,15 +24,15 @@ use hickory_resolver::proto::op::{DnsRequest, DnsRequestOptions, Message, Query,
 use hickory_resolver::{ConnectionProvider, PoolContext, TlsConfig};
 use parking_lot::Mutex;
 
+use super::Strategy;
+use super::plain::PlainUpstream;
 use super::spec::{Transport, UpstreamSpec};
-use super::udp::UdpUpstream;
 use super::{Answer, DnssecBits, ResolveError};
-use crate::config::Strategy;
 
 /// How one upstream is reached.
 enum Link {
     /// Plain DNS over UDP (and TCP for truncated answers).
-    Udp(UdpUpstream),
+    Plain(PlainUpstream),
     /// TCP, DoT or DoH through one hickory connection.
     Stream(Box<Stream>),
 }
@@ -65,7 +65,7 @@ impl Upstream {
     ) -> Result<Answer, ResolveError> {
         let started = Instant::now();
         let asked = match &self.link {
-            Link::Udp(u) => u.ask(query, bits, budget).await,
+            Link::Plain(u) => u.ask(query, bits, budget).await,
             Link::Stream(s) => match tokio::time::timeout(budget, s.ask(query, bits)).await {
                 Ok(r) => r,
                 Err(_) => Err(ResolveError::Timeout(budget.as_millis() as u64)),
@@ -203,7 +203,7 @@ impl Stream {
 }
 
 /// hickory's protocol for a stream transport (plain DNS never gets here: it is
-/// [`UdpUpstream`]'s, and its TCP fallback too).
+/// [`PlainUpstream`]'s, and its TCP fallback too).
 fn protocol(t: &Transport) -> ProtocolConfig {
     match t {
         Transport::Udp | Transport::Tcp => ProtocolConfig::Tcp,
@@ -242,7 +242,7 @@ impl Forwarder {
             .map(|u| {
                 let label: Arc<str> = u.to_string().into();
                 let link = match u.transport {
-                    Transport::Udp => Link::Udp(UdpUpstream::new(u.addr)),
+                    Transport::Udp => Link::Plain(PlainUpstream::new(u.addr)),
                     _ => Link::Stream(Box::new(Stream::new(u, per_upstream.max(total), tls))),
                 };
                 Upstream {

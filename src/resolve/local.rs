@@ -7,16 +7,44 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde::Deserialize;
 
 use super::Answer;
 use super::special::SpecialUse;
-use crate::config::LocalConfig;
+
+/// `[local]`: names dnsguard answers itself, like a hosts file for the network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Records as `"NAME TYPE VALUE"`, TYPE one of A, AAAA, CNAME, PTR.
+    /// A and AAAA records also answer the matching reverse (PTR) query.
+    pub records: Vec<String>,
+    /// Hosts files (`/etc/hosts` format) whose entries are served like `records`.
+    pub hosts_files: Vec<PathBuf>,
+    /// TTL of local answers (seconds).
+    pub ttl: u32,
+    /// Answer NXDOMAIN to the DNS-bypass canaries (`use-application-dns.net`,
+    /// `mask.icloud.com`, `mask-h2.icloud.com`) for every client, so browsers keep
+    /// their lookups on dnsguard instead of their own encrypted DNS.
+    pub bypass_canaries: bool,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            hosts_files: Vec::new(),
+            ttl: 300,
+            bypass_canaries: true,
+        }
+    }
+}
 
 /// One local record as written in the config: `NAME TYPE VALUE`.
 #[derive(Debug, Clone)]
@@ -62,7 +90,7 @@ impl FromStr for LocalRecord {
         else {
             return Err(err("expected \"NAME TYPE VALUE\""));
         };
-        let name = crate::dns::parse_name(name).map_err(|e| err(&e))?;
+        let name = crate::name::parse_name(name).map_err(|e| err(&e))?;
         let data = match rtype.to_ascii_uppercase().as_str() {
             "A" => RData::A(A(value
                 .parse()
@@ -72,8 +100,8 @@ impl FromStr for LocalRecord {
                     .parse()
                     .map_err(|_| err("AAAA needs an IPv6 address"))?,
             )),
-            "CNAME" => RData::CNAME(CNAME(crate::dns::parse_name(value).map_err(|e| err(&e))?)),
-            "PTR" => RData::PTR(PTR(crate::dns::parse_name(value).map_err(|e| err(&e))?)),
+            "CNAME" => RData::CNAME(CNAME(crate::name::parse_name(value).map_err(|e| err(&e))?)),
+            "PTR" => RData::PTR(PTR(crate::name::parse_name(value).map_err(|e| err(&e))?)),
             _ => return Err(err("TYPE must be A, AAAA, CNAME or PTR")),
         };
         Ok(Self { name, data })
@@ -115,8 +143,8 @@ impl LocalRecords {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let name = crate::dns::parse_name(line).map_err(LocalError::Record)?;
-                me.nxdomain.push(crate::dns::name_text(&name));
+                let name = crate::name::parse_name(line).map_err(LocalError::Record)?;
+                me.nxdomain.push(crate::name::name_text(&name));
             }
         }
         Ok(me)
@@ -126,7 +154,7 @@ impl LocalRecords {
     /// Checked before the filter: a group's block mode must not turn the signal into
     /// a null address.
     pub fn is_canary(&self, name: &str) -> bool {
-        self.nxdomain.iter().any(|c| crate::dns::is_under(name, c))
+        self.nxdomain.iter().any(|c| crate::name::is_under(name, c))
     }
 
     fn add_hosts_file(&mut self, path: &Path, ttl: u32) -> Result<(), LocalError> {
@@ -148,7 +176,7 @@ impl LocalRecords {
                 .parse()
                 .map_err(|_| bad(format!("{first:?} is not an IP address")))?;
             for host in words {
-                let name = crate::dns::parse_name(host).map_err(bad)?;
+                let name = crate::name::parse_name(host).map_err(bad)?;
                 let data = match ip {
                     IpAddr::V4(v4) => RData::A(A(v4)),
                     IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
@@ -168,14 +196,17 @@ impl LocalRecords {
         if let Some(ip) = reverse {
             let ptr = Name::from(ip);
             let rec = Record::from_rdata(ptr.clone(), ttl, RData::PTR(PTR(name.clone())));
-            let entry = self.by_name.entry(crate::dns::name_text(&ptr)).or_default();
+            let entry = self
+                .by_name
+                .entry(crate::name::name_text(&ptr))
+                .or_default();
             if !entry.iter().any(|r| r.data == rec.data) {
                 entry.push(rec);
             }
         }
         let rec = Record::from_rdata(name.clone(), ttl, data);
         self.by_name
-            .entry(crate::dns::name_text(&name))
+            .entry(crate::name::name_text(&name))
             .or_default()
             .push(rec);
     }
@@ -216,7 +247,7 @@ impl LocalRecords {
             let RData::CNAME(target) = &cname.data else {
                 return Some(answer);
             };
-            match self.by_name.get(&crate::dns::name_text(&target.0)) {
+            match self.by_name.get(&crate::name::name_text(&target.0)) {
                 Some(next) => records = next,
                 None => return Some(answer),
             }
@@ -230,7 +261,7 @@ mod tests {
     use super::*;
 
     fn lower(s: &str) -> String {
-        crate::dns::name_text(&Name::from_ascii(s).unwrap())
+        crate::name::name_text(&Name::from_ascii(s).unwrap())
     }
 
     #[test]

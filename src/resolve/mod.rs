@@ -5,18 +5,21 @@
 //! hickory's resolver types stay inside this module and `dns/`, so a new hickory
 //! release touches two modules.
 
+pub mod body;
 pub mod cache;
+mod config;
 pub mod forward;
 pub mod local;
+pub mod plain;
 pub mod recursive;
 pub mod router;
 pub mod spec;
 pub mod special;
-pub mod udp;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Record, RecordType};
 
+pub use config::{ForwardZone, Mode, ResolverConfig, Strategy};
 pub use spec::UpstreamSpec;
 
 /// The substance of a DNS response, independent of the request it answers.

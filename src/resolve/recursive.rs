@@ -24,8 +24,8 @@ use hickory_resolver::recursor::{
     DnssecConfig, DnssecPolicy, Recursor, RecursorError, RecursorOptions,
 };
 
+use super::ResolverConfig;
 use super::{Answer, ResolveError};
-use crate::config::ResolverConfig;
 
 /// A recursive resolver starting from configured root hints.
 pub struct Recursive {

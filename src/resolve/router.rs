@@ -12,7 +12,7 @@ use hickory_proto::rr::LowerName;
 use super::forward::Forwarder;
 use super::recursive::Recursive;
 use super::{Answer, DnssecBits, ResolveError};
-use crate::config::{Mode, ResolverConfig};
+use super::{Mode, ResolverConfig};
 
 /// The main resolver.
 enum Main {
@@ -45,7 +45,7 @@ impl Router {
         };
         let mut zones = Vec::new();
         for z in &cfg.forward_zones {
-            let name = crate::dns::parse_name(&z.zone).map_err(|e| anyhow::anyhow!(e))?;
+            let name = crate::name::parse_name(&z.zone).map_err(|e| anyhow::anyhow!(e))?;
             zones.push((LowerName::new(&name), forwarder(&z.upstreams)));
         }
         // Longest zone first, so `a.lan` wins over `lan`.

@@ -69,8 +69,8 @@ impl SpecialUse {
     {
         let forwarded = forwarded
             .into_iter()
-            .filter_map(|z| crate::dns::parse_name(z.as_ref()).ok())
-            .map(|n| crate::dns::name_text(&n))
+            .filter_map(|z| crate::name::parse_name(z.as_ref()).ok())
+            .map(|n| crate::name::name_text(&n))
             .collect();
         Self { forwarded }
     }
@@ -85,7 +85,7 @@ impl SpecialUse {
         if !matches!(tld, "localhost" | "invalid" | "onion" | "arpa") {
             return None;
         }
-        let under = |zone: &str| crate::dns::is_under(name, zone);
+        let under = |zone: &str| crate::name::is_under(name, zone);
         let answer = if under("localhost") {
             localhost(name, qtype, ttl)
         } else if qtype == RecordType::PTR && LOOPBACK_PTR.contains(&name) {
@@ -112,11 +112,11 @@ fn is_private_reverse(name: &str) -> bool {
         return name.ends_with(".ip6.arpa")
             && PRIVATE_REVERSE
                 .iter()
-                .any(|z| crate::dns::is_under(name, z));
+                .any(|z| crate::name::is_under(name, z));
     };
     if PRIVATE_REVERSE
         .iter()
-        .any(|z| crate::dns::is_under(name, z))
+        .any(|z| crate::name::is_under(name, z))
     {
         return true;
     }

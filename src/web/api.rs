@@ -22,7 +22,7 @@ pub fn router(state: AppState) -> Router {
     use axum::routing::{post, put};
     Router::new()
         .route("/api/v1/health", get(|| async { "ok\n" }))
-        .route("/login", get(pages::login).post(auth::login))
+        .route("/login", get(auth::login_form).post(auth::login))
         .route("/api/v1/logout", post(auth::logout))
         .route("/api/v1/session", get(auth::session))
         .route("/api/v1/querylog", get(query_log))

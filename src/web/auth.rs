@@ -80,7 +80,7 @@ pub fn set_password(data_dir: &Path, password: &str) -> Result<(), AuthError> {
         move |source| AuthError::Io { path, source }
     };
     crate::datadir::create_dir(data_dir).map_err(io(data_dir))?;
-    super::edit::write_atomically(&password_path(data_dir), hash.as_bytes(), 0o600)
+    crate::config::edit::write_atomically(&password_path(data_dir), hash.as_bytes(), 0o600)
         .map_err(io(&password_path(data_dir)))
 }
 
@@ -280,6 +280,12 @@ pub struct LoginForm {
     pub password: String,
 }
 
+/// `GET /login`: the login form (or how to set a password when none is).
+pub async fn login_form(State(st): State<AppState>) -> Response {
+    let set = password_is_set(&st.data_dir);
+    super::pages::login_page(&st, StatusCode::OK, "", set)
+}
+
 /// `POST /login`: checks the password, rate limited per address; on success sets
 /// the session cookie and sends the browser to the overview.
 pub async fn login(
@@ -299,6 +305,7 @@ pub async fn login(
             &st,
             StatusCode::TOO_MANY_REQUESTS,
             "Too many attempts; wait a minute and try again.",
+            password_is_set(&st.data_dir),
         );
     }
     let data_dir = st.data_dir.clone();
@@ -309,7 +316,12 @@ pub async fn login(
         .flatten();
     let Some(hash) = matched else {
         tracing::warn!(client = %peer.ip(), "dashboard login failed");
-        return super::pages::login_page(&st, StatusCode::UNAUTHORIZED, "Wrong password.");
+        return super::pages::login_page(
+            &st,
+            StatusCode::UNAUTHORIZED,
+            "Wrong password.",
+            password_is_set(&st.data_dir),
+        );
     };
     let (id, _) = st.auth.create(hash);
     let secure = if st.secure_cookie { "; Secure" } else { "" };

@@ -13,7 +13,7 @@ use crate::querylog::{self, StatsRequest};
 
 async fn compute(st: &AppState, req: LearnRequest) -> Result<Learned, ApiError> {
     let log = st.pipeline().log().clone();
-    let allowed = learn::allow_entries(&st.live.config.lock(), &req.group);
+    let allowed = learn::allow_entries(&st.live.config.lock().groups, &req.group);
     tokio::task::spawn_blocking(move || learn::learn(&log, &req, &allowed, querylog::now_ms()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -38,10 +38,11 @@ pub async fn learn_apply(
 ) -> Result<Response, ApiError> {
     let enforce = req.enforce;
     let mut learned = compute(&st, req).await?;
-    let current = st.live.config.lock().clone();
+    let groups = st.live.config.lock().groups.clone();
     let mut added = 0;
     change_config(&st, |doc| {
-        added = learn::apply_to(doc, &learned, &current, enforce).map_err(ApiError::BadRequest)?;
+        added = crate::config::edit::apply_learned(doc, &learned, &groups, enforce)
+            .map_err(ApiError::BadRequest)?;
         Ok(())
     })
     .await?;
@@ -58,7 +59,7 @@ pub async fn report(
 ) -> Result<Response, ApiError> {
     let (since, until, top) = req.resolve(querylog::now_ms())?;
     let log = st.pipeline().log().clone();
-    let cats = crate::guard::Categories::new(&st.live.config.lock());
+    let cats = st.live.config.lock().guard_categories();
     let r = tokio::task::spawn_blocking(move || {
         crate::guard::report::report(&log, &cats, since, until, top)
     })

@@ -5,7 +5,7 @@
 //! Every change goes the same way ([`change_config`]): edit the TOML document and
 //! validate it ([`edit::edit`], the CLI's errors), stage the new file and load it
 //! as SIGHUP would ([`edit::Staged`]), compile and swap the policy through
-//! [`crate::app::Live::apply`] (the SIGHUP path), then rename the new file into
+//! [`crate::live::Live::apply`] (the SIGHUP path), then rename the new file into
 //! place. A change that fails any step
 //! leaves both the file and the running server as they were.
 
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use toml_edit::DocumentMut;
 
 use super::AppState;
-use super::edit::{self, EditError, RuleKind};
+use crate::config::edit::{self, EditError, RuleKind};
 use crate::filter::{Action, BlockReason, GroupConfig, ListConfig, ListKind};
 use crate::querylog::{self, Entry, LogRequest, Order};
 
@@ -230,7 +230,7 @@ pub struct UpdateQuery {
 }
 
 /// `POST /api/v1/lists/update[?name=N]`: downloads URL lists now and applies them
-/// ([`crate::app::Live::update_lists`]); the reply has each list's outcome.
+/// ([`crate::live::Live::update_lists`]); the reply has each list's outcome.
 pub async fn update_lists(
     State(st): State<AppState>,
     Query(q): Query<UpdateQuery>,
@@ -541,7 +541,7 @@ pub async fn check(
         .await;
     let policy = pipeline.policy();
     let reply = tokio::task::spawn_blocking(move || {
-        let texts = crate::app::read_texts(&cfg, &lists);
+        let texts = crate::live::read_texts(&cfg, &lists);
         let refs: Vec<_> = texts
             .iter()
             .map(|(name, t)| crate::filter::ListText {

@@ -6,7 +6,6 @@
 //! * `api.rs`: the router and the query-log/stats handlers;
 //! * `manage.rs`: lists, groups, rules, settings, check, alerts, time series;
 //! * `guard.rs`: allowlist learning, the weekly report, recent egress alerts;
-//! * `edit.rs`: comment-preserving edits of the config file, atomic writes;
 //! * `pages.rs`: embedded assets, login page, security headers;
 //! * `metrics.rs`: the Prometheus endpoint;
 //! * `client.rs`: the CLI's side.
@@ -19,7 +18,6 @@
 pub mod api;
 pub mod auth;
 pub mod client;
-pub mod edit;
 pub mod guard;
 pub mod manage;
 pub mod metrics;
@@ -30,36 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::Deserialize;
 
-use crate::app::Live;
+use crate::live::Live;
 use crate::pipeline::Pipeline;
-
-/// `[web]`: the HTTP API.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebConfig {
-    /// Serve the API at all.
-    pub enabled: bool,
-    /// Address of the HTTP listener.
-    pub listen: SocketAddr,
-    /// Bearer token Prometheus sends to scrape `/metrics` without the admin
-    /// password; unset = only the API token or a session may read it.
-    pub metrics_token: Option<String>,
-    /// Mark the session cookie `Secure` (set when a TLS proxy fronts the dashboard).
-    pub secure_cookie: bool,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            metrics_token: None,
-            secure_cookie: false,
-        }
-    }
-}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -135,7 +106,7 @@ fn random_token() -> anyhow::Result<String> {
 /// Binds the listener and serves the dashboard, API and metrics until the task is
 /// dropped. Returns the bound address once listening.
 pub async fn start(
-    cfg: &WebConfig,
+    cfg: &crate::config::WebConfig,
     data_dir: &Path,
     live: Arc<Live>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {

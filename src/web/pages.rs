@@ -2,7 +2,7 @@
 //! the release binary is self-contained, and the security headers every response
 //! carries.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -91,13 +91,18 @@ pub(super) fn set_password_command(config_path: Option<&std::path::Path>) -> Str
     }
 }
 
-/// The login page with a message; with no password set it says how to set one
-/// and has no form to submit.
-pub fn login_page(st: &AppState, status: StatusCode, message: &str) -> Response {
+/// The login page with a message; with no password set (`password_set` false)
+/// it says how to set one and has no form to submit.
+pub fn login_page(
+    st: &AppState,
+    status: StatusCode,
+    message: &str,
+    password_set: bool,
+) -> Response {
     let template = Assets::get("login.html")
         .map(|f| String::from_utf8_lossy(&f.data).into_owned())
         .unwrap_or_default();
-    let (message, form_state) = if super::auth::password_is_set(&st.data_dir) {
+    let (message, form_state) = if password_set {
         (escape(message), "")
     } else {
         (
@@ -121,9 +126,4 @@ pub fn login_page(st: &AppState, status: StatusCode, message: &str) -> Response 
         html,
     )
         .into_response()
-}
-
-/// `GET /login`.
-pub async fn login(State(st): State<AppState>) -> Response {
-    login_page(&st, StatusCode::OK, "")
 }

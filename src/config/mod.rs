@@ -5,21 +5,26 @@
 //! Parsing goes raw TOML → typed [`Config`] (serde reports the key and line of a
 //! bad value) → [`Config::validate`] (cross-field checks that serde cannot express).
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ipnet::IpNet;
 use serde::Deserialize;
+
+pub mod edit;
+mod server;
+
+pub use server::{DEFAULT_LOG, ServerConfig, WebConfig};
 
 use crate::detect::DetectConfig;
 use crate::filter::{GroupConfig, ListConfig};
-use crate::lists::{Source, UpdateConfig};
+use crate::lists::{ListSource, UpdateConfig};
 use crate::querylog::QueryLogConfig;
-use crate::resolve::UpstreamSpec;
+use crate::resolve::cache::CacheConfig;
+use crate::resolve::local::LocalConfig;
+use crate::resolve::{Mode, ResolverConfig};
 
 /// The configuration compiled into the binary and used when no file is given.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../dnsguard.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../dnsguard.toml");
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -46,9 +51,9 @@ pub struct Config {
     /// The query log (stored under `server.data_dir/querylog`).
     pub query_log: QueryLogConfig,
     /// The HTTP API.
-    pub web: crate::web::WebConfig,
+    pub web: WebConfig,
     /// The certificate of the encrypted listeners (`[tls]`).
-    pub tls: crate::dns::cert::TlsConfig,
+    pub tls: crate::cert::TlsConfig,
     /// DNS-rebinding protection: private and metadata addresses in public answers.
     pub rebinding: crate::rebinding::RebindingConfig,
     /// Where egress-guard alerts go (webhook, syslog, JSON-lines file).
@@ -57,272 +62,6 @@ pub struct Config {
     pub firewall: crate::guard::nft::FirewallConfig,
     /// dnstap output of every answered query (`[dnstap]`, off without a target).
     pub dnstap: crate::dnstap::DnstapConfig,
-}
-
-/// The default log filter: dnsguard's own lines, and third-party crates' warnings
-/// only. hickory and rustls report an unreachable or untrusted upstream once per
-/// query and connection attempt (half a dozen long lines per query offline);
-/// dnsguard says it once per upstream instead, with the reason. rustls's server
-/// side and message parser say nothing below errors: what a DNS-over-TLS client
-/// sends (an IP address as SNI, as kdig does) would be a warning per connection.
-/// hickory's recursor warns about every name below a zone cut (its NS query for
-/// the name itself finds none: that is how it finds the cut), so only its errors.
-pub const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_resolver=warn,\
-hickory_resolver::recursor=error,hickory_net=warn,hickory_proto=warn,rustls=warn,rustls::server=error,rustls::msgs=error,rustls_platform_verifier=off";
-
-/// `[server]`: where dnsguard listens and which clients it answers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Addresses to listen on, UDP and TCP each (IPv4 and IPv6 alike).
-    pub listen: Vec<SocketAddr>,
-    /// Addresses to serve DNS over TLS on (RFC 7858; port 853 in production).
-    /// Empty: no DNS over TLS.
-    pub tls_listen: Vec<SocketAddr>,
-    /// Addresses to serve DNS over HTTPS on (RFC 8484, `https://ADDR/dns-query`;
-    /// port 443 in production). Empty: no DNS over HTTPS.
-    pub https_listen: Vec<SocketAddr>,
-    /// Addresses to serve the same DNS-over-HTTP endpoint on without TLS, for a
-    /// reverse proxy that terminates TLS in front of dnsguard. Empty: none.
-    pub http_dns_listen: Vec<SocketAddr>,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the real client
-    /// on the DNS-over-HTTP(S) listeners; from anyone else the headers are ignored.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Client networks that get answers; everyone else gets REFUSED, so dnsguard is
-    /// never an open resolver. Default: loopback, RFC 1918, link-local and ULA.
-    pub allow_clients: Vec<IpNet>,
-    /// Forwarders (e.g. a travel router's dnsmasq) whose EDNS options about the
-    /// client behind them (MAC, client subnet, CPE-ID) are read; nobody else's are.
-    pub trusted_forwarders: Vec<IpNet>,
-    /// A client that proved its identity (its secret) may query the encrypted
-    /// listeners from outside `allow_clients`: a laptop on hotel Wi-Fi.
-    pub allow_authenticated_anywhere: bool,
-    /// A TCP connection that sends no complete query for this long is closed
-    /// (slowloris guard; trickling one byte at a time does not keep it open).
-    pub tcp_idle_timeout_secs: u64,
-    /// TCP connections open at once; beyond it the longest-idle one is closed.
-    pub tcp_max_connections: usize,
-    /// TCP connections open at once from one client address; beyond it that
-    /// client's longest-idle connection is closed.
-    pub tcp_max_connections_per_client: usize,
-    /// Per-client response-rate limiting (`[server.rate_limit]`).
-    pub rate_limit: crate::dns::ratelimit::RateLimitConfig,
-    /// Where dnsguard keeps its state (downloaded lists, query log).
-    pub data_dir: PathBuf,
-    /// Default log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
-    pub log: String,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
-            tls_listen: Vec::new(),
-            https_listen: Vec::new(),
-            http_dns_listen: Vec::new(),
-            trusted_proxies: Vec::new(),
-            allow_clients: [
-                "127.0.0.0/8",
-                "::1/128",
-                "10.0.0.0/8",
-                "172.16.0.0/12",
-                "192.168.0.0/16",
-                "169.254.0.0/16",
-                "fc00::/7",
-                "fe80::/10",
-            ]
-            .iter()
-            .filter_map(|n| n.parse().ok())
-            .collect(),
-            trusted_forwarders: Vec::new(),
-            allow_authenticated_anywhere: false,
-            tcp_idle_timeout_secs: 10,
-            tcp_max_connections: 512,
-            tcp_max_connections_per_client: 32,
-            rate_limit: crate::dns::ratelimit::RateLimitConfig::default(),
-            data_dir: PathBuf::from("dnsguard-data"),
-            log: DEFAULT_LOG.into(),
-        }
-    }
-}
-
-impl ServerConfig {
-    /// The TCP bounds as `dns::tcp` takes them.
-    pub fn tcp_limits(&self) -> crate::dns::tcp::TcpLimits {
-        crate::dns::tcp::TcpLimits {
-            idle_timeout: std::time::Duration::from_secs(self.tcp_idle_timeout_secs),
-            max_connections: self.tcp_max_connections,
-            max_per_client: self.tcp_max_connections_per_client,
-        }
-    }
-}
-
-/// How dnsguard resolves names it does not answer itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Send queries to `upstreams` (plain DNS, DoT or DoH).
-    Forward,
-    /// Resolve from the root servers (`root_hints`) without any upstream.
-    Recursive,
-}
-
-/// How the forwarder picks among several upstreams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Ask them in the configured order, the next one only when one fails.
-    Failover,
-    /// Ask the two with the lowest smoothed round-trip time at once; first answer wins.
-    Race,
-}
-
-/// `[resolver]`: forwarding or recursion, and conditional forwarding.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResolverConfig {
-    /// `forward` (default) or `recursive`.
-    pub mode: Mode,
-    /// Upstreams for `forward` mode: `IP[:port]` or `udp://`, `tcp://`, `tls://IP[:port]#NAME`,
-    /// `https://IP[:port][/path]#NAME` (NAME is the certificate's server name).
-    pub upstreams: Vec<UpstreamSpec>,
-    /// `failover` (in order) or `race` (the two fastest at once).
-    pub strategy: Strategy,
-    /// A query that has no answer after this long is answered SERVFAIL (or stale data).
-    pub timeout_ms: u64,
-    /// In `failover`, how long one upstream gets before the next is asked.
-    pub upstream_timeout_ms: u64,
-    /// PEM file of CA certificates trusted for DoT/DoH upstreams instead of the system store.
-    pub tls_ca_file: Option<PathBuf>,
-    /// SPKI pins (base64 SHA-256 of the key, RFC 7858 §4.2, as dnsguard logs its own)
-    /// trusted for DoT/DoH upstreams instead of any CA: a self-signed dnsguard upstream.
-    pub tls_pins: Vec<String>,
-    /// Root server addresses for `recursive` mode (default: the IANA root servers).
-    pub root_hints: Vec<IpAddr>,
-    /// Validate DNSSEC in `recursive` mode: bogus answers become SERVFAIL, secure ones get AD.
-    pub dnssec: bool,
-    /// Trust anchor file (DNSKEY or DS lines) for validation; default: the built-in root keys.
-    pub trust_anchor_file: Option<PathBuf>,
-    /// Networks the recursor may send queries to even though they are private or loopback
-    /// (it refuses them by default; tests and lab setups with their own root need this).
-    pub recursor_allow_servers: Vec<IpNet>,
-    /// Zones sent to their own upstreams, e.g. `lan` to the router (`[[resolver.forward_zones]]`).
-    pub forward_zones: Vec<ForwardZone>,
-}
-
-impl Default for ResolverConfig {
-    fn default() -> Self {
-        Self {
-            mode: Mode::Forward,
-            upstreams: [
-                "tls://9.9.9.9#dns.quad9.net",
-                "tls://149.112.112.112#dns.quad9.net",
-            ]
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect(),
-            strategy: Strategy::Failover,
-            timeout_ms: 2000,
-            upstream_timeout_ms: 1000,
-            tls_ca_file: None,
-            tls_pins: Vec::new(),
-            root_hints: IANA_ROOTS.iter().filter_map(|s| s.parse().ok()).collect(),
-            dnssec: true,
-            trust_anchor_file: None,
-            recursor_allow_servers: Vec::new(),
-            forward_zones: Vec::new(),
-        }
-    }
-}
-
-/// IPv4 addresses of a.root-servers.net … m.root-servers.net.
-const IANA_ROOTS: [&str; 13] = [
-    "198.41.0.4",
-    "170.247.170.2",
-    "192.33.4.12",
-    "199.7.91.13",
-    "192.203.230.10",
-    "192.5.5.241",
-    "192.112.36.4",
-    "198.97.190.53",
-    "192.36.148.17",
-    "192.58.128.30",
-    "193.0.14.129",
-    "199.7.83.42",
-    "202.12.27.33",
-];
-
-/// One conditional-forwarding rule: names in `zone` go to `upstreams`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardZone {
-    /// The zone, e.g. `lan` or `168.192.in-addr.arpa`; it and every name below it match.
-    pub zone: String,
-    /// Upstreams for this zone, same syntax as `resolver.upstreams`.
-    pub upstreams: Vec<UpstreamSpec>,
-}
-
-/// `[cache]`: answers kept between queries.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Most answers kept; the least recently used beyond this are evicted. 0 disables the cache.
-    /// Each entry costs about 1 KB of memory (measured: 100,000 entries ≈ 100 MB resident).
-    pub max_entries: usize,
-    /// TTLs shorter than this are raised to it (seconds).
-    pub min_ttl: u32,
-    /// TTLs longer than this are cut to it (seconds).
-    pub max_ttl: u32,
-    /// Negative answers (NXDOMAIN, NODATA) are kept at most this long (seconds).
-    pub max_negative_ttl: u32,
-    /// When every upstream fails, answer from expired entries (RFC 8767).
-    pub serve_stale: bool,
-    /// How long after expiry an entry may still be served stale (seconds).
-    pub stale_max_age: u32,
-    /// TTL given to a stale answer (RFC 8767 recommends 30 s).
-    pub stale_answer_ttl: u32,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            max_entries: 10_000,
-            min_ttl: 0,
-            max_ttl: 86_400,
-            max_negative_ttl: 3_600,
-            serve_stale: true,
-            stale_max_age: 86_400,
-            stale_answer_ttl: 30,
-        }
-    }
-}
-
-/// `[local]`: names dnsguard answers itself, like a hosts file for the network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LocalConfig {
-    /// Records as `"NAME TYPE VALUE"`, TYPE one of A, AAAA, CNAME, PTR.
-    /// A and AAAA records also answer the matching reverse (PTR) query.
-    pub records: Vec<String>,
-    /// Hosts files (`/etc/hosts` format) whose entries are served like `records`.
-    pub hosts_files: Vec<PathBuf>,
-    /// TTL of local answers (seconds).
-    pub ttl: u32,
-    /// Answer NXDOMAIN to the DNS-bypass canaries (`use-application-dns.net`,
-    /// `mask.icloud.com`, `mask-h2.icloud.com`) for every client, so browsers keep
-    /// their lookups on dnsguard instead of their own encrypted DNS.
-    pub bypass_canaries: bool,
-}
-
-impl Default for LocalConfig {
-    fn default() -> Self {
-        Self {
-            records: Vec::new(),
-            hosts_files: Vec::new(),
-            ttl: 300,
-            bypass_canaries: true,
-        }
-    }
 }
 
 /// A configuration that could not be used; the message names the key and, where known, the line.
@@ -402,6 +141,27 @@ impl Config {
         Ok(cfg)
     }
 
+    /// What the egress guard takes from this configuration.
+    pub fn guard(&self) -> crate::guard::GuardSettings {
+        crate::guard::GuardSettings {
+            dir: self.server.data_dir.join("guard"),
+            alerts: self.alerts.clone(),
+            firewall: self.firewall.clone(),
+            rules: self.guard_rules(),
+        }
+    }
+
+    /// The egress guard's per-group rules and list categories (what a reload changes).
+    pub fn guard_rules(&self) -> crate::guard::Rules {
+        crate::guard::Rules::new(&self.groups, &self.firewall, self.guard_categories())
+    }
+
+    /// Which lists are exfiltration and bypass lists, and the canary names, for
+    /// alerts and the weekly report.
+    pub fn guard_categories(&self) -> crate::guard::Categories {
+        crate::guard::Categories::new(&self.lists, self.local.bypass_canaries)
+    }
+
     /// Relative paths in a file are relative to the file's directory, not to wherever
     /// dnsguard was started.
     fn resolve_paths(&mut self, base: &Path) {
@@ -419,7 +179,7 @@ impl Config {
         self.local.hosts_files.iter_mut().for_each(fix);
         self.list_updates.allowed_dirs.iter_mut().for_each(fix);
         for list in &mut self.lists {
-            if let Source::File(p) = Source::of(&list.source)
+            if let ListSource::File(p) = ListSource::of(&list.source)
                 && p.is_relative()
             {
                 list.source = base.join(p).display().to_string();
@@ -489,7 +249,7 @@ impl Config {
         }
         for (i, z) in r.forward_zones.iter().enumerate() {
             let key = format!("resolver.forward_zones[{i}]");
-            if crate::dns::parse_name(&z.zone).is_err() {
+            if crate::name::parse_name(&z.zone).is_err() {
                 bad(&key, format!("zone {:?} is not a domain name", z.zone));
             }
             if z.upstreams.is_empty() {
@@ -512,9 +272,9 @@ impl Config {
         }
         for (i, list) in self.lists.iter().enumerate() {
             let key = format!("lists[{i}] ({:?})", list.name);
-            match Source::of(&list.source) {
+            match ListSource::of(&list.source) {
                 _ if list.source.is_empty() => bad(&key, "source is empty".into()),
-                Source::Builtin(name) if crate::lists::builtin(name).is_none() => {
+                ListSource::Builtin(name) if crate::lists::builtin(name).is_none() => {
                     let known: Vec<_> = crate::lists::BUILTIN.iter().map(|(n, _)| *n).collect();
                     bad(&key, format!("unknown builtin:{name}; known: {known:?}"));
                 }
@@ -725,7 +485,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(c.server.tcp_limits().max_connections, 7);
+        assert_eq!(c.server.tcp_max_connections, 7);
         assert_eq!(
             (c.server.rate_limit.slip, c.server.rate_limit.ipv6_prefix),
             (0, 64)

@@ -44,7 +44,7 @@ const RECV_BUFFER: usize = 65_535;
 const RETIRE_POLL: Duration = Duration::from_millis(500);
 
 /// One upstream server spoken to in plain DNS.
-pub struct UdpUpstream {
+pub struct PlainUpstream {
     inner: Arc<Inner>,
 }
 
@@ -123,7 +123,7 @@ impl Rtt {
     }
 }
 
-impl UdpUpstream {
+impl PlainUpstream {
     /// An upstream at `addr`; sockets are opened on first use (inside the
     /// runtime).
     pub fn new(addr: SocketAddr) -> Self {
@@ -469,7 +469,7 @@ mod socket_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sockets_rotate_and_retired_ones_close() {
-        let up = UdpUpstream::new(echo_upstream());
+        let up = PlainUpstream::new(echo_upstream());
         let q = Query::query(Name::from_ascii("rotate.example.").unwrap(), RecordType::A);
         let before = open_fds();
         let n = 2 * POOL * MAX_USES as usize;

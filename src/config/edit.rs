@@ -1,8 +1,10 @@
-//! Changes to the configuration file from the dashboard and the CLI, made on the
-//! TOML document itself (`toml_edit`) so the operator's comments and layout
-//! survive, and written atomically (temp file in the same directory, fsync,
-//! rename). [`edit`] and [`Staged`] are the one read → edit → validate → write →
-//! rename sequence both use.
+//! Changes to the configuration file from the dashboard, the CLI and the egress
+//! guard's allowlist learning, made on the TOML document itself (`toml_edit`) so
+//! the operator's comments and layout survive, and written atomically (temp file
+//! in the same directory, fsync, rename). The one read → edit → validate → write
+//! → rename sequence: [`commit`] for a file no server applies live (the CLI);
+//! the dashboard runs its two halves, [`edit`] then [`Staged`], to apply the
+//! staged configuration live before the rename.
 
 use std::path::{Path, PathBuf};
 
@@ -38,7 +40,7 @@ pub enum CommitError {
     Edit(#[from] EditError),
     /// The changed file is not a valid configuration (the message names key and line).
     #[error(transparent)]
-    Invalid(#[from] crate::config::ConfigError),
+    Invalid(#[from] super::ConfigError),
 }
 
 /// Reads the config file at `path`, applies `change` to its document, and
@@ -53,9 +55,20 @@ pub fn edit<T, E: From<CommitError>>(
     let mut doc = parse(&text).map_err(CommitError::from)?;
     let out = change(&mut doc)?;
     let new_text = doc.to_string();
-    crate::config::Config::parse(&new_text, &path.display().to_string())
-        .map_err(CommitError::from)?;
+    super::Config::parse(&new_text, &path.display().to_string()).map_err(CommitError::from)?;
     Ok((new_text, out))
+}
+
+/// Changes the config file at `path` in one go: [`edit`], [`Staged::write`],
+/// [`Staged::commit`]; what `change` returned. On any error the file is
+/// untouched. Blocking.
+pub fn commit<T, E: From<CommitError>>(
+    path: &Path,
+    change: impl FnOnce(&mut DocumentMut) -> Result<T, E>,
+) -> Result<T, E> {
+    let (new_text, out) = edit(path, change)?;
+    Staged::write(path, &new_text)?.commit()?;
+    Ok(out)
 }
 
 /// A new text of the config file, written beside it (same directory, so relative
@@ -66,7 +79,7 @@ pub struct Staged {
     path: PathBuf,
     committed: bool,
     /// The configuration the new text loads as.
-    pub config: crate::config::Config,
+    pub config: super::Config,
 }
 
 impl Staged {
@@ -84,10 +97,10 @@ impl Staged {
             tmp,
             path: path.to_owned(),
             committed: false,
-            config: crate::config::Config::default(),
+            config: super::Config::default(),
         };
         // A text that does not load is removed when `staged` drops.
-        staged.config = crate::config::Config::load(&staged.tmp)?;
+        staged.config = super::Config::load(&staged.tmp)?;
         Ok(staged)
     }
 
@@ -145,9 +158,9 @@ pub fn temp_path(path: &Path) -> std::path::PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(
-        ".{name}.{}-{}.tmp",
+        ".{name}.{}-{:08x}.tmp",
         std::process::id(),
-        &super::auth::random_hex()[..8]
+        rand::random::<u32>()
     ))
 }
 
@@ -406,6 +419,36 @@ pub fn set(
     Ok(())
 }
 
+/// Adds every proposal of `learned` as an allow entry of its group (which must
+/// be among `groups`, the configuration in force) and, with `enforce`, switches
+/// the group to `mode = "enforce"`; how many entries were new.
+pub fn apply_learned(
+    doc: &mut DocumentMut,
+    learned: &crate::guard::learn::Learned,
+    groups: &[GroupConfig],
+    enforce: bool,
+) -> Result<usize, String> {
+    let Some(group) = groups.iter().find(|g| g.name == learned.group) else {
+        return Err(format!(
+            "no [[groups]] entry named {:?} in the configuration",
+            learned.group
+        ));
+    };
+    let mut added = 0;
+    for p in &learned.proposals {
+        if group.allow.contains(&p.entry) {
+            continue;
+        }
+        add_rule(doc, &learned.group, RuleKind::Allow, &p.entry).map_err(|e| e.to_string())?;
+        added += 1;
+    }
+    if enforce {
+        set_group_mode(doc, &learned.group, crate::filter::GroupMode::Enforce)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(added)
+}
+
 /// An array of strings as a TOML value.
 pub fn string_array(items: &[String]) -> Value {
     strings(items)
@@ -457,6 +500,31 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         assert_eq!(files(), 1);
+    }
+
+    #[test]
+    fn commit_writes_a_valid_change_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "# mine\n[[groups]]\nname = \"lab\"\n").unwrap();
+        let bad = commit(&path, |doc| -> Result<(), CommitError> {
+            add_rule(doc, "lab", RuleKind::Allow, "||b^$bogus")?;
+            Ok(())
+        });
+        assert!(matches!(bad, Err(CommitError::Invalid(_))), "{bad:?}");
+        let n = commit(&path, |doc| -> Result<usize, CommitError> {
+            add_rule(doc, "lab", RuleKind::Allow, "||a.example^")?;
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            now.starts_with("# mine") && now.contains("||a.example^"),
+            "{now}"
+        );
+        assert!(!now.contains("bogus"), "{now}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

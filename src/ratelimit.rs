@@ -77,8 +77,8 @@ impl Default for RateLimitConfig {
 }
 
 impl RateLimitConfig {
-    /// Checks the values; returns (key, message) of the first problem, like
-    /// [`crate::config::Config`]'s validation.
+    /// Checks the values; returns (key, message) of the first problem, as the
+    /// configuration's validation reports it.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((format!("server.rate_limit.{k}"), m));
         if self.ipv4_prefix > 32 {
