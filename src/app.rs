@@ -36,6 +36,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         pipeline: pipeline.clone(),
         guard: Some(guard.clone()),
         apply_lock: tokio::sync::Mutex::new(()),
+        changes: tokio::sync::watch::Sender::new(0),
     });
     // The API first: once DNS is announced as listening, everything is up.
     let web = if cfg.web.enabled {
@@ -72,6 +73,10 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     tasks.spawn(maintain_cache(pipeline.clone()));
     tasks.spawn(update_lists_periodically(live.clone()));
     tasks.spawn(reload_on_sighup(hup, live.clone(), certs));
+    tasks.spawn(crate::cluster::follow::follow(
+        live.clone(),
+        cfg.cluster.clone(),
+    ));
 
     shutdown_signal(term).await;
     tracing::info!("shutting down");
@@ -224,6 +229,9 @@ pub struct Live {
     pub guard: Option<Arc<crate::guard::Guard>>,
     /// Orders compile-and-swap runs so an older configuration never replaces a newer one.
     pub apply_lock: tokio::sync::Mutex<()>,
+    /// Bumped when the configuration in force or its file changes (the cluster
+    /// state's long-poll waits on it).
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Live {
@@ -284,7 +292,13 @@ impl Live {
         }
         *self.config.lock() = new;
         self.publish_list_metrics();
+        self.announce_change();
         Ok(())
+    }
+
+    /// Wakes whoever waits for a configuration change (a secondary's long-poll).
+    pub fn announce_change(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Sets the per-list size gauges of `/metrics` from the policy in force.

@@ -11,7 +11,8 @@
 //! (CNAME cloaking, [`rebinding`], answer rules) → the [`querylog`], the egress
 //! [`guard`] and [`dnstap`]. `dnsguard check` runs the same steps without the network
 //! (`Pipeline::check`). [`lists`] supplies list texts (files, builtins,
-//! downloads); [`web`] is the dashboard and API. [`app`] wires the pieces together
+//! downloads); [`web`] is the dashboard and API; [`cluster`] makes a
+//! highly available pair (health check, config replication). [`app`] wires the pieces together
 //! from a [`config::Config`]; [`cli`] and [`commands`] are the command line. See
 //! `ARCHITECTURE.md` for the map.
 
@@ -19,6 +20,7 @@ pub mod access;
 pub mod app;
 pub mod channel;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod datadir;
