@@ -25,7 +25,11 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let lists = Arc::new(Lists::new(&cfg.server.data_dir, &cfg.list_updates)?);
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log_or_degrade(&cfg)?);
-    let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
+    let pipeline = Arc::new(Pipeline::new(
+        &cfg,
+        Policy::new(filter, &cfg)?,
+        log.clone(),
+    )?);
     let guard = crate::guard::Guard::start(&cfg)?;
     pipeline.set_guard(guard.clone());
     let cfg_shared = Arc::new(parking_lot::Mutex::new(cfg.clone()));
@@ -66,6 +70,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         &cfg.server.rate_limit,
         pipeline.clone(),
     )?;
+    crate::cluster::health::listening_on(&server.local_addrs);
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");
     let endpoint_file = crate::web::endpoint_path(&cfg.server.data_dir);
 
@@ -285,7 +290,7 @@ impl Live {
 
     async fn swap_in(&self, new: Config) -> anyhow::Result<()> {
         let filter = compile_filter(&new, &self.lists).await?;
-        let policy = Policy::new(filter, &new);
+        let policy = Policy::new(filter, &new)?;
         self.pipeline.set_policy(policy);
         if let Some(guard) = &self.guard {
             guard.configure(&new);

@@ -157,7 +157,7 @@ fn check(
         .enable_all()
         .build()?;
     let (checked, policy) = runtime.block_on(async {
-        let policy = crate::dns::pipeline::Policy::new(filter, &cfg);
+        let policy = crate::dns::pipeline::Policy::new(filter, &cfg)?;
         let pipeline = crate::dns::pipeline::Pipeline::new(&cfg, policy, log)?;
         let checked = pipeline.check(client, &name, qtype.into(), resolve).await;
         anyhow::Ok((checked, pipeline.policy()))

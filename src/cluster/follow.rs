@@ -92,6 +92,8 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
     );
     // The state in force: what the primary need not send again.
     let mut seen = own_etag(&live);
+    // The version in force (`seen` may be a newer one that was refused).
+    let mut applied = seen.clone();
     update(|s| s.etag = seen.clone());
     let mut backoff = MIN_INTERVAL;
     loop {
@@ -99,7 +101,14 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
         match poll(&http, &url, &cfg, seen.as_deref()).await {
             Ok(Poll::Unchanged { ready }) => {
                 set_primary_up(ready);
-                update(|s| (s.primary_up, s.last_error) = (ready, None));
+                // A refused version stays the last error until a good one comes.
+                let in_force = seen == applied;
+                update(|s| {
+                    s.primary_up = ready;
+                    if in_force {
+                        s.last_error = None;
+                    }
+                });
                 backoff = MIN_INTERVAL;
             }
             Ok(Poll::Changed { body, tag, ready }) => {
@@ -110,6 +119,7 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
                 match apply(&live, &body).await {
                     Ok(()) => {
                         tracing::info!(etag = %tag, "cluster: applied the primary's state");
+                        applied = Some(tag.clone());
                         metrics::counter!("dnsguard_cluster_syncs_total").increment(1);
                         let now = crate::querylog::format_time(crate::querylog::now_ms());
                         update(|s| {

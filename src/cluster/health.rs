@@ -15,16 +15,25 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::config::Config;
+use std::sync::OnceLock;
+
 use crate::web::AppState;
 
 /// How long the listener gets to answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
+/// The DNS addresses actually bound (port 0 in the file becomes a real port);
+/// unset until the listeners are up, so a starting node is not ready.
+static LISTENING: OnceLock<Vec<SocketAddr>> = OnceLock::new();
+
+/// Records the bound DNS addresses (once, when the listeners are up).
+pub fn listening_on(addrs: &[SocketAddr]) {
+    let _ = LISTENING.set(addrs.to_vec());
+}
+
 /// `GET /api/v1/health`.
-pub async fn health(State(st): State<AppState>) -> Response {
-    let cfg = st.live.config.lock().clone();
-    if ready(&cfg).await {
+pub async fn health(State(_): State<AppState>) -> Response {
+    if ready().await {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -32,8 +41,8 @@ pub async fn health(State(st): State<AppState>) -> Response {
 }
 
 /// Whether the DNS listener answers (see the module doc).
-pub async fn ready(cfg: &Config) -> bool {
-    let Some(target) = probe_target(&cfg.server.listen) else {
+pub async fn ready() -> bool {
+    let Some(target) = LISTENING.get().and_then(|l| probe_target(l)) else {
         return false;
     };
     match tokio::time::timeout(PROBE_TIMEOUT, probe(target)).await {

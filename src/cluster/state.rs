@@ -145,8 +145,7 @@ pub async fn get_state(
                 .await
                 .is_err()
         {
-            let cfg = st.live.config.lock().clone();
-            let ready = super::health::ready(&cfg).await;
+            let ready = super::health::ready().await;
             let ready = if ready { "true" } else { "false" };
             let status = if unchanged {
                 StatusCode::NOT_MODIFIED

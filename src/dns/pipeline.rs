@@ -105,11 +105,19 @@ pub struct Policy {
     /// Per group, the log's list labels of its own allow and deny entries.
     group_rule_labels: Vec<[Arc<str>; 2]>,
     list_labels: Vec<Arc<str>>,
+    /// Local records and hosts files: swapped with the filter, so a reload (or a
+    /// secondary's replicated state) changes them too.
+    local: LocalRecords,
 }
 
 impl Policy {
-    /// Pairs `filter` with the per-group settings of `cfg`.
-    pub fn new(filter: Filter, cfg: &Config) -> Self {
+    /// Pairs `filter` with the per-group settings and local records of `cfg`;
+    /// fails on unreadable hosts files.
+    pub fn new(filter: Filter, cfg: &Config) -> anyhow::Result<Self> {
+        let local = LocalRecords::build(
+            &cfg.local,
+            cfg.resolver.forward_zones.iter().map(|z| z.zone.as_str()),
+        )?;
         let groups = filter.group_count();
         let mut tunnel_actions = Vec::with_capacity(groups);
         let mut group_labels = Vec::with_capacity(groups);
@@ -130,13 +138,14 @@ impl Policy {
             .iter()
             .map(|l| Arc::from(l.name.as_str()))
             .collect();
-        Self {
+        Ok(Self {
             filter,
             tunnel_actions,
             group_labels,
             group_rule_labels,
             list_labels,
-        }
+            local,
+        })
     }
 
     fn group_label(&self, g: GroupId) -> Arc<str> {
@@ -281,7 +290,6 @@ pub struct Pipeline {
     access: Access,
     policy: ArcSwap<Policy>,
     detector: Arc<Detector>,
-    local: LocalRecords,
     cache: Cache,
     router: Router,
     rebinding: Rebinding,
@@ -291,17 +299,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds every step around a compiled policy; fails on unreadable hosts files,
-    /// bad exemption lines or unusable upstreams.
+    /// Builds every step around a compiled policy; fails on bad exemption lines or
+    /// unusable upstreams.
     pub fn new(cfg: &Config, policy: Policy, log: Arc<QueryLog>) -> anyhow::Result<Self> {
         Ok(Self {
             access: Access::new(&cfg.server.allow_clients),
             policy: ArcSwap::from_pointee(policy),
             detector: Arc::new(Detector::new(&cfg.detect)?),
-            local: LocalRecords::build(
-                &cfg.local,
-                cfg.resolver.forward_zones.iter().map(|z| z.zone.as_str()),
-            )?,
             cache: Cache::new(&cfg.cache),
             router: Router::new(&cfg.resolver)?,
             rebinding: Rebinding::new(
@@ -419,7 +423,7 @@ impl Pipeline {
         if !self.access.allows(client) {
             return Screen::Refused;
         }
-        if self.local.is_canary(name) {
+        if policy.local.is_canary(name) {
             return Screen::Canary;
         }
         let verdict = policy.filter.check(client, name, qtype);
@@ -449,7 +453,8 @@ impl Pipeline {
         policy: &Policy,
         verdict: &Verdict,
     ) -> Lookup {
-        if qtype == u16::from(RecordType::ANY) || self.local.answer(name, qtype.into()).is_some() {
+        if qtype == u16::from(RecordType::ANY) || policy.local.answer(name, qtype.into()).is_some()
+        {
             return Lookup::Full;
         }
         let Some(key) = Key::new(name, qtype, dnssec_ok, checking_disabled) else {
@@ -523,7 +528,7 @@ impl Pipeline {
         score: Score,
     ) -> Reply {
         let (v, s) = (Some(verdict), Some(score));
-        if let Some(answer) = self.local.answer(name, q.qtype()) {
+        if let Some(answer) = policy.local.answer(name, q.qtype()) {
             return reply(answer, Source::Local, v, s);
         }
         if q.qtype() == RecordType::ANY {

@@ -98,11 +98,11 @@ impl Pipeline {
         if !self.access.allows(client) {
             return done(Decision::Refused, ResponseCode::Refused, None, None);
         }
-        if self.local.is_canary(name) {
+        let policy = self.policy();
+        if policy.local.is_canary(name) {
             let note = "bypass canary ([local] bypass_canaries)".to_owned();
             return done(Decision::Canary, ResponseCode::NXDomain, None, Some(note));
         }
-        let policy = self.policy();
         let verdict = policy.filter.check(client, name, u16::from(qtype));
         if let Action::Block(_) = verdict.action {
             return blocked(verdict, &policy, name, qtype, Decision::Blocked, None);
@@ -120,7 +120,7 @@ impl Pipeline {
                 Some(note),
             );
         }
-        let local = self
+        let local = policy
             .local
             .answer(name, qtype)
             .or_else(|| (qtype == RecordType::ANY).then(|| super::minimal_any(&owner(name))));
