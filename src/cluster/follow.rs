@@ -21,8 +21,11 @@ use super::{ClusterConfig, REPLICATED, set_primary_up};
 use crate::app::Live;
 use crate::web::AppState;
 
-/// Requests are at least this far apart, whatever the primary answers.
+/// Requests are at least this far apart, whatever the primary answers (a
+/// primary that answers 304 at once must not be asked in a tight loop).
 const MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// After a new state: the next change may follow at once.
+const AFTER_CHANGE: Duration = Duration::from_millis(50);
 /// The longest pause after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -98,6 +101,7 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
     let mut backoff = MIN_INTERVAL;
     loop {
         let started = tokio::time::Instant::now();
+        let mut pause = MIN_INTERVAL;
         match poll(&http, &url, &cfg, seen.as_deref()).await {
             Ok(Poll::Unchanged { ready }) => {
                 set_primary_up(ready);
@@ -113,6 +117,7 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
             }
             Ok(Poll::Changed { body, tag, ready }) => {
                 set_primary_up(ready);
+                pause = AFTER_CHANGE;
                 backoff = MIN_INTERVAL;
                 // Whether it loads or not, this version need not come again.
                 seen = Some(tag.clone());
@@ -139,7 +144,7 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-        tokio::time::sleep_until(started + MIN_INTERVAL).await;
+        tokio::time::sleep_until(started + pause).await;
     }
 }
 

@@ -42,10 +42,23 @@ pub async fn health(State(_): State<AppState>) -> Response {
 
 /// Whether the DNS listener answers (see the module doc).
 pub async fn ready() -> bool {
-    let Some(target) = LISTENING.get().and_then(|l| probe_target(l)) else {
+    let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    // The listeners may be binding right now (the API starts first): wait for
+    // them within the probe's time rather than answer "not ready" for a node
+    // that is a moment from ready.
+    let listening = loop {
+        if let Some(l) = LISTENING.get() {
+            break l;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let Some(target) = probe_target(listening) else {
         return false;
     };
-    match tokio::time::timeout(PROBE_TIMEOUT, probe(target)).await {
+    match tokio::time::timeout_at(deadline, probe(target)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::warn!(%target, error = %e, "health check: the DNS listener gave no good answer");
