@@ -89,7 +89,7 @@ fn probe_target(listen: &[SocketAddr]) -> Option<SocketAddr> {
 
 /// One `localhost. A` query to `target`; Ok on a NOERROR reply to it.
 async fn probe(target: SocketAddr) -> std::io::Result<()> {
-    use std::io::{Error, ErrorKind};
+    use std::io::Error;
     let bind: SocketAddr = if target.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -112,7 +112,7 @@ async fn probe(target: SocketAddr) -> std::io::Result<()> {
         }
         return match buf[3] & 0x0f {
             0 => Ok(()),
-            rcode => Err(Error::new(ErrorKind::Other, format!("rcode {rcode}"))),
+            rcode => Err(Error::other(format!("rcode {rcode}"))),
         };
     }
 }
