@@ -118,6 +118,29 @@ fn health_is_ready_only_when_the_dns_listener_answers() {
         (r.status == 200).then_some(r)
     });
     assert_eq!(r.body, "ok\n");
+    // The checks (keepalived's, every second) stay out of the query log and
+    // the query counters: only the client's query is there.
+    for _ in 0..3 {
+        let r = request("GET", &base(&dg), "/api/v1/health", &[], None);
+        assert_eq!(r.status, 200);
+    }
+    ask_with(dg.addr, "www.a.test.", RecordType::A, &Ask::default());
+    let log = wait_for(
+        "the client's query in the log",
+        Duration::from_secs(10),
+        || {
+            let r = api(&dg, "GET", "/api/v1/querylog?since=1h&format=json", None);
+            r.body.contains("www.a.test").then_some(r.body)
+        },
+    );
+    assert!(!log.contains("health.dnsguard"), "{log}");
+    assert_eq!(
+        metric(
+            &dg,
+            "dnsguard_queries_total{verdict=\"allowed\",type=\"A\"}"
+        ),
+        1.0
+    );
     // A node whose listener answers loopback with REFUSED cannot serve the
     // virtual address's clients as configured: not ready.
     let refusing = Dnsguard::start(&format!(

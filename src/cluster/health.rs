@@ -1,12 +1,14 @@
 //! `GET /api/v1/health`: is this node ready to hold the virtual address? Ready
 //! means its UDP listener answers a real query through the whole pipeline: the
-//! handler asks its own listener for `localhost. A` on loopback and wants a
-//! NOERROR answer within [`PROBE_TIMEOUT`]. The filter is compiled before any
-//! listener opens, so an answer also says the policy is in force.
+//! handler asks its own listener for [`PROBE_NAME`] `A` (a name under
+//! `localhost`, RFC 6761) from loopback and wants a NOERROR answer within
+//! [`PROBE_TIMEOUT`]. The filter is compiled before any listener opens, so an
+//! answer also says the policy is in force.
 //!
 //! The route is public (keepalived's `track_script` runs `curl`) and says only
 //! `ok` (200) or `not ready` (503): nothing about the configuration or clients.
-//! Each call sends one query, which the query log records like any other.
+//! The probe's query is left out of the query log, metrics, guard and dnstap
+//! (`Pipeline::record`): keepalived asks every second.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -18,6 +20,9 @@ use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
 
 use crate::web::AppState;
+
+/// The name the probe asks (normalised, as the query log writes it).
+pub const PROBE_NAME: &str = "health.dnsguard.localhost";
 
 /// How long the listener gets to answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
@@ -87,7 +92,7 @@ fn probe_target(listen: &[SocketAddr]) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, first.port()))
 }
 
-/// One `localhost. A` query to `target`; Ok on a NOERROR reply to it.
+/// One [`PROBE_NAME`] `A` query to `target`; Ok on a NOERROR reply to it.
 async fn probe(target: SocketAddr) -> std::io::Result<()> {
     use std::io::Error;
     let bind: SocketAddr = if target.is_ipv4() {
@@ -102,7 +107,11 @@ async fn probe(target: SocketAddr) -> std::io::Result<()> {
     query.extend_from_slice(&id.to_be_bytes());
     // RD; one question.
     query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    query.extend_from_slice(b"\x09localhost\x00\x00\x01\x00\x01");
+    for label in PROBE_NAME.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
     sock.send(&query).await?;
     let mut buf = [0u8; 512];
     loop {

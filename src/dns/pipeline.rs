@@ -635,6 +635,11 @@ impl Pipeline {
         outcome: &Outcome<'_>,
         screened: &Screened,
     ) {
+        // The health check's own query (`cluster::health`) is no client's: not
+        // logged, counted or observed. Only loopback can send it.
+        if client.is_loopback() && *name == *crate::cluster::health::PROBE_NAME {
+            return;
+        }
         if outcome.score.is_some() {
             self.detector
                 .record_rcode(screened.now_ms, &name, outcome.rcode);
