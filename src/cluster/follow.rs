@@ -88,21 +88,28 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
             return;
         }
     };
-    let url = format!(
-        "{}/api/v1/cluster/state?wait={}",
-        primary.trim_end_matches('/'),
-        cfg.wait_secs
-    );
+    let url = format!("{}/api/v1/cluster/state", primary.trim_end_matches('/'));
     // The state in force: what the primary need not send again.
     let mut seen = own_etag(&live);
     // The version in force (`seen` may be a newer one that was refused).
     let mut applied = seen.clone();
     update(|s| s.etag = seen.clone());
     let mut backoff = MIN_INTERVAL;
+    // At start and after a failure the first request is not held, so whether
+    // the primary is up is known at once (it decides who raises alerts).
+    let mut wait = 0;
     loop {
         let started = tokio::time::Instant::now();
-        let mut pause = MIN_INTERVAL;
-        match poll(&http, &url, &cfg, seen.as_deref()).await {
+        let asked_to_wait = wait > 0;
+        // A 304 to a request that was not held is no reason to pause.
+        let mut pause = if asked_to_wait {
+            MIN_INTERVAL
+        } else {
+            Duration::ZERO
+        };
+        let outcome = poll(&http, &url, &cfg, wait, seen.as_deref()).await;
+        wait = if outcome.is_ok() { cfg.wait_secs } else { 0 };
+        match outcome {
             Ok(Poll::Unchanged { ready }) => {
                 set_primary_up(ready);
                 // A refused version stays the last error until a good one comes.
@@ -172,6 +179,7 @@ async fn poll(
     http: &reqwest::Client,
     url: &str,
     cfg: &ClusterConfig,
+    wait: u64,
     seen: Option<&str>,
 ) -> anyhow::Result<Poll> {
     use anyhow::Context;
@@ -180,6 +188,7 @@ async fn poll(
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut req = http
         .get(url)
+        .query(&[("wait", wait)])
         .bearer_auth(token.trim())
         .timeout(Duration::from_secs(cfg.wait_secs + 10));
     if let Some(tag) = seen {
