@@ -155,6 +155,29 @@ fn health_is_ready_only_when_the_dns_listener_answers() {
     assert_eq!((r.status, r.body.as_str()), (503, "not ready\n"));
 }
 
+/// Local records are part of what a secondary takes from its primary, and it
+/// applies them as SIGHUP does: so SIGHUP must change them live.
+#[test]
+fn sighup_changes_local_records() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&primary_config(&up, ""));
+    assert_eq!(
+        resolved(dg.addr, "nas.ha.test.", &quick()).unwrap(),
+        ["10.0.0.5"]
+    );
+    let path = dg.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("nas.ha.test A 10.0.0.5", "nas.ha.test A 10.0.0.6"),
+    )
+    .unwrap();
+    dg.signal(libc::SIGHUP);
+    wait_for("the new local record", Duration::from_secs(10), || {
+        resolved(dg.addr, "nas.ha.test.", &quick()).filter(|a| a == &["10.0.0.6"])
+    });
+}
+
 #[test]
 fn secondary_follows_the_primary_and_refuses_local_edits() {
     let up = FakeUpstream::start(localhost(), ZONE);
