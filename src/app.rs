@@ -25,7 +25,11 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let lists = Arc::new(Lists::new(&cfg.server.data_dir, &cfg.list_updates)?);
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log_or_degrade(&cfg)?);
-    let pipeline = Arc::new(Pipeline::new(&cfg, Policy::new(filter, &cfg), log.clone())?);
+    let pipeline = Arc::new(Pipeline::new(
+        &cfg,
+        Policy::new(filter, &cfg)?,
+        log.clone(),
+    )?);
     let guard = crate::guard::Guard::start(cfg.guard())?;
     pipeline.set_guard(guard.clone());
     let cfg_shared = Arc::new(parking_lot::Mutex::new(cfg.clone()));
@@ -36,6 +40,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         pipeline: pipeline.clone(),
         guard: Some(guard.clone()),
         apply_lock: tokio::sync::Mutex::new(()),
+        changes: tokio::sync::watch::Sender::new(0),
     });
     // The API first: once DNS is announced as listening, everything is up.
     let web = if cfg.web.enabled {
@@ -66,6 +71,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         &cfg.server.rate_limit,
         pipeline.clone(),
     )?;
+    crate::cluster::listening_on(&server.local_addrs);
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");
     let endpoint_file = crate::web::endpoint_path(&cfg.server.data_dir);
 
@@ -73,6 +79,10 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     tasks.spawn(maintain_cache(pipeline.clone()));
     tasks.spawn(update_lists_periodically(live.clone()));
     tasks.spawn(reload_on_sighup(hup, live.clone(), certs));
+    tasks.spawn(crate::web::cluster::follow::follow(
+        live.clone(),
+        cfg.cluster.clone(),
+    ));
 
     shutdown_signal(term).await;
     tracing::info!("shutting down");

@@ -182,7 +182,7 @@ fn check(
         .enable_all()
         .build()?;
     let (checked, policy) = runtime.block_on(async {
-        let policy = crate::pipeline::Policy::new(filter, &cfg);
+        let policy = crate::pipeline::Policy::new(filter, &cfg)?;
         // An address, or a `[[clients]]` name (asking from loopback).
         let (ip, identity) = policy.identities().asker(client).ok_or_else(|| {
             anyhow::anyhow!("--client {client:?}: neither an address nor a [[clients]] name")

@@ -807,7 +807,7 @@ mod tests {
             let filter =
                 Filter::build(&cfg.lists, &cfg.groups, &[]).unwrap_or_else(|e| panic!("{e}"));
             let log = Arc::new(crate::querylog::QueryLog::disabled(cfg.query_log.clone()));
-            let policy = Policy::new(filter, &cfg);
+            let policy = Policy::new(filter, &cfg).unwrap_or_else(|e| panic!("{e}"));
             let pipeline = Pipeline::new(&cfg, policy, log).unwrap_or_else(|e| panic!("{e}"));
             let shown = presented("lab-1", secret);
             let asked = Asked {

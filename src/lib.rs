@@ -18,7 +18,8 @@
 //! server through [`live::Live`] (as SIGHUP does) and the configuration file
 //! through [`config::edit`]. Each module declares its own settings type;
 //! [`config::Config`] aggregates them, loads and validates the file. [`app`] wires
-//! the pieces together; [`cli`] and [`commands`] are the command line;
+//! the pieces together; [`cluster`] makes a highly available pair (health check,
+//! config replication); [`cli`] and [`commands`] are the command line;
 //! [`stub`] is the forwarder for agent machines. Shared helpers: [`name`] (domain
 //! names), [`netset`], [`channel`], [`datadir`], [`pki`]. No two top-level
 //! modules import each other (CI checks). See `ARCHITECTURE.md` for the map.
@@ -28,6 +29,7 @@ pub mod app;
 pub mod cert;
 pub mod channel;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod datadir;

@@ -85,6 +85,9 @@ pub struct Live {
     pub guard: Option<Arc<crate::guard::Guard>>,
     /// Orders compile-and-swap runs so an older configuration never replaces a newer one.
     pub apply_lock: tokio::sync::Mutex<()>,
+    /// Bumped when the configuration in force or its file changes (the cluster
+    /// state's long-poll waits on it).
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Live {
@@ -138,14 +141,20 @@ impl Live {
 
     async fn swap_in(&self, new: Config) -> anyhow::Result<()> {
         let filter = compile_filter(&new, &self.lists).await?;
-        let policy = Policy::new(filter, &new);
+        let policy = Policy::new(filter, &new)?;
         self.pipeline.set_policy(policy);
         if let Some(guard) = &self.guard {
             guard.configure(new.guard_rules());
         }
         *self.config.lock() = new;
         self.publish_list_metrics();
+        self.announce_change();
         Ok(())
+    }
+
+    /// Wakes whoever waits for a configuration change (a secondary's long-poll).
+    pub fn announce_change(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Sets the per-list size gauges of `/metrics` from the policy in force.

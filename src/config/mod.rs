@@ -62,6 +62,8 @@ pub struct Config {
     pub firewall: crate::guard::nft::FirewallConfig,
     /// dnstap output of every answered query (`[dnstap]`, off without a target).
     pub dnstap: crate::dnstap::DnstapConfig,
+    /// This node's place in a highly available pair (`[cluster]`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// A configuration that could not be used; the message names the key and, where known, the line.
@@ -176,6 +178,7 @@ impl Config {
         self.resolver.trust_anchor_file.as_mut().map(fix);
         self.tls.cert_file.as_mut().map(fix);
         self.tls.key_file.as_mut().map(fix);
+        self.cluster.token_file.as_mut().map(fix);
         self.local.hosts_files.iter_mut().for_each(fix);
         self.list_updates.allowed_dirs.iter_mut().for_each(fix);
         for list in &mut self.lists {
@@ -189,7 +192,7 @@ impl Config {
 
     /// Cross-field checks: (key, message) of every problem found.
     fn validate(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
+        let mut problems = self.cluster.validate();
         let mut bad = |k: &str, m: String| problems.push((k.to_owned(), m));
         if self.server.listen.is_empty() {
             bad("server.listen", "at least one address is needed".into());

@@ -370,6 +370,10 @@ impl Worker {
         let domain = registrable(&o.name);
         if o.why & why::NEW_DOMAIN != 0 {
             match self.seen.first_use(o.client, domain, o.time_ms) {
+                // The pair's primary raises it (see `cluster`); this node just records it.
+                Ok(true) if crate::cluster::defers_new_domain_alerts() => {
+                    metrics::counter!("dnsguard_cluster_new_domain_deferred_total").increment(1);
+                }
                 Ok(true) => self.raise(o, AlertKind::NewDomain, domain, || {
                     format!("first query for {domain} by this client")
                 }),

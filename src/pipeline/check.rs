@@ -111,11 +111,11 @@ impl<R: Resolve> Pipeline<R> {
         if !self.access.allows(client) {
             return done(Decision::Refused, ResponseCode::Refused, None, None);
         }
-        if self.local.is_canary(name) {
+        let policy = self.policy();
+        if policy.local.is_canary(name) {
             let note = "bypass canary ([local] bypass_canaries)".to_owned();
             return done(Decision::Canary, ResponseCode::NXDomain, None, Some(note));
         }
-        let policy = self.policy();
         let group = identity.map_or_else(|| policy.identify(client, None, None).group, |i| i.group);
         let verdict = policy
             .filter
@@ -136,7 +136,7 @@ impl<R: Resolve> Pipeline<R> {
                 Some(note),
             );
         }
-        let local = self.local.answer(name, qtype).or_else(|| {
+        let local = policy.local.answer(name, qtype).or_else(|| {
             (qtype == RecordType::ANY).then(|| super::minimal_any(&super::name_of(name)))
         });
         if let Some(answer) = local {

@@ -72,7 +72,6 @@ use crate::querylog::{self, QueryLog};
 use crate::rebinding::Rebinding;
 use crate::resolve::Answer;
 use crate::resolve::cache::{Cache, Key};
-use crate::resolve::local::LocalRecords;
 use crate::resolve::router::Router;
 
 /// When a query arrived: read once per batch of datagrams (two clock reads per
@@ -153,7 +152,6 @@ pub struct Pipeline<R = Router> {
     authenticated_anywhere: bool,
     policy: ArcSwap<Policy>,
     detector: Arc<Detector>,
-    local: LocalRecords,
     cache: Cache,
     resolver: R,
     rebinding: Rebinding,
@@ -184,10 +182,6 @@ impl<R: Resolve> Pipeline<R> {
             authenticated_anywhere: cfg.server.allow_authenticated_anywhere,
             policy: ArcSwap::from_pointee(policy),
             detector: Arc::new(Detector::new(&cfg.detect)?),
-            local: LocalRecords::build(
-                &cfg.local,
-                cfg.resolver.forward_zones.iter().map(|z| z.zone.as_str()),
-            )?,
             cache: Cache::new(&cfg.cache),
             resolver,
             rebinding: Rebinding::new(
@@ -259,7 +253,7 @@ impl<R: Resolve> Pipeline<R> {
             Err(stop) => return Step::Final(Says::early(policy, stop, qtype).by(client)),
         };
         let (v, s) = (Some(verdict), Some(score));
-        if let Some(answer) = self.local.answer(name, RecordType::from(qtype)) {
+        if let Some(answer) = policy.local.answer(name, RecordType::from(qtype)) {
             return Step::Final(
                 Says::later(Content::Records(answer), Source::Local, v, s).by(client),
             );

@@ -209,6 +209,11 @@ impl<R: Resolve> Pipeline<R> {
         rcode: u16,
         via: crate::dnstap::Via<'_>,
     ) {
+        // The health check's own query (`cluster::health`) is no client's: not
+        // logged, counted or observed. Only loopback can send it.
+        if asked.client.ip().is_loopback() && asked.name == crate::cluster::PROBE_NAME {
+            return;
+        }
         let now_ms = asked.arrived.unix_ms;
         if says.score.is_some() {
             self.detector.record_rcode(now_ms, asked.name, rcode);

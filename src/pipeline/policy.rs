@@ -22,11 +22,19 @@ pub struct Policy {
     list_labels: Vec<Arc<str>>,
     /// `[[clients]]` and the groups' identity selectors.
     identities: crate::identity::Identities,
+    /// Local records and hosts files: swapped with the filter, so a reload (or a
+    /// secondary's replicated state) changes them too.
+    pub(super) local: crate::resolve::local::LocalRecords,
 }
 
 impl Policy {
-    /// Pairs `filter` with the per-group settings of `cfg`.
-    pub fn new(filter: Filter, cfg: &Config) -> Self {
+    /// Pairs `filter` with the per-group settings and local records of `cfg`;
+    /// fails on unreadable hosts files.
+    pub fn new(filter: Filter, cfg: &Config) -> anyhow::Result<Self> {
+        let local = crate::resolve::local::LocalRecords::build(
+            &cfg.local,
+            cfg.resolver.forward_zones.iter().map(|z| z.zone.as_str()),
+        )?;
         let groups = filter.group_count();
         let mut tunnel_actions = Vec::with_capacity(groups);
         let mut group_labels = Vec::with_capacity(groups);
@@ -53,14 +61,15 @@ impl Policy {
                 tracing::error!(%error, "[[clients]] ignored");
                 crate::identity::Identities::default()
             });
-        Self {
+        Ok(Self {
+            local,
             identities,
             filter,
             tunnel_actions,
             group_labels,
             group_rule_labels,
             list_labels,
-        }
+        })
     }
 
     /// Who the client at `client` is (`crate::identity`): its group, and its

@@ -39,7 +39,7 @@ impl<R: Resolve> Pipeline<R> {
         if !(self.access.allows(client) || anywhere) {
             return Err(Stop::Refused);
         }
-        if self.local.is_canary(name) {
+        if policy.local.is_canary(name) {
             return Err(Stop::Canary);
         }
         let verdict = policy.filter.check_in(identity.group, client, name, qtype);

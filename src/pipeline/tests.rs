@@ -131,7 +131,12 @@ fn pipeline() -> (Pipeline<Arc<Scripted>>, Arc<Scripted>) {
     let filter = Filter::build(&cfg.lists, &cfg.groups, &[]).unwrap();
     let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
     let resolver = Arc::new(Scripted::default());
-    let p = Pipeline::with_resolver(&cfg, Policy::new(filter, &cfg), log, resolver.clone());
+    let p = Pipeline::with_resolver(
+        &cfg,
+        Policy::new(filter, &cfg).unwrap(),
+        log,
+        resolver.clone(),
+    );
     (p.unwrap(), resolver)
 }
 

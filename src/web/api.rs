@@ -21,7 +21,12 @@ use crate::querylog::{self, Cursor, Entry, LogRequest, Order, OutputFormat, Stat
 pub fn router(state: AppState) -> Router {
     use axum::routing::{post, put};
     Router::new()
-        .route("/api/v1/health", get(|| async { "ok\n" }))
+        .route("/api/v1/health", get(crate::web::cluster::health::health))
+        .route("/api/v1/cluster", get(crate::web::cluster::follow::status))
+        .route(
+            "/api/v1/cluster/state",
+            get(crate::web::cluster::state::get_state),
+        )
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/api/v1/logout", post(auth::logout))
         .route("/api/v1/session", get(auth::session))

@@ -96,6 +96,9 @@ pub(crate) async fn change_config(
     change: impl FnOnce(&mut DocumentMut) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
     let _one_at_a_time = st.edit_lock.lock().await;
+    if let Some(why) = crate::web::cluster::refuse_edit(&st.live.config.lock()) {
+        return Err(ApiError::Conflict(why));
+    }
     let path: PathBuf = st.live.config_path.clone().ok_or_else(|| {
         ApiError::Conflict(
             "the server runs on the embedded default configuration; start it with --config FILE to change settings".into(),
@@ -110,7 +113,10 @@ pub(crate) async fn change_config(
         .apply(staged.config.clone())
         .await
         .map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
-    Ok(staged.commit()?)
+    staged.commit()?;
+    // The file now says what is in force: a secondary may fetch it.
+    st.live.announce_change();
+    Ok(())
 }
 
 fn ok() -> Response {

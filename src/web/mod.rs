@@ -18,6 +18,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod guard;
 pub mod manage;
 pub mod metrics;

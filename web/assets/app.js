@@ -490,9 +490,20 @@ function seg(el, cb) {
   });
 }
 
+// A secondary of a pair: what comes from the primary cannot be edited here.
+async function loadCluster() {
+  const c = await api('GET', '/api/v1/cluster');
+  if (c.role !== 'secondary') return;
+  const b = $('#cluster-banner');
+  b.textContent = `Secondary of ${c.primary} (${c.primary_up ? 'primary up' : 'primary not reachable: serving the last good state'}). ` +
+    `Replicated from the primary, change them there: ${c.replicated.join(', ')}.` + (c.last_error ? ` Last error: ${c.last_error}` : '');
+  b.hidden = false;
+}
+
 async function init() {
   const s = await api('GET', '/api/v1/session');
   csrf = s.csrf;
+  loadCluster().catch((e) => toast(e.message, true));
   $('#theme-toggle').addEventListener('click', () => {
     const t = currentDark() ? 'light' : 'dark';
     localStorage.setItem('dnsguard-theme', t); applyTheme(t);
