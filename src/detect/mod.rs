@@ -42,19 +42,21 @@
 #![warn(missing_docs)]
 
 pub mod bigram;
+mod budget;
 mod config;
 mod error;
 pub mod eval;
 pub mod exempt;
 pub mod features;
 mod hash;
+mod identity;
 mod name;
 mod reasons;
 mod window;
 
 use std::net::IpAddr;
 
-pub use config::{Action, DetectConfig};
+pub use config::{Action, Actions, DetectConfig, Level};
 pub use error::DetectError;
 pub use eval::{EvalReport, Tally, eval, eval_with};
 pub use exempt::Exemption;
@@ -87,7 +89,12 @@ struct NameFacts {
     key: u64,
     name_fp: u64,
     bytes: u32,
+    /// Length of the text below the registrable domain (without its dot).
+    below: u16,
+    /// The name has `<user>.<host>.` labels (`identity`).
+    identity: bool,
 }
+use budget::Budget;
 use window::{FlagPolicy, Update, Window};
 
 /// Payload evidence (bits) at which one name alone scores 1.0.
@@ -118,22 +125,28 @@ pub struct Score {
 }
 
 impl Score {
-    /// Whether a client group with tunnel action `action` refuses the query:
-    /// `block` refuses flagged queries, `quarantine` those and every query of
-    /// a domain the client is quarantined for.
-    pub fn refused_by(&self, action: Action) -> bool {
-        match action {
-            Action::Log => false,
-            Action::Block => self.flagged,
-            Action::Quarantine => self.flagged || self.quarantined,
-        }
+    /// The confidence of the flag (`None` when the query is not flagged).
+    pub fn level(&self) -> Option<Level> {
+        self.reasons.level
     }
 
-    /// The score as a group with tunnel action `action` sees it: the detector
-    /// counts quarantines for every client, but only a group whose action is
-    /// `quarantine` has them (and shows them among the reasons).
-    pub fn under(mut self, action: Action) -> Score {
-        if action != Action::Quarantine && self.quarantined {
+    /// Whether a client group with tunnel actions `actions` refuses the query:
+    /// a flagged query when the action at its level is `block` or
+    /// `quarantine`, any query of a domain the client is quarantined for
+    /// when the group enforces quarantines.
+    pub fn refused_by(&self, actions: Actions) -> bool {
+        let by_flag = self.flagged
+            && self
+                .level()
+                .is_some_and(|l| actions.at(l) != Action::Log);
+        by_flag || (self.quarantined && actions.quarantines())
+    }
+
+    /// The score as a group with tunnel actions `actions` sees it: the
+    /// detector counts quarantines for every client, but only a group that
+    /// enforces them has them (and shows them among the reasons).
+    pub fn under(mut self, actions: Actions) -> Score {
+        if !actions.quarantines() && self.quarantined {
             self.quarantined = false;
             self.reasons.unset(ReasonCode::Quarantined);
         }
@@ -144,13 +157,15 @@ impl Score {
 /// The detector. `Send + Sync`; share it behind an `Arc`.
 pub struct Detector {
     enabled: bool,
-    action: Action,
+    actions: Actions,
     policy: FlagPolicy,
     window_secs: u32,
     seed: u64,
     exemptions: Exemptions,
     watchlist: Watchlist,
     window: Window,
+    budget: Budget,
+    identity: identity::Identity,
 }
 
 impl Detector {
@@ -159,7 +174,7 @@ impl Detector {
         let seed = hash::random_seed();
         Ok(Detector {
             enabled: cfg.enabled,
-            action: cfg.action,
+            actions: cfg.actions(),
             policy: FlagPolicy {
                 threshold: cfg.threshold,
                 quarantine_after: cfg.quarantine_after,
@@ -174,12 +189,14 @@ impl Detector {
                 cfg.window_secs,
                 cfg.evidence_half_life_secs,
             ),
+            budget: Budget::new(seed, cfg.max_domains, cfg.budget_bytes),
+            identity: identity::Identity::builtin(seed),
         })
     }
 
-    /// The configured default action.
-    pub fn action(&self) -> Action {
-        self.action
+    /// The configured actions of clients in no configured group.
+    pub fn actions(&self) -> Actions {
+        self.actions
     }
 
     /// Score one query without touching any state (lexical features only).
@@ -187,14 +204,16 @@ impl Detector {
         let _ = qtype;
         let n = Name::parse(qname);
         let (mut reasons, lex, _) = self.lexical(&n);
+        reasons.window_secs = self.window_secs;
+        let flagged = self.enabled && lex >= self.policy.threshold;
+        if flagged {
+            reasons.level = Some(self.level_of(lex, &reasons));
+        }
         Score {
             value: lex,
-            flagged: self.enabled && lex >= self.policy.threshold,
+            flagged,
             quarantined: false,
-            reasons: {
-                reasons.window_secs = self.window_secs;
-                reasons
-            },
+            reasons,
         }
     }
 
@@ -221,21 +240,39 @@ impl Detector {
                 reasons,
             };
         }
+        let client = self.client_key(client);
+        let spent = if exemption == Exemption::None {
+            self.budget.spend(
+                now_ms,
+                client,
+                facts.key,
+                &below_text(qname, usize::from(facts.below)),
+                facts.identity,
+            )
+        } else {
+            budget::Spent::default()
+        };
+        let over = spent.ratio() * self.policy.threshold;
         let upd = Update {
             key: facts.key,
-            client: self.client_key(client),
+            client,
             name_fp: facts.name_fp,
             bytes: facts.bytes,
             rare_type: is_rare_qtype(qtype),
             payload_bits: reasons.payload_bits,
         };
-        let seen = self.window.observe(now_ms, &upd, lex, &self.policy);
+        let seen = self
+            .window
+            .observe(now_ms, &upd, lex.max(over), &self.policy);
         let (view, p, v, quarantined) = (seen.view, seen.payload, seen.volume, seen.quarantined);
         reasons.distinct = view.distinct.round() as u32;
         reasons.bytes_per_min = view.bytes_per_min;
         reasons.domain_bits = view.window_payload.max(view.long_payload);
         reasons.rare_type_pct = (view.rare_share * 100.0).round() as u8;
         reasons.nx_pct = (view.nx_share * 100.0).round() as u8;
+        reasons.budget_bytes = spent.bytes;
+        reasons.budget_limit = spent.limit;
+        reasons.budget_period = spent.period;
         let half = self.policy.threshold * 0.5;
         if p >= half {
             reasons.set(ReasonCode::DomainPayload);
@@ -249,15 +286,54 @@ impl Detector {
         if (p >= half || v >= half) && view.nx_share >= 0.5 {
             reasons.set(ReasonCode::Nxdomain);
         }
+        if over >= self.policy.threshold {
+            reasons.set(ReasonCode::Budget);
+            if facts.identity {
+                reasons.set(ReasonCode::Identity);
+            }
+        }
         if quarantined {
             reasons.set(ReasonCode::Quarantined);
         }
-        let value = lex.max(p).max(v);
+        let signal = lex.max(p).max(v);
+        let value = signal.max(over);
+        let flagged = value >= self.policy.threshold;
+        if flagged {
+            let mut level = if signal >= self.policy.threshold {
+                self.level_of(signal, &reasons)
+            } else {
+                Level::Low
+            };
+            if over >= self.policy.threshold {
+                // A domain only this client uses: its budget spent is a
+                // private channel's; several times over, a sure one.
+                let private = spent.clients < 1.5;
+                let by_budget = match spent.ratio() {
+                    r if private && r >= 4.0 => Level::High,
+                    _ if private => Level::Medium,
+                    r if r >= 4.0 => Level::Medium,
+                    _ => Level::Low,
+                };
+                level = level.max(by_budget);
+            }
+            reasons.level = Some(level);
+        }
         Score {
             value,
-            flagged: value >= self.policy.threshold,
+            flagged,
             quarantined,
             reasons,
+        }
+    }
+
+    /// The level of a flag whose strongest per-name or per-domain score is
+    /// `score`: high from twice the threshold or below a callback service,
+    /// else medium.
+    fn level_of(&self, score: f32, reasons: &Reasons) -> Level {
+        if score >= 2.0 * self.policy.threshold || reasons.has(ReasonCode::Callback) {
+            Level::High
+        } else {
+            Level::Medium
         }
     }
 
@@ -323,6 +399,8 @@ impl Detector {
             key: hash::hash_bytes(self.seed, n.registrable()),
             name_fp: hash::hash_bytes(self.seed ^ 0xA5A5, n.sub_lower()),
             bytes: n.sub_lower().len() as u32,
+            below: n.below().len() as u16,
+            identity: exemption == Exemption::None && self.identity.hit(n.below()),
         };
         FACTS.with(|t| {
             let mut t = t.borrow_mut();
@@ -368,6 +446,42 @@ impl Detector {
             }
         }
         (r, lex, exemption)
+    }
+}
+
+/// The lower-case text of `qname` below its registrable domain, `below`
+/// bytes long once decoded: on the stack, decoded again only when the name
+/// has escapes.
+fn below_text(qname: &str, below: usize) -> BelowText {
+    let mut out = BelowText {
+        buf: [0; name::MAX_NAME],
+        len: 0,
+    };
+    if qname.as_bytes().contains(&b'\\') {
+        let n = Name::parse(qname);
+        let b = n.below();
+        out.buf[..b.len()].copy_from_slice(b);
+        out.len = b.len();
+    } else {
+        let b = &qname.as_bytes()[..below.min(qname.len()).min(name::MAX_NAME)];
+        for (o, c) in out.buf.iter_mut().zip(b) {
+            *o = c.to_ascii_lowercase();
+        }
+        out.len = b.len();
+    }
+    out
+}
+
+/// Name text on the stack.
+struct BelowText {
+    buf: [u8; name::MAX_NAME],
+    len: usize,
+}
+
+impl std::ops::Deref for BelowText {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 

@@ -101,6 +101,12 @@ impl Name {
         &self.lower[self.reg_start..self.len]
     }
 
+    /// The text below the registrable domain (lower case, without the dot
+    /// before it; empty when the name is its registrable domain).
+    pub(crate) fn below(&self) -> &[u8] {
+        &self.lower[..self.reg_start.saturating_sub(1)]
+    }
+
     /// The scored part, original case.
     pub(crate) fn sub_raw(&self) -> &[u8] {
         &self.raw[..self.sub_end]

@@ -100,7 +100,7 @@ pub struct Reply {
 pub struct Policy {
     /// The compiled lists and groups.
     pub filter: Filter,
-    tunnel_actions: Vec<detect::Action>,
+    tunnel_actions: Vec<detect::Actions>,
     group_labels: Vec<Arc<str>>,
     /// Per group, the log's list labels of its own allow and deny entries.
     group_rule_labels: Vec<[Arc<str>; 2]>,
@@ -117,8 +117,9 @@ impl Policy {
         for g in 0..groups {
             let name = filter.group_name(GroupId(g as u16));
             let configured = cfg.groups.iter().find(|c| c.name == name);
-            let action = configured.and_then(|c| c.tunnel_action);
-            tunnel_actions.push(action.unwrap_or(cfg.detect.action));
+            tunnel_actions.push(
+                configured.map_or_else(|| cfg.detect.actions(), |c| c.tunnel_actions(&cfg.detect)),
+            );
             group_labels.push(Arc::from(name));
             group_rule_labels.push([
                 Arc::from(format!("group {name} allow")),
@@ -159,7 +160,7 @@ impl Policy {
         }
     }
 
-    fn tunnel_action(&self, g: GroupId) -> detect::Action {
+    fn tunnel_action(&self, g: GroupId) -> detect::Actions {
         self.tunnel_actions
             .get(usize::from(g.0))
             .copied()

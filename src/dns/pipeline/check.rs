@@ -10,7 +10,6 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
 use super::{Pipeline, Source};
-use crate::detect;
 use crate::filter::{Action, Verdict};
 use crate::resolve::cache::Cached;
 
@@ -108,10 +107,7 @@ impl Pipeline {
             return blocked(verdict, &policy, name, qtype, Decision::Blocked, None);
         }
         let score = self.detector.score_name(name, u16::from(qtype));
-        if score.flagged
-            && verdict.action != Action::Allow
-            && policy.tunnel_action(verdict.group) != detect::Action::Log
-        {
+        if verdict.action != Action::Allow && score.refused_by(policy.tunnel_action(verdict.group)) {
             let note = format!("tunnel: {}", score.reasons);
             return done(
                 Decision::Tunnel,
