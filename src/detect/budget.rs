@@ -7,8 +7,9 @@
 //! each (client, registrable domain) pair keeps a 512-bit sketch of what it
 //! already sent there (label hashes and label trigrams, seeded) and three
 //! leaky accumulators of *novelty*: the bytes of a name's labels whose
-//! trigrams were not in the sketch (a repeated label is 0, a label recombined
-//! from pieces already sent is little, fresh text is its length). The
+//! trigrams were not in the sketch (a repeated label is 0, a new label
+//! recombined from pieces already sent is half its length, fresh text is its
+//! length). The
 //! accumulators decay with half-lives of [`PERIODS`] (10 minutes, 2 hours,
 //! a day); each has a budget (`budget_bytes` times 1, 2, 4). A query that
 //! leaves any accumulator above its budget is over budget.
@@ -327,7 +328,7 @@ impl Budget {
 
 /// Bytes of `below` the pair had not seen, remembering them: per label, 0 if
 /// it is one of the last labels sent, else its length scaled by the share of
-/// its trigrams that are new (corrected for the sketch's fill).
+/// its trigrams that are new (corrected for the sketch's fill), at least half.
 fn novelty(p: &mut Pair, seed: u64, below: &[u8]) -> f32 {
     let fill = p.fill().min(0.9);
     let mut total = 0.0;
@@ -347,7 +348,9 @@ fn novelty(p: &mut Pair, seed: u64, below: &[u8]) -> f32 {
                 !p.mark(mix(h ^ seed))
             })
             .count();
-        let share = (fresh as f32 / grams as f32 / (1.0 - fill)).min(1.0);
+        // A label never sent is at least half new: an encoder with a small
+        // alphabet (syllables) recombines the same trigrams by design.
+        let share = (fresh as f32 / grams as f32 / (1.0 - fill)).clamp(0.5, 1.0);
         total += label.len() as f32 * share;
     }
     total
