@@ -364,7 +364,11 @@ mod tests {
 
     #[test]
     fn table_sizes_are_bounded() {
-        assert!(std::mem::size_of::<Pair>() <= 144, "{}", std::mem::size_of::<Pair>());
+        assert!(
+            std::mem::size_of::<Pair>() <= 144,
+            "{}",
+            std::mem::size_of::<Pair>()
+        );
         assert!(std::mem::size_of::<Domain>() <= 32);
     }
 
@@ -427,7 +431,13 @@ mod tests {
         for c in 0..6u64 {
             b.spend(c, mix(c + 100), 5, b"www", false);
         }
-        let s = b.spend(10, mix(100), 5, b"abcdefghijklmnopqrstuvwxyz0123456789", false);
+        let s = b.spend(
+            10,
+            mix(100),
+            5,
+            b"abcdefghijklmnopqrstuvwxyz0123456789",
+            false,
+        );
         assert!(s.clients > 4.0, "{s:?}");
         assert!(s.limit >= 64.0 * 16.0, "{s:?}");
         assert!(s.ratio() < 0.1);
@@ -450,7 +460,11 @@ mod tests {
         // A newcomer still gets pairs (from the flooding client's share).
         for d in 0..50u64 {
             b.spend(40_000 + d, 43, 1_000_000 + d, b"first", false);
-            assert_eq!(b.spend(40_000 + d, 43, 1_000_000 + d, b"first", false).novelty, 0.0);
+            assert_eq!(
+                b.spend(40_000 + d, 43, 1_000_000 + d, b"first", false)
+                    .novelty,
+                0.0
+            );
         }
     }
 }

@@ -249,7 +249,12 @@ mod tests {
             action_high: Some(Action::Quarantine),
             ..DetectConfig::default()
         };
-        let g = Actions::for_group(&d, Some(Action::Log), [None, Some(Action::Block), None], false);
+        let g = Actions::for_group(
+            &d,
+            Some(Action::Log),
+            [None, Some(Action::Block), None],
+            false,
+        );
         assert_eq!(
             (g.low, g.medium, g.high),
             (Action::Log, Action::Block, Action::Log)
@@ -257,6 +262,9 @@ mod tests {
         assert_eq!(d.actions().high, Action::Quarantine);
         assert!(d.actions().quarantines() && !Actions::all(Action::Block).quarantines());
         let agents = Actions::for_group(&d, None, [None; 3], true);
-        assert_eq!((agents.medium, agents.high), (Action::Block, Action::Quarantine));
+        assert_eq!(
+            (agents.medium, agents.high),
+            (Action::Block, Action::Quarantine)
+        );
     }
 }

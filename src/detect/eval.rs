@@ -526,12 +526,7 @@ pub fn eval_with(
 /// Flags per level as `low/medium/high`.
 fn levels(by: &BTreeMap<String, u64>) -> String {
     let n = |l: Level| by.get(l.as_str()).copied().unwrap_or(0);
-    format!(
-        "{}/{}/{}",
-        n(Level::Low),
-        n(Level::Medium),
-        n(Level::High)
-    )
+    format!("{}/{}/{}", n(Level::Low), n(Level::Medium), n(Level::High))
 }
 
 fn pct(t: &Tally) -> String {

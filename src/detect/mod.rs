@@ -135,10 +135,7 @@ impl Score {
     /// `quarantine`, any query of a domain the client is quarantined for
     /// when the group enforces quarantines.
     pub fn refused_by(&self, actions: Actions) -> bool {
-        let by_flag = self.flagged
-            && self
-                .level()
-                .is_some_and(|l| actions.at(l) != Action::Log);
+        let by_flag = self.flagged && self.level().is_some_and(|l| actions.at(l) != Action::Log);
         by_flag || (self.quarantined && actions.quarantines())
     }
 

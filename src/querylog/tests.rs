@@ -1447,7 +1447,10 @@ fn the_confidence_level_is_stored_and_entries_without_one_still_read() {
     e.tunnel = Some(Box::new(reasons));
     let bytes = encode_entry(&e);
     let back = decode_entry(&bytes).unwrap();
-    assert_eq!(back.tunnel.as_ref().and_then(|r| r.level), Some(Level::Medium));
+    assert_eq!(
+        back.tunnel.as_ref().and_then(|r| r.level),
+        Some(Level::Medium)
+    );
     assert_eq!(
         &*back.rule,
         "tunnel: medium confidence, 97 bytes of new name text sent to example.com \
@@ -1455,7 +1458,12 @@ fn the_confidence_level_is_stored_and_entries_without_one_still_read() {
     );
     let json = serde_json::to_value(&back).unwrap();
     assert_eq!(json["level"], "medium");
-    assert!(serde_json::to_value(full_entry(base())).unwrap().get("level").is_none());
+    assert!(
+        serde_json::to_value(full_entry(base()))
+            .unwrap()
+            .get("level")
+            .is_none()
+    );
 
     // An entry logged before levels: 34 bytes of reasons, no level, no budget.
     let mut stored = Vec::new();
@@ -1473,5 +1481,9 @@ fn the_confidence_level_is_stored_and_entries_without_one_still_read() {
     let r = back.tunnel.as_ref().unwrap();
     assert_eq!((r.level, r.budget_bytes), (None, 0.0));
     assert!(r.has(ReasonCode::Budget));
-    assert!(back.rule.starts_with("tunnel: 0 bytes of new name text"), "{}", back.rule);
+    assert!(
+        back.rule.starts_with("tunnel: 0 bytes of new name text"),
+        "{}",
+        back.rule
+    );
 }

@@ -107,7 +107,8 @@ impl Pipeline {
             return blocked(verdict, &policy, name, qtype, Decision::Blocked, None);
         }
         let score = self.detector.score_name(name, u16::from(qtype));
-        if verdict.action != Action::Allow && score.refused_by(policy.tunnel_action(verdict.group)) {
+        if verdict.action != Action::Allow && score.refused_by(policy.tunnel_action(verdict.group))
+        {
             let note = format!("tunnel: {}", score.reasons);
             return done(
                 Decision::Tunnel,
