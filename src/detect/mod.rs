@@ -250,6 +250,14 @@ impl Detector {
             budget::Spent::default()
         };
         let over = spent.ratio() * self.policy.threshold;
+        // A private domain's spent budget, or one spent four times over, is a
+        // medium-confidence flag or more: only those count towards quarantine.
+        let private = spent.clients < 1.5;
+        let over_medium = if private || spent.ratio() >= 4.0 {
+            over
+        } else {
+            0.0
+        };
         let upd = Update {
             key: facts.key,
             client,
@@ -260,7 +268,7 @@ impl Detector {
         };
         let seen = self
             .window
-            .observe(now_ms, &upd, lex.max(over), &self.policy);
+            .observe(now_ms, &upd, lex.max(over_medium), &self.policy);
         let (view, p, v, quarantined) = (seen.view, seen.payload, seen.volume, seen.quarantined);
         reasons.distinct = view.distinct.round() as u32;
         reasons.bytes_per_min = view.bytes_per_min;
@@ -304,7 +312,6 @@ impl Detector {
             if over >= self.policy.threshold {
                 // A domain only this client uses: its budget spent is a
                 // private channel's; several times over, a sure one.
-                let private = spent.clients < 1.5;
                 let by_budget = match spent.ratio() {
                     r if private && r >= 4.0 => Level::High,
                     _ if private => Level::Medium,
@@ -485,6 +492,112 @@ impl std::ops::Deref for BelowText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn word_like_exfiltration_spends_the_budget_of_a_private_domain() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let words = [
+            "gobunibirulaguku",
+            "fibegonigonisifovobemigugobu",
+            "kizamuvogapizurorosesudutale",
+            "fesafarolinitalenive",
+            "fetemidigoniburo",
+        ];
+        let mut first = None;
+        for (i, w) in words.iter().enumerate() {
+            let q = format!("{w}.cdn.photo-share-sync.net");
+            let s = det.observe(i as u64 * 40_000, ip(9), &q, 1);
+            if s.flagged {
+                first = Some((i, s));
+                break;
+            }
+            // Nothing in the name itself.
+            assert!(!s.reasons.has(ReasonCode::Payload), "{q}");
+        }
+        let (i, s) = first.expect("flagged within five look-ups");
+        assert!(i >= 1, "one word is not a channel");
+        assert!(s.reasons.has(ReasonCode::Budget));
+        assert_eq!(s.level(), Some(Level::Medium));
+        let text = s
+            .reasons
+            .display_for("x.cdn.photo-share-sync.net")
+            .to_string();
+        assert!(
+            text.starts_with("medium confidence, ")
+                && text.contains("bytes of new name text sent to photo-share-sync.net in ~10 min"),
+            "{text}"
+        );
+        // The same words from many clients of one domain: a popular domain.
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        for c in 0..8u8 {
+            det.observe(u64::from(c), ip(c), "www.photo-share-sync.net", 1);
+        }
+        for (i, w) in words.iter().enumerate() {
+            let q = format!("{w}.cdn.photo-share-sync.net");
+            let s = det.observe(1000 + i as u64 * 40_000, ip(9), &q, 1);
+            assert!(!s.flagged, "{q}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_and_host_name_below_a_private_domain_is_flagged_at_once() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let s = det.observe(0, ip(4), "ci.k8s-node-7.hooks.agent-telemetry.dev", 1);
+        assert!(s.flagged, "{s:?}");
+        assert!(s.reasons.has(ReasonCode::Identity) && s.reasons.has(ReasonCode::Budget));
+        assert_eq!(s.level(), Some(Level::Medium));
+        // A plain host name there is not.
+        let s = det.observe(0, ip(5), "hooks.agent-telemetry2.dev", 1);
+        assert!(!s.flagged, "{s:?}");
+        // Exempt names are not metered.
+        let s = det.observe(
+            0,
+            ip(4),
+            "ci.k8s-node-7.x._domainkey.agent-telemetry3.dev",
+            16,
+        );
+        assert!(!s.reasons.has(ReasonCode::Budget), "{s:?}");
+    }
+
+    #[test]
+    fn actions_apply_per_level() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let high = det.score_name(
+            "mzxw6ytboi2gk43umvzxi5dpmvzwg2lbmvzw42dpnvqxi.mzxw6ytboi2gk43umvzx.x.evil.example",
+            16,
+        );
+        assert_eq!(high.level(), Some(Level::High), "{high:?}");
+        let medium = det.observe(0, ip(4), "ci.k8s-node-7.hooks.agent-telemetry.dev", 1);
+        let alert_only = Actions {
+            high: Action::Block,
+            ..Actions::all(Action::Log)
+        };
+        assert!(high.refused_by(alert_only));
+        assert!(!medium.refused_by(alert_only));
+        let agents = Actions::for_group(&DetectConfig::default(), None, [None; 3], true);
+        assert!(medium.refused_by(agents) && high.refused_by(agents));
+        // A quarantine is enforced only where medium or high quarantines.
+        let q = Score {
+            quarantined: true,
+            flagged: false,
+            ..medium
+        };
+        assert!(!q.refused_by(agents));
+        assert!(!q.under(agents).quarantined);
+        let strict = Actions {
+            medium: Action::Quarantine,
+            ..agents
+        };
+        assert!(q.refused_by(strict) && q.under(strict).quarantined);
+        // Unflagged: nothing refuses it.
+        let plain = det.score_name("www.example.com", 1);
+        assert_eq!(plain.level(), None);
+        assert!(!plain.refused_by(Actions::all(Action::Quarantine)));
+    }
 
     #[test]
     fn detector_is_send_sync() {
