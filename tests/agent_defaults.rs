@@ -22,7 +22,6 @@ www.a.test. 300 A 192.0.2.1
 alias.a.test. 300 CNAME target.b.test.
 target.b.test. 300 A 192.0.2.2
 secret.b.test. 1 A 192.0.2.3
-hooks.agent-telemetry.test. 300 A 192.0.2.4
 ";
 
 fn from(ip: &str) -> Ask {
@@ -54,7 +53,7 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// A hijacked agent's `$(whoami).$(hostname).x` look-up below a domain no
 /// other client uses (a medium-confidence flag: the information budget).
-const WHOAMI: &str = "ci.k8s-node-7.hooks.agent-telemetry.test.";
+const WHOAMI: &str = "ci.k8s-node-7.hooks.agent-telemetry.net.";
 
 #[test]
 fn allowlist_only_groups_block_medium_flags_by_default() {
@@ -70,12 +69,12 @@ fn allowlist_only_groups_block_medium_flags_by_default() {
     assert_eq!(rcode(&r), ResponseCode::Refused, "{r:?}");
     assert_eq!(up.queries_for(WHOAMI), 0, "the flagged look-up left");
     // A group told to log does what it is told: flagged, forwarded.
-    let told = "claude.mbp-bob.hooks.other-telemetry.test.";
+    let told = "claude.mbp-bob.hooks.other-telemetry.net.";
     let r = ask_with(dg.addr, told, RecordType::A, &from("127.0.0.3"));
     assert_eq!(rcode(&r), ResponseCode::NXDomain, "{r:?}");
     assert_eq!(up.queries_for(told), 1);
     // So does the default group (`[detect] action = "log"`).
-    let office = "jenkins.ws-0412.hooks.third-telemetry.test.";
+    let office = "jenkins.ws-0412.hooks.third-telemetry.net.";
     let r = ask_with(dg.addr, office, RecordType::A, &from("127.0.0.1"));
     assert_eq!(rcode(&r), ResponseCode::NXDomain, "{r:?}");
     assert_eq!(up.queries_for(office), 1);

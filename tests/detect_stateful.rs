@@ -189,7 +189,7 @@ fn nxdomain_feedback_raises_domain_score() {
     let det = detector();
     let at = (0..120u64)
         .find(|i| {
-            let q = format!("user-alice.host-build{i}.x.collect.example");
+            let q = format!("user-alice.host-build{i}.x.collect-example.net");
             det.observe(T0 + i * 1000, ip(5), &q, 1).flagged
         })
         .expect("flagged by the information budget");

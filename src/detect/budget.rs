@@ -18,7 +18,8 @@
 //! domain, a 64-bit sketch of the clients that used it today and yesterday;
 //! with `n` distinct clients the budget is multiplied by `n²` (a domain many
 //! clients use is not one client's private channel). Exempt names (the
-//! detector's exemption list) are never metered.
+//! detector's exemption list) and names without a known public suffix (they
+//! never reach the internet by public delegation) are never metered.
 //!
 //! Memory is fixed when the detector is built and never grows: the pair table
 //! holds `max_domains` pairs of 144 bytes in sets of [`WAYS`], the popularity

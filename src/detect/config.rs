@@ -175,8 +175,10 @@ pub struct DetectConfig {
     /// that catches low-and-slow exfiltration. Default 1800.
     pub evidence_half_life_secs: u64,
     /// Maximum number of registrable domains tracked (least recently used
-    /// evicted beyond). Memory is under 480 bytes per domain, allocated up
-    /// front: the default 16384 takes about 7.8 MB.
+    /// evicted beyond), and of (client, domain) pairs and domains the
+    /// information budget keeps. Memory is under 480 bytes per domain for the
+    /// window and 176 for the budget, allocated up front: the default 16384
+    /// takes about 10.7 MB.
     pub max_domains: usize,
     /// Use the built-in exemption list (`data/exemptions.txt`). Default `true`.
     pub builtin_exemptions: bool,
