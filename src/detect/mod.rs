@@ -270,6 +270,8 @@ impl Detector {
             .window
             .observe(now_ms, &upd, lex.max(over_medium), &self.policy);
         let (view, p, v, quarantined) = (seen.view, seen.payload, seen.volume, seen.quarantined);
+        let a = seen.answers;
+        reasons.answer_bits = view.answer_bits;
         reasons.distinct = view.distinct.round() as u32;
         reasons.bytes_per_min = view.bytes_per_min;
         reasons.domain_bits = view.window_payload.max(view.long_payload);
@@ -291,6 +293,9 @@ impl Detector {
         if (p >= half || v >= half) && view.nx_share >= 0.5 {
             reasons.set(ReasonCode::Nxdomain);
         }
+        if a >= half {
+            reasons.set(ReasonCode::AnswerPayload);
+        }
         if over >= self.policy.threshold {
             reasons.set(ReasonCode::Budget);
             if facts.identity {
@@ -300,7 +305,7 @@ impl Detector {
         if quarantined {
             reasons.set(ReasonCode::Quarantined);
         }
-        let signal = lex.max(p).max(v);
+        let signal = lex.max(p).max(v).max(a);
         let value = signal.max(over);
         let flagged = value >= self.policy.threshold;
         if flagged {
@@ -346,6 +351,46 @@ impl Detector {
     pub fn record_rcode(&self, now_ms: u64, qname: &str, rcode: u16) {
         let key = self.name_facts(qname).key;
         self.window.record_rcode(now_ms, key, rcode == 3);
+    }
+
+    /// Whether answers to `qname` are worth scoring: its registrable domain is
+    /// already watched (payload evidence, or mostly TXT/NULL/CNAME/MX/SRV/
+    /// private-type queries). Cheap; callers extract the answer's data only then.
+    pub fn watches(&self, now_ms: u64, qname: &str) -> bool {
+        self.enabled && self.window.watches(now_ms, self.name_facts(qname).key)
+    }
+
+    /// Scores the data an answer to `qname` carries, for a watched domain:
+    /// encoded-looking TXT strings and NULL data, CNAME/MX/SRV targets whose
+    /// labels look encoded. The evidence is the domain's, charged to the
+    /// client its names come from: that client's next queries of the domain
+    /// are flagged with the same reasons and levels as query-side evidence.
+    /// Returns the bits recorded (0 when the domain is not watched).
+    pub fn record_answer(
+        &self,
+        now_ms: u64,
+        qname: &str,
+        carried: impl FnOnce(&mut dyn FnMut(AnswerData<'_>)),
+    ) -> f32 {
+        if !self.enabled {
+            return 0.0;
+        }
+        let key = self.name_facts(qname).key;
+        let mut bits = 0.0;
+        carried(&mut |d| {
+            bits += match d {
+                AnswerData::Text(t) => text_bits(t),
+                AnswerData::Target(name) => {
+                    let n = Name::parse(name);
+                    features::lexical(n.sub_raw(), n.sub_lower()).payload_bits
+                }
+            }
+        });
+        if bits > 0.0 && self.window.record_answer(now_ms, key, bits) {
+            bits
+        } else {
+            0.0
+        }
     }
 
     /// Whether `client` is quarantined for `qname`'s registrable domain at
@@ -451,6 +496,34 @@ impl Detector {
         }
         (r, lex, exemption)
     }
+}
+
+/// Data an answer carries, for [`Detector::record_answer`].
+#[derive(Debug, Clone, Copy)]
+pub enum AnswerData<'a> {
+    /// A TXT character-string, or NULL (or private-type) rdata.
+    Text(&'a [u8]),
+    /// A CNAME, MX or SRV target name (presentation format).
+    Target(&'a str),
+}
+
+/// Payload evidence of answer text: its runs of name-like characters (at most
+/// 63 at a time, as labels) scored like the labels of a name; spaces and
+/// punctuation of ordinary TXT records separate runs and count nothing.
+fn text_bits(t: &[u8]) -> f32 {
+    let mut total = 0.0;
+    for run in
+        t.split(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_')))
+    {
+        for chunk in run.chunks(63) {
+            let mut lower = [0u8; 63];
+            for (l, c) in lower.iter_mut().zip(chunk) {
+                *l = c.to_ascii_lowercase();
+            }
+            total += features::lexical(chunk, &lower[..chunk.len()]).payload_bits;
+        }
+    }
+    total
 }
 
 /// The lower-case text of `qname` below its registrable domain, `below`
@@ -597,6 +670,50 @@ mod tests {
         let plain = det.score_name("www.example.com", 1);
         assert_eq!(plain.level(), None);
         assert!(!plain.refused_by(Actions::all(Action::Quarantine)));
+    }
+
+    #[test]
+    fn encoded_answers_of_a_watched_domain_flag_its_client() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let cmd = b"aGVscCBtZSBvdXQgb2YgaGVyZTsgY2F0IC9ldGMvc2hhZG93IHwgYmFzZTY0IC13MA==";
+        // An ordinary domain's TXT answer (SPF) is not even looked at.
+        det.observe(0, ip(3), "example.org", 1);
+        assert!(!det.watches(0, "example.org"));
+        let spf = |f: &mut dyn FnMut(AnswerData<'_>)| {
+            f(AnswerData::Text(b"v=spf1 include:_spf.example.org ~all"))
+        };
+        assert_eq!(det.record_answer(0, "example.org", spf), 0.0);
+        // A client polling a domain with short TXT look-ups: watched.
+        let mut last = None;
+        for i in 0..12u64 {
+            let q = format!("p{i}.c2-update.net");
+            let s = det.observe(i * 5_000, ip(7), &q, 16);
+            if s.flagged {
+                last = Some((i, s));
+                break;
+            }
+            if i >= 3 {
+                assert!(det.watches(i * 5_000, &q), "{i}");
+                let bits = det.record_answer(i * 5_000 + 10, &q, |f| {
+                    f(AnswerData::Text(cmd));
+                    f(AnswerData::Target(
+                        "mzxw6ytboi2gk43umvzxi5dpmvzwg2lbmvzw42dpnvqxi.c2-update.net.",
+                    ));
+                });
+                assert!(bits > 50.0, "{bits}");
+            }
+        }
+        let (i, s) = last.expect("flagged by its answers");
+        assert!(s.reasons.has(ReasonCode::AnswerPayload), "{s:?}");
+        assert!(s.level().is_some());
+        let text = s.reasons.display_for("p1.c2-update.net").to_string();
+        assert!(
+            text.contains("bits of encoded data in answers from c2-update.net"),
+            "{i}: {text}"
+        );
+        // Another client of the domain is not charged for them.
+        let other = det.observe(70_000, ip(8), "www.c2-update.net", 1);
+        assert!(!other.reasons.has(ReasonCode::AnswerPayload), "{other:?}");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum ReasonCode {
     Budget = 1 << 10,
     /// The name carries a user and a host name (`<user>.<host>.`).
     Identity = 1 << 11,
+    /// The domain's answers carry encoded data (TXT/NULL data, CNAME/MX/SRV
+    /// targets): a command channel coming back.
+    AnswerPayload = 1 << 12,
 }
 
 /// Compact record of the evidence behind a [`super::Score`].
@@ -76,6 +79,8 @@ pub struct Reasons {
     pub budget_limit: f32,
     /// The period: its index in the budget's periods (10 min, 2 h, a day).
     pub budget_period: u8,
+    /// Encoded-data evidence in the domain's answers in the window, bits.
+    pub answer_bits: f32,
 }
 
 impl Reasons {
@@ -107,6 +112,7 @@ impl Reasons {
             (Callback, "callback service"),
             (Budget, "over budget"),
             (Identity, "user/host name"),
+            (AnswerPayload, "answer payload"),
             (Payload, "encoded label"),
             (LongLabel, "long label"),
             (OddBytes, "odd bytes"),
@@ -184,10 +190,11 @@ impl Reasons {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.push(self.budget_period);
+        out.extend_from_slice(&self.answer_bits.to_le_bytes());
     }
 
     /// Length of [`Reasons::encode`]'s output.
-    pub const ENCODED_LEN: usize = 44;
+    pub const ENCODED_LEN: usize = 48;
 
     /// Length of what entries logged before confidence levels and the
     /// information budget hold (still read: no level, no budget).
@@ -217,6 +224,7 @@ impl Reasons {
                 r.budget_bytes = f32_at(35);
                 r.budget_limit = f32_at(39);
                 r.budget_period = b[43];
+                r.answer_bits = f32_at(44);
                 if usize::from(r.budget_period) >= PERIODS.len() {
                     return None;
                 }
@@ -257,7 +265,7 @@ fn render(r: &Reasons, domain: &str, out: &mut String) {
     let d = domain;
     let dist = Int(u64::from(r.distinct));
     let rate = Dec(r.bytes_per_min, 0);
-    let reasons: [(bool, &[Piece<'_>]); 11] = [
+    let reasons: [(bool, &[Piece<'_>]); 12] = [
         (r.has(ReasonCode::Exempt), &[Str("exempt")]),
         (
             r.has(ReasonCode::Quarantined),
@@ -325,6 +333,14 @@ fn render(r: &Reasons, domain: &str, out: &mut String) {
                 Str(" (budget "),
                 Dec(r.budget_limit, 0),
                 Str(" B)"),
+            ],
+        ),
+        (
+            r.has(ReasonCode::AnswerPayload),
+            &[
+                Dec(r.answer_bits, 0),
+                Str(" bits of encoded data in answers from "),
+                Str(d),
             ],
         ),
         (

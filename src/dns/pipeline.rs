@@ -492,6 +492,13 @@ impl Pipeline {
                     // The recursor keeps signatures whatever the client asked.
                     answer.strip_dnssec(query.query_type());
                 }
+                let qname = name.to_string();
+                let now = querylog::now_ms();
+                if self.detector.watches(now, &qname) {
+                    // Answers of a watched domain: a command channel comes back here.
+                    self.detector
+                        .record_answer(now, &qname, |f| answer.carried(f));
+                }
                 let resolved = Cached::new(&answer, query.name(), query.query_type());
                 if let Some(k) = key {
                     self.cache.insert(k, &resolved);
