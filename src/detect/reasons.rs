@@ -185,16 +185,17 @@ impl Reasons {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&[self.rare_type_pct, self.nx_pct]);
-        out.push(self.level.map_or(0, |l| l as u8));
-        for v in [self.budget_bytes, self.budget_limit] {
-            out.extend_from_slice(&v.to_le_bytes());
+        // Level (bits 0-1) and budget period (bits 2-3) in one byte; the
+        // budget and answer figures as whole bytes and bits (what the text
+        // shows).
+        out.push(self.level.map_or(0, |l| l as u8) | (self.budget_period.min(3) << 2));
+        for v in [self.budget_bytes, self.budget_limit, self.answer_bits] {
+            out.extend_from_slice(&whole(v).to_le_bytes());
         }
-        out.push(self.budget_period);
-        out.extend_from_slice(&self.answer_bits.to_le_bytes());
     }
 
     /// Length of [`Reasons::encode`]'s output.
-    pub const ENCODED_LEN: usize = 48;
+    pub const ENCODED_LEN: usize = 41;
 
     /// Length of what entries logged before confidence levels and the
     /// information budget hold (still read: no level, no budget).
@@ -216,18 +217,16 @@ impl Reasons {
         match b.len() {
             Self::OLD_ENCODED_LEN => {}
             Self::ENCODED_LEN => {
-                let f32_at = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-                r.level = match b[34] {
-                    0 => None,
-                    n => Some(Level::from_u8(n)?),
-                };
-                r.budget_bytes = f32_at(35);
-                r.budget_limit = f32_at(39);
-                r.budget_period = b[43];
-                r.answer_bits = f32_at(44);
-                if usize::from(r.budget_period) >= PERIODS.len() {
+                let u16_at = |i: usize| f32::from(u16::from_le_bytes([b[i], b[i + 1]]));
+                let (level, period) = (b[34] & 3, b[34] >> 2);
+                if usize::from(period) >= PERIODS.len() {
                     return None;
                 }
+                r.level = Level::from_u8(level);
+                r.budget_period = period;
+                r.budget_bytes = u16_at(35);
+                r.budget_limit = u16_at(37);
+                r.answer_bits = u16_at(39);
             }
             _ => return None,
         }
@@ -257,6 +256,11 @@ impl Reasons {
             ..Reasons::default()
         })
     }
+}
+
+/// `v` rounded to a whole number in `u16` (saturating; NaN is 0).
+fn whole(v: f32) -> u16 {
+    v.round().clamp(0.0, f32::from(u16::MAX)) as u16
 }
 
 /// The text of `r`, with `domain` as the registrable domain.
@@ -542,6 +546,35 @@ mod tests {
             Reasons::decode(&bytes).unwrap().rule_for("a.x.example"),
             r.rule_for("a.x.example")
         );
+        // Level and budget figures (whole bytes and bits, as shown).
+        let mut leveled = Reasons {
+            level: Some(super::Level::High),
+            budget_bytes: 97.4,
+            budget_limit: 64.0,
+            budget_period: 2,
+            answer_bits: 1e9,
+            ..r
+        };
+        leveled.set(ReasonCode::Budget);
+        let mut b2 = Vec::new();
+        leveled.encode(&mut b2);
+        let back = Reasons::decode(&b2).unwrap();
+        assert_eq!(
+            (
+                back.level,
+                back.budget_bytes,
+                back.budget_limit,
+                back.budget_period,
+                back.answer_bits
+            ),
+            (Some(super::Level::High), 97.0, 64.0, 2, 65535.0)
+        );
+        assert_eq!(
+            back.rule_for("a.x.example"),
+            leveled.rule_for("a.x.example")
+        );
+        b2[34] = 3 << 2; // no such period
+        assert_eq!(Reasons::decode(&b2), None);
         // Wrong length or an unknown shape: refused, not misread.
         assert_eq!(Reasons::decode(&bytes[1..]), None);
         bytes[4] = 200;
