@@ -255,6 +255,12 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
         row.contains("encoded label") && !row.contains("bits of payload evidence"),
         "{row}"
     );
+    // The flag's confidence level is shown as a badge (issue #23).
+    assert!(
+        !d.find_all("#alerts-recent .badge.level-high, #alerts-recent .badge.level-medium")
+            .is_empty(),
+        "{row}"
+    );
     let toggle = d.find("#alerts-recent td.rule details.reason summary");
     d.click(&toggle);
     d.wait_for("the reason text opened", |d| {

@@ -1,7 +1,8 @@
-//! `dnsguard detect-eval` on the public session sample reports leakage and
-//! benign alarms (issue #23, item 5): the real binary, its table and its JSON.
-//! Today's figures are in `docs/DETECTION.md`; only what that page states as
-//! the current behaviour is asserted here.
+//! `dnsguard detect-eval` on the public session sample reports leakage,
+//! confidence levels and benign alarms (issue #23): the real binary, its table
+//! and its JSON. The figures are in `docs/DETECTION.md`; the targets of #23
+//! (word-like exfiltration caught early, no alarm on benign clients) are
+//! asserted here.
 
 use std::process::Command;
 
@@ -66,8 +67,17 @@ fn json_report_on_sessions_v2_holds_leakage_invariants() {
             assert!(u(e, "unflagged_bytes") <= u(e, "payload_bytes"), "{e:#}");
             assert!(u(e, "queries_before_first_flag") <= u(e, "tunnel"), "{e:#}");
             assert!(u(e, "tunnel_flagged") <= u(e, "tunnel"), "{e:#}");
-            // No confidence levels exist yet: none are reported.
-            assert!(e["tunnel_flagged_by_confidence"].is_null(), "{e:#}");
+            // Every flag has exactly one level, and every level is reported.
+            for (field, total) in [
+                ("tunnel_flagged_by_confidence", "tunnel_flagged"),
+                ("benign_flagged_by_confidence", "benign_flagged"),
+            ] {
+                let by = e[field].as_object().expect("levels");
+                let levels: Vec<&String> = by.keys().collect();
+                assert_eq!(levels, ["high", "low", "medium"], "{e:#}");
+                let sum: u64 = by.values().map(|v| v.as_u64().unwrap()).sum();
+                assert_eq!(sum, u(e, total), "{e:#}");
+            }
             let hours = e["benign_client_hours"].as_f64().unwrap();
             assert!(hours >= 0.0, "{e:#}");
             match e["alarms_per_client_hour"].as_f64() {
@@ -77,24 +87,30 @@ fn json_report_on_sessions_v2_holds_leakage_invariants() {
         }
     }
 
-    // P5: the syllable-encoded file is never flagged today, so all of it leaks.
-    // (When #23's information budget catches it, update docs/DETECTION.md and this.)
+    // P5: the syllable-encoded file is flagged before 100 payload bytes left
+    // (the information budget), and stays flagged.
     let p5 = by_key(&rep["sessions"], "session", "P5_syllable_slow");
     assert_eq!(u(p5, "tunnel"), tunnel_rows("P5_syllable_slow"));
-    assert_eq!(p5["ever_flagged"], false, "{p5:#}");
-    assert!(p5["first_tunnel_flag"].is_null());
-    assert!(u(p5, "payload_bytes") > 0);
-    assert_eq!(u(p5, "bytes_before_first_flag"), u(p5, "payload_bytes"));
-    assert_eq!(u(p5, "queries_before_first_flag"), u(p5, "tunnel"));
+    assert_eq!(p5["ever_flagged"], true, "{p5:#}");
+    assert!(u(p5, "bytes_before_first_flag") < 100, "{p5:#}");
+    assert!(u(p5, "payload_bytes") > 1000, "{p5:#}");
+    assert!(u(p5, "unflagged_bytes") < 200, "{p5:#}");
+    assert_eq!(
+        u(p5, "first_tunnel_flag"),
+        u(p5, "queries_before_first_flag") + 1
+    );
 
-    // P6: the first flag's position and the counts before it agree.
+    // P6: flagged at its first look-up (a user and a host name), nothing
+    // left before, and every look-up flagged.
     let p6 = by_key(&rep["sessions"], "session", "P6_agent_plaintext");
     assert_eq!(u(p6, "tunnel"), tunnel_rows("P6_agent_plaintext"));
-    if p6["ever_flagged"] == true {
-        assert_eq!(
-            u(p6, "first_tunnel_flag"),
-            u(p6, "queries_before_first_flag") + 1
-        );
+    assert_eq!(u(p6, "first_tunnel_flag"), 1, "{p6:#}");
+    assert_eq!(u(p6, "bytes_before_first_flag"), 0, "{p6:#}");
+    assert_eq!(u(p6, "tunnel_flagged"), u(p6, "tunnel"), "{p6:#}");
+
+    // No alarm on any benign row: P8 and every session's background clients.
+    for s in rep["sessions"].as_array().unwrap() {
+        assert_eq!(u(s, "benign_flagged"), 0, "{s:#}");
     }
 
     // P8: benign only, spanning real client-hours, with a defined alarm rate.
@@ -140,6 +156,9 @@ fn table_report_shows_leakage_and_alarm_sections() {
         );
     }
     assert!(text[alarms..].contains("P8_benign_mixed"), "{text}");
+    // Flags per confidence level, for tunnels and for benign alarms.
+    assert!(text[leak..alarms].contains("low/med/high"), "{text}");
+    assert!(text[alarms..].contains("low/med/high"), "{text}");
 
     let bad = detect_eval(&["--format", "xml", SESSIONS_V2]);
     assert!(!bad.status.success());

@@ -62,3 +62,49 @@ fn observe_does_not_allocate() {
     assert_eq!(after - before, 0, "allocations on the hot path");
     assert!(flagged > 0);
 }
+
+#[test]
+fn information_budget_and_answer_scoring_do_not_allocate() {
+    use dnsguard::detect::{AnswerData, ReasonCode};
+    let det = Detector::new(&DetectConfig {
+        max_domains: 256,
+        ..DetectConfig::default()
+    })
+    .unwrap();
+    // Word-like names below private domains from many clients (the budget's
+    // pair table fills and evicts), user/host-name look-ups, escaped names.
+    let mut names: Vec<String> = (0..3000)
+        .map(|i| format!("word{i}syllable{}.cdn.private{}.net", i * 7, i % 97))
+        .collect();
+    names.push("ci.k8s-node-7.hooks.agent-telemetry.dev".into());
+    names.push(r"caf\195\169.bar\.baz.private1.net".into());
+    names.push("www.example.com".into());
+    let clients: Vec<IpAddr> = (0..64u8)
+        .map(|c| IpAddr::V4(Ipv4Addr::new(10, 1, 0, c)))
+        .collect();
+    // Every thread that scores sets up its per-name memo once.
+    let _ = det.observe(1_767_398_399_000, clients[0], "warm.example.com", 1);
+    let before = allocs();
+    let (mut over, mut answered) = (0u32, 0u32);
+    for (i, q) in names.iter().cycle().take(20_000).enumerate() {
+        let now = 1_767_398_400_000 + i as u64 * 50;
+        let s = det.observe(now, clients[i % clients.len()], q, 16);
+        over += u32::from(s.reasons.has(ReasonCode::Budget));
+        // Answers of watched domains are scored on the same terms.
+        if det.watches(now, q) {
+            answered += 1;
+            det.record_answer(now, q, |f| {
+                f(AnswerData::Text(
+                    b"aGVscCBtZSBvdXQgb2YgaGVyZQ== v=spf1 ~all",
+                ));
+                f(AnswerData::Target(
+                    "mzxw6ytboi2gk43umvzxi5dp.c2.example.net.",
+                ));
+            });
+        }
+    }
+    let after = allocs();
+    assert_eq!(after - before, 0, "allocations on the hot path");
+    assert!(over > 0, "the budget was never crossed");
+    assert!(answered > 0, "no answer was scored");
+}

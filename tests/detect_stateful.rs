@@ -161,9 +161,14 @@ fn underscore_exemption_still_counts_volume() {
 
 #[test]
 fn nxdomain_feedback_raises_domain_score() {
-    // Plain-text exfil: nothing lexical, only the per-domain view.
+    // Plain-text exfil: nothing lexical, only the per-domain view (the
+    // information budget off, to see the window's NXDOMAIN share alone).
     let run = |with_rcode: bool| {
-        let det = detector();
+        let det = Detector::new(&DetectConfig {
+            budget_bytes: 0.0,
+            ..DetectConfig::default()
+        })
+        .unwrap();
         for i in 0..120u64 {
             let q = format!("user-alice.host-build{i}.x.collect.example");
             let now = T0 + i * 1000;
@@ -180,6 +185,15 @@ fn nxdomain_feedback_raises_domain_score() {
     assert_eq!(run(false), None);
     let at = run(true).expect("flagged with NXDOMAIN feedback");
     assert!(at < 100, "{at}");
+    // With the budget, the new text itself gives it away within a few names.
+    let det = detector();
+    let at = (0..120u64)
+        .find(|i| {
+            let q = format!("user-alice.host-build{i}.x.collect-example.net");
+            det.observe(T0 + i * 1000, ip(5), &q, 1).flagged
+        })
+        .expect("flagged by the information budget");
+    assert!(at < 10, "{at}");
 }
 
 #[test]
@@ -215,7 +229,10 @@ fn quarantine_after_n_flags_and_expiry() {
         ..DetectConfig::default()
     };
     let det = Detector::new(&cfg).unwrap();
-    assert_eq!(det.action(), TunnelAction::Quarantine);
+    assert_eq!(
+        det.actions(),
+        dnsguard::detect::Actions::all(TunnelAction::Quarantine)
+    );
     let q1 = format!("{}.t.evil.example", base32(&secret()[..30]));
     let q2 = format!("{}.t.evil.example", base32(&secret()[30..60]));
     assert!(!det.observe(T0, ip(1), &q1, 16).quarantined);

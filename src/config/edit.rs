@@ -267,6 +267,13 @@ pub fn put_group(doc: &mut DocumentMut, g: &GroupConfig) -> Result<(), EditError
     set_or_remove(t, "tunnel_action", g.tunnel_action.is_some(), || {
         enum_str(&g.tunnel_action).into()
     });
+    for (key, action) in [
+        ("tunnel_action_low", g.tunnel_action_low),
+        ("tunnel_action_medium", g.tunnel_action_medium),
+        ("tunnel_action_high", g.tunnel_action_high),
+    ] {
+        set_or_remove(t, key, action.is_some(), || enum_str(&action).into());
+    }
     set_or_remove(t, "mode", g.mode.is_some(), || enum_str(&g.mode).into());
     set_or_remove(
         t,

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Serialize;
 
 use super::name::Name;
-use super::{DetectConfig, DetectError, Detector, TunnelAction};
+use super::{DetectConfig, DetectError, Detector, Level};
 
 /// Flagged out of total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,9 +99,11 @@ pub struct Exposure {
     pub tunnel: u64,
     /// Tunnel rows flagged.
     pub tunnel_flagged: u64,
-    /// Flags on tunnel rows per confidence level. `None`: the detector has
-    /// no confidence levels yet (issue #23), so none are reported.
-    pub tunnel_flagged_by_confidence: Option<BTreeMap<String, u64>>,
+    /// Flags on tunnel rows per confidence level (`low`, `medium`, `high`;
+    /// every level present, 0 included).
+    pub tunnel_flagged_by_confidence: BTreeMap<String, u64>,
+    /// Alarms on benign rows per confidence level.
+    pub benign_flagged_by_confidence: BTreeMap<String, u64>,
     /// 1-based index, among the stream's tunnel rows, of the first flagged
     /// one (per session only; `None` in family totals or when never flagged).
     pub first_tunnel_flag: Option<u64>,
@@ -127,7 +129,22 @@ pub struct Exposure {
 }
 
 impl Exposure {
-    fn add(&mut self, r: &Row, flagged: bool, bytes: u64) {
+    fn add(&mut self, r: &Row, level: Option<Level>, bytes: u64) {
+        let flagged = level.is_some();
+        if self.tunnel_flagged_by_confidence.is_empty() {
+            for l in Level::ALL {
+                self.tunnel_flagged_by_confidence.insert(l.to_string(), 0);
+                self.benign_flagged_by_confidence.insert(l.to_string(), 0);
+            }
+        }
+        if let Some(l) = level {
+            let by = if r.tunnel {
+                &mut self.tunnel_flagged_by_confidence
+            } else {
+                &mut self.benign_flagged_by_confidence
+            };
+            *by.entry(l.to_string()).or_default() += 1;
+        }
         if r.tunnel {
             if self.tunnel == 0 {
                 self.tunnel_streams = 1;
@@ -163,6 +180,20 @@ impl Exposure {
 
     /// Adds a finished group's totals (first-flag position is not additive).
     fn merge(&mut self, o: &Exposure) {
+        for (mine, theirs) in [
+            (
+                &mut self.tunnel_flagged_by_confidence,
+                &o.tunnel_flagged_by_confidence,
+            ),
+            (
+                &mut self.benign_flagged_by_confidence,
+                &o.benign_flagged_by_confidence,
+            ),
+        ] {
+            for (l, n) in theirs {
+                *mine.entry(l.clone()).or_default() += n;
+            }
+        }
         self.tunnel_streams += o.tunnel_streams;
         self.tunnel_streams_flagged += o.tunnel_streams_flagged;
         self.tunnel += o.tunnel;
@@ -196,6 +227,8 @@ pub struct EvalReport {
     pub by_difficulty: BTreeMap<String, (Tally, Tally)>,
     /// Per (label, family).
     pub by_family: BTreeMap<(String, String), Tally>,
+    /// Flagged rows per (label, family, confidence level).
+    pub by_level: BTreeMap<(String, String, Level), u64>,
     /// Per session (when a `session` column exists).
     pub sessions: BTreeMap<String, Exposure>,
     /// Per (label, family), summed over sessions (when a `session` column
@@ -418,8 +451,14 @@ pub fn eval_with(
             Some(ts) if replayed => det.observe(ts, r.client, &r.qname, r.qtype),
             _ => det.score_name(&r.qname, r.qtype),
         };
-        // A quarantined domain is an alarm only where quarantine is the action.
-        let flagged = s.flagged || (cfg.action == TunnelAction::Quarantine && s.quarantined);
+        // A quarantined domain is an alarm only where quarantines are
+        // enforced; a quarantine alone is a high-confidence refusal.
+        let level = match s.level() {
+            Some(l) if s.flagged => Some(l),
+            _ if s.quarantined && cfg.actions().quarantines() => Some(Level::High),
+            _ => None,
+        };
+        let flagged = level.is_some();
         if r.tunnel {
             rep.tunnel.add(flagged);
             if !flagged {
@@ -435,6 +474,12 @@ pub fn eval_with(
             let e = rep.by_difficulty.entry(d.clone()).or_default();
             if r.tunnel { &mut e.0 } else { &mut e.1 }.add(flagged);
         }
+        if let (Some(f), Some(l)) = (&r.family, level) {
+            let label = if r.tunnel { "tunnel" } else { "benign" };
+            *rep.by_level
+                .entry((label.to_string(), f.clone(), l))
+                .or_default() += 1;
+        }
         if let Some(f) = &r.family {
             let label = if r.tunnel { "tunnel" } else { "benign" };
             rep.by_family
@@ -449,11 +494,11 @@ pub fn eval_with(
             rep.sessions
                 .entry(sess.clone())
                 .or_default()
-                .add(r, flagged, bytes);
+                .add(r, level, bytes);
             units
                 .entry((label.to_string(), fam, sess.clone()))
                 .or_default()
-                .add(r, flagged, bytes);
+                .add(r, level, bytes);
         }
     }
     rep.sessions.values_mut().for_each(Exposure::finish);
@@ -476,6 +521,12 @@ pub fn eval_with(
     rep.worst_misses = show(misses);
     print_report(&rep, &mut out)?;
     Ok(rep)
+}
+
+/// Flags per level as `low/medium/high`.
+fn levels(by: &BTreeMap<String, u64>) -> String {
+    let n = |l: Level| by.get(l.as_str()).copied().unwrap_or(0);
+    format!("{}/{}/{}", n(Level::Low), n(Level::Medium), n(Level::High))
 }
 
 fn pct(t: &Tally) -> String {
@@ -506,7 +557,20 @@ fn print_report(rep: &EvalReport, out: &mut impl Write) -> std::io::Result<()> {
     if !rep.by_family.is_empty() {
         writeln!(out, "per family (flagged share):")?;
         for ((label, fam), t) in &rep.by_family {
-            writeln!(out, "  {label:<7} {fam:<32} {}", pct(t))?;
+            let at = |l: Level| {
+                rep.by_level
+                    .get(&(label.clone(), fam.clone(), l))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            writeln!(
+                out,
+                "  {label:<7} {fam:<32} {:<22} low {} medium {} high {}",
+                pct(t),
+                at(Level::Low),
+                at(Level::Medium),
+                at(Level::High)
+            )?;
         }
     }
     if !rep.sessions.is_empty() {
@@ -545,7 +609,7 @@ fn print_exposure(rep: &EvalReport, out: &mut impl Write) -> std::io::Result<()>
         "B before",
         "B total",
         "B unflag",
-        "by level"
+        "low/med/high"
     )?;
     for (name, e) in sessions.clone().chain(families.clone()) {
         if e.tunnel == 0 {
@@ -562,16 +626,14 @@ fn print_exposure(rep: &EvalReport, out: &mut impl Write) -> std::io::Result<()>
             e.bytes_before_first_flag,
             e.payload_bytes,
             e.unflagged_bytes,
-            e.tunnel_flagged_by_confidence
-                .as_ref()
-                .map_or_else(|| "n/a".to_string(), |m| format!("{m:?}")),
+            levels(&e.tunnel_flagged_by_confidence),
         )?;
     }
     writeln!(out, "benign alarms per client-hour:")?;
     writeln!(
         out,
-        "  {:<36} {:>8} {:>8} {:>10} {:>12}",
-        "session / label family", "rows", "alarms", "client-h", "alarms/c-h"
+        "  {:<36} {:>8} {:>8} {:>10} {:>12} {:>12}",
+        "session / label family", "rows", "alarms", "client-h", "alarms/c-h", "low/med/high"
     )?;
     for (name, e) in sessions.chain(families) {
         if e.benign == 0 {
@@ -579,12 +641,13 @@ fn print_exposure(rep: &EvalReport, out: &mut impl Write) -> std::io::Result<()>
         }
         writeln!(
             out,
-            "  {name:<36} {:>8} {:>8} {:>10.2} {:>12}",
+            "  {name:<36} {:>8} {:>8} {:>10.2} {:>12} {:>12}",
             e.benign,
             e.benign_flagged,
             e.benign_client_hours,
             e.alarms_per_client_hour()
                 .map_or_else(|| "-".to_string(), |r| format!("{r:.4}")),
+            levels(&e.benign_flagged_by_confidence),
         )?;
     }
     Ok(())
@@ -614,7 +677,11 @@ impl EvalReport {
                 (d.clone(), json!({"tunnel": tally(t), "benign": tally(b)}))
             }).collect::<serde_json::Map<_, _>>(),
             "by_family": self.by_family.iter().map(|((l, f), t)| {
-                json!({"label": l, "family": f, "rows": tally(t)})
+                let by_level = Level::ALL.iter().map(|&lv| {
+                    let n = self.by_level.get(&(l.clone(), f.clone(), lv)).copied().unwrap_or(0);
+                    (lv.to_string(), json!(n))
+                }).collect::<serde_json::Map<_, _>>();
+                json!({"label": l, "family": f, "rows": tally(t), "by_level": by_level})
             }).collect::<Vec<_>>(),
             "sessions": self.sessions.iter().map(|(s, e)| {
                 let mut v = exposure(e);
@@ -719,7 +786,10 @@ mod tests {
         assert_eq!(t.payload_bytes, 9 + long.len() as u64);
         assert_eq!(t.unflagged_bytes, 9);
         assert_eq!((t.tunnel, t.tunnel_flagged), (4, 1));
-        assert_eq!(t.tunnel_flagged_by_confidence, None);
+        // The base32 label is one name scoring over twice the threshold.
+        assert_eq!(t.tunnel_flagged_by_confidence["high"], 1, "{text}");
+        let levels: u64 = t.tunnel_flagged_by_confidence.values().sum();
+        assert_eq!(levels, t.tunnel_flagged);
 
         // S: never flagged, so everything it sent counts: 5 + 1 + 5.
         let s = &rep.sessions["S"];
@@ -761,6 +831,6 @@ mod tests {
             .unwrap();
         assert_eq!(t_json["bytes_before_first_flag"], 9);
         assert_eq!(t_json["ever_flagged"], true);
-        assert!(t_json["tunnel_flagged_by_confidence"].is_null());
+        assert_eq!(t_json["tunnel_flagged_by_confidence"]["high"], 1);
     }
 }

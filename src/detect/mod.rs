@@ -42,19 +42,21 @@
 #![warn(missing_docs)]
 
 pub mod bigram;
+mod budget;
 mod config;
 mod error;
 pub mod eval;
 pub mod exempt;
 pub mod features;
 mod hash;
+mod identity;
 mod name;
 mod reasons;
 mod window;
 
 use std::net::IpAddr;
 
-pub use config::{DetectConfig, TunnelAction};
+pub use config::{Actions, DetectConfig, Level, TunnelAction};
 pub use error::DetectError;
 pub use eval::{EvalReport, Tally, eval, eval_with};
 pub use exempt::Exemption;
@@ -87,7 +89,12 @@ struct NameFacts {
     key: u64,
     name_fp: u64,
     bytes: u32,
+    /// Length of the text below the registrable domain (without its dot).
+    below: u16,
+    /// The name has `<user>.<host>.` labels (`identity`).
+    identity: bool,
 }
+use budget::Budget;
 use window::{FlagPolicy, Update, Window};
 
 /// Payload evidence (bits) at which one name alone scores 1.0.
@@ -118,22 +125,28 @@ pub struct Score {
 }
 
 impl Score {
-    /// Whether a client group with tunnel action `action` refuses the query:
-    /// `block` refuses flagged queries, `quarantine` those and every query of
-    /// a domain the client is quarantined for.
-    pub fn refused_by(&self, action: TunnelAction) -> bool {
-        match action {
-            TunnelAction::Log => false,
-            TunnelAction::Block => self.flagged,
-            TunnelAction::Quarantine => self.flagged || self.quarantined,
-        }
+    /// The confidence of the flag (`None` when the query is not flagged).
+    pub fn level(&self) -> Option<Level> {
+        self.reasons.level
     }
 
-    /// The score as a group with tunnel action `action` sees it: the detector
-    /// counts quarantines for every client, but only a group whose action is
-    /// `quarantine` has them (and shows them among the reasons).
-    pub fn under(mut self, action: TunnelAction) -> Score {
-        if action != TunnelAction::Quarantine && self.quarantined {
+    /// Whether a client group with tunnel actions `actions` refuses the query:
+    /// a flagged query when the action at its level is `block` or
+    /// `quarantine`, any query of a domain the client is quarantined for
+    /// when the group enforces quarantines.
+    pub fn refused_by(&self, actions: Actions) -> bool {
+        let by_flag = self.flagged
+            && self
+                .level()
+                .is_some_and(|l| actions.at(l) != TunnelAction::Log);
+        by_flag || (self.quarantined && actions.quarantines())
+    }
+
+    /// The score as a group with tunnel actions `actions` sees it: the
+    /// detector counts quarantines for every client, but only a group that
+    /// enforces them has them (and shows them among the reasons).
+    pub fn under(mut self, actions: Actions) -> Score {
+        if !actions.quarantines() && self.quarantined {
             self.quarantined = false;
             self.reasons.unset(ReasonCode::Quarantined);
         }
@@ -144,13 +157,15 @@ impl Score {
 /// The detector. `Send + Sync`; share it behind an `Arc`.
 pub struct Detector {
     enabled: bool,
-    action: TunnelAction,
+    actions: Actions,
     policy: FlagPolicy,
     window_secs: u32,
     seed: u64,
     exemptions: Exemptions,
     watchlist: Watchlist,
     window: Window,
+    budget: Budget,
+    identity: identity::Identity,
 }
 
 impl Detector {
@@ -159,7 +174,7 @@ impl Detector {
         let seed = hash::random_seed();
         Ok(Detector {
             enabled: cfg.enabled,
-            action: cfg.action,
+            actions: cfg.actions(),
             policy: FlagPolicy {
                 threshold: cfg.threshold,
                 quarantine_after: cfg.quarantine_after,
@@ -174,12 +189,14 @@ impl Detector {
                 cfg.window_secs,
                 cfg.evidence_half_life_secs,
             ),
+            budget: Budget::new(seed, cfg.max_domains, cfg.budget_bytes),
+            identity: identity::Identity::builtin(seed),
         })
     }
 
-    /// The configured default action.
-    pub fn action(&self) -> TunnelAction {
-        self.action
+    /// The configured actions of clients in no configured group.
+    pub fn actions(&self) -> Actions {
+        self.actions
     }
 
     /// Score one query without touching any state (lexical features only).
@@ -187,14 +204,16 @@ impl Detector {
         let _ = qtype;
         let n = Name::parse(qname);
         let (mut reasons, lex, _) = self.lexical(&n);
+        reasons.window_secs = self.window_secs;
+        let flagged = self.enabled && lex >= self.policy.threshold;
+        if flagged {
+            reasons.level = Some(self.level_of(lex, &reasons));
+        }
         Score {
             value: lex,
-            flagged: self.enabled && lex >= self.policy.threshold,
+            flagged,
             quarantined: false,
-            reasons: {
-                reasons.window_secs = self.window_secs;
-                reasons
-            },
+            reasons,
         }
     }
 
@@ -221,21 +240,49 @@ impl Detector {
                 reasons,
             };
         }
+        let client = self.client_key(client);
+        let spent = if exemption == Exemption::None {
+            self.budget.spend(
+                now_ms,
+                client,
+                facts.key,
+                &below_text(qname, usize::from(facts.below)),
+                facts.identity,
+            )
+        } else {
+            budget::Spent::default()
+        };
+        let over = spent.ratio() * self.policy.threshold;
+        // A private domain's spent budget, or one spent four times over, is a
+        // medium-confidence flag or more: only those count towards quarantine.
+        let private = spent.clients < 1.5;
+        let over_medium = if private || spent.ratio() >= 4.0 {
+            over
+        } else {
+            0.0
+        };
         let upd = Update {
             key: facts.key,
-            client: self.client_key(client),
+            client,
             name_fp: facts.name_fp,
             bytes: facts.bytes,
             rare_type: is_rare_qtype(qtype),
             payload_bits: reasons.payload_bits,
         };
-        let seen = self.window.observe(now_ms, &upd, lex, &self.policy);
+        let seen = self
+            .window
+            .observe(now_ms, &upd, lex.max(over_medium), &self.policy);
         let (view, p, v, quarantined) = (seen.view, seen.payload, seen.volume, seen.quarantined);
+        let a = seen.answers;
+        reasons.answer_bits = view.answer_bits;
         reasons.distinct = view.distinct.round() as u32;
         reasons.bytes_per_min = view.bytes_per_min;
         reasons.domain_bits = view.window_payload.max(view.long_payload);
         reasons.rare_type_pct = (view.rare_share * 100.0).round() as u8;
         reasons.nx_pct = (view.nx_share * 100.0).round() as u8;
+        reasons.budget_bytes = spent.bytes;
+        reasons.budget_limit = spent.limit;
+        reasons.budget_period = spent.period;
         let half = self.policy.threshold * 0.5;
         if p >= half {
             reasons.set(ReasonCode::DomainPayload);
@@ -249,15 +296,56 @@ impl Detector {
         if (p >= half || v >= half) && view.nx_share >= 0.5 {
             reasons.set(ReasonCode::Nxdomain);
         }
+        if a >= half {
+            reasons.set(ReasonCode::AnswerPayload);
+        }
+        if over >= self.policy.threshold {
+            reasons.set(ReasonCode::Budget);
+            if facts.identity {
+                reasons.set(ReasonCode::Identity);
+            }
+        }
         if quarantined {
             reasons.set(ReasonCode::Quarantined);
         }
-        let value = lex.max(p).max(v);
+        let signal = lex.max(p).max(v).max(a);
+        let value = signal.max(over);
+        let flagged = value >= self.policy.threshold;
+        if flagged {
+            let mut level = if signal >= self.policy.threshold {
+                self.level_of(signal, &reasons)
+            } else {
+                Level::Low
+            };
+            if over >= self.policy.threshold {
+                // A domain only this client uses: its budget spent is a
+                // private channel's; several times over, a sure one.
+                let by_budget = match spent.ratio() {
+                    r if private && r >= 4.0 => Level::High,
+                    _ if private => Level::Medium,
+                    r if r >= 4.0 => Level::Medium,
+                    _ => Level::Low,
+                };
+                level = level.max(by_budget);
+            }
+            reasons.level = Some(level);
+        }
         Score {
             value,
-            flagged: value >= self.policy.threshold,
+            flagged,
             quarantined,
             reasons,
+        }
+    }
+
+    /// The level of a flag whose strongest per-name or per-domain score is
+    /// `score`: high from twice the threshold or below a callback service,
+    /// else medium.
+    fn level_of(&self, score: f32, reasons: &Reasons) -> Level {
+        if score >= 2.0 * self.policy.threshold || reasons.has(ReasonCode::Callback) {
+            Level::High
+        } else {
+            Level::Medium
         }
     }
 
@@ -266,6 +354,46 @@ impl Detector {
     pub fn record_rcode(&self, now_ms: u64, qname: &str, rcode: u16) {
         let key = self.name_facts(qname).key;
         self.window.record_rcode(now_ms, key, rcode == 3);
+    }
+
+    /// Whether answers to `qname` are worth scoring: its registrable domain is
+    /// already watched (payload evidence, or mostly TXT/NULL/CNAME/MX/SRV/
+    /// private-type queries). Cheap; callers extract the answer's data only then.
+    pub fn watches(&self, now_ms: u64, qname: &str) -> bool {
+        self.enabled && self.window.watches(now_ms, self.name_facts(qname).key)
+    }
+
+    /// Scores the data an answer to `qname` carries, for a watched domain:
+    /// encoded-looking TXT strings and NULL data, CNAME/MX/SRV targets whose
+    /// labels look encoded. The evidence is the domain's, charged to the
+    /// client its names come from: that client's next queries of the domain
+    /// are flagged with the same reasons and levels as query-side evidence.
+    /// Returns the bits recorded (0 when the domain is not watched).
+    pub fn record_answer(
+        &self,
+        now_ms: u64,
+        qname: &str,
+        carried: impl FnOnce(&mut dyn FnMut(AnswerData<'_>)),
+    ) -> f32 {
+        if !self.enabled {
+            return 0.0;
+        }
+        let key = self.name_facts(qname).key;
+        let mut bits = 0.0;
+        carried(&mut |d| {
+            bits += match d {
+                AnswerData::Text(t) => text_bits(t),
+                AnswerData::Target(name) => {
+                    let n = Name::parse(name);
+                    features::lexical(n.sub_raw(), n.sub_lower()).payload_bits
+                }
+            }
+        });
+        if bits > 0.0 && self.window.record_answer(now_ms, key, bits) {
+            bits
+        } else {
+            0.0
+        }
     }
 
     /// Whether `client` is quarantined for `qname`'s registrable domain at
@@ -323,6 +451,8 @@ impl Detector {
             key: hash::hash_bytes(self.seed, n.registrable()),
             name_fp: hash::hash_bytes(self.seed ^ 0xA5A5, n.sub_lower()),
             bytes: n.sub_lower().len() as u32,
+            below: n.below().len() as u16,
+            identity: exemption == Exemption::None && self.identity.hit(n.below()),
         };
         FACTS.with(|t| {
             let mut t = t.borrow_mut();
@@ -371,9 +501,223 @@ impl Detector {
     }
 }
 
+/// Data an answer carries, for [`Detector::record_answer`].
+#[derive(Debug, Clone, Copy)]
+pub enum AnswerData<'a> {
+    /// A TXT character-string, or NULL (or private-type) rdata.
+    Text(&'a [u8]),
+    /// A CNAME, MX or SRV target name (presentation format).
+    Target(&'a str),
+}
+
+/// Payload evidence of answer text: its runs of name-like characters (at most
+/// 63 at a time, as labels) scored like the labels of a name; spaces and
+/// punctuation of ordinary TXT records separate runs and count nothing.
+fn text_bits(t: &[u8]) -> f32 {
+    let mut total = 0.0;
+    for run in
+        t.split(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_')))
+    {
+        for chunk in run.chunks(63) {
+            let mut lower = [0u8; 63];
+            for (l, c) in lower.iter_mut().zip(chunk) {
+                *l = c.to_ascii_lowercase();
+            }
+            total += features::lexical(chunk, &lower[..chunk.len()]).payload_bits;
+        }
+    }
+    total
+}
+
+/// The lower-case text of `qname` below its registrable domain, `below`
+/// bytes long once decoded: on the stack, decoded again only when the name
+/// has escapes.
+fn below_text(qname: &str, below: usize) -> BelowText {
+    let mut out = BelowText {
+        buf: [0; name::MAX_NAME],
+        len: 0,
+    };
+    if qname.as_bytes().contains(&b'\\') {
+        let n = Name::parse(qname);
+        let b = n.below();
+        out.buf[..b.len()].copy_from_slice(b);
+        out.len = b.len();
+    } else {
+        let b = &qname.as_bytes()[..below.min(qname.len()).min(name::MAX_NAME)];
+        for (o, c) in out.buf.iter_mut().zip(b) {
+            *o = c.to_ascii_lowercase();
+        }
+        out.len = b.len();
+    }
+    out
+}
+
+/// Name text on the stack.
+struct BelowText {
+    buf: [u8; name::MAX_NAME],
+    len: usize,
+}
+
+impl std::ops::Deref for BelowText {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn word_like_exfiltration_spends_the_budget_of_a_private_domain() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let words = [
+            "gobunibirulaguku",
+            "fibegonigonisifovobemigugobu",
+            "kizamuvogapizurorosesudutale",
+            "fesafarolinitalenive",
+            "fetemidigoniburo",
+        ];
+        let mut first = None;
+        for (i, w) in words.iter().enumerate() {
+            let q = format!("{w}.cdn.photo-share-sync.net");
+            let s = det.observe(i as u64 * 40_000, ip(9), &q, 1);
+            if s.flagged {
+                first = Some((i, s));
+                break;
+            }
+            // Nothing in the name itself.
+            assert!(!s.reasons.has(ReasonCode::Payload), "{q}");
+        }
+        let (i, s) = first.expect("flagged within five look-ups");
+        assert!(i >= 1, "one word is not a channel");
+        assert!(s.reasons.has(ReasonCode::Budget));
+        assert_eq!(s.level(), Some(Level::Medium));
+        let text = s
+            .reasons
+            .display_for("x.cdn.photo-share-sync.net")
+            .to_string();
+        assert!(
+            text.starts_with("medium confidence, ")
+                && text.contains("bytes of new name text sent to photo-share-sync.net in ~10 min"),
+            "{text}"
+        );
+        // The same words from many clients of one domain: a popular domain.
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        for c in 0..8u8 {
+            det.observe(u64::from(c), ip(c), "www.photo-share-sync.net", 1);
+        }
+        for (i, w) in words.iter().enumerate() {
+            let q = format!("{w}.cdn.photo-share-sync.net");
+            let s = det.observe(1000 + i as u64 * 40_000, ip(9), &q, 1);
+            assert!(!s.flagged, "{q}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_and_host_name_below_a_private_domain_is_flagged_at_once() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let s = det.observe(0, ip(4), "ci.k8s-node-7.hooks.agent-telemetry.dev", 1);
+        assert!(s.flagged, "{s:?}");
+        assert!(s.reasons.has(ReasonCode::Identity) && s.reasons.has(ReasonCode::Budget));
+        assert_eq!(s.level(), Some(Level::Medium));
+        // A plain host name there is not.
+        let s = det.observe(0, ip(5), "hooks.agent-telemetry2.dev", 1);
+        assert!(!s.flagged, "{s:?}");
+        // Exempt names are not metered.
+        let s = det.observe(
+            0,
+            ip(4),
+            "ci.k8s-node-7.x._domainkey.agent-telemetry3.dev",
+            16,
+        );
+        assert!(!s.reasons.has(ReasonCode::Budget), "{s:?}");
+    }
+
+    #[test]
+    fn actions_apply_per_level() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let high = det.score_name(
+            "mzxw6ytboi2gk43umvzxi5dpmvzwg2lbmvzw42dpnvqxi.mzxw6ytboi2gk43umvzx.x.evil.example",
+            16,
+        );
+        assert_eq!(high.level(), Some(Level::High), "{high:?}");
+        let medium = det.observe(0, ip(4), "ci.k8s-node-7.hooks.agent-telemetry.dev", 1);
+        let alert_only = Actions {
+            high: TunnelAction::Block,
+            ..Actions::all(TunnelAction::Log)
+        };
+        assert!(high.refused_by(alert_only));
+        assert!(!medium.refused_by(alert_only));
+        let agents = Actions::for_group(&DetectConfig::default(), None, [None; 3], true);
+        assert!(medium.refused_by(agents) && high.refused_by(agents));
+        // A quarantine is enforced only where medium or high quarantines.
+        let q = Score {
+            quarantined: true,
+            flagged: false,
+            ..medium
+        };
+        assert!(!q.refused_by(agents));
+        assert!(!q.under(agents).quarantined);
+        let strict = Actions {
+            medium: TunnelAction::Quarantine,
+            ..agents
+        };
+        assert!(q.refused_by(strict) && q.under(strict).quarantined);
+        // Unflagged: nothing refuses it.
+        let plain = det.score_name("www.example.com", 1);
+        assert_eq!(plain.level(), None);
+        assert!(!plain.refused_by(Actions::all(TunnelAction::Quarantine)));
+    }
+
+    #[test]
+    fn encoded_answers_of_a_watched_domain_flag_its_client() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let cmd = b"aGVscCBtZSBvdXQgb2YgaGVyZTsgY2F0IC9ldGMvc2hhZG93IHwgYmFzZTY0IC13MA==";
+        // An ordinary domain's TXT answer (SPF) is not even looked at.
+        det.observe(0, ip(3), "example.org", 1);
+        assert!(!det.watches(0, "example.org"));
+        let spf = |f: &mut dyn FnMut(AnswerData<'_>)| {
+            f(AnswerData::Text(b"v=spf1 include:_spf.example.org ~all"))
+        };
+        assert_eq!(det.record_answer(0, "example.org", spf), 0.0);
+        // A client polling a domain with short TXT look-ups: watched.
+        let mut last = None;
+        for i in 0..12u64 {
+            let q = format!("p{i}.c2-update.net");
+            let s = det.observe(i * 5_000, ip(7), &q, 16);
+            if s.flagged {
+                last = Some((i, s));
+                break;
+            }
+            if i >= 3 {
+                assert!(det.watches(i * 5_000, &q), "{i}");
+                let bits = det.record_answer(i * 5_000 + 10, &q, |f| {
+                    f(AnswerData::Text(cmd));
+                    f(AnswerData::Target(
+                        "mzxw6ytboi2gk43umvzxi5dpmvzwg2lbmvzw42dpnvqxi.c2-update.net.",
+                    ));
+                });
+                assert!(bits > 50.0, "{bits}");
+            }
+        }
+        let (i, s) = last.expect("flagged by its answers");
+        assert!(s.reasons.has(ReasonCode::AnswerPayload), "{s:?}");
+        assert!(s.level().is_some());
+        let text = s.reasons.display_for("p1.c2-update.net").to_string();
+        assert!(
+            text.contains("bits of encoded data in answers from c2-update.net"),
+            "{i}: {text}"
+        );
+        // Another client of the domain is not charged for them.
+        let other = det.observe(70_000, ip(8), "www.c2-update.net", 1);
+        assert!(!other.reasons.has(ReasonCode::AnswerPayload), "{other:?}");
+    }
 
     #[test]
     fn detector_is_send_sync() {

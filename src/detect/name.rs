@@ -23,6 +23,8 @@ pub(crate) struct Name {
     /// End of the scored part (exclusive), i.e. the dot before the
     /// registrable domain, or `len` when the whole name is scored.
     sub_end: usize,
+    /// The name ends in a known public suffix.
+    public: bool,
 }
 
 impl Name {
@@ -35,6 +37,7 @@ impl Name {
             odd_bytes: 0,
             reg_start: 0,
             sub_end: 0,
+            public: false,
         };
         let b = qname.as_bytes();
         let mut i = 0;
@@ -79,6 +82,7 @@ impl Name {
                 let reg_len = d.as_bytes().len();
                 self.reg_start = len - reg_len;
                 self.sub_end = self.reg_start.saturating_sub(1);
+                self.public = true;
             }
             other => {
                 // Unknown TLD or a single label: key the state by the last
@@ -99,6 +103,19 @@ impl Name {
     /// The registrable domain (lower case), used as the state key.
     pub(crate) fn registrable(&self) -> &[u8] {
         &self.lower[self.reg_start..self.len]
+    }
+
+    /// The text below the registrable domain (lower case, without the dot
+    /// before it; empty when the name is its registrable domain, and when
+    /// it has no known public suffix: such a name never reaches a server on
+    /// the internet through public delegation — `cluster.local`, `corp`,
+    /// `lan` — so it carries nothing out).
+    pub(crate) fn below(&self) -> &[u8] {
+        if self.public {
+            &self.lower[..self.reg_start.saturating_sub(1)]
+        } else {
+            &[]
+        }
     }
 
     /// The scored part, original case.
@@ -144,5 +161,9 @@ mod tests {
         let n = Name::parse("a.b.evil.invalidtld");
         assert_eq!(n.registrable(), b"evil.invalidtld");
         assert_eq!(n.sub_lower(), n.lower());
+        // Nothing below it leaves through public delegation.
+        assert_eq!(n.below(), b"");
+        assert_eq!(Name::parse("svc-a.ns.svc.cluster.local").below(), b"");
+        assert_eq!(Name::parse("abc.def.example.co.uk").below(), b"abc.def");
     }
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::Level;
+use super::budget::PERIODS;
 use super::features::Shape;
 
 /// Why a query scored what it did. Each variant is a bit in [`Reasons`].
@@ -29,6 +31,13 @@ pub enum ReasonCode {
     Exempt = 1 << 8,
     /// The name is below a known out-of-band callback service.
     Callback = 1 << 9,
+    /// The client spent its information budget for the registrable domain.
+    Budget = 1 << 10,
+    /// The name carries a user and a host name (`<user>.<host>.`).
+    Identity = 1 << 11,
+    /// The domain's answers carry encoded data (TXT/NULL data, CNAME/MX/SRV
+    /// targets): a command channel coming back.
+    AnswerPayload = 1 << 12,
 }
 
 /// Compact record of the evidence behind a [`super::Score`].
@@ -61,6 +70,17 @@ pub struct Reasons {
     pub rare_type_pct: u8,
     /// Share of NXDOMAIN answers, percent.
     pub nx_pct: u8,
+    /// Confidence of the flag (`None`: not flagged, or logged before levels).
+    pub level: Option<Level>,
+    /// New name text the client sent below the domain within the budget's
+    /// period, bytes.
+    pub budget_bytes: f32,
+    /// The budget of that period (after the popularity discount), bytes.
+    pub budget_limit: f32,
+    /// The period: its index in the budget's periods (10 min, 2 h, a day).
+    pub budget_period: u8,
+    /// Encoded-data evidence in the domain's answers in the window, bits.
+    pub answer_bits: f32,
 }
 
 impl Reasons {
@@ -90,6 +110,9 @@ impl Reasons {
             (Exempt, "exempt"),
             (Quarantined, "quarantined"),
             (Callback, "callback service"),
+            (Budget, "over budget"),
+            (Identity, "user/host name"),
+            (AnswerPayload, "answer payload"),
             (Payload, "encoded label"),
             (LongLabel, "long label"),
             (OddBytes, "odd bytes"),
@@ -162,15 +185,56 @@ impl Reasons {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&[self.rare_type_pct, self.nx_pct]);
+        // Level (bits 0-1) and budget period (bits 2-3) in one byte; the
+        // budget and answer figures as whole bytes and bits (what the text
+        // shows).
+        out.push(self.level.map_or(0, |l| l as u8) | (self.budget_period.min(3) << 2));
+        for v in [self.budget_bytes, self.budget_limit, self.answer_bits] {
+            out.extend_from_slice(&whole(v).to_le_bytes());
+        }
     }
 
     /// Length of [`Reasons::encode`]'s output.
-    pub const ENCODED_LEN: usize = 34;
+    pub const ENCODED_LEN: usize = 41;
 
-    /// Reads what [`Reasons::encode`] wrote; `None` unless `b` is exactly
-    /// that long and every field is valid.
+    /// Length of what entries logged before confidence levels and the
+    /// information budget hold (still read: no level, no budget).
+    pub const OLD_ENCODED_LEN: usize = 34;
+
+    /// The period of the budget figures, for text: "10 min", "2 h", "day".
+    pub fn budget_period_text(&self) -> &'static str {
+        match self.budget_period {
+            0 => "10 min",
+            1 => "2 h",
+            _ => "day",
+        }
+    }
+
+    /// Reads what [`Reasons::encode`] wrote (or its older, shorter form);
+    /// `None` unless `b` is exactly that long and every field is valid.
     pub fn decode(b: &[u8]) -> Option<Reasons> {
-        let b: &[u8; Self::ENCODED_LEN] = b.try_into().ok()?;
+        let mut r = Self::decode_old(b.get(..Self::OLD_ENCODED_LEN)?)?;
+        match b.len() {
+            Self::OLD_ENCODED_LEN => {}
+            Self::ENCODED_LEN => {
+                let u16_at = |i: usize| f32::from(u16::from_le_bytes([b[i], b[i + 1]]));
+                let (level, period) = (b[34] & 3, b[34] >> 2);
+                if usize::from(period) >= PERIODS.len() {
+                    return None;
+                }
+                r.level = Level::from_u8(level);
+                r.budget_period = period;
+                r.budget_bytes = u16_at(35);
+                r.budget_limit = u16_at(37);
+                r.answer_bits = u16_at(39);
+            }
+            _ => return None,
+        }
+        Some(r)
+    }
+
+    fn decode_old(b: &[u8]) -> Option<Reasons> {
+        let b: &[u8; Self::OLD_ENCODED_LEN] = b.try_into().ok()?;
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let f32_at = |i: usize| f32::from_bits(u32_at(i));
@@ -189,8 +253,14 @@ impl Reasons {
             domain_bits: f32_at(28),
             rare_type_pct: b[32],
             nx_pct: b[33],
+            ..Reasons::default()
         })
     }
+}
+
+/// `v` rounded to a whole number in `u16` (saturating; NaN is 0).
+fn whole(v: f32) -> u16 {
+    v.round().clamp(0.0, f32::from(u16::MAX)) as u16
 }
 
 /// The text of `r`, with `domain` as the registrable domain.
@@ -199,7 +269,7 @@ fn render(r: &Reasons, domain: &str, out: &mut String) {
     let d = domain;
     let dist = Int(u64::from(r.distinct));
     let rate = Dec(r.bytes_per_min, 0);
-    let reasons: [(bool, &[Piece<'_>]); 9] = [
+    let reasons: [(bool, &[Piece<'_>]); 12] = [
         (r.has(ReasonCode::Exempt), &[Str("exempt")]),
         (
             r.has(ReasonCode::Quarantined),
@@ -257,6 +327,31 @@ fn render(r: &Reasons, domain: &str, out: &mut String) {
             ],
         ),
         (
+            r.has(ReasonCode::Budget),
+            &[
+                Dec(r.budget_bytes, 0),
+                Str(" bytes of new name text sent to "),
+                Str(d),
+                Str(" in ~"),
+                Str(r.budget_period_text()),
+                Str(" (budget "),
+                Dec(r.budget_limit, 0),
+                Str(" B)"),
+            ],
+        ),
+        (
+            r.has(ReasonCode::AnswerPayload),
+            &[
+                Dec(r.answer_bits, 0),
+                Str(" bits of encoded data in answers from "),
+                Str(d),
+            ],
+        ),
+        (
+            r.has(ReasonCode::Identity),
+            &[Str("labels name a user and a host")],
+        ),
+        (
             r.has(ReasonCode::RareTypes),
             &[
                 Int(u64::from(r.rare_type_pct)),
@@ -269,6 +364,10 @@ fn render(r: &Reasons, domain: &str, out: &mut String) {
         ),
     ];
     let start = out.len();
+    if let Some(level) = r.level {
+        out.push_str(level.as_str());
+        out.push_str(" confidence");
+    }
     for (_, pieces) in reasons.iter().filter(|(on, _)| *on) {
         if out.len() > start {
             out.push_str(", ");
@@ -447,6 +546,35 @@ mod tests {
             Reasons::decode(&bytes).unwrap().rule_for("a.x.example"),
             r.rule_for("a.x.example")
         );
+        // Level and budget figures (whole bytes and bits, as shown).
+        let mut leveled = Reasons {
+            level: Some(super::Level::High),
+            budget_bytes: 97.4,
+            budget_limit: 64.0,
+            budget_period: 2,
+            answer_bits: 1e9,
+            ..r
+        };
+        leveled.set(ReasonCode::Budget);
+        let mut b2 = Vec::new();
+        leveled.encode(&mut b2);
+        let back = Reasons::decode(&b2).unwrap();
+        assert_eq!(
+            (
+                back.level,
+                back.budget_bytes,
+                back.budget_limit,
+                back.budget_period,
+                back.answer_bits
+            ),
+            (Some(super::Level::High), 97.0, 64.0, 2, 65535.0)
+        );
+        assert_eq!(
+            back.rule_for("a.x.example"),
+            leveled.rule_for("a.x.example")
+        );
+        b2[34] = 3 << 2; // no such period
+        assert_eq!(Reasons::decode(&b2), None);
         // Wrong length or an unknown shape: refused, not misread.
         assert_eq!(Reasons::decode(&bytes[1..]), None);
         bytes[4] = 200;

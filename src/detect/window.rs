@@ -69,6 +69,9 @@ struct Bucket {
     responses: u32,
     nx: u32,
     payload: f32,
+    /// Encoded-data evidence in the domain's answers (TXT/NULL data,
+    /// CNAME/MX/SRV targets), bits.
+    answer: f32,
     /// Boyer-Moore majority vote over the clients that sent new names.
     top_client: u64,
     top_votes: u32,
@@ -146,6 +149,8 @@ pub(crate) struct DomainView {
     pub nx_share: f32,
     pub window_payload: f32,
     pub long_payload: f32,
+    /// Encoded-data evidence in the window's answers, bits.
+    pub answer_bits: f32,
     /// Share of the window's new names that came from its busiest client
     /// (majority-vote estimate; 1.0 for a single client).
     pub concentration: f32,
@@ -178,6 +183,9 @@ pub(crate) struct Observed {
     pub payload: f32,
     /// The domain's volume score charged to the query's client.
     pub volume: f32,
+    /// The domain's answer-data score charged to the query's client (the
+    /// majority client of its names: the one a command channel answers).
+    pub answers: f32,
     /// The client is quarantined for the domain (after this query).
     pub quarantined: bool,
 }
@@ -463,8 +471,13 @@ impl Window {
         };
         let payload = if is_top { window } else { 0.0 }.max(own_long);
         let volume = if is_top { volume } else { 0.0 };
+        let answers = if is_top {
+            view.answer_bits * (1.0 + view.rare_share) / DOMAIN_PAYLOAD_BITS
+        } else {
+            0.0
+        };
         let mark = mark_key(u.key, u.client);
-        let quarantined = if lex_score.max(payload).max(volume) >= policy.threshold {
+        let quarantined = if lex_score.max(payload).max(volume).max(answers) >= policy.threshold {
             shard.flag(mark, now_ms, self.window_ms, policy)
         } else {
             shard.quarantined(mark, now_ms)
@@ -473,6 +486,7 @@ impl Window {
             view,
             payload,
             volume,
+            answers,
             quarantined,
         }
     }
@@ -494,6 +508,7 @@ impl Window {
                 0.0
             },
             window_payload: c.payload + w_old * o.payload,
+            answer_bits: c.answer + w_old * o.answer,
             concentration: {
                 let names = wsum(c.new_names, o.new_names);
                 if names < 1.0 {
@@ -515,6 +530,43 @@ impl Window {
             e.cur.responses += 1;
             e.cur.nx += u32::from(nxdomain);
         }
+    }
+
+    /// Adds `bits` of encoded-data evidence found in an answer of the domain
+    /// `key`, if the domain is already watched: tracked, with payload evidence
+    /// or mostly TXT/NULL/CNAME/MX/SRV/private-type queries. Returns whether
+    /// it was.
+    pub(crate) fn record_answer(&self, now_ms: u64, key: u64, bits: f32) -> bool {
+        let mut shard = self.shard(key).lock();
+        let Some(&i) = shard.map.get(&key) else {
+            return false;
+        };
+        let e = &mut shard.entries[i as usize];
+        let w_old = e.rotate(now_ms, self.window_ms);
+        if !Self::watched(e, w_old) {
+            return false;
+        }
+        e.cur.answer += bits.max(0.0);
+        true
+    }
+
+    /// Whether answers of the domain are worth scoring.
+    fn watched(e: &Entry, w_old: f32) -> bool {
+        let (c, o) = (&e.cur, &e.old);
+        let queries = c.queries as f32 + w_old * o.queries as f32;
+        let rare = c.rare_types as f32 + w_old * o.rare_types as f32;
+        c.payload + o.payload + e.evidence > 0.0 || (queries >= 4.0 && rare >= 0.5 * queries)
+    }
+
+    /// Whether the domain `key` is watched (see [`Window::record_answer`]).
+    pub(crate) fn watches(&self, now_ms: u64, key: u64) -> bool {
+        let mut shard = self.shard(key).lock();
+        let Some(&i) = shard.map.get(&key) else {
+            return false;
+        };
+        let e = &mut shard.entries[i as usize];
+        let w_old = e.rotate(now_ms, self.window_ms);
+        Self::watched(e, w_old)
     }
 
     /// Whether `client` is quarantined for the domain `key` at `now_ms`.

@@ -135,9 +135,19 @@ pub struct GroupConfig {
     pub block_ips: Vec<IpAddr>,
     /// TTL of the blocked answer, in seconds.
     pub block_ttl: u32,
-    /// What a DNS-tunnel flag does for this group (`log`, `block`, `quarantine`);
-    /// unset means `[detect] action`.
+    /// What a DNS-tunnel flag does for this group (`log`, `block`, `quarantine`)
+    /// at every confidence level; unset means `[detect]`'s actions, except that
+    /// allowlist-only groups block at medium and high confidence.
     pub tunnel_action: Option<crate::detect::TunnelAction>,
+    /// The action for low-confidence flags (unset: `tunnel_action`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_action_low: Option<crate::detect::TunnelAction>,
+    /// The action for medium-confidence flags (unset: `tunnel_action`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_action_medium: Option<crate::detect::TunnelAction>,
+    /// The action for high-confidence flags (unset: `tunnel_action`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_action_high: Option<crate::detect::TunnelAction>,
 }
 
 impl Default for GroupConfig {
@@ -154,6 +164,9 @@ impl Default for GroupConfig {
             block_ips: Vec::new(),
             block_ttl: 60,
             tunnel_action: None,
+            tunnel_action_low: None,
+            tunnel_action_medium: None,
+            tunnel_action_high: None,
         }
     }
 }
@@ -171,6 +184,20 @@ impl GroupConfig {
     /// Whether an allowlist is being learned or enforced for this group.
     pub fn allowlist_only(&self) -> bool {
         self.mode.is_some() || self.default_deny
+    }
+
+    /// This group's tunnel actions per confidence level under `detect`.
+    pub fn tunnel_actions(&self, detect: &crate::detect::DetectConfig) -> crate::detect::Actions {
+        crate::detect::Actions::for_group(
+            detect,
+            self.tunnel_action,
+            [
+                self.tunnel_action_low,
+                self.tunnel_action_medium,
+                self.tunnel_action_high,
+            ],
+            self.allowlist_only(),
+        )
     }
 
     /// Whether new-domain alerts are on for this group (explicit setting, else

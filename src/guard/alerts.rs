@@ -110,6 +110,10 @@ pub struct Alert {
     pub reason: String,
     /// Tunnel score of the query (0 when not scored).
     pub score: f32,
+    /// Confidence of a tunnel alert (`low`, `medium`, `high`); absent on
+    /// other alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<crate::detect::Level>,
 }
 
 /// The latest alerts for the dashboard (newest first, at most 200).
@@ -333,6 +337,7 @@ mod tests {
             group: "agents".into(),
             reason: "first query".into(),
             score: 0.25,
+            level: None,
         };
         let line = rfc5424(&a, "host");
         assert!(

@@ -433,6 +433,9 @@ impl Worker {
             group: o.group.to_string(),
             reason: reason(),
             score: o.score,
+            level: (kind == AlertKind::Tunnel)
+                .then_some(o.tunnel.level)
+                .flatten(),
         });
     }
 }

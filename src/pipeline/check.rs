@@ -10,7 +10,6 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, RecordType};
 
 use super::{Pipeline, Resolve, Source, vet};
-use crate::detect;
 use crate::filter::{Action, Verdict};
 use crate::resolve::cache::Cached;
 
@@ -124,9 +123,7 @@ impl<R: Resolve> Pipeline<R> {
             return blocked(verdict, &policy, name, qtype, Decision::Blocked, None);
         }
         let score = self.detector.score_name(name, u16::from(qtype));
-        if score.flagged
-            && verdict.action != Action::Allow
-            && policy.tunnel_action(verdict.group) != detect::TunnelAction::Log
+        if verdict.action != Action::Allow && score.refused_by(policy.tunnel_action(verdict.group))
         {
             let note = format!("tunnel: {}", score.reasons);
             return done(

@@ -66,6 +66,13 @@ impl<R: Resolve> Pipeline<R> {
                     // The recursor keeps signatures whatever the client asked.
                     answer.strip_dnssec(query.query_type());
                 }
+                let qname = pending.name.to_string();
+                let now = crate::querylog::now_ms();
+                if self.detector.watches(now, &qname) {
+                    // Answers of a watched domain: a command channel comes back here.
+                    self.detector
+                        .record_answer(now, &qname, |f| answer.carried(f));
+                }
                 let resolved = Cached::new(&answer, query.name(), query.query_type());
                 if let Some(k) = &pending.key {
                     self.cache.insert(k, &resolved);

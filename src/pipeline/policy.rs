@@ -15,7 +15,7 @@ use crate::querylog;
 pub struct Policy {
     /// The compiled lists and groups.
     pub filter: Filter,
-    tunnel_actions: Vec<detect::TunnelAction>,
+    tunnel_actions: Vec<detect::Actions>,
     group_labels: Vec<Arc<str>>,
     /// Per group, the log's list labels of its own allow and deny entries.
     group_rule_labels: Vec<[Arc<str>; 2]>,
@@ -42,8 +42,9 @@ impl Policy {
         for g in 0..groups {
             let name = filter.group_name(GroupId(g as u16));
             let configured = cfg.groups.iter().find(|c| c.name == name);
-            let action = configured.and_then(|c| c.tunnel_action);
-            tunnel_actions.push(action.unwrap_or(cfg.detect.action));
+            tunnel_actions.push(
+                configured.map_or_else(|| cfg.detect.actions(), |c| c.tunnel_actions(&cfg.detect)),
+            );
             group_labels.push(Arc::from(name));
             group_rule_labels.push([
                 Arc::from(format!("group {name} allow")),
@@ -124,7 +125,7 @@ impl Policy {
         }
     }
 
-    pub(super) fn tunnel_action(&self, g: GroupId) -> detect::TunnelAction {
+    pub(super) fn tunnel_action(&self, g: GroupId) -> detect::Actions {
         self.tunnel_actions
             .get(usize::from(g.0))
             .copied()

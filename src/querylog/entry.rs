@@ -165,12 +165,29 @@ pub struct Entry {
     /// Why tunnel detection flagged (or blocked) the query. The DNS path
     /// stores these instead of text; an entry read back from the log also has
     /// their text in `rule` (`tunnel: ...`), which is what outputs show.
-    #[serde(skip)]
+    /// JSON shows their confidence level as `level` (`low`, `medium`, `high`).
+    #[serde(
+        rename = "level",
+        skip_deserializing,
+        serialize_with = "level_of",
+        skip_serializing_if = "no_level"
+    )]
     pub tunnel: Option<Box<Reasons>>,
 }
 
 fn str_is_empty(s: &Arc<str>) -> bool {
     s.is_empty()
+}
+
+fn no_level(r: &Option<Box<Reasons>>) -> bool {
+    r.as_ref().and_then(|r| r.level).is_none()
+}
+
+fn level_of<S: Serializer>(r: &Option<Box<Reasons>>, s: S) -> Result<S::Ok, S::Error> {
+    match r.as_ref().and_then(|r| r.level) {
+        Some(l) => s.serialize_str(l.as_str()),
+        None => s.serialize_none(),
+    }
 }
 
 /// A shared empty string; cloning it does not allocate.

@@ -1477,3 +1477,59 @@ fn client_names_are_stored_and_shown() {
     entry::privacy_apply(Privacy::HideClients, &mut a);
     assert_eq!(&*a.client_name, "");
 }
+
+#[test]
+fn the_confidence_level_is_stored_and_entries_without_one_still_read() {
+    use crate::detect::{Level, ReasonCode, Reasons};
+    let mut reasons = Reasons::default();
+    reasons.reg_len = 11; // example.com
+    reasons.set(ReasonCode::Budget);
+    reasons.budget_bytes = 97.0;
+    reasons.budget_limit = 64.0;
+    reasons.level = Some(Level::Medium);
+    let mut e = full_entry(base() + 9);
+    e.rule = entry::empty_str();
+    e.flagged = true;
+    e.tunnel = Some(Box::new(reasons));
+    let bytes = encode_entry(&e);
+    let back = decode_entry(&bytes).unwrap();
+    assert_eq!(
+        back.tunnel.as_ref().and_then(|r| r.level),
+        Some(Level::Medium)
+    );
+    assert_eq!(
+        &*back.rule,
+        "tunnel: medium confidence, 97 bytes of new name text sent to example.com \
+         in ~10 min (budget 64 B)"
+    );
+    let json = serde_json::to_value(&back).unwrap();
+    assert_eq!(json["level"], "medium");
+    assert!(
+        serde_json::to_value(full_entry(base()))
+            .unwrap()
+            .get("level")
+            .is_none()
+    );
+
+    // An entry logged before levels: 34 bytes of reasons, no level, no budget.
+    let mut stored = Vec::new();
+    e.tunnel.as_ref().unwrap().encode(&mut stored);
+    let at = bytes
+        .windows(stored.len())
+        .position(|w| w == stored)
+        .unwrap();
+    assert_eq!(usize::from(bytes[at - 1]), Reasons::ENCODED_LEN);
+    let mut old = bytes[..at - 1].to_vec();
+    old.push(Reasons::OLD_ENCODED_LEN as u8);
+    old.extend_from_slice(&stored[..Reasons::OLD_ENCODED_LEN]);
+    old.extend_from_slice(&bytes[at + stored.len()..]);
+    let back = decode_entry(&old).unwrap();
+    let r = back.tunnel.as_ref().unwrap();
+    assert_eq!((r.level, r.budget_bytes), (None, 0.0));
+    assert!(r.has(ReasonCode::Budget));
+    assert!(
+        back.rule.starts_with("tunnel: 0 bytes of new name text"),
+        "{}",
+        back.rule
+    );
+}

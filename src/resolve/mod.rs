@@ -138,6 +138,35 @@ impl Answer {
         })
     }
 
+    /// Hands the tunnel detector what the answer section could carry for a
+    /// command channel: TXT strings, NULL and unknown-type rdata, CNAME, MX
+    /// and SRV targets (at most 16 records). Called only for watched domains.
+    pub fn carried(&self, mut f: impl FnMut(crate::detect::AnswerData<'_>)) {
+        use crate::detect::AnswerData;
+        use hickory_proto::rr::RData;
+        for r in self.answers.iter().take(16) {
+            let target = match &r.data {
+                RData::TXT(t) => {
+                    t.txt_data.iter().for_each(|s| f(AnswerData::Text(s)));
+                    continue;
+                }
+                RData::NULL(n) => {
+                    f(AnswerData::Text(&n.anything));
+                    continue;
+                }
+                RData::Unknown { rdata, .. } => {
+                    f(AnswerData::Text(&rdata.anything));
+                    continue;
+                }
+                RData::CNAME(c) => &c.0,
+                RData::MX(mx) => &mx.exchange,
+                RData::SRV(srv) => &srv.target,
+                _ => continue,
+            };
+            f(AnswerData::Target(&target.to_ascii()));
+        }
+    }
+
     /// The answer for the query log, at most four records: addresses, CNAME
     /// and PTR targets, TXT strings (see [`push_txt`]); other records by type.
     /// Made once per upstream answer (the cache keeps it), not per query.

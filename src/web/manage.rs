@@ -597,6 +597,9 @@ struct AlertGroup {
     reasons: Vec<String>,
     /// Every kind of evidence seen ([`crate::detect::Reasons::labels`]).
     kinds: Vec<&'static str>,
+    /// The highest confidence level of the flags (none for flags logged
+    /// before levels).
+    max_level: Option<crate::detect::Level>,
     clients_or_domains: Vec<String>,
     /// The label sets `reasons` has a text for.
     #[serde(skip)]
@@ -617,6 +620,7 @@ fn bump(
     });
     g.count += 1;
     g.max_score = g.max_score.max(e.tunnel_score);
+    g.max_level = g.max_level.max(e.tunnel.as_ref().and_then(|r| r.level));
     g.last_ms = g.last_ms.max(e.time_ms);
     for l in labels {
         if !g.kinds.contains(l) {

@@ -220,7 +220,7 @@ function logRow(e, isNew) {
     h('td', { title: e.client }, e.client_name || e.client),
     h('td', {}, h('button', { class: 'qname', 'data-name': e.name, title: 'Allow or deny ' + e.name, onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
     h('td', {}, qtype(e.qtype)),
-    h('td', {}, verdict, e.flagged ? h('span', { class: 'badge flag', title: e.rule }, 'tunnel') : null),
+    h('td', {}, verdict, e.flagged ? h('span', { class: 'badge flag', title: e.rule }, e.level ? 'tunnel · ' + e.level : 'tunnel') : null),
     h('td', { class: 'rule hide-sm', title: [e.list, e.rule].filter(Boolean).join(': ') }, [e.list, e.rule].filter(Boolean).join(': '),
       e.ede ? ' ' : null, e.ede ? h('span', { class: 'badge ede', title: `Extended DNS Error ${e.ede.code} (${e.ede.name})${e.ede.text ? ': ' + e.ede.text : ''}` }, 'EDE ' + e.ede.code + ' ' + e.ede.name) : null),
     h('td', { class: 'num hide-sm' }, (e.latency_us / 1000).toFixed(1)));
@@ -288,6 +288,11 @@ async function ruleAction(action) {
 
 let alertsPeriod = '24h';
 
+// A confidence level as a badge (nothing for flags logged before levels).
+function levelBadge(level) {
+  return level ? h('span', { class: 'badge level-' + level, title: level + ' confidence' }, level) : null;
+}
+
 // A reason shown once, not spelled out on every row: the kinds of evidence (or
 // the start of the text) as a toggle that opens the full text.
 function reasonToggle(text, kinds) {
@@ -303,7 +308,7 @@ function alertRows(el, items, what) {
     // Scores are in units of the flag threshold (1 = flagged); 5 or more fills the meter.
     const m = h('i'); m.style.width = Math.min(100, a.max_score * 20) + '%';
     el.append(h('div', { class: 'alert-row' },
-      h('div', { class: 'row' }, h('b', {}, a.key), h('span', { class: 'muted' }, `${a.count} ${a.count === 1 ? 'flag' : 'flags'} · score ${a.max_score.toFixed(2)} · ${timeOf(a.last_ms, true)}`)),
+      h('div', { class: 'row' }, h('b', {}, a.key, ' ', levelBadge(a.max_level)), h('span', { class: 'muted' }, `${a.count} ${a.count === 1 ? 'flag' : 'flags'} · score ${a.max_score.toFixed(2)} · ${timeOf(a.last_ms, true)}`)),
       h('div', { class: 'meter' }, m),
       h('div', { class: 'reasons' }, (a.kinds || []).join(' · ')),
       a.reasons.length ? h('details', { class: 'reason' }, h('summary', {}, 'why'), ...a.reasons.map((r) => h('div', { class: 'reason-text' }, r))) : null,
@@ -321,6 +326,7 @@ async function loadAlerts() {
     body.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.client),
       h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
       h('td', { class: 'num' }, e.tunnel_score.toFixed(2)),
+      h('td', {}, levelBadge(e.level)),
       h('td', { class: 'rule hide-sm' }, reasonToggle(e.rule.replace(/^tunnel: /, ''), e.kinds))));
   }
   // The review of the period (the same data as `dnsguard report`).
@@ -338,7 +344,7 @@ async function loadAlerts() {
   const raised = await api('GET', '/api/v1/alerts/recent');
   const eb = clear($('#alerts-egress'));
   for (const e of raised) {
-    eb.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.type), h('td', {}, e.client),
+    eb.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.type), h('td', {}, levelBadge(e.level)), h('td', {}, e.client),
       h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
       h('td', { class: 'hide-sm' }, e.group), h('td', { class: 'rule hide-sm' }, reasonToggle(e.reason))));
   }
