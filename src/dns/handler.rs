@@ -112,6 +112,7 @@ impl Handler {
                 Protocol::Udp => crate::dnstap::Transport::Udp,
                 Protocol::Tls => crate::dnstap::Transport::Tls,
                 Protocol::Https => crate::dnstap::Transport::Doh,
+                Protocol::Quic => crate::dnstap::Transport::Doq,
                 _ => crate::dnstap::Transport::Tcp,
             },
             presented,

@@ -12,6 +12,7 @@ pub mod https;
 pub mod latency;
 mod mmsg;
 pub mod pipeline;
+pub mod quic;
 pub mod ratelimit;
 pub mod server;
 pub mod tcp;
@@ -37,7 +38,7 @@ pub struct Question {
     pub dnssec_ok: bool,
     /// The CD bit: the client does its own validation; give it bogus data too.
     pub checking_disabled: bool,
-    /// UDP, TCP, DNS over TLS or DNS over HTTPS (for dnstap).
+    /// UDP, TCP, DNS over TLS, HTTPS or QUIC (for dnstap).
     pub transport: crate::dnstap::Transport,
     /// What the client said about who it is (DoH path, `Authorization`); `None`
     /// where the transport carries nothing of the kind.

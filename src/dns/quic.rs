@@ -1,0 +1,341 @@
+//! DNS over QUIC (RFC 9250) on `server.quic_listen`.
+//!
+//! A thin front end over the one [`Handler`] chain: each query comes on its own
+//! bidirectional stream as a 2-byte length and the message (ID 0), and its answer
+//! goes back on that stream, which is then finished. The TLS server name's first
+//! label is the ClientID when the name has three labels or more
+//! (`<id>.dns.example.net`), as for DNS over TLS; it goes into [`Presented`].
+//!
+//! Bounds, from the TCP ones ([`TcpLimits`]): a connection idle for
+//! `idle_timeout` is closed (QUIC's idle timeout); a stream that has not
+//! delivered its query within it is reset; at most [`MAX_STREAMS`] queries are
+//! open at once on one connection (QUIC stream credit); at most
+//! `max_connections` connections in total and `max_per_client` from one address,
+//! beyond which a new connection is refused (not the longest-idle one closed, as
+//! over TCP: an idle QUIC connection holds no descriptor and ends at the idle
+//! timeout). A protocol error (a message ID other than 0, a length that does not
+//! match the stream, more than one message, more than 65535 bytes) closes the
+//! connection with `DOQ_PROTOCOL_ERROR`, per RFC 9250 §4.3.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::MessageType;
+use hickory_server::server::Request;
+use parking_lot::Mutex;
+use quinn::VarInt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Presented;
+use super::cert::CertStore;
+use super::handler::Handler;
+use super::https::{Collect, MAX_MESSAGE};
+use super::tcp::TcpLimits;
+
+/// RFC 9250 §4.1.1: the ALPN token of DNS over QUIC.
+const ALPN: &[u8] = b"doq";
+
+/// Queries open at once on one connection (the stream credit granted).
+pub const MAX_STREAMS: u32 = 100;
+
+/// RFC 9250 §8.4 error codes.
+const DOQ_NO_ERROR: VarInt = VarInt::from_u32(0);
+const DOQ_INTERNAL_ERROR: VarInt = VarInt::from_u32(1);
+const DOQ_PROTOCOL_ERROR: VarInt = VarInt::from_u32(2);
+const DOQ_REQUEST_CANCELLED: VarInt = VarInt::from_u32(3);
+
+/// A ClientID (one DNS label of `A-Z a-z 0-9 -`): at most this long.
+const MAX_ID: usize = 63;
+
+/// Binds each of `listen` and serves DNS over QUIC there with `certs`'
+/// certificate. Returns the endpoint loops and the addresses actually bound.
+pub fn spawn(
+    listen: &[SocketAddr],
+    certs: &Arc<CertStore>,
+    limits: TcpLimits,
+    handler: Arc<Handler>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Vec<tokio::task::JoinHandle<()>>, Vec<SocketAddr>)> {
+    let config = server_config(certs, limits)?;
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let mut tasks = Vec::new();
+    let mut bound = Vec::new();
+    for addr in listen {
+        let endpoint = quinn::Endpoint::server(config.clone(), *addr)
+            .with_context(|| format!("cannot listen for DNS over QUIC on {addr}"))?;
+        let local = endpoint.local_addr()?;
+        tasks.push(tokio::spawn(accept_loop(
+            endpoint,
+            limits,
+            counts.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        )));
+        tracing::info!(addr = %local, "listening (DNS over QUIC)");
+        bound.push(local);
+    }
+    Ok((tasks, bound))
+}
+
+/// QUIC's server configuration: the store's certificate (so a renewal is served
+/// from the next handshake on), ALPN `doq`, the stream and idle bounds.
+fn server_config(certs: &Arc<CertStore>, limits: TcpLimits) -> anyhow::Result<quinn::ServerConfig> {
+    let mut tls = (*certs.server_config()).clone();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .context("the TLS configuration cannot serve QUIC")?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(limits.idle_timeout)
+                .context("server.tcp_idle_timeout_secs is too large for QUIC")?,
+        ));
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config
+        .transport_config(Arc::new(transport))
+        .max_incoming(limits.max_connections.max(1));
+    Ok(config)
+}
+
+/// Open connections, in total and per client address (all endpoints together).
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Counts {
+    /// Counts a new connection from `client`, unless a bound is reached.
+    fn admit(&mut self, client: IpAddr, limits: &TcpLimits) -> bool {
+        let mine = self.per_client.get(&client).copied().unwrap_or(0);
+        if self.total >= limits.max_connections.max(1) || mine >= limits.max_per_client.max(1) {
+            return false;
+        }
+        self.total += 1;
+        *self.per_client.entry(client).or_default() += 1;
+        true
+    }
+
+    fn release(&mut self, client: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    limits: TcpLimits,
+    counts: Arc<Mutex<Counts>>,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let client = incoming.remote_address().ip();
+        if !counts.lock().admit(client, &limits) {
+            tracing::debug!(%client, "DoQ connection limit: refused");
+            metrics::counter!("dnsguard_doq_refused_total").increment(1);
+            incoming.refuse();
+            continue;
+        }
+        let (handler, counts) = (handler.clone(), counts.clone());
+        conns.spawn(async move {
+            // QUIC's idle timeout also ends a handshake that stalls.
+            match incoming.await {
+                Ok(conn) => serve(conn, handler, limits).await,
+                Err(error) => {
+                    tracing::debug!(%client, %error, "DoQ handshake failed");
+                    metrics::counter!("dnsguard_tls_handshake_failed_total").increment(1);
+                }
+            }
+            counts.lock().release(client);
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    endpoint.close(DOQ_NO_ERROR, b"");
+    conns.shutdown().await;
+    endpoint.wait_idle().await;
+}
+
+/// One connection: a task per query stream until the client closes it, it idles
+/// out, or a protocol error closes it.
+async fn serve(conn: quinn::Connection, handler: Arc<Handler>, limits: TcpLimits) {
+    let src = conn.remote_address();
+    let presented = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| {
+            let id = client_id(d.server_name.as_deref()?)?;
+            Some(Arc::new(Presented {
+                client_id: Some(id.into()),
+                secret: None,
+            }))
+        });
+    let mut streams = JoinSet::new();
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%src, %error, "DoQ connection ended");
+                break;
+            }
+        };
+        let (conn, handler, presented) = (conn.clone(), handler.clone(), presented.clone());
+        streams.spawn(async move {
+            answer(&conn, send, recv, &handler, presented, limits).await;
+        });
+        while streams.try_join_next().is_some() {}
+    }
+}
+
+/// One stream: read the query, answer it, finish the stream.
+async fn answer(
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    handler: &Handler,
+    presented: Option<Arc<Presented>>,
+    limits: TcpLimits,
+) {
+    let src = conn.remote_address();
+    let read = tokio::time::timeout(limits.idle_timeout, recv.read_to_end(MAX_MESSAGE + 2));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            return protocol_error(conn, "a message longer than 65535 bytes");
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%src, %error, "DoQ stream failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%src, "DoQ stream sent no whole query in time: reset");
+            let _ = recv.stop(DOQ_REQUEST_CANCELLED);
+            let _ = send.reset(DOQ_REQUEST_CANCELLED);
+            return;
+        }
+    };
+    let message = match frame(&bytes) {
+        Ok(message) => message,
+        Err(why) => return protocol_error(conn, why),
+    };
+    let request = match Request::from_bytes(message.to_vec(), src, Protocol::Quic) {
+        Ok(r) if r.metadata.message_type == MessageType::Query => r,
+        Ok(_) => return protocol_error(conn, "a response on a query stream"),
+        Err(error) => {
+            tracing::debug!(%src, %error, "malformed DoQ query: stream reset");
+            let _ = send.reset(DOQ_PROTOCOL_ERROR);
+            return;
+        }
+    };
+    let out = Collect::default();
+    handler
+        .answer_presented(
+            &request,
+            out.clone(),
+            None,
+            presented.map(|p| Box::new((*p).clone())),
+        )
+        .await;
+    let Some(reply) = out.0.lock().take() else {
+        let _ = send.reset(DOQ_INTERNAL_ERROR);
+        return;
+    };
+    let Ok(len) = u16::try_from(reply.len()) else {
+        let _ = send.reset(DOQ_INTERNAL_ERROR);
+        return;
+    };
+    let mut framed = Vec::with_capacity(reply.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(&reply);
+    if let Err(error) = send.write_all(&framed).await {
+        tracing::debug!(%src, %error, "could not send the DoQ answer");
+        return;
+    }
+    let _ = send.finish();
+}
+
+/// The DNS message of a query stream's bytes: a 2-byte length that matches the
+/// rest exactly, and a message ID of 0 (RFC 9250 §4.2, §4.2.1).
+fn frame(bytes: &[u8]) -> Result<&[u8], &'static str> {
+    let (len, message) = bytes
+        .split_first_chunk::<2>()
+        .ok_or("a stream shorter than its length prefix")?;
+    if usize::from(u16::from_be_bytes(*len)) != message.len() {
+        return Err("a length prefix that does not match the stream");
+    }
+    match message.first_chunk::<2>() {
+        Some([0, 0]) => Ok(message),
+        Some(_) => Err("a message ID other than 0"),
+        None => Err("a message shorter than its ID"),
+    }
+}
+
+/// Closes the connection for a protocol error (RFC 9250 §4.3).
+fn protocol_error(conn: &quinn::Connection, why: &str) {
+    tracing::debug!(src = %conn.remote_address(), "DoQ protocol error: {why}; connection closed");
+    metrics::counter!("dnsguard_doq_protocol_error_total").increment(1);
+    conn.close(DOQ_PROTOCOL_ERROR, b"");
+}
+
+/// The ClientID a TLS server name carries: its first label, when the name has
+/// three labels or more (`agent-1.dns.example.net`) and is not an IP address.
+pub fn client_id(server_name: &str) -> Option<&str> {
+    let name = server_name.strip_suffix('.').unwrap_or(server_name);
+    if name.parse::<IpAddr>().is_ok() || name.split('.').count() < 3 {
+        return None;
+    }
+    let id = name.split('.').next()?;
+    let valid = (1..=MAX_ID).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    valid.then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_is_the_first_of_three_labels_or_more() {
+        assert_eq!(client_id("agent-1.dns.example.net"), Some("agent-1"));
+        assert_eq!(client_id("agent-1.dns.example."), Some("agent-1"));
+        assert_eq!(client_id("dns.example"), None);
+        assert_eq!(client_id("localhost"), None);
+        assert_eq!(client_id("127.0.0.1"), None);
+        assert_eq!(client_id("bad_id.dns.example"), None);
+        assert_eq!(client_id(".dns.example"), None);
+        assert_eq!(client_id(&format!("{}.dns.example", "a".repeat(64))), None);
+    }
+
+    #[test]
+    fn frame_wants_an_exact_length_and_id_zero() {
+        let ok = [0, 4, 0, 0, 1, 2];
+        assert_eq!(frame(&ok), Ok(&ok[2..]));
+        assert!(frame(&[0, 5, 0, 0, 1, 2]).is_err(), "prefix says more");
+        assert!(
+            frame(&[0, 3, 0, 0, 1, 2]).is_err(),
+            "two messages or trailing bytes"
+        );
+        assert!(frame(&[0, 4, 0, 7, 1, 2]).is_err(), "ID 7");
+        assert!(frame(&[0]).is_err());
+        assert!(frame(&[0, 1, 0]).is_err());
+    }
+}
