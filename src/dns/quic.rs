@@ -326,6 +326,34 @@ mod tests {
     }
 
     #[test]
+    fn connection_counts_refuse_beyond_either_bound() {
+        let limits = TcpLimits {
+            idle_timeout: std::time::Duration::from_secs(10),
+            max_connections: 3,
+            max_per_client: 2,
+        };
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let mut counts = Counts::default();
+        assert!(counts.admit(a, &limits) && counts.admit(a, &limits));
+        assert!(!counts.admit(a, &limits), "a third from one address");
+        assert!(counts.admit(b, &limits));
+        assert!(!counts.admit(c, &limits), "a fourth in total");
+        counts.release(a);
+        assert!(counts.admit(c, &limits), "room again after a close");
+        counts.release(b);
+        assert_eq!(
+            counts.per_client.get(&b),
+            None,
+            "no entry left for a gone client"
+        );
+        assert_eq!(counts.total, 2);
+    }
+
+    #[test]
     fn frame_wants_an_exact_length_and_id_zero() {
         let ok = [0, 4, 0, 0, 1, 2];
         assert_eq!(frame(&ok), Ok(&ok[2..]));
