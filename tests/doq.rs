@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,12 @@ fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) ->
 /// Runs `tests/doq_client.py` against `doq` (verifying the self-signed
 /// certificate for `localhost`); all it printed.
 fn client(doq: &Doq, args: &[&str]) -> String {
+    let ca = doq.dg.dir.path().join("dnsguard-data/tls/cert.pem");
+    client_trusting(doq, &ca, args)
+}
+
+/// [`client`] with `ca` as the only trusted certificate.
+fn client_trusting(doq: &Doq, ca: &Path, args: &[&str]) -> String {
     let python = std::env::var_os("DNSGUARD_DOQ_PYTHON").unwrap_or_else(|| {
         panic!(
             "DNSGUARD_DOQ_PYTHON is not set: it must name a python3 with dnspython and \
@@ -73,7 +79,6 @@ fn client(doq: &Doq, args: &[&str]) -> String {
         )
     });
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/doq_client.py");
-    let ca = doq.dg.dir.path().join("dnsguard-data/tls/cert.pem");
     let out = Command::new(&python)
         .arg(script)
         .arg(args[0])
@@ -221,4 +226,52 @@ fn the_embedded_default_serves_doq_on_8853_udp() {
     let doq = Doq { dg, addr };
     let text = client(&doq, &["query", "doubleclick.net", "A"]);
     assert!(text.contains("0.0.0.0"), "blocked: {text}");
+}
+
+/// The DoQ listener presents the certificate in force: one renewed on disk is
+/// served after SIGHUP (the QUIC TLS configuration resolves through the
+/// `CertStore`, like DoT's and DoH's).
+#[test]
+fn a_certificate_renewed_on_disk_is_served_after_sighup() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, old) = (certs.path().join("cert.pem"), certs.path().join("old.pem"));
+    let write_cert = || {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let made = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&cert, made.pem()).unwrap();
+        std::fs::write(certs.path().join("key.pem"), key.serialize_pem()).unwrap();
+    };
+    write_cert();
+    let doq = start(
+        &up,
+        "",
+        &format!(
+            "[tls]\ncert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n",
+            certs.path().display()
+        ),
+    );
+    let query = ["query", "www.fwd.test", "A"];
+    let text = client_trusting(&doq, &cert, &query);
+    assert!(text.contains("192.0.2.1"), "{text}");
+    std::fs::copy(&cert, &old).unwrap();
+    write_cert();
+    doq.dg.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload", || {
+        doq.dg
+            .log()
+            .contains("TLS certificate reloaded")
+            .then_some(())
+    });
+    let text = client_trusting(&doq, &cert, &query);
+    assert!(text.contains("192.0.2.1"), "renewed certificate: {text}");
+    let text = client_trusting(&doq, &old, &query);
+    eprintln!("OLDCERT {text}");
+    assert!(
+        !text.contains("192.0.2.1"),
+        "old certificate still served: {text}"
+    );
 }

@@ -189,7 +189,6 @@ async fn serve(conn: quinn::Connection, handler: Arc<Handler>, limits: TcpLimits
                 secret: None,
             }))
         });
-    let mut streams = JoinSet::new();
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(pair) => pair,
@@ -198,11 +197,13 @@ async fn serve(conn: quinn::Connection, handler: Arc<Handler>, limits: TcpLimits
                 break;
             }
         };
+        // Not tied to the connection: a query the client gives up on is still
+        // answered into the cache and the query log, like any other. The stream
+        // credit bounds how many one connection starts.
         let (conn, handler, presented) = (conn.clone(), handler.clone(), presented.clone());
-        streams.spawn(async move {
+        tokio::spawn(async move {
             answer(&conn, send, recv, &handler, presented, limits).await;
         });
-        while streams.try_join_next().is_some() {}
     }
 }
 
