@@ -70,6 +70,18 @@ fn client(doq: &Doq, args: &[&str]) -> String {
 
 /// [`client`] with `ca` as the only trusted certificate.
 fn client_trusting(doq: &Doq, ca: &Path, args: &[&str]) -> String {
+    let out = client_command(doq, ca, args)
+        .output()
+        .unwrap_or_else(|e| panic!("run the DoQ client: {e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The command line of `tests/doq_client.py` against `doq`, trusting `ca`.
+fn client_command(doq: &Doq, ca: &Path, args: &[&str]) -> Command {
     let python = std::env::var_os("DNSGUARD_DOQ_PYTHON").unwrap_or_else(|| {
         panic!(
             "DNSGUARD_DOQ_PYTHON is not set: it must name a python3 with dnspython and \
@@ -79,21 +91,15 @@ fn client_trusting(doq: &Doq, ca: &Path, args: &[&str]) -> String {
         )
     });
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/doq_client.py");
-    let out = Command::new(&python)
-        .arg(script)
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
         .arg(args[0])
         .arg(doq.addr.ip().to_string())
         .arg(doq.addr.port().to_string())
         .arg(ca)
         .arg("localhost")
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("run {python:?}: {e}"));
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+        .args(&args[1..]);
+    cmd
 }
 
 /// A query for `name` with message ID `id`, length-prefixed, in hex.
@@ -274,4 +280,57 @@ fn a_certificate_renewed_on_disk_is_served_after_sighup() {
         !text.contains("192.0.2.1"),
         "old certificate still served: {text}"
     );
+}
+
+/// `tcp_max_connections_per_client` bounds DoQ connections too: with one allowed,
+/// a second connection from the same address is refused while the first is open,
+/// and answered once it has closed (here: idled out after its client vanished).
+#[test]
+fn connections_beyond_the_per_client_bound_are_refused() {
+    use std::io::BufRead;
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let doq = start(
+        &up,
+        "tcp_idle_timeout_secs = 1\ntcp_max_connections_per_client = 1",
+        "",
+    );
+    let ca = doq.dg.dir.path().join("dnsguard-data/tls/cert.pem");
+    let mut holder = Killed(
+        client_command(&doq, &ca, &["hold"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the DoQ client"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(holder.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held", "the first connection is answered");
+    let text = client(&doq, &["query", "www.fwd.test", "A"]);
+    // Refused at once: dnspython sees the connection end before its stream opens.
+    assert!(
+        !text.contains("192.0.2.1") && text.contains("UnexpectedEOF"),
+        "second connection not refused: {text}"
+    );
+    drop(holder);
+    wait_for(
+        Duration::from_secs(15),
+        "an answer once the first is gone",
+        || {
+            client(&doq, &["query", "www.fwd.test", "A"])
+                .contains("192.0.2.1")
+                .then_some(())
+        },
+    );
+}
+
+/// A child process killed (and reaped) when dropped, a failed assertion included.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

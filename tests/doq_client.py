@@ -5,6 +5,8 @@ aioquic directly to put raw bytes on a stream.
   doq_client.py raw HOST PORT CA SNI HEX[+N] [fin|open] -> what the server did with the stream
       (HEX, then N zero bytes; fin ends the stream, open leaves it open):
       "answer <rcode>", "closed <error code>" (connection) or "reset <error code>" (stream)
+  doq_client.py hold HOST PORT CA SNI              -> "held" once a connection is answered;
+      then keeps it open until killed
 """
 
 import asyncio
@@ -67,6 +69,29 @@ async def raw(host, port, ca, sni, payload, fin):
                     return f"answer {dns.rcode.to_text(msg.rcode())} id={msg.id}"
 
 
+async def hold(host, port, ca, sni):
+    """Opens a connection, asks one query on it, prints "held" and keeps the
+    connection alive (PINGs) until killed (or TIMEOUT seconds)."""
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=["doq"], server_name=sni)
+    cfg.load_verify_locations(ca)
+    async with connect(host, int(port), configuration=cfg, create_protocol=Events) as client:
+        sid = client._quic.get_next_available_stream_id()
+        q = dns.message.make_query("www.fwd.test", "A")
+        q.id = 0
+        wire = q.to_wire()
+        client._quic.send_stream_data(sid, len(wire).to_bytes(2, "big") + wire, end_stream=True)
+        client.transmit()
+        while True:
+            event = await asyncio.wait_for(client.queue.get(), TIMEOUT)
+            if isinstance(event, StreamDataReceived) and event.end_stream:
+                break
+        print("held", flush=True)
+        for _ in range(TIMEOUT * 5):  # bounded, should the test not kill it
+            await asyncio.sleep(0.2)
+            client._quic.send_ping(0)
+            client.transmit()
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "query":
@@ -78,6 +103,8 @@ def main():
         hexed, _, zeros = hexed.partition("+")
         payload = bytes.fromhex(hexed) + bytes(int(zeros or 0))
         print(asyncio.run(raw(host, port, ca, sni, payload, fin)))
+    elif cmd == "hold":
+        asyncio.run(hold(*args))
     else:
         sys.exit(f"unknown command {cmd}")
 
