@@ -282,41 +282,58 @@ fn a_certificate_renewed_on_disk_is_served_after_sighup() {
     );
 }
 
-/// `tcp_max_connections_per_client` bounds DoQ connections too: with one allowed,
-/// a second connection from the same address is refused while the first is open,
-/// and answered once it has closed (here: idled out after its client vanished).
+/// `tcp_max_connections_per_client` bounds DoQ connections too: with two allowed,
+/// a third connection from the same address is refused while two are open, and
+/// answered once they have closed (here: idled out after their client vanished).
+/// From half the bound on, a new connection first proves its address (QUIC Retry),
+/// which a real client passes.
 #[test]
 fn connections_beyond_the_per_client_bound_are_refused() {
     use std::io::BufRead;
     let up = FakeUpstream::start(localhost(), ZONE);
     let doq = start(
         &up,
-        "tcp_idle_timeout_secs = 1\ntcp_max_connections_per_client = 1",
+        "tcp_idle_timeout_secs = 1\ntcp_max_connections_per_client = 2\n\
+         log = \"info,dnsguard=debug\"",
         "",
     );
     let ca = doq.dg.dir.path().join("dnsguard-data/tls/cert.pem");
-    let mut holder = Killed(
-        client_command(&doq, &ca, &["hold"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the DoQ client"),
+    let hold = || {
+        let mut holder = Killed(
+            client_command(&doq, &ca, &["hold"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the DoQ client"),
+        );
+        let mut line = String::new();
+        std::io::BufReader::new(holder.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "held",
+            "a connection within the bound is answered"
+        );
+        holder
+    };
+    let first = hold();
+    assert!(!doq.dg.log().contains("QUIC Retry"), "{}", doq.dg.log());
+    let second = hold();
+    assert!(
+        doq.dg.log().contains("QUIC Retry"),
+        "the second one was retried"
     );
-    let mut line = String::new();
-    std::io::BufReader::new(holder.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held", "the first connection is answered");
     let text = client(&doq, &["query", "www.fwd.test", "A"]);
     // Refused at once: dnspython sees the connection end before its stream opens.
     assert!(
         !text.contains("192.0.2.1") && text.contains("UnexpectedEOF"),
-        "second connection not refused: {text}"
+        "third connection not refused: {text}"
     );
-    drop(holder);
+    drop((first, second));
     wait_for(
         Duration::from_secs(15),
-        "an answer once the first is gone",
+        "an answer once they are gone",
         || {
             client(&doq, &["query", "www.fwd.test", "A"])
                 .contains("192.0.2.1")

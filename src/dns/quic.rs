@@ -13,7 +13,10 @@
 //! `max_connections` connections in total and `max_per_client` from one address,
 //! beyond which a new connection is refused (not the longest-idle one closed, as
 //! over TCP: an idle QUIC connection holds no descriptor and ends at the idle
-//! timeout). A protocol error (a message ID other than 0, a length that does not
+//! timeout). Once either count is at half its bound, a new client must first
+//! prove its address with a QUIC Retry, so handshakes from spoofed addresses
+//! (which never complete, and hold their slot until the idle timeout) cannot
+//! fill the table. A protocol error (a message ID other than 0, a length that does not
 //! match the stream, more than one message, more than 65535 bytes) closes the
 //! connection with `DOQ_PROTOCOL_ERROR`, per RFC 9250 §4.3.
 
@@ -111,6 +114,14 @@ struct Counts {
 }
 
 impl Counts {
+    /// True when `client`'s connections, or all of them, are at half their bound
+    /// or more: from then on a client must prove its address (QUIC Retry) before
+    /// it is counted, so spoofed handshakes cannot fill the table.
+    fn pressed(&self, client: IpAddr, limits: &TcpLimits) -> bool {
+        let mine = self.per_client.get(&client).copied().unwrap_or(0);
+        self.total * 2 >= limits.max_connections.max(1) || mine * 2 >= limits.max_per_client.max(1)
+    }
+
     /// Counts a new connection from `client`, unless a bound is reached.
     fn admit(&mut self, client: IpAddr, limits: &TcpLimits) -> bool {
         let mine = self.per_client.get(&client).copied().unwrap_or(0);
@@ -150,6 +161,17 @@ async fn accept_loop(
             _ = shutdown.cancelled() => break,
         };
         let client = incoming.remote_address().ip();
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && counts.lock().pressed(client, &limits)
+        {
+            tracing::debug!(%client, "DoQ connections at half a bound: QUIC Retry");
+            metrics::counter!("dnsguard_doq_retry_total").increment(1);
+            if let Err(error) = incoming.retry() {
+                error.into_incoming().ignore();
+            }
+            continue;
+        }
         if !counts.lock().admit(client, &limits) {
             tracing::debug!(%client, "DoQ connection limit: refused");
             metrics::counter!("dnsguard_doq_refused_total").increment(1);
@@ -339,9 +361,14 @@ mod tests {
             "10.0.0.3".parse().unwrap(),
         );
         let mut counts = Counts::default();
-        assert!(counts.admit(a, &limits) && counts.admit(a, &limits));
+        assert!(!counts.pressed(a, &limits));
+        assert!(counts.admit(a, &limits));
+        assert!(counts.pressed(a, &limits), "a at half its bound");
+        assert!(!counts.pressed(b, &limits), "b not");
+        assert!(counts.admit(a, &limits));
         assert!(!counts.admit(a, &limits), "a third from one address");
         assert!(counts.admit(b, &limits));
+        assert!(counts.pressed(c, &limits), "3 of 3 in total");
         assert!(!counts.admit(c, &limits), "a fourth in total");
         counts.release(a);
         assert!(counts.admit(c, &limits), "room again after a close");
