@@ -55,7 +55,10 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         pipeline.set_dnstap(tap.clone());
     }
     // Before any listener: a broken certificate stops the start with its reason.
-    let certs = if cfg.server.tls_listen.is_empty() && cfg.server.https_listen.is_empty() {
+    let certs = if cfg.server.tls_listen.is_empty()
+        && cfg.server.https_listen.is_empty()
+        && cfg.server.quic_listen.is_empty()
+    {
         None
     } else {
         Some(crate::cert::CertStore::load(
@@ -66,6 +69,7 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let server = DnsServer::start(
         &cfg.server.listen,
         certs.as_ref().map(|c| (&cfg.server.tls_listen[..], c)),
+        &cfg.server.quic_listen,
         &crate::dns::https::DohConfig::from_server(&cfg.server),
         crate::dns::tcp::TcpLimits::of(&cfg.server),
         &cfg.server.rate_limit,

@@ -116,7 +116,8 @@ pub fn client_id(s: &str) -> Option<String> {
 /// client) and that label is a valid ClientID.
 pub fn from_server_name(server_name: &str) -> Option<Presented> {
     let name = server_name.strip_suffix('.').unwrap_or(server_name);
-    if name.split('.').count() < 3 {
+    // kdig sends an IP address as the server name: that names no client.
+    if name.parse::<std::net::IpAddr>().is_ok() || name.split('.').count() < 3 {
         return None;
     }
     let first = name.split('.').next()?;
@@ -756,6 +757,10 @@ mod tests {
         assert_eq!(p.client_id.as_deref(), Some("agent-1"));
         assert!(from_server_name("dns.test").is_none());
         assert!(from_server_name("a_b.dns.test").is_none());
+        assert!(
+            from_server_name("127.0.0.1").is_none(),
+            "an address names no client"
+        );
         let mac = [2, 0, 0, 0, 0, 1];
         let f = Forwarded::from_options([(OPTION_MAC, &mac[..]), (10, &[1u8, 2][..])]);
         assert_eq!(f.and_then(|f| f.mac), Some(mac));

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     /// Addresses to serve DNS over HTTPS on (RFC 8484, `https://ADDR/dns-query`;
     /// port 443 in production). Empty: no DNS over HTTPS.
     pub https_listen: Vec<SocketAddr>,
+    /// Addresses to serve DNS over QUIC on (RFC 9250, UDP; port 853 in
+    /// production). Empty: no DNS over QUIC.
+    pub quic_listen: Vec<SocketAddr>,
     /// Addresses to serve the same DNS-over-HTTP endpoint on without TLS, for a
     /// reverse proxy that terminates TLS in front of dnsguard. Empty: none.
     pub http_dns_listen: Vec<SocketAddr>,
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
             tls_listen: Vec::new(),
             https_listen: Vec::new(),
+            quic_listen: Vec::new(),
             http_dns_listen: Vec::new(),
             trusted_proxies: Vec::new(),
             allow_clients: [

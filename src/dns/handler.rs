@@ -218,6 +218,7 @@ fn transport(request: &Request) -> crate::dnstap::Transport {
         Protocol::Udp => crate::dnstap::Transport::Udp,
         Protocol::Tls => crate::dnstap::Transport::Tls,
         Protocol::Https => crate::dnstap::Transport::Doh,
+        Protocol::Quic => crate::dnstap::Transport::Doq,
         _ => crate::dnstap::Transport::Tcp,
     }
 }

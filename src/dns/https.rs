@@ -576,9 +576,10 @@ fn forwarded_node(node: &str) -> Option<IpAddr> {
     node.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
-/// Keeps the encoded answer the handler sends, for the HTTP response.
+/// Keeps the encoded answer the handler sends, for the HTTP response (and DNS
+/// over QUIC's stream).
 #[derive(Clone, Default)]
-struct Collect(Arc<parking_lot::Mutex<Option<Vec<u8>>>>);
+pub(super) struct Collect(pub(super) Arc<parking_lot::Mutex<Option<Vec<u8>>>>);
 
 #[async_trait::async_trait]
 impl ResponseHandler for Collect {

@@ -8,6 +8,7 @@
 pub mod handler;
 pub mod https;
 mod mmsg;
+pub mod quic;
 pub mod server;
 pub mod tcp;
 pub mod tls;
@@ -35,7 +36,7 @@ pub struct Question {
     pub dnssec_ok: bool,
     /// The CD bit: the client does its own validation; give it bogus data too.
     pub checking_disabled: bool,
-    /// UDP, TCP, DNS over TLS or DNS over HTTPS (for dnstap).
+    /// UDP, TCP, DNS over TLS, HTTPS or QUIC (for dnstap).
     pub transport: crate::dnstap::Transport,
     /// What the client presented about who it is: the DoH path or `Authorization`,
     /// the DoT server name; `None` where the transport carries nothing of the kind.

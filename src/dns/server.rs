@@ -24,7 +24,8 @@ const UDP_BUFFER: usize = 4 << 20;
 /// A running DNS service.
 pub struct DnsServer {
     udp: UdpService,
-    /// DNS-over-TCP accept loops; they stop when `shutdown` is cancelled.
+    /// DNS-over-TCP (TLS, HTTPS) accept loops and DNS-over-QUIC endpoint loops;
+    /// they stop when `shutdown` is cancelled.
     tcp: Vec<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
     /// The addresses actually bound (port 0 in the config becomes a real port).
@@ -33,15 +34,19 @@ pub struct DnsServer {
     pub tls_addrs: Vec<SocketAddr>,
     /// The DNS-over-HTTPS addresses actually bound.
     pub https_addrs: Vec<SocketAddr>,
+    /// The DNS-over-QUIC addresses actually bound.
+    pub quic_addrs: Vec<SocketAddr>,
 }
 
 impl DnsServer {
     /// Binds UDP and TCP on every address (and DNS over TLS on `tls`' addresses,
-    /// with its certificate, and DNS over HTTP(S) as `doh` says) and starts
-    /// answering.
+    /// with its certificate, DNS over QUIC on `quic_listen` with the same one, and
+    /// DNS over HTTP(S) as `doh` says) and starts answering.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         listen: &[SocketAddr],
         tls: Option<(&[SocketAddr], &Arc<CertStore>)>,
+        quic_listen: &[SocketAddr],
         doh: &DohConfig,
         tcp_limits: TcpLimits,
         rate_limit: &RateLimitConfig,
@@ -79,6 +84,14 @@ impl DnsServer {
             tcp_tasks.extend(tasks);
             tls_addrs = bound;
         }
+        let mut quic_addrs = Vec::new();
+        if !quic_listen.is_empty() {
+            let (_, certs) = tls.context("DNS over QUIC needs a certificate")?;
+            let (tasks, bound) =
+                super::quic::spawn(quic_listen, certs, tcp_limits, handler.clone(), &shutdown)?;
+            tcp_tasks.extend(tasks);
+            quic_addrs = bound;
+        }
         let doh = super::https::spawn(
             doh,
             tls.map(|(_, certs)| certs),
@@ -96,6 +109,7 @@ impl DnsServer {
             local_addrs,
             tls_addrs,
             https_addrs: doh.https,
+            quic_addrs,
         })
     }
 

@@ -101,6 +101,8 @@ pub enum Transport {
     Tls,
     /// DNS over HTTPS (or plain HTTP behind a reverse proxy).
     Doh,
+    /// DNS over QUIC.
+    Doq,
 }
 
 /// What a front end knows about the exchange besides the query log's view: the
@@ -108,7 +110,7 @@ pub enum Transport {
 /// wire forms (empty when not).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Via<'a> {
-    /// UDP, TCP, DoT or DoH.
+    /// UDP, TCP, DoT, DoH or DoQ.
     pub transport: Transport,
     /// The client's port.
     pub port: u16,
@@ -347,6 +349,7 @@ impl Encoder {
             Transport::Tcp => SocketProtocol::Tcp,
             Transport::Tls => SocketProtocol::Dot,
             Transport::Doh => SocketProtocol::Doh,
+            Transport::Doq => SocketProtocol::Doq,
         };
         let (qs, qn) = split_ms(ev.now_ms, 0);
         let (rs, rn) = split_ms(ev.now_ms, ev.latency_us);
