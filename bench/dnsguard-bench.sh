@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts dnsguard in the foreground the way ../shared/bench/dnsbench.py expects:
-# listening on $BENCH_ADDR:$BENCH_PORT, forwarding to $BENCH_UPSTREAM, blocking $BENCH_BLOCKLIST.
+# listening on $BENCH_ADDR:$BENCH_PORT, forwarding to $BENCH_UPSTREAM, blocking $BENCH_BLOCKLIST;
+# $BENCH_EXTRA (TOML) is appended to its config (e.g. a [dnstap] section).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${DNSGUARD:-$here/../target/dist/dnsguard}"
@@ -24,5 +25,6 @@ name = "bench"
 source = "$BENCH_BLOCKLIST"
 [list_updates]
 interval_hours = 0
+${BENCH_EXTRA:-}
 TOML
 exec "$bin" serve --config "$cfg"
