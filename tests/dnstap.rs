@@ -11,13 +11,14 @@ mod common;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::client::{Ask, addrs, ask, ask_with, rcode};
 use common::http::request;
 use common::server::Dnsguard;
+use common::tap::Capture;
 use common::upstream::FakeUpstream;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -63,62 +64,6 @@ fn start(up: &FakeUpstream, target: &str, extra: &str) -> Dnsguard {
         up.addr()
     );
     Dnsguard::start_in(&config, dir)
-}
-
-/// A running `fstrm_capture`.
-struct Capture {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Capture {
-    fn unix(socket: &Path, file: &Path) -> Capture {
-        let child = Command::new("fstrm_capture")
-            .args(["-t", "protobuf:dnstap.Dnstap", "-u"])
-            .arg(socket)
-            .arg("-w")
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fstrm_capture (Debian fstrm-bin) installed");
-        wait_for("fstrm_capture's socket", || socket.exists().then_some(()));
-        Capture {
-            child,
-            file: file.to_owned(),
-        }
-    }
-
-    fn tcp(port: u16, file: &Path) -> Capture {
-        let child = Command::new("fstrm_capture")
-            .args(["-t", "protobuf:dnstap.Dnstap", "-a", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .arg("-w")
-            .arg(file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("fstrm_capture (Debian fstrm-bin) installed");
-        Capture {
-            child,
-            file: file.to_owned(),
-        }
-    }
-
-    /// Stops the capture (SIGTERM: it closes the file) and returns the file.
-    fn finish(mut self) -> PathBuf {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap();
-        self.file.clone()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Stops dnsguard with SIGTERM: it sends what is queued, then STOP, and waits for

@@ -837,18 +837,7 @@ fn dnstap_reports_doh_queries_as_doh() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("tap.sock");
     let file = tmp.path().join("tap.fstrm");
-    let mut capture = Command::new("fstrm_capture")
-        .args(["-t", "protobuf:dnstap.Dnstap", "-u"])
-        .arg(&socket)
-        .arg("-w")
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("fstrm_capture (Debian fstrm-bin) installed");
-    wait_for(Duration::from_secs(10), "fstrm_capture's socket", || {
-        socket.exists().then_some(())
-    });
+    let capture = common::tap::Capture::unix(&socket, &file);
     let doh = start(
         &up,
         "",
@@ -857,9 +846,7 @@ fn dnstap_reports_doh_queries_as_doh() {
     let text = kdig(&doh, "+https", &[], "www.fwd.test");
     assert!(text.contains("192.0.2.1"), "{text}");
     assert!(doh.dg.stop_with(libc::SIGTERM).success());
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(capture.id() as i32, libc::SIGTERM) };
-    capture.wait().unwrap();
+    let file = capture.finish();
     let protocols = common::tap::socket_protocols(&std::fs::read(&file).unwrap());
     assert_eq!(protocols, [4, 4], "dnstap SocketProtocol DOH = 4");
 }

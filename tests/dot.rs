@@ -498,18 +498,7 @@ fn dnstap_reports_dot_queries_as_dot() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("tap.sock");
     let file = tmp.path().join("tap.fstrm");
-    let mut capture = Command::new("fstrm_capture")
-        .args(["-t", "protobuf:dnstap.Dnstap", "-u"])
-        .arg(&socket)
-        .arg("-w")
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("fstrm_capture (Debian fstrm-bin) installed");
-    wait_for(Duration::from_secs(10), "fstrm_capture's socket", || {
-        socket.exists().then_some(())
-    });
+    let capture = common::tap::Capture::unix(&socket, &file);
     let dot = start(
         &up,
         "",
@@ -520,9 +509,7 @@ fn dnstap_reports_dot_queries_as_dot() {
     assert!(ok && text.contains("192.0.2.1"), "{text}");
     // SIGTERM: dnsguard sends what is queued and waits for the collector's FINISH.
     assert!(dot.dg.stop_with(libc::SIGTERM).success());
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(capture.id() as i32, libc::SIGTERM) };
-    capture.wait().unwrap();
+    let file = capture.finish();
     // dnstap-read (BIND 9.18) prints only UDP or TCP: read the protobuf itself.
     let protocols = common::tap::socket_protocols(&std::fs::read(&file).unwrap());
     assert_eq!(protocols, [3, 3], "dnstap SocketProtocol DOT = 3");

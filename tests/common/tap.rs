@@ -1,4 +1,78 @@
-//! Reads dnstap output: what a Frame Streams file captured by `fstrm_capture` holds.
+//! dnstap's real collector in tests: runs `fstrm_capture` (Debian `fstrm-bin`) and
+//! reads what a Frame Streams file it captured holds.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `fstrm_capture`.
+pub struct Capture {
+    /// The collector process (a test may kill it to play a collector that dies).
+    pub child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Listens on the Unix socket `socket` and writes to `file`; returns once the
+    /// socket exists.
+    pub fn unix(socket: &Path, file: &Path) -> Capture {
+        let child = Command::new("fstrm_capture")
+            .args(["-t", "protobuf:dnstap.Dnstap", "-u"])
+            .arg(socket)
+            .arg("-w")
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fstrm_capture (Debian fstrm-bin) installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "fstrm_capture's socket never appeared"
+            );
+            std::thread::yield_now();
+        }
+        Capture {
+            child,
+            file: file.to_owned(),
+        }
+    }
+
+    /// Listens on 127.0.0.1:`port` and writes to `file`.
+    pub fn tcp(port: u16, file: &Path) -> Capture {
+        let child = Command::new("fstrm_capture")
+            .args(["-t", "protobuf:dnstap.Dnstap", "-a", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .arg("-w")
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("fstrm_capture (Debian fstrm-bin) installed");
+        Capture {
+            child,
+            file: file.to_owned(),
+        }
+    }
+
+    /// Stops the capture (SIGTERM: it closes the file) and returns the file.
+    pub fn finish(mut self) -> PathBuf {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap();
+        self.file.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// The `socket_protocol` (Message field 3) of every dnstap message (Dnstap field
 /// 14) in a Frame Streams file's data frames.
