@@ -430,22 +430,7 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
 fn handshake_garbage_leaves_the_service_answering() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let doh = start(&up, "", "");
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in 0..20 {
-        let mut s = TcpStream::connect(doh.addr).unwrap();
-        let mut junk = vec![0u8; 64 + i * 37];
-        for b in &mut junk {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        if i % 2 == 0 {
-            junk[0] = 0x16; // looks like a TLS handshake record
-            junk[1] = 0x03;
-        }
-        let _ = s.write_all(&junk);
-    }
+    common::client::send_tls_garbage(doh.addr);
     // Plain HTTP to the TLS port is garbage too.
     let mut s = TcpStream::connect(doh.addr).unwrap();
     let _ = s.write_all(b"GET /dns-query?dns=AAAB HTTP/1.1\r\nhost: x\r\n\r\n");

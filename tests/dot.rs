@@ -222,22 +222,7 @@ fn dot_clients_follow_allow_clients() {
 fn handshake_garbage_leaves_the_service_answering() {
     let up = FakeUpstream::start(localhost(), ZONE);
     let dot = start(&up, "", "");
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in 0..20 {
-        let mut s = TcpStream::connect(dot.addr).unwrap();
-        let mut junk = vec![0u8; 64 + i * 37];
-        for b in &mut junk {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        if i % 2 == 0 {
-            junk[0] = 0x16; // looks like a TLS handshake record
-            junk[1] = 0x03;
-        }
-        let _ = s.write_all(&junk);
-    }
+    common::client::send_tls_garbage(dot.addr);
     // A plain DNS query over TCP to the TLS port is garbage too.
     let mut s = TcpStream::connect(dot.addr).unwrap();
     let _ = s.write_all(&[0, 12, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);

@@ -177,3 +177,25 @@ pub fn closed_by_server(s: &TcpStream) -> bool {
     s.set_nonblocking(false).unwrap();
     closed
 }
+
+/// Twenty connections to `server` that each send random bytes of growing length,
+/// every other one starting like a TLS handshake record, then close: what a TLS
+/// listener must survive.
+pub fn send_tls_garbage(server: SocketAddr) {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..20 {
+        let mut s = TcpStream::connect(server).unwrap();
+        let mut junk = vec![0u8; 64 + i * 37];
+        for b in &mut junk {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        if i % 2 == 0 {
+            junk[0] = 0x16; // looks like a TLS handshake record
+            junk[1] = 0x03;
+        }
+        let _ = s.write_all(&junk);
+    }
+}
