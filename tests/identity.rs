@@ -214,11 +214,14 @@ fn dot_server_name_selects_the_agent_group_and_spoofing_never_widens() {
     });
 
     // The query log names the agent; the spoofer stays its address.
-    let entries = wait_for("the agent's queries in the log", || {
+    // The log writes in batches: wait for the last query asked (the spoofed one).
+    let entries = wait_for("the agent's and the spoofer's queries in the log", || {
         let e = log_entries(&s.dg);
-        e.iter()
-            .any(|e| e["name"] == "www.fwd.test" && e["client_name"] == "agent-1")
-            .then_some(e)
+        let agent = e
+            .iter()
+            .any(|e| e["name"] == "www.fwd.test" && e["client_name"] == "agent-1");
+        let spoof = e.iter().any(|e| e["name"] == "ads.fwd.test");
+        (agent && spoof).then_some(e)
     });
     let agent = entries
         .iter()
