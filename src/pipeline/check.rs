@@ -1,14 +1,15 @@
 //! `dnsguard check` and `/api/v1/check`: what the server would answer one question,
-//! and why. The same steps in the same order as a query (access, canaries, the
-//! filter, tunnel action, local and special-use names, then — only when asked —
-//! the resolver and the checks on its answer), without logging the question,
-//! counting it as the client's traffic, or caching what it fetched.
+//! and why. The same steps as a query, from the same code (screening, local and
+//! special-use names, then — only when asked — the resolver and the checks on its
+//! answer), without logging the question, counting it as the client's traffic, or
+//! caching what it fetched.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, RecordType};
 
+use super::screen::{Count, Stop};
 use super::{Pipeline, Resolve, Source, vet};
 use crate::filter::{Action, Verdict};
 use crate::resolve::cache::Cached;
@@ -107,36 +108,41 @@ impl<R: Resolve> Pipeline<R> {
             answer: None,
             note,
         };
-        if !self.access.allows(client) {
-            return done(Decision::Refused, ResponseCode::Refused, None, None);
-        }
         let policy = self.policy();
-        if policy.local.is_canary(name) {
-            let note = "bypass canary ([local] bypass_canaries)".to_owned();
-            return done(Decision::Canary, ResponseCode::NXDomain, None, Some(note));
-        }
-        let group = identity.map_or_else(|| policy.identify(client, None, None).group, |i| i.group);
-        let verdict = policy
-            .filter
-            .check_in(group, client, name, u16::from(qtype));
-        if let Action::Block(_) = verdict.action {
-            return blocked(verdict, &policy, name, qtype, Decision::Blocked, None);
-        }
-        let score = self.detector.score_name(name, u16::from(qtype));
-        if verdict.action != Action::Allow && score.refused_by(policy.tunnel_action(verdict.group))
+        let identity = identity.unwrap_or_else(|| policy.identify(client, None, None));
+        let stop = self.screen(
+            &policy,
+            client,
+            &identity,
+            name,
+            u16::from(qtype),
+            Count::Nothing,
+        );
+        let verdict = match stop {
+            Ok((verdict, _)) => verdict,
+            Err(Stop::Refused) => {
+                return done(Decision::Refused, ResponseCode::Refused, None, None);
+            }
+            Err(Stop::Canary) => {
+                let note = "bypass canary ([local] bypass_canaries)".to_owned();
+                return done(Decision::Canary, ResponseCode::NXDomain, None, Some(note));
+            }
+            Err(Stop::Blocked(verdict)) => {
+                return blocked(verdict, &policy, name, qtype, Decision::Blocked, None);
+            }
+            Err(Stop::Tunnel(verdict, score)) => {
+                let note = format!("tunnel: {}", score.reasons);
+                return done(
+                    Decision::Tunnel,
+                    ResponseCode::Refused,
+                    Some(verdict),
+                    Some(note),
+                );
+            }
+        };
+        if let Some(answer) =
+            super::local_answer(&policy, name, u16::from(qtype), || super::name_of(name))
         {
-            let note = format!("tunnel: {}", score.reasons);
-            return done(
-                Decision::Tunnel,
-                ResponseCode::Refused,
-                Some(verdict),
-                Some(note),
-            );
-        }
-        let local = policy.local.answer(name, qtype).or_else(|| {
-            (qtype == RecordType::ANY).then(|| super::minimal_any(&super::name_of(name)))
-        });
-        if let Some(answer) = local {
             return Checked {
                 decision: Decision::Local,
                 rcode: answer.rcode,

@@ -248,19 +248,19 @@ impl<R: Resolve> Pipeline<R> {
         let ip = asked.client.ip();
         let identity = policy.identify(ip, asked.presented, asked.forwarded);
         let client = identity.client;
-        let (verdict, score) = match self.screen(policy, ip, &identity, name, qtype, now_ms) {
+        let (verdict, score) = match self.screen(
+            policy,
+            ip,
+            &identity,
+            name,
+            qtype,
+            screen::Count::At(now_ms),
+        ) {
             Ok(passed) => passed,
             Err(stop) => return Step::Final(Says::early(policy, stop, qtype).by(client)),
         };
         let (v, s) = (Some(verdict), Some(score));
-        if let Some(answer) = policy.local.answer(name, RecordType::from(qtype)) {
-            return Step::Final(
-                Says::later(Content::Records(answer), Source::Local, v, s).by(client),
-            );
-        }
-        if qtype == u16::from(RecordType::ANY) {
-            // RFC 8482: a minimal answer, so dnsguard is no amplifier.
-            let answer = minimal_any(&owner(asked));
+        if let Some(answer) = local_answer(policy, name, qtype, || owner(asked)) {
             return Step::Final(
                 Says::later(Content::Records(answer), Source::Local, v, s).by(client),
             );
@@ -349,6 +349,21 @@ impl<R: Resolve> Pipeline<R> {
             Some(score),
         )
     }
+}
+
+/// Step 5: a local record, hosts file entry or special-use name, else for ANY the
+/// minimal RFC 8482 answer (so dnsguard is no amplifier); `owner` names that one.
+fn local_answer(
+    policy: &Policy,
+    name: &str,
+    qtype: u16,
+    owner: impl FnOnce() -> Name,
+) -> Option<Answer> {
+    let qtype = RecordType::from(qtype);
+    policy
+        .local
+        .answer(name, qtype)
+        .or_else(|| (qtype == RecordType::ANY).then(|| minimal_any(&owner())))
 }
 
 /// The owner name of synthesized answers: the client's own spelling when there is

@@ -7,6 +7,16 @@ use super::{Pipeline, Policy, Resolve};
 use crate::detect::Score;
 use crate::filter::{Action, Verdict};
 
+/// Whether screening counts the question as its client's traffic.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Count {
+    /// A query that arrived at this unix millisecond: the tunnel detector counts it
+    /// in its client's and domain's windows.
+    At(u64),
+    /// `dnsguard check`: the name alone is scored and nothing is counted.
+    Nothing,
+}
+
 /// A question screening answers itself.
 #[derive(Debug, Clone, Copy)]
 pub enum Stop {
@@ -21,9 +31,9 @@ pub enum Stop {
 }
 
 impl<R: Resolve> Pipeline<R> {
-    /// Steps 1–4 for `client` (who `identity` says it is) asking `name`/`qtype` at `now_ms`: where it stops,
-    /// or the filter's verdict and the tunnel score it goes on with. The detector
-    /// counts the query.
+    /// Steps 1–4 for `client` (who `identity` says it is) asking `name`/`qtype`:
+    /// where it stops, or the filter's verdict and the tunnel score it goes on
+    /// with. One order for queries and for `dnsguard check` alike.
     pub(super) fn screen(
         &self,
         policy: &Policy,
@@ -31,7 +41,7 @@ impl<R: Resolve> Pipeline<R> {
         identity: &crate::identity::Identity,
         name: &str,
         qtype: u16,
-        now_ms: u64,
+        count: Count,
     ) -> Result<(Verdict, Score), Stop> {
         // A proven client may query from anywhere when configured (a laptop on
         // hotel Wi-Fi keeps its agent policy).
@@ -47,10 +57,11 @@ impl<R: Resolve> Pipeline<R> {
             return Err(Stop::Blocked(verdict));
         }
         let action = policy.tunnel_action(verdict.group);
-        let score = self
-            .detector
-            .observe(now_ms, client, name, qtype)
-            .under(action);
+        let score = match count {
+            Count::At(now_ms) => self.detector.observe(now_ms, client, name, qtype),
+            Count::Nothing => self.detector.score_name(name, qtype),
+        }
+        .under(action);
         if score.refused_by(action) && verdict.action != Action::Allow {
             return Err(Stop::Tunnel(verdict, score));
         }

@@ -481,3 +481,74 @@ fn the_ad_bit_needs_validated_data_and_a_client_that_asked() {
     let blocked = Says::early(&p.policy(), Stop::Refused, 1);
     assert!(!blocked.authentic(true, true));
 }
+
+/// `dnsguard check` screens with the query's own code: for every early step it
+/// decides as a query would, and a proven client keeps its access from anywhere
+/// when `allow_authenticated_anywhere` says so.
+#[tokio::test]
+async fn check_decides_every_early_step_as_a_query_does() {
+    let (p, _) = pipeline();
+    let cases = [
+        (
+            "203.0.113.9",
+            "example.org",
+            Decision::Refused,
+            Source::Refused,
+        ),
+        (
+            "192.168.1.20",
+            "use-application-dns.net",
+            Decision::Canary,
+            Source::Local,
+        ),
+        (
+            "10.0.0.1",
+            "ads.example",
+            Decision::Blocked,
+            Source::Blocked,
+        ),
+        ("192.168.1.20", "localhost", Decision::Local, Source::Local),
+    ];
+    for (ip, name, decision, source) in cases {
+        let client: IpAddr = ip.parse().unwrap();
+        let checked = p.check(client, name, RecordType::A, false).await;
+        let (says, _) = run(&p, &asked(&format!("{ip}:5000"), name, RecordType::A));
+        assert_eq!(
+            (checked.decision, &says.source),
+            (decision, &source),
+            "{name} from {ip}"
+        );
+        assert_eq!(checked.rcode, says.rcode(), "{name} from {ip}");
+    }
+
+    let cfg = Config::parse(
+        r#"
+[server]
+allow_clients = ["192.168.0.0/16"]
+allow_authenticated_anywhere = true
+[[clients]]
+name = "laptop"
+ids = ["laptop"]
+"#,
+        "test.toml",
+    )
+    .unwrap();
+    let filter = Filter::build(&cfg.lists, &cfg.groups, &[]).unwrap();
+    let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
+    let p = Pipeline::with_resolver(
+        &cfg,
+        Policy::new(filter, &cfg).unwrap(),
+        log,
+        Arc::new(Scripted::default()),
+    )
+    .unwrap();
+    let hotel: IpAddr = "203.0.113.9".parse().unwrap();
+    let anonymous = p.check(hotel, "example.org", RecordType::A, false).await;
+    assert_eq!(anonymous.decision, Decision::Refused);
+    let proven = p.policy().identities().as_client("laptop");
+    assert!(proven.is_some_and(|i| i.proven));
+    let laptop = p
+        .check_as(hotel, proven, "example.org", RecordType::A, false)
+        .await;
+    assert_eq!(laptop.decision, Decision::Pass, "{:?}", laptop.note);
+}
