@@ -114,6 +114,43 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, Permissions::from_mode(mode))
 }
 
+/// Writes `bytes` to `path` atomically: a temp file next to it, fsync, `mode`
+/// (exactly: the server runs with umask 077, see `datadir.rs`), rename.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A fresh temp name next to `path` (same directory, so rename is atomic and
+/// relative paths in a config resolve the same).
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{name}.{}-{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +202,20 @@ mod tests {
         }
         assert_eq!(mode(&outside), 0o644, "a link's target is left alone");
         assert_eq!(tighten_tree(&root).0, 0, "nothing left to do");
+    }
+
+    #[test]
+    fn atomic_write_sets_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomically(&p, b"a", 0o600).unwrap();
+        write_atomically(&p, b"b", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"b");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::datadir::{FILE_MODE, write_atomically};
 use crate::filter::ListConfig;
 
 /// Lists compiled into the binary, by `builtin:` name (their sources are in `blocklists/`).
@@ -427,7 +428,7 @@ impl Lists {
             .lock()
             .insert(list.name.clone(), meta.status.clone());
         if let Ok(json) = serde_json::to_vec_pretty(&meta) {
-            let _ = write_atomically(&self.meta_path(&list.name), &json);
+            let _ = write_atomically(&self.meta_path(&list.name), &json, FILE_MODE);
         }
         match &result {
             Ok(u) => tracing::info!(list = %list.name, outcome = ?u, "list update"),
@@ -485,7 +486,8 @@ impl Lists {
             source,
         })?;
         let path = self.copy_path(name);
-        write_atomically(&path, &body).map_err(|source| ListError::Write { path, source })?;
+        write_atomically(&path, &body, FILE_MODE)
+            .map_err(|source| ListError::Write { path, source })?;
         meta.etag = etag;
         meta.last_modified = last_modified;
         Ok(Updated::New { bytes: body.len() })
@@ -573,15 +575,6 @@ fn file_stem(name: &str) -> String {
             }
         })
         .collect()
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn unix_now() -> u64 {

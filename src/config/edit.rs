@@ -90,8 +90,8 @@ impl Staged {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777)
         };
-        let tmp = temp_path(path);
-        write_atomically(&tmp, new_text.as_bytes(), mode)
+        let tmp = crate::datadir::temp_path(path);
+        crate::datadir::write_atomically(&tmp, new_text.as_bytes(), mode)
             .map_err(|e| CommitError::Io(format!("cannot write {}: {e}", tmp.display())))?;
         let mut staged = Staged {
             tmp,
@@ -125,43 +125,6 @@ impl Drop for Staged {
 pub fn parse(text: &str) -> Result<DocumentMut, EditError> {
     text.parse::<DocumentMut>()
         .map_err(|e| EditError::Syntax(e.to_string()))
-}
-
-/// Writes `bytes` to `path` atomically: a temp file next to it, fsync, `mode`
-/// (exactly: the server runs with umask 077, see `datadir.rs`), rename.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A fresh temp name next to `path` (same directory, so rename is atomic and
-/// relative paths in a config resolve the same).
-pub fn temp_path(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(
-        ".{name}.{}-{:08x}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ))
 }
 
 fn strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
@@ -587,20 +550,5 @@ mod tests {
         put_group(&mut doc, &g).unwrap();
         let cfg: crate::config::Config = toml::from_str(&doc.to_string()).unwrap();
         assert_eq!(cfg.groups, [g]);
-    }
-
-    #[test]
-    fn atomic_write_sets_mode() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomically(&p, b"a", 0o600).unwrap();
-        write_atomically(&p, b"b", 0o600).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"b");
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

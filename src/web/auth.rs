@@ -80,7 +80,7 @@ pub fn set_password(data_dir: &Path, password: &str) -> Result<(), AuthError> {
         move |source| AuthError::Io { path, source }
     };
     crate::datadir::create_dir(data_dir).map_err(io(data_dir))?;
-    crate::config::edit::write_atomically(&password_path(data_dir), hash.as_bytes(), 0o600)
+    crate::datadir::write_atomically(&password_path(data_dir), hash.as_bytes(), 0o600)
         .map_err(io(&password_path(data_dir)))
 }
 
@@ -107,20 +107,17 @@ pub fn verify_password(data_dir: &Path, password: &str) -> Option<String> {
         .then_some(hash)
 }
 
-/// 32 random bytes from the kernel as 64 hex digits (session ids, CSRF tokens).
+/// 32 random bytes from the system as 64 hex digits: session ids, CSRF tokens,
+/// the API token.
 pub fn random_hex() -> String {
+    use ring::rand::SecureRandom as _;
     let mut raw = [0u8; 32];
-    getrandom_fill(&mut raw);
+    // Without random numbers the system is unusable for secrets: stop rather than
+    // go on weakly.
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .expect("no random numbers from the system");
     raw.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn getrandom_fill(buf: &mut [u8]) {
-    use std::io::Read;
-    // /dev/urandom never blocks after boot and never runs dry; failing to read it
-    // means the system is unusable for secrets, so stop rather than go on weakly.
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .expect("cannot read /dev/urandom");
 }
 
 /// A logged-in browser.

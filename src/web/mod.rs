@@ -73,7 +73,6 @@ pub fn endpoint_path(data_dir: &Path) -> PathBuf {
 
 /// Reads the API token, making a new random one (mode 0600) if there is none.
 pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
-    use std::io::Write;
     let path = token_path(data_dir);
     if let Ok(t) = std::fs::read_to_string(&path) {
         let t = t.trim().to_owned();
@@ -83,25 +82,10 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     }
     crate::datadir::create_dir(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let token = random_token()?;
-    let mut f = crate::datadir::file_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+    let token = auth::random_hex();
+    crate::datadir::write_atomically(&path, token.as_bytes(), crate::datadir::FILE_MODE)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(token.as_bytes())?;
     Ok(token)
-}
-
-/// 32 random bytes in hex.
-fn random_token() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .context("cannot read /dev/urandom")?;
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Binds the listener and serves the dashboard, API and metrics until the task is
@@ -118,7 +102,7 @@ pub async fn start(
             error = format!("{e:#}"),
             "API token not saved: the CLI cannot ask this server"
         );
-        random_token().unwrap_or_default()
+        auth::random_hex()
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
