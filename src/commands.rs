@@ -175,7 +175,7 @@ fn check(
     let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates)?;
     let filter = crate::live::compile_filter_blocking(&cfg, &lists)?;
     let qtype = crate::dns::parse_qtype(qtype)?;
-    let name = crate::filter::name::normalize(name)
+    let name = crate::name::normalize(name)
         .map_err(|e| anyhow::anyhow!("{name:?} is not a valid name: {e}"))?;
     let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use super::name::Name;
+use super::split::Name;
 use super::{DetectConfig, DetectError, Detector, Level};
 
 /// Flagged out of total.

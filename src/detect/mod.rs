@@ -50,8 +50,8 @@ pub mod exempt;
 pub mod features;
 mod hash;
 mod identity;
-mod name;
 mod reasons;
+mod split;
 mod window;
 
 use std::net::IpAddr;
@@ -63,7 +63,7 @@ pub use exempt::Exemption;
 pub use reasons::{ReasonCode, Reasons};
 
 use exempt::{Exemptions, Watchlist};
-use name::Name;
+use split::Name;
 
 /// Slots of the per-thread memo of [`NameFacts`] (about 300 KB per thread that
 /// scores queries), in sets of [`FACTS_WAYS`]: a name evicts the least recently
@@ -534,7 +534,7 @@ fn text_bits(t: &[u8]) -> f32 {
 /// has escapes.
 fn below_text(qname: &str, below: usize) -> BelowText {
     let mut out = BelowText {
-        buf: [0; name::MAX_NAME],
+        buf: [0; split::MAX_NAME],
         len: 0,
     };
     if qname.as_bytes().contains(&b'\\') {
@@ -543,7 +543,7 @@ fn below_text(qname: &str, below: usize) -> BelowText {
         out.buf[..b.len()].copy_from_slice(b);
         out.len = b.len();
     } else {
-        let b = &qname.as_bytes()[..below.min(qname.len()).min(name::MAX_NAME)];
+        let b = &qname.as_bytes()[..below.min(qname.len()).min(split::MAX_NAME)];
         for (o, c) in out.buf.iter_mut().zip(b) {
             *o = c.to_ascii_lowercase();
         }
@@ -554,7 +554,7 @@ fn below_text(qname: &str, below: usize) -> BelowText {
 
 /// Name text on the stack.
 struct BelowText {
-    buf: [u8; name::MAX_NAME],
+    buf: [u8; split::MAX_NAME],
     len: usize,
 }
 

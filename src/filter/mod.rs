@@ -21,7 +21,6 @@ pub mod explain;
 pub mod hash;
 pub mod literal;
 pub mod matcher;
-pub mod name;
 pub mod parse;
 pub mod policy;
 pub mod regexes;

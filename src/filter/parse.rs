@@ -24,7 +24,7 @@ use std::str::SplitAsciiWhitespace;
 
 use ipnet::IpNet;
 
-use super::name::{self, NameError};
+use crate::name::{self, NameError};
 
 /// Where a domain rule applies relative to its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

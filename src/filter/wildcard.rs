@@ -7,8 +7,8 @@
 //! * the others go into the shared Aho-Corasick index over literal fragments ([`super::literal`]);
 //! * a hit is verified against the full pattern here, and modifiers by the caller.
 
-use super::name;
 use super::parse::{Anchor, Modifiers};
+use crate::name;
 
 /// One compiled wildcard rule.
 #[derive(Debug)]

@@ -530,7 +530,7 @@ pub async fn check(
         })?;
     let qtype = crate::dns::parse_qtype(q.qtype.as_deref().unwrap_or("A"))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let name = crate::filter::name::normalize(q.name.trim())
+    let name = crate::name::normalize(q.name.trim())
         .map_err(|e| ApiError::BadRequest(format!("{:?} is not a valid name: {e}", q.name)))?
         .into_owned();
     let cfg = st.live.config.lock().clone();
