@@ -284,4 +284,31 @@ mod tests {
         });
         assert!(bad_pin.unwrap_err().to_string().contains("tls_pins"));
     }
+
+    #[test]
+    fn a_client_certificate_goes_to_the_resolver_and_needs_its_key() {
+        let cfg = config(&StubArgs {
+            listen: vec!["127.0.0.1:5399".parse().unwrap()],
+            to: "tls://127.0.0.1:8853".into(),
+            pins: vec![],
+            ca_file: None,
+            client_cert: Some(("/agent/cert.pem".into(), "/agent/key.pem".into())),
+            data_dir: "/tmp/x".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.resolver.tls_client_cert_file.as_deref(),
+            Some(Path::new("/agent/cert.pem"))
+        );
+        assert_eq!(
+            cfg.resolver.tls_client_key_file.as_deref(),
+            Some(Path::new("/agent/key.pem"))
+        );
+        let half = Config::parse(
+            "[resolver]\nupstreams = [\"127.0.0.1\"]\ntls_client_cert_file = \"/agent/cert.pem\"\n",
+            "test",
+        );
+        let e = half.unwrap_err().to_string();
+        assert!(e.contains("resolver.tls_client_cert_file"), "{e}");
+    }
 }
