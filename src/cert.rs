@@ -109,13 +109,16 @@ impl CertStore {
         })
     }
 
-    /// A rustls server configuration that presents this store's certificate.
+    /// A rustls server configuration that presents this store's certificate and
+    /// asks for (never requires) a client certificate, an identity by its SPKI
+    /// pin ([`crate::pki::AnyClientCert`]).
     pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let clients = Arc::new(crate::pki::AnyClientCert::new(provider.clone()));
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("ring supports the default TLS versions")
-            .with_no_client_auth()
+            .with_client_cert_verifier(clients)
             .with_cert_resolver(self.clone());
         Arc::new(config)
     }

@@ -35,6 +35,13 @@ pub enum Command {
         /// PEM file of CA certificates to trust instead of the system's.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// Client certificate to present (`dnsguard clients issue NAME --cert
+        /// DIR` made it): proves the agent's identity to the dnsguard.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key of `--cert`.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// Private state directory (default: $STATE_DIRECTORY, $XDG_STATE_HOME/dnsguard-stub,
         /// ~/.local/state/dnsguard-stub).
         #[arg(long)]
@@ -215,9 +222,18 @@ pub enum ClientsAction {
     /// Print a fresh secret for client NAME once, and the `[[clients]]` entry
     /// (with the secret's SHA-256 only) to add to the configuration. The secret is
     /// written nowhere: give it to the client (`/dns-query/NAME/SECRET`).
+    ///
+    /// With `--cert DIR`, instead: make a TLS client key and certificate in DIR
+    /// (`key.pem`, owner-only, and `cert.pem`), and print its SPKI pin and the
+    /// `[[clients]]` entry with it. Run this on the agent machine: the private key
+    /// never leaves it; only the entry goes to the dnsguard.
     Issue {
         /// The client's name, also its ClientID (`[a-z0-9-]`, 1 to 64).
         name: String,
+        /// Directory for the client certificate (made if missing; an existing key
+        /// is never overwritten).
+        #[arg(long, value_name = "DIR")]
+        cert: Option<PathBuf>,
     },
 }
 

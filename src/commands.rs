@@ -26,6 +26,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             pin,
             ca,
+            cert,
+            key,
             data_dir,
         } => {
             let cfg = crate::stub::config(&crate::stub::StubArgs {
@@ -33,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 to,
                 pins: pin,
                 ca_file: ca,
+                client_cert: cert.zip(key),
                 data_dir: data_dir.unwrap_or_else(crate::stub::default_data_dir),
             })?;
             crate::init_tracing(&cfg.server.log);
@@ -49,11 +52,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             action: ListsAction::Update { config },
         } => lists_update(&config),
         Command::Clients {
-            action: crate::cli::ClientsAction::Issue { name },
+            action: crate::cli::ClientsAction::Issue { name, cert: None },
         } => {
             let (secret, entry) = crate::identity::issue(&name)?;
             println!("secret (shown once, stored nowhere): {secret}\n");
             println!("# add to the configuration file:\n{entry}");
+            Ok(())
+        }
+        Command::Clients {
+            action:
+                crate::cli::ClientsAction::Issue {
+                    name,
+                    cert: Some(dir),
+                },
+        } => {
+            let (pin, entry) = crate::identity::issue_cert(&name, &dir)?;
+            let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+            println!(
+                "client certificate {} (key {}, owner-only: keep it on this machine)",
+                cert.display(),
+                key.display()
+            );
+            println!("SPKI pin: {pin}\n");
+            println!("# add to the dnsguard's configuration file:\n{entry}");
+            println!(
+                "# present it: dnsguard stub --cert {} --key {} …, kdig +tls-certfile= +tls-keyfile=, curl --cert --key",
+                cert.display(),
+                key.display()
+            );
             Ok(())
         }
         Command::QueryLog(args) => query_log(&args),

@@ -14,7 +14,11 @@
 //! Never widen: an identity nobody proved may only select a group at least as
 //! strict as the group of its source address ([`Identities::at_least_as_strict`]),
 //! otherwise the source's group applies and the log says why. A proven identity
-//! (its secret's SHA-256 is the client's `secret_sha256`) may select any group.
+//! may select any group: its secret's SHA-256 is the client's `secret_sha256`, or
+//! the TLS client certificate it presented has an SPKI pin in the client's
+//! `cert_pins` (the handshake proved it holds that key). A proven certificate
+//! names its client whatever ClientID comes with it; a certificate nobody listed
+//! changes nothing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,6 +41,19 @@ pub struct Presented {
     /// A per-client secret: the DoH path's `/dns-query/<id>/<secret>` or an
     /// `Authorization: Bearer <secret>` header.
     pub secret: Option<Box<str>>,
+    /// The SPKI digest of the TLS client certificate of the connection (DoT, DoH,
+    /// DoQ), whose key the handshake proved the client holds.
+    pub cert_pin: Option<[u8; 32]>,
+}
+
+impl Presented {
+    /// What a TLS connection presented: the ClientID of its server name and the
+    /// pin of its client certificate; `None` when neither.
+    pub fn from_tls(server_name: Option<&str>, cert_pin: Option<[u8; 32]>) -> Option<Self> {
+        let mut p = server_name.and_then(from_server_name).unwrap_or_default();
+        p.cert_pin = cert_pin;
+        (p != Presented::default()).then_some(p)
+    }
 }
 
 /// EDNS option: client subnet (RFC 7871).
@@ -66,6 +83,10 @@ pub struct ClientConfig {
     /// SHA-256 (hex) of the client's secret (`dnsguard clients issue NAME` makes
     /// one); a client presenting it is proven. Never the secret itself.
     pub secret_sha256: Option<String>,
+    /// SPKI pins (base64 SHA-256, as `dnsguard clients issue NAME --cert DIR`
+    /// prints) of the client's TLS certificates; a client presenting one of them
+    /// on DoT, DoH or DoQ is proven. More than one: a key rollover.
+    pub cert_pins: Vec<String>,
 }
 
 /// A MAC address.
@@ -123,7 +144,7 @@ pub fn from_server_name(server_name: &str) -> Option<Presented> {
     let first = name.split('.').next()?;
     Some(Presented {
         client_id: Some(client_id(first)?.into_boxed_str()),
-        secret: None,
+        ..Presented::default()
     })
 }
 
@@ -157,7 +178,7 @@ pub struct Identity {
     pub group: GroupId,
     /// The configured client recognised (and accepted), if any.
     pub client: Option<ClientIndex>,
-    /// The client proved who it is (its secret matched).
+    /// The client proved who it is (its secret or its certificate matched).
     pub proven: bool,
 }
 
@@ -173,6 +194,7 @@ pub struct IdentityError {
 
 /// What a query claims to be, for the log.
 enum Subject<'a> {
+    Certificate,
     ClientId(&'a str),
     Mac(Mac),
     Subnet(IpAddr),
@@ -182,6 +204,7 @@ enum Subject<'a> {
 impl std::fmt::Display for Subject<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Subject::Certificate => write!(f, "client certificate"),
             Subject::ClientId(id) => write!(f, "ClientID {id:?}"),
             Subject::Mac(m) => write!(f, "MAC {}", mac_text(m)),
             Subject::Subnet(ip) => write!(f, "client subnet {ip}"),
@@ -205,6 +228,8 @@ pub struct Identities {
     names: Vec<Arc<str>>,
     secrets: Vec<Option<[u8; 32]>>,
     by_id: HashMap<Box<str>, ClientIndex>,
+    /// SPKI digest of a client certificate → its client.
+    by_pin: HashMap<[u8; 32], ClientIndex>,
     by_mac: HashMap<Mac, ClientIndex>,
     /// Address → client (stored as `GroupId(index + 1)`; 0: none).
     by_address: ClientMap,
@@ -212,6 +237,8 @@ pub struct Identities {
     group_of_client: Vec<Option<GroupId>>,
     group_of_id: HashMap<Box<str>, GroupId>,
     group_of_mac: HashMap<Mac, GroupId>,
+    /// Per client: [`Identities::selecting_group`], worked out once.
+    proven_group: Vec<Option<GroupId>>,
     /// Per group: denies what is not allowlisted (`default_deny`, `mode = "enforce"`).
     strict: Vec<bool>,
 }
@@ -269,6 +296,21 @@ impl Identities {
                     )
                 })?),
             };
+            for (j, pin) in c.cert_pins.iter().enumerate() {
+                let key = at(&format!(".cert_pins[{j}]"));
+                let digest = crate::pki::parse_pin(pin).ok_or_else(|| {
+                    err(
+                        key.clone(),
+                        format!(
+                            "{pin:?} is not an SPKI pin (base64 of a SHA-256, 44 characters, \
+                             as `dnsguard clients issue NAME --cert DIR` prints)"
+                        ),
+                    )
+                })?;
+                if ids.by_pin.insert(digest, index).is_some() {
+                    return Err(err(key, format!("pin {pin} belongs to two clients")));
+                }
+            }
             ids.names.push(Arc::from(c.name.as_str()));
             ids.secrets.push(secret);
             ids.group_of_client.push(None);
@@ -353,6 +395,9 @@ impl Identities {
                 }
             }
         }
+        ids.proven_group = (0..ids.names.len())
+            .map(|c| ids.selecting_group(c as ClientIndex))
+            .collect();
         Ok(ids)
     }
 
@@ -385,8 +430,18 @@ impl Identities {
     /// --client NAME`): the group that selects it by name, ClientID, MAC or address.
     pub fn as_client(&self, name: &str) -> Option<Identity> {
         let c = self.index(name)?;
+        Some(Identity {
+            group: self.proven_group[usize::from(c)].unwrap_or(GroupId(0)),
+            client: Some(c),
+            proven: true,
+        })
+    }
+
+    /// The group that selects client `c` by name, or else by one of its ClientIDs
+    /// or MACs: what it gets when it proves who it is.
+    fn selecting_group(&self, c: ClientIndex) -> Option<GroupId> {
         let mine = |v: &ClientIndex| *v == c;
-        let group = self.group_of_client[usize::from(c)]
+        self.group_of_client[usize::from(c)]
             .or_else(|| {
                 self.by_id
                     .iter()
@@ -399,12 +454,6 @@ impl Identities {
                     .filter(|(_, v)| mine(v))
                     .find_map(|(m, _)| self.group_of_mac.get(m).copied())
             })
-            .unwrap_or(GroupId(0));
-        Some(Identity {
-            group,
-            client: Some(c),
-            proven: true,
-        })
     }
 
     /// The name of client `c`.
@@ -474,7 +523,7 @@ impl Identities {
     }
 
     /// The most trusted identity the query claims that names a client or selects
-    /// a group: ClientID, MAC, client subnet, CPE-ID.
+    /// a group: a listed client certificate, ClientID, MAC, client subnet, CPE-ID.
     fn claim<'a>(
         &self,
         filter: &Filter,
@@ -494,6 +543,17 @@ impl Identities {
                 proven,
             })
         };
+        if let Some(p) = presented
+            && let Some(pin) = &p.cert_pin
+            && let Some(&c) = self.by_pin.get(pin)
+        {
+            return Some(Claim {
+                what: Subject::Certificate,
+                client: Some(c),
+                group: self.proven_group[usize::from(c)],
+                proven: true,
+            });
+        }
         if let Some(p) = presented
             && let Some(id) = p.client_id.as_deref()
             && let Some(c) = by_id(id, Subject::ClientId(id), p.secret.as_deref())
@@ -592,6 +652,48 @@ pub fn issue(name: &str) -> anyhow::Result<(String, String)> {
     Ok((secret, toml))
 }
 
+/// A fresh TLS client key and self-signed certificate for client `name`, written
+/// into `dir` (made if missing) as `key.pem` (owner-only) and `cert.pem`, and the
+/// `[[clients]]` entry that recognises it by its SPKI pin: `(pin, toml)`. Run on
+/// the machine that will present it, so the private key never travels; an
+/// existing `key.pem` or `cert.pem` is never overwritten.
+pub fn issue_cert(name: &str, dir: &std::path::Path) -> anyhow::Result<(String, String)> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let id = client_id(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{name:?}: a client name to issue a certificate for must be a ClientID ([a-z0-9-], 1 to 64)"
+        )
+    })?;
+    let (key_pem, cert_pem, pin) = crate::pki::client_keypair(&id)?;
+    if !dir.exists() {
+        crate::datadir::create_dir(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let (key_path, cert_path) = (dir.join("key.pem"), dir.join("cert.pem"));
+    for path in [&key_path, &cert_path] {
+        anyhow::ensure!(
+            !path.exists(),
+            "{} exists: a key is never overwritten (move it away, or pick another directory)",
+            path.display()
+        );
+    }
+    let write = |path: &std::path::Path, mut options: std::fs::OpenOptions, bytes: &str| {
+        let mut f = options
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(bytes.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))
+    };
+    write(&key_path, crate::datadir::file_options(), &key_pem)?;
+    write(&cert_path, std::fs::OpenOptions::new(), &cert_pem)?;
+    let toml = format!("[[clients]]\nname = \"{id}\"\nids = [\"{id}\"]\ncert_pins = [\"{pin}\"]\n");
+    Ok((pin, toml))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,6 +725,7 @@ mod tests {
         Presented {
             client_id: Some(id.into()),
             secret: secret.map(Box::from),
+            ..Presented::default()
         }
     }
 
@@ -731,6 +834,48 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_client_certificate_proves_its_client_an_unknown_one_nothing() {
+        let (mut clients, groups, _) = three_groups();
+        let (_, _, lab_pin) = crate::pki::client_keypair("lab-1").unwrap_or_else(|e| panic!("{e}"));
+        let (_, _, other_pin) = crate::pki::client_keypair("x").unwrap_or_else(|e| panic!("{e}"));
+        clients[1].cert_pins = vec![lab_pin.clone()];
+        let (f, ids) = setup(&clients, &groups);
+        let office = ip("10.0.0.7");
+        let cert = |pin: &str, id: Option<&str>| Presented {
+            client_id: id.map(Box::from),
+            cert_pin: crate::pki::parse_pin(pin),
+            ..Presented::default()
+        };
+        let lab_1 = ids.index("lab-1");
+        // The certificate alone proves lab-1, which may widen office to lab.
+        let id = ids.resolve(&f, office, Some(&cert(&lab_pin, None)), None);
+        assert_eq!(
+            (id.group, id.client, id.proven),
+            (gid(&f, "lab"), lab_1, true)
+        );
+        // A proven certificate names its client whatever ClientID comes with it.
+        let id = ids.resolve(&f, office, Some(&cert(&lab_pin, Some("agent-1"))), None);
+        assert_eq!(
+            (id.group, id.client, id.proven),
+            (gid(&f, "lab"), lab_1, true)
+        );
+        // A certificate nobody listed proves nothing: lab-1's ClientID with it
+        // is an unproven claim, refused as a widening.
+        let id = ids.resolve(&f, office, Some(&cert(&other_pin, Some("lab-1"))), None);
+        assert_eq!(
+            (id.group, id.client, id.proven),
+            (gid(&f, "office"), None, false)
+        );
+        let id = ids.resolve(&f, office, Some(&cert(&other_pin, None)), None);
+        assert_eq!((id.group, id.proven), (gid(&f, "office"), false));
+        // `dnsguard check --client lab-1` sees what the certificate gets.
+        assert_eq!(
+            ids.as_client("lab-1").map(|i| i.group),
+            Some(gid(&f, "lab"))
+        );
+    }
+
+    #[test]
     fn subnet_address_selects_like_a_source_address() {
         let groups = vec![
             group("kids", &["192.168.8.0/24"], true),
@@ -790,6 +935,13 @@ mod tests {
         };
         let e = Identities::build(&[c], &[], &f).err();
         assert_eq!(e.map(|e| e.key), Some("clients[0].secret_sha256".into()));
+        let c = ClientConfig {
+            name: "x".into(),
+            cert_pins: vec!["sha256/not-base64".into()],
+            ..ClientConfig::default()
+        };
+        let e = Identities::build(&[c], &[], &f).err();
+        assert_eq!(e.map(|e| e.key), Some("clients[0].cert_pins[0]".into()));
     }
 
     /// `allow_authenticated_anywhere`, through the real pipeline: only a proven

@@ -1,7 +1,9 @@
 //! Certificate identities: the SHA-256 fingerprint and the SPKI pin (RFC 7858
-//! §4.2) that dnsguard logs for its own certificate, and the verifier that
-//! trusts an upstream's certificate by its pin alone, as `kdig +tls-pin` does:
-//! a self-signed dnsguard is reachable over DoT/DoH with no CA to distribute.
+//! §4.2) that dnsguard logs for its own certificate, the verifier that
+//! trusts an upstream's certificate by its pin alone, as `kdig +tls-pin` does
+//! (a self-signed dnsguard is reachable over DoT/DoH with no CA to distribute),
+//! and its server-side mirror: a client certificate known by its pin alone
+//! ([`AnyClientCert`]), which `[[clients]] cert_pins` turns into a proven identity.
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 
 /// Identifies a certificate for clients that pin it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,18 +84,124 @@ fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 
 /// The base64 SHA-256 of `cert`'s SubjectPublicKeyInfo; `None` if it does not parse.
 pub fn spki_pin(cert: &[u8]) -> Option<String> {
-    let spki = spki(cert)?;
-    Some(
-        base64::engine::general_purpose::STANDARD
-            .encode(ring::digest::digest(&ring::digest::SHA256, spki)),
-    )
+    Some(base64::engine::general_purpose::STANDARD.encode(spki_digest(cert)?))
+}
+
+/// The SHA-256 of `cert`'s SubjectPublicKeyInfo (the SPKI pin's bytes); `None`
+/// if it does not parse.
+pub fn spki_digest(cert: &[u8]) -> Option<[u8; 32]> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki(cert)?);
+    digest.as_ref().try_into().ok()
+}
+
+/// The bytes of an SPKI pin (base64 of a SHA-256); `None` when `pin` is not one.
+pub fn parse_pin(pin: &str) -> Option<[u8; 32]> {
+    base64::engine::general_purpose::STANDARD
+        .decode(pin.trim())
+        .ok()?
+        .try_into()
+        .ok()
 }
 
 /// True when `pin` has the form of an SPKI pin: base64 of 32 bytes.
 pub fn is_pin(pin: &str) -> bool {
-    base64::engine::general_purpose::STANDARD
-        .decode(pin)
-        .is_ok_and(|b| b.len() == 32)
+    parse_pin(pin).is_some()
+}
+
+/// The SPKI digest of the certificate a TLS client presented, if it presented one.
+pub fn client_pin(peer_certificates: Option<&[CertificateDer<'_>]>) -> Option<[u8; 32]> {
+    spki_digest(peer_certificates?.first()?)
+}
+
+/// Asks every TLS client for a certificate and takes any well-formed one, whoever
+/// issued it: a client certificate is an identity only through its SPKI pin
+/// (`[[clients]] cert_pins`), and the handshake's CertificateVerify signature
+/// proves the client holds that key. Never required: a client without one, or
+/// with one nobody listed, is served as before and gains nothing.
+#[derive(Debug)]
+pub struct AnyClientCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl AnyClientCert {
+    /// A verifier checking handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+        Self { provider }
+    }
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // No CA to name: a client sends whichever certificate it was given.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Dates and issuer do not matter to a pin; the key must be readable.
+        match spki_digest(end_entity) {
+            Some(_) => Ok(ClientCertVerified::assertion()),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client key pair for `name` (ECDSA P-256, a self-signed certificate with
+/// common name `name` and rcgen's far-off expiry: a pin does not expire): `(key PEM, certificate PEM, SPKI pin)`. Made on the
+/// machine that will use it, so the private key never travels.
+pub fn client_keypair(name: &str) -> Result<(String, String, String), rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let pin = spki_pin(cert.der()).unwrap_or_default();
+    Ok((key.serialize_pem(), cert.pem(), pin))
 }
 
 /// Accepts a server certificate whose SPKI pin is one of `pins`, whatever its

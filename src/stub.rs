@@ -26,6 +26,9 @@ pub struct StubArgs {
     pub pins: Vec<String>,
     /// CA certificates to trust instead of the system's.
     pub ca_file: Option<PathBuf>,
+    /// The client certificate and key presented to the dnsguard (`dnsguard
+    /// clients issue NAME --cert DIR` made them): a proven identity there.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Private state (the server's data directory).
     pub data_dir: PathBuf,
 }
@@ -154,6 +157,10 @@ pub fn config(args: &StubArgs) -> Result<Config, StubError> {
     if let Some(ca) = &args.ca_file {
         resolver.push(("tls_ca_file", path_value(ca)));
     }
+    if let Some((cert, key)) = &args.client_cert {
+        resolver.push(("tls_client_cert_file", path_value(cert)));
+        resolver.push(("tls_client_key_file", path_value(key)));
+    }
     t.insert("resolver".into(), table(resolver));
     // A few thousand answers: an agent's working set. Stale ones bridge an
     // upstream restart.
@@ -259,6 +266,7 @@ mod tests {
             to: "https://127.0.0.1:8443/dns-query/agent-1".into(),
             pins: vec![],
             ca_file: None,
+            client_cert: None,
             data_dir: "/tmp/x".into(),
         })
         .unwrap();
@@ -271,8 +279,36 @@ mod tests {
             to: "https://127.0.0.1:8443/dns-query".into(),
             pins: vec!["not-a-pin".into()],
             ca_file: None,
+            client_cert: None,
             data_dir: "/tmp/x".into(),
         });
         assert!(bad_pin.unwrap_err().to_string().contains("tls_pins"));
+    }
+
+    #[test]
+    fn a_client_certificate_goes_to_the_resolver_and_needs_its_key() {
+        let cfg = config(&StubArgs {
+            listen: vec!["127.0.0.1:5399".parse().unwrap()],
+            to: "tls://127.0.0.1:8853".into(),
+            pins: vec![],
+            ca_file: None,
+            client_cert: Some(("/agent/cert.pem".into(), "/agent/key.pem".into())),
+            data_dir: "/tmp/x".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.resolver.tls_client_cert_file.as_deref(),
+            Some(Path::new("/agent/cert.pem"))
+        );
+        assert_eq!(
+            cfg.resolver.tls_client_key_file.as_deref(),
+            Some(Path::new("/agent/key.pem"))
+        );
+        let half = Config::parse(
+            "[resolver]\nupstreams = [\"127.0.0.1\"]\ntls_client_cert_file = \"/agent/cert.pem\"\n",
+            "test",
+        );
+        let e = half.unwrap_err().to_string();
+        assert!(e.contains("resolver.tls_client_cert_file"), "{e}");
     }
 }

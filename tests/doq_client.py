@@ -2,8 +2,9 @@
 aioquic directly to put raw bytes on a stream.
 
   doq_client.py query HOST PORT CA SNI NAME TYPE   -> the answer, as dnspython prints it
-  doq_client.py raw HOST PORT CA SNI HEX[+N] [fin|open] -> what the server did with the stream
-      (HEX, then N zero bytes; fin ends the stream, open leaves it open):
+  doq_client.py raw HOST PORT CA SNI HEX[+N] [fin|open] [CERT KEY] -> what the server did with
+      the stream (HEX, then N zero bytes; fin ends the stream, open leaves it open; CERT and
+      KEY: a client certificate to present):
       "answer <rcode>", "closed <error code>" (connection) or "reset <error code>" (stream)
   doq_client.py hold HOST PORT CA SNI              -> "held" once a connection is answered;
       then keeps it open until killed
@@ -38,9 +39,11 @@ class Events(QuicConnectionProtocol):
         self.queue.put_nowait(event)
 
 
-async def raw(host, port, ca, sni, payload, fin):
+async def raw(host, port, ca, sni, payload, fin, cert=None, key=None):
     cfg = QuicConfiguration(is_client=True, alpn_protocols=["doq"], server_name=sni)
     cfg.load_verify_locations(ca)
+    if cert:
+        cfg.load_cert_chain(cert, key)
     async with connect(host, int(port), configuration=cfg, create_protocol=Events) as client:
         sid = client._quic.get_next_available_stream_id()
         client._quic.send_stream_data(sid, payload, end_stream=fin)
@@ -99,10 +102,11 @@ def main():
     elif cmd == "raw":
         host, port, ca, sni, hexed = args[:5]
         fin = args[5] != "open" if len(args) > 5 else True
+        cert_key = args[6:8]
         # HEX+N: the bytes, then N zero bytes (too many for an argument in hex).
         hexed, _, zeros = hexed.partition("+")
         payload = bytes.fromhex(hexed) + bytes(int(zeros or 0))
-        print(asyncio.run(raw(host, port, ca, sni, payload, fin)))
+        print(asyncio.run(raw(host, port, ca, sni, payload, fin, *cert_key)))
     elif cmd == "hold":
         asyncio.run(hold(*args))
     else:

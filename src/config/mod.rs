@@ -175,6 +175,8 @@ impl Config {
         fix(&mut self.server.data_dir);
         self.alerts.file.as_mut().map(fix);
         self.resolver.tls_ca_file.as_mut().map(fix);
+        self.resolver.tls_client_cert_file.as_mut().map(fix);
+        self.resolver.tls_client_key_file.as_mut().map(fix);
         self.resolver.trust_anchor_file.as_mut().map(fix);
         self.tls.cert_file.as_mut().map(fix);
         self.tls.key_file.as_mut().map(fix);
@@ -228,6 +230,12 @@ impl Config {
                     ),
                 );
             }
+        }
+        if r.tls_client_cert_file.is_some() != r.tls_client_key_file.is_some() {
+            bad(
+                "resolver.tls_client_cert_file",
+                "needs tls_client_key_file too (and the other way round)".into(),
+            );
         }
         if r.mode == Mode::Forward && r.upstreams.is_empty() {
             bad(

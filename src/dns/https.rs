@@ -7,7 +7,8 @@
 //! lifetime no longer than the answer's smallest TTL. The path names the client:
 //! `/dns-query`, `/dns-query/<id>` (a ClientID) or `/dns-query/<id>/<secret>`;
 //! a secret may also come as `Authorization: Bearer <secret>`. Both go into
-//! [`Presented`] and never into a log.
+//! [`Presented`] and never into a log, with the pin of the TLS connection's
+//! client certificate, if it sent one.
 //!
 //! Connections run in [`super::tcp`]'s bounded loop: the TLS handshake and every
 //! connection count against the same per-client and total caps, and a connection
@@ -155,7 +156,9 @@ pub fn spawn(
                     let (doh, acceptor) = (doh.clone(), acceptor.clone());
                     async move {
                         if let Some(stream) = tcp::handshake(&acceptor, stream, src, limits).await {
-                            doh.serve(stream, src, slot).await;
+                            let pin =
+                                crate::pki::client_pin(stream.get_ref().1.peer_certificates());
+                            doh.serve(stream, src, slot, pin).await;
                         }
                     }
                 },
@@ -181,7 +184,7 @@ pub fn spawn(
             shutdown.clone(),
             move |stream, src, slot| {
                 let doh = doh.clone();
-                async move { doh.serve(stream, src, slot).await }
+                async move { doh.serve(stream, src, slot, None).await }
             },
         ));
         tracing::info!(addr = %local, "listening (DNS over HTTP, for a reverse proxy)");
@@ -202,6 +205,8 @@ struct Doh {
 struct Conn {
     src: SocketAddr,
     slot: Slot,
+    /// The SPKI digest of the client certificate of the TLS connection.
+    cert_pin: Option<[u8; 32]>,
     /// Requests being answered.
     busy: AtomicUsize,
     /// Requests the client cancelled (HTTP/2 RST_STREAM) before their answer.
@@ -239,13 +244,19 @@ impl Doh {
 
     /// Serves HTTP/1.1 or HTTP/2 on one (decrypted) connection until it closes,
     /// idles out, or abuses cancellation.
-    async fn serve<S>(self: Arc<Self>, io: S, src: SocketAddr, slot: Slot)
-    where
+    async fn serve<S>(
+        self: Arc<Self>,
+        io: S,
+        src: SocketAddr,
+        slot: Slot,
+        cert_pin: Option<[u8; 32]>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let conn = Arc::new(Conn {
             src,
             slot,
+            cert_pin,
             busy: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             permits: Arc::new(Semaphore::new(MAX_STREAMS as usize)),
@@ -294,6 +305,7 @@ impl Doh {
         if presented.secret.is_none() {
             presented.secret = bearer(&parts.headers);
         }
+        presented.cert_pin = conn.cert_pin;
         let message = match parts.method {
             Method::GET => match dns_param(parts.uri.query()) {
                 Ok(m) => m,
@@ -482,6 +494,7 @@ fn parse_path(path: &str) -> Option<Presented> {
     Some(Presented {
         client_id: Some(id.into()),
         secret: secret.map(Into::into),
+        cert_pin: None,
     })
 }
 

@@ -4,7 +4,8 @@
 //! bidirectional stream as a 2-byte length and the message (ID 0), and its answer
 //! goes back on that stream, which is then finished. The TLS server name's first
 //! label is the ClientID when the name has three labels or more
-//! (`<id>.dns.example.net`), as for DNS over TLS; it goes into [`Presented`].
+//! (`<id>.dns.example.net`), as for DNS over TLS; it goes into [`Presented`]
+//! with the pin of the client's certificate, if it sent one.
 //!
 //! Bounds, from the TCP ones ([`TcpLimits`]): a connection idle for
 //! `idle_timeout` is closed (QUIC's idle timeout); a stream that has not
@@ -198,11 +199,16 @@ async fn accept_loop(
 /// out, or a protocol error closes it.
 async fn serve(conn: quinn::Connection, handler: Arc<Handler>, limits: TcpLimits) {
     let src = conn.remote_address();
-    let presented = conn
+    let server_name = conn
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|d| crate::identity::from_server_name(d.server_name.as_deref()?))
-        .map(Arc::new);
+        .and_then(|d| d.server_name);
+    let certs = conn.peer_identity().and_then(|c| {
+        c.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    let pin = crate::pki::client_pin(certs.as_deref().map(Vec::as_slice));
+    let presented = Presented::from_tls(server_name.as_deref(), pin).map(Arc::new);
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(pair) => pair,

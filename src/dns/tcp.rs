@@ -164,12 +164,13 @@ pub fn spawn(
                 None => serve(stream, &conn, &handler, Protocol::Tcp, None).await,
                 Some(acceptor) => {
                     if let Some(stream) = handshake(&acceptor, stream, src, limits).await {
-                        // The ClientID in the server name (`crate::identity`).
-                        let presented = stream
-                            .get_ref()
-                            .1
-                            .server_name()
-                            .and_then(crate::identity::from_server_name);
+                        // The ClientID in the server name and the client
+                        // certificate (`crate::identity`).
+                        let tls = stream.get_ref().1;
+                        let presented = Presented::from_tls(
+                            tls.server_name(),
+                            crate::pki::client_pin(tls.peer_certificates()),
+                        );
                         let p = presented.as_ref();
                         serve(stream, &conn, &handler, Protocol::Tls, p).await
                     }

@@ -1,7 +1,9 @@
 //! DNS over TLS (RFC 7858): the [`super::tcp`] front end with a TLS handshake in
 //! front. One connection-bounded loop serves both, so DoT connections get the same
 //! idle timeout, the same per-client and total caps (the handshake counts) and the
-//! same pipeline (`allow_clients`, filtering, logging) as TCP ones.
+//! same pipeline (`allow_clients`, filtering, logging) as TCP ones. The server
+//! name's ClientID and the client certificate's pin go into
+//! [`crate::identity::Presented`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;

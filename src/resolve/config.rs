@@ -48,6 +48,12 @@ pub struct ResolverConfig {
     /// SPKI pins (base64 SHA-256 of the key, RFC 7858 §4.2, as dnsguard logs its own)
     /// trusted for DoT/DoH upstreams instead of any CA: a self-signed dnsguard upstream.
     pub tls_pins: Vec<String>,
+    /// PEM certificate and key presented to DoT/DoH upstreams: an identity for a
+    /// dnsguard upstream that lists its pin in `[[clients]] cert_pins`
+    /// (`dnsguard stub --cert --key`).
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The private key of `tls_client_cert_file`.
+    pub tls_client_key_file: Option<PathBuf>,
     /// Root server addresses for `recursive` mode (default: the IANA root servers).
     pub root_hints: Vec<IpAddr>,
     /// Validate DNSSEC in `recursive` mode: bogus answers become SERVFAIL, secure ones get AD.
@@ -77,6 +83,8 @@ impl Default for ResolverConfig {
             upstream_timeout_ms: 1000,
             tls_ca_file: None,
             tls_pins: Vec::new(),
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             root_hints: IANA_ROOTS.iter().filter_map(|s| s.parse().ok()).collect(),
             dnssec: true,
             trust_anchor_file: None,

@@ -341,24 +341,24 @@ fn answer_of(msg: Message, query: &Query) -> Result<Answer, ResolveError> {
 }
 
 /// The rustls client configuration for DoT/DoH upstreams: certificates with one of
-/// `pins` (SPKI pins) when any is configured, else the CA file's certificates when one
-/// is configured, otherwise the operating system's trust store.
+/// `tls_pins` (SPKI pins) when any is configured, else the CA file's certificates when one
+/// is configured, otherwise the operating system's trust store; presenting the
+/// client certificate `tls_client_cert_file` when one is configured.
 pub fn tls_client_config(
-    ca_file: Option<&std::path::Path>,
-    pins: &[String],
+    cfg: &super::config::ResolverConfig,
 ) -> anyhow::Result<rustls::ClientConfig> {
     use anyhow::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    if !pins.is_empty() {
-        let verifier = crate::pki::PinVerifier::new(pins.to_vec(), provider);
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth());
-    }
-    let config = match ca_file {
+    let (pins, ca_file) = (&cfg.tls_pins, cfg.tls_ca_file.as_deref());
+    let builder = match ca_file {
+        _ if !pins.is_empty() => {
+            let verifier = crate::pki::PinVerifier::new(pins.to_vec(), provider);
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
         Some(path) => {
             let pem = std::fs::read(path)
                 .with_context(|| format!("cannot read resolver.tls_ca_file {}", path.display()))?;
@@ -368,7 +368,7 @@ pub fn tls_client_config(
                     .add(cert.with_context(|| format!("bad certificate in {}", path.display()))?)?;
             }
             anyhow::ensure!(!roots.is_empty(), "no certificates in {}", path.display());
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
         None => {
             let verifier = rustls_platform_verifier::Verifier::new(provider)
@@ -376,8 +376,32 @@ pub fn tls_client_config(
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
         }
     };
-    Ok(config)
+    let (Some(cert), Some(key)) = (&cfg.tls_client_cert_file, &cfg.tls_client_key_file) else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let chain = rustls_pemfile::certs(&mut &read(cert)?[..])
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad certificate in {}", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "no PEM certificate in {}",
+        cert.display()
+    );
+    let key_der = rustls_pemfile::private_key(&mut &read(key)?[..])
+        .with_context(|| format!("bad private key in {}", key.display()))?
+        .ok_or_else(|| anyhow::anyhow!("no PEM private key in {}", key.display()))?;
+    builder
+        .with_client_auth_cert(chain, key_der)
+        .with_context(|| {
+            format!(
+                "{} and {} do not make a client certificate",
+                cert.display(),
+                key.display()
+            )
+        })
 }

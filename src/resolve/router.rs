@@ -36,7 +36,7 @@ impl Router {
     pub fn new(cfg: &ResolverConfig) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let per_upstream = Duration::from_millis(cfg.upstream_timeout_ms.min(cfg.timeout_ms));
-        let tls = super::forward::tls_client_config(cfg.tls_ca_file.as_deref(), &cfg.tls_pins)?;
+        let tls = super::forward::tls_client_config(cfg)?;
         let forwarder =
             |upstreams| Forwarder::new(upstreams, cfg.strategy, per_upstream, timeout, &tls);
         let main = match cfg.mode {
