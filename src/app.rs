@@ -82,6 +82,9 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(maintain_cache(pipeline.clone()));
     tasks.spawn(update_lists_periodically(live.clone()));
+    if let Some(certs) = &certs {
+        tasks.spawn(crate::cert::watch::watch(certs.clone()));
+    }
     tasks.spawn(reload_on_sighup(hup, live.clone(), certs));
     tasks.spawn(crate::web::cluster::follow::follow(
         live.clone(),
