@@ -62,7 +62,7 @@ install -m 0755 "$OUT/dnsguard" "$root/usr/bin/dnsguard"
 install -d -m 0755 "$root/usr/share/doc/dnsguard"
 install -m 0644 "$REPO_DIR/README.md" "$REPO_DIR/docs/PI-IMAGE.md" "$root/usr/share/doc/dnsguard/"
 install -m 0644 "$F/dnsguard.service" "$F/dnsguard-setup.service" "$F/dnsguard-report.service" \
-    "$root/etc/systemd/system/"
+    "$F/dnsguard-tls-banner.service" "$root/etc/systemd/system/"
 install -m 0755 "$F/dnsguard-setup" "$F/dnsguard-report" "$root/usr/local/sbin/"
 install -D -m 0644 "$F/10-dnsguard.preset" "$root/etc/systemd/system-preset/10-dnsguard.preset"
 install -D -m 0644 "$F/10-lan.network" "$root/etc/systemd/network/10-lan.network"
@@ -93,7 +93,7 @@ in_root chown -R dnsguard:dnsguard /etc/dnsguard /var/lib/dnsguard
 # The config must parse (the aarch64 binary, through qemu-user).
 timeout 120 chroot "$root" /usr/bin/dnsguard config check /etc/dnsguard/dnsguard.toml >&2 \
     || die "dnsguard config check failed on the image's /etc/dnsguard/dnsguard.toml"
-in_root systemctl enable dnsguard.service dnsguard-setup.service dnsguard-report.service \
+in_root systemctl enable dnsguard.service dnsguard-setup.service dnsguard-report.service dnsguard-tls-banner.service \
     systemd-networkd.service systemd-resolved.service systemd-timesyncd.service 2>/dev/null
 in_root systemctl disable ssh.service ssh.socket 2>/dev/null || true
 ssh_state=$(in_root systemctl is-enabled ssh.service 2>/dev/null || true)  # exits 1 when disabled

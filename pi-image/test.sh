@@ -4,11 +4,14 @@
 # user-mode networking that forwards the DNS and
 # dashboard ports to loopback, inside a network namespace of its own with only loopback,
 # and checks from the host:
-#   blocked names come back blocked (UDP and TCP), an allowed name is not blocked,
+#   blocked names come back blocked (UDP and TCP, DNS over TLS on 853 and HTTPS on 443 with
+#   kdig pinning the SPKI pin the console printed, whose certificate fingerprint is the
+#   one openssl s_client is shown), an allowed name is not blocked,
 #   the dashboard serves its login page and accepts the first-boot password printed on
 #   the console, SSH is off; reports power-on -> first DNS answer and dnsguard's RSS.
 #   pi-image/test.sh [IMAGE]      (default: pi-image/out/dnsguard-pi-arm64.img, or its .zst)
 # Environment: TEST_DNS_PORT (25353), TEST_WEB_PORT (28080), TEST_SSH_PORT (28022), TEST_DOH_PORT (28443),
+# TEST_DOT_PORT (28853),
 # BOOT_TIMEOUT seconds until the first DNS answer (180), QEMU_SMP (2), QEMU_MEM_MIB (1024),
 # QEMU_APPEND (more kernel options, for experiments).
 # Optional big-list step (off unless BIG_LIST is set), after the checks above:
@@ -36,6 +39,7 @@ DNS_PORT=${TEST_DNS_PORT:-25353}
 WEB_PORT=${TEST_WEB_PORT:-28080}
 SSH_PORT=${TEST_SSH_PORT:-28022}
 DOH_PORT=${TEST_DOH_PORT:-28443}
+DOT_PORT=${TEST_DOT_PORT:-28853}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-180}
 BLOCKED=doubleclick.net              # blocklists/dnsguard-default.txt
 BLOCKED_SUB=stats.g.doubleclick.net  # below a listed domain
@@ -48,9 +52,9 @@ BIG_LIST_SETTLE=${BIG_LIST_SETTLE:-30}
 BIG_LIST_RESTART=${BIG_LIST_RESTART:-1}
 BIG_LIST_NAME=big-list-test          # the list's name in the guest's config
 
-for c in qemu-system-aarch64 mdir mcopy dig curl sfdisk; do
+for c in qemu-system-aarch64 mdir mcopy dig kdig openssl curl sfdisk; do
     command -v "$c" >/dev/null && continue
-    apt_install qemu-system-arm mtools bind9-dnsutils curl fdisk
+    apt_install qemu-system-arm mtools bind9-dnsutils knot-dnsutils openssl curl fdisk
     break
 done
 command -v qemu-system-aarch64 >/dev/null || die "qemu-system-aarch64 not found (apt-get install qemu-system-arm)"
@@ -108,8 +112,8 @@ if [[ $img == "$OUT/dnsguard-pi-arm64.img" && -f $sha_file ]]; then
     (cd "$OUT" && sha256sum --quiet -c "$sha_file") || die "the compressed image does not match $sha_file"
 fi
 
-for port in "$DNS_PORT" "$WEB_PORT" "$SSH_PORT" "$DOH_PORT" ${BIG_LIST:+"$HTTP_PORT"}; do
-    if ss -Htuln "sport = :$port" | grep -q .; then die "port $port is in use on this host: set TEST_DNS_PORT/TEST_WEB_PORT/TEST_SSH_PORT/TEST_DOH_PORT/TEST_HTTP_PORT"; fi
+for port in "$DNS_PORT" "$WEB_PORT" "$SSH_PORT" "$DOH_PORT" "$DOT_PORT" ${BIG_LIST:+"$HTTP_PORT"}; do
+    if ss -Htuln "sport = :$port" | grep -q .; then die "port $port is in use on this host: set TEST_DNS_PORT/TEST_WEB_PORT/TEST_SSH_PORT/TEST_DOH_PORT/TEST_DOT_PORT/TEST_HTTP_PORT"; fi
 done
 
 log "kernel and initrd from the image's FAT partition"
@@ -128,7 +132,7 @@ serial=$OUT/test-serial.log
 : >"$serial"
 fwd="hostfwd=udp:127.0.0.1:$DNS_PORT-:53,hostfwd=tcp:127.0.0.1:$DNS_PORT-:53"
 fwd+=",hostfwd=tcp:127.0.0.1:$WEB_PORT-:80,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22"
-fwd+=",hostfwd=tcp:127.0.0.1:$DOH_PORT-:443"
+fwd+=",hostfwd=tcp:127.0.0.1:$DOH_PORT-:443,hostfwd=tcp:127.0.0.1:$DOT_PORT-:853"
 # Without BIG_LIST: no monitor, and a reboot ends qemu. The big-list step's restart
 # resets the VM through a monitor socket instead.
 vm_control=(-monitor none -no-reboot)
@@ -185,6 +189,37 @@ check "$BLOCKED A over TCP -> 0.0.0.0" blocked_a +tcp "$BLOCKED"
 # without +tls-ca, so this checks the DoH listener, not the trust.
 blocked_doh() { [[ $(dig @127.0.0.1 -p "$DOH_PORT" +https +time=5 +tries=1 +short "$BLOCKED" A) == 0.0.0.0 ]]; }
 check "$BLOCKED A over DNS over HTTPS (port 443) -> 0.0.0.0" blocked_doh
+# The certificate's identity as the console showed it (dnsguard-tls-banner.service), and
+# what the encrypted listeners present: kdig pins the console's SPKI pin, so a wrong
+# certificate fails the query; openssl s_client reads the served certificate.
+for _ in $(seq 1 120); do
+    grep -aq 'DNSGUARD_TLS_SPKI_PIN=' "$serial" && break
+    alive
+    sleep 0.5
+done
+pin=$(grep -a -o 'DNSGUARD_TLS_SPKI_PIN=[A-Za-z0-9+/=]*' "$serial" | head -n 1 | cut -d= -f2- || true)
+console_fp=$(grep -a -o 'certificate SHA-256: [0-9A-F:]*' "$serial" | head -n 1 | cut -d' ' -f3 || true)
+check "the certificate's SHA-256 and SPKI pin were printed on the console" test -n "$pin" -a -n "$console_fp"
+served_fp() { # port: the SHA-256 fingerprint of the certificate served there
+    openssl s_client -connect "127.0.0.1:$1" </dev/null 2>/dev/null \
+        | openssl x509 -noout -fingerprint -sha256 2>/dev/null | cut -d= -f2
+}
+same_fp() { [[ -n $console_fp && $(served_fp "$1") == "$console_fp" ]]; }
+check "DNS over TLS (port 853) serves the certificate the console showed" same_fp "$DOT_PORT"
+check "DNS over HTTPS (port 443) serves the same certificate" same_fp "$DOH_PORT"
+kdig_pinned() { # port, +tls or +https: the blocked name's A record, with the console's pin
+    [[ -n $pin ]] || return 1
+    [[ $(kdig @127.0.0.1 -p "$1" "$2" "+tls-pin=$pin" +timeout=5 +retry=0 +short "$BLOCKED" A) == 0.0.0.0 ]]
+}
+check "$BLOCKED A over DNS over TLS (kdig +tls, pinned) -> 0.0.0.0" kdig_pinned "$DOT_PORT" +tls
+check "$BLOCKED A over DNS over HTTPS (kdig +https, pinned) -> 0.0.0.0" kdig_pinned "$DOH_PORT" +https
+curl_doh() { # curl resolves through the DoH URL: it then tries the blocked name's 0.0.0.0
+    local out
+    out=$(curl -sv --max-time 10 --doh-url "https://127.0.0.1:$DOH_PORT/dns-query" --doh-insecure \
+        -o /dev/null "http://$BLOCKED:$WEB_PORT/" 2>&1 || true)
+    grep -q "Trying 0\.0\.0\.0:$WEB_PORT" <<<"$out"
+}
+check "$BLOCKED through curl --doh-url https://<pi>:443/dns-query -> 0.0.0.0" curl_doh
 check "$BLOCKED_SUB (a name below a listed domain) -> 0.0.0.0" blocked_a "$BLOCKED_SUB"
 check "$EXFIL (exfil-endpoints list) -> 0.0.0.0" blocked_a "$EXFIL"
 check "example.com is not blocked (SERVFAIL: no upstream reachable from the sandbox)" not_blocked example.com

@@ -43,8 +43,17 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         changes: tokio::sync::watch::Sender::new(0),
     });
     // The API first: once DNS is announced as listening, everything is up.
+    let serving = crate::web::encrypted::ServingCell::default();
     let web = if cfg.web.enabled {
-        Some(crate::web::start(&cfg.web, &cfg.server.data_dir, live.clone()).await?)
+        Some(
+            crate::web::start(
+                &cfg.web,
+                &cfg.server.data_dir,
+                live.clone(),
+                serving.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -76,12 +85,23 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
         pipeline.clone(),
     )?;
     crate::cluster::listening_on(&server.local_addrs);
+    if let Some(certs) = &certs {
+        let _ = serving.set(crate::web::encrypted::Serving {
+            certs: certs.clone(),
+            dot: server.tls_addrs.clone(),
+            doh: server.https_addrs.clone(),
+            doq: server.quic_addrs.clone(),
+        });
+    }
     tracing::info!(mode = ?cfg.resolver.mode, "dnsguard ready");
     let endpoint_file = crate::web::endpoint_path(&cfg.server.data_dir);
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(maintain_cache(pipeline.clone()));
     tasks.spawn(update_lists_periodically(live.clone()));
+    if let Some(certs) = &certs {
+        tasks.spawn(crate::cert::watch::watch(certs.clone()));
+    }
     tasks.spawn(reload_on_sighup(hup, live.clone(), certs));
     tasks.spawn(crate::web::cluster::follow::follow(
         live.clone(),

@@ -4,8 +4,8 @@
 //! self-signed certificate made on first start into `DATA_DIR/tls/` (SAN
 //! `localhost`, `127.0.0.1`, `::1` and the host name) and reused afterwards. The
 //! served certificate sits in an [`ArcSwap`]: every handshake reads it without a
-//! lock, and [`CertStore::reload`] (SIGHUP) swaps in a renewed one without a
-//! restart. Its SHA-256 fingerprint and SPKI pin (what `kdig +tls-pin` takes) are
+//! lock, and [`CertStore::reload`] (SIGHUP, and [`watch`] when the files
+//! change) swaps in a renewed one without a restart. Its SHA-256 fingerprint and SPKI pin (what `kdig +tls-pin` takes) are
 //! logged whenever it is loaded.
 
 use std::io::Write;
@@ -19,6 +19,8 @@ use rustls::sign::CertifiedKey;
 
 pub use crate::pki::{Identity, identity};
 use serde::Deserialize;
+
+pub mod watch;
 
 /// `[tls]`: the certificate served by the encrypted listeners.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, auth, guard, manage, metrics, pages};
+use super::{AppState, auth, encrypted, guard, manage, metrics, pages};
 use crate::querylog::{self, Cursor, Entry, LogRequest, Order, OutputFormat, Stats, StatsRequest};
 
 /// Every route: pages, `/api/v1` (shared by the dashboard and the CLI) and
@@ -61,6 +61,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/settings",
             get(manage::settings).put(manage::put_settings),
         )
+        .route("/api/v1/encrypted", get(encrypted::encrypted))
+        .route("/api/v1/mobileconfig", get(encrypted::mobileconfig))
         .route("/metrics", get(metrics::metrics))
         .fallback(get(pages::asset))
         .layer(middleware::from_fn_with_state(

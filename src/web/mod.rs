@@ -6,6 +6,7 @@
 //! * `api.rs`: the router and the query-log/stats handlers;
 //! * `manage.rs`: lists, groups, rules, settings, check, alerts, time series;
 //! * `guard.rs`: allowlist learning, the weekly report, recent egress alerts;
+//! * `encrypted.rs`: certificate and endpoints for the settings page, `.mobileconfig`;
 //! * `pages.rs`: embedded assets, login page, security headers;
 //! * `metrics.rs`: the Prometheus endpoint;
 //! * `client.rs`: the CLI's side.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod cluster;
+pub mod encrypted;
 pub mod guard;
 pub mod manage;
 pub mod metrics;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// `[web] metrics_token`.
     pub metrics_token: Option<Arc<str>>,
+    /// The encrypted listeners and their certificate, once they are up.
+    pub serving: encrypted::ServingCell,
 }
 
 impl AppState {
@@ -89,11 +93,13 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Binds the listener and serves the dashboard, API and metrics until the task is
-/// dropped. Returns the bound address once listening.
+/// dropped. Returns the bound address once listening. `serving` is filled in
+/// when the encrypted DNS listeners are up.
 pub async fn start(
     cfg: &crate::config::WebConfig,
     data_dir: &Path,
     live: Arc<Live>,
+    serving: encrypted::ServingCell,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     // An unwritable data directory (read-only or full disk) must not stop DNS:
     // the token then lives in memory, and the CLI cannot find the server.
@@ -123,6 +129,7 @@ pub async fn start(
         edit_lock: Arc::default(),
         metrics: metrics::install(),
         metrics_token: cfg.metrics_token.as_deref().map(Arc::from),
+        serving,
     };
     if !auth::password_is_set(data_dir) {
         let command = pages::set_password_command(state.live.config_path.as_deref());

@@ -470,6 +470,32 @@ async function loadSettings() {
   $('#set-retention').value = s.retention_days;
   $('#set-privacy').value = s.privacy;
   $('#set-info').textContent = `Mode ${s.mode} · DNS on ${(s.listen || []).join(', ')} · config ${s.config_path || '(embedded default: read only)'}`;
+  await loadEncrypted();
+}
+
+// The served certificate and the encrypted endpoints; the .mobileconfig link.
+async function loadEncrypted() {
+  const e = await api('GET', '/api/v1/encrypted');
+  $('#enc-none').hidden = !!e;
+  $('#enc-info').hidden = !e;
+  if (!e) return;
+  $('#enc-sha256').textContent = e.sha256;
+  $('#enc-pin').textContent = e.spki_pin;
+  for (const [id, list] of [['#enc-dot', e.dot], ['#enc-doh', e.doh], ['#enc-doq', e.doq]]) {
+    const dd = clear($(id));
+    if (!list.length) dd.append(h('span', { class: 'muted' }, 'off'));
+    list.forEach((u, i) => dd.append(i ? ' ' : '', h('code', {}, u)));
+  }
+  profileLink();
+}
+
+function profileLink() {
+  const q = new URLSearchParams({ proto: $('#enc-proto').value });
+  const client = $('#enc-client').value.trim().toLowerCase();
+  const name = $('#enc-name').value.trim();
+  if (client) q.set('client', client);
+  if (name && $('#enc-proto').value === 'tls') q.set('server_name', name);
+  $('#enc-mobileconfig').href = '/api/v1/mobileconfig?' + q;
 }
 
 // ------------------------------------------------------------------ router
@@ -548,6 +574,8 @@ async function init() {
     } catch (e) { toast(e.message, true); }
   });
   $('#check-form').addEventListener('submit', (ev) => { ev.preventDefault(); runCheck($('#check-name').value.trim()).catch((e) => toast(e.message, true)); });
+  for (const id of ['#enc-client', '#enc-proto', '#enc-name']) $(id).addEventListener('input', profileLink);
+  $('#enc-profile').addEventListener('submit', (ev) => ev.preventDefault());
   $('#settings-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try {
