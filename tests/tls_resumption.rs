@@ -32,7 +32,11 @@ fn start() -> (Dnsguard, SocketAddr, SocketAddr) {
             if let Some(addr) = found {
                 return addr;
             }
-            assert!(Instant::now() < deadline, "no {what} listener:\n{}", dg.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {what} listener:\n{}",
+                dg.log()
+            );
             std::thread::yield_now();
         }
     };
@@ -58,7 +62,10 @@ fn s_client(addr: SocketAddr, args: &[&str]) -> String {
 fn resume(addr: SocketAddr, file: &Path, args: &[&str]) -> (String, String) {
     let file = file.to_str().unwrap();
     let first = s_client(addr, &[args, &["-sess_out", file]].concat());
-    assert!(first.contains("New, TLS"), "first handshake is a full one:\n{first}");
+    assert!(
+        first.contains("New, TLS"),
+        "first handshake is a full one:\n{first}"
+    );
     let second = s_client(addr, &[args, &["-sess_in", file]].concat());
     (first, second)
 }
