@@ -66,6 +66,10 @@ fn resume(addr: SocketAddr, file: &Path, args: &[&str]) -> (String, String) {
         first.contains("New, TLS"),
         "first handshake is a full one:\n{first}"
     );
+    assert!(
+        Path::new(file).exists(),
+        "the server offered no resumable session (no ticket, no session ID):\n{first}"
+    );
     let second = s_client(addr, &[args, &["-sess_in", file]].concat());
     (first, second)
 }
