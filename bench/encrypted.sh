@@ -3,10 +3,10 @@
 #
 # 1. capacity: `dnsperf -m dot`, and DoH (HTTP/2 GET, 4 connections x 50 streams)
 #    from h2load (`dnsperf -m doh` stalls on dnsguard's answers: see
-#    docs/PERFORMANCE.md "Encrypted DNS"; DOH_CLIENT=dnsperf to use it anyway), blocked and
-#    cached names, 1.6 M-domain list (unbound: `local-zone: always_null` per
-#    name, the 0.0.0.0 answer dnsguard gives), dnsguard's query log on; each server pinned to CPU 0, dnsperf on CPU 1;
-#    the two servers alternate (order flipped every run), RUNS runs; QPS, server
+#    docs/PERFORMANCE.md "Encrypted DNS"; DOH_CLIENT=dnsperf to use it anyway),
+#    blocked and cached names, 1.6 M-domain list (unbound: `local-zone:
+#    always_null` per name, the 0.0.0.0 answer dnsguard gives), dnsguard's query
+#    log on; each server pinned to CPU 0, the load generator on CPU 1; the two servers alternate (order flipped every run), RUNS runs; QPS, server
 #    cores used and QPS per server core, then median and range per cell;
 # 2. handshakes per second, full and resumed (TLS 1.3), from ./handshakes.py;
 # 3. memory per idle DoT connection: IDLE_CONNS handshaken, silent connections,
