@@ -15,7 +15,10 @@ export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
     python3 "$here/mix.py" "$BENCH_QUERIES" "$BENCH_QUERIES/mixed.txt" \
         --blocked 4 --cached 13 --miss 3 --prefix r
 
-# Starts the loopback NSD upstream (127.0.0.53:5300) unless it runs already.
+# Starts the loopback NSD upstream (127.0.0.53:5300) unless one answers already
+# (another script's, started from another directory: upstream.sh would find no pid
+# of its own and fail to bind). Its directory is upstream.sh's default, not $WORK.
 start_upstream() {
-    "$shared/upstream/upstream.sh" start >/dev/null
+    dig +short +time=1 +tries=1 -p 5300 @127.0.0.53 h000001.bench.example A | grep -q 198.18 ||
+        WORK="" "$shared/upstream/upstream.sh" start >/dev/null
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts dnsguard in the foreground the way ../shared/bench/dnsbench.py expects:
 # listening on $BENCH_ADDR:$BENCH_PORT, forwarding to $BENCH_UPSTREAM, blocking $BENCH_BLOCKLIST;
+# $BENCH_SERVER_EXTRA (TOML keys) goes into its [server] section (e.g. tls_listen), and
 # $BENCH_EXTRA (TOML) is appended to its config (e.g. a [dnstap] section).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,6 +18,7 @@ cat > "$cfg" <<TOML
 listen = ["$BENCH_ADDR:$BENCH_PORT"]
 data_dir = "$data"
 log = "warn"
+${BENCH_SERVER_EXTRA:-}
 [resolver]
 upstreams = ["$BENCH_UPSTREAM"]
 timeout_ms = 2000
