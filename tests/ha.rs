@@ -427,22 +427,6 @@ fn seen_sets_are_merged_across_a_failover() {
         ..Ask::default()
     };
 
-    // The pull route needs the token; a malformed push is refused whole.
-    let r = request("GET", &base(&primary), "/api/v1/cluster/seen", &[], None);
-    assert_eq!(r.status, 401);
-    let auth = format!("Bearer {}", token(&primary));
-    let r = request(
-        "POST",
-        &base(&primary),
-        "/api/v1/cluster/seen",
-        &[("Authorization", auth.as_str())],
-        Some("1 127.0.0.2 www.b.test\nbogus\n"),
-    );
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (400, "line 2: expected `<time_ms> <client> <domain>`\n")
-    );
-
     // The primary alerts; the secondary takes the pair.
     ask_with(primary.addr, "www.a.test.", RecordType::A, &agent);
     wait_for("the primary's alert", Duration::from_secs(10), || {
@@ -473,6 +457,22 @@ fn seen_sets_are_merged_across_a_failover() {
         Duration::from_secs(10),
         || (status("seen_pushed") == 1).then_some(()),
     );
+    // The pull route needs the token; a malformed push is refused whole.
+    let r = request("GET", &base(&primary), "/api/v1/cluster/seen", &[], None);
+    assert_eq!(r.status, 401);
+    let auth = format!("Bearer {}", token(&primary));
+    let r = request(
+        "POST",
+        &base(&primary),
+        "/api/v1/cluster/seen",
+        &[("Authorization", auth.as_str())],
+        Some("1 127.0.0.2 www.b.test\nbogus\n"),
+    );
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (400, "line 2: expected `<time_ms> <client> <domain>`\n")
+    );
+
     ask_with(primary.addr, "www.c.test.", RecordType::A, &agent);
     // Nothing was taken from the refused push: b is new to the pair.
     ask_with(primary.addr, "www.b.test.", RecordType::A, &agent);
