@@ -372,7 +372,7 @@ mod tests {
             let disk = Seen::open(&dir.path().join(format!("d{reopen}")), 10).unwrap();
             let mem = Seen::memory_only(dir.path(), 10);
             for s in [&disk, &mem] {
-                let mut changes = s.logged();
+                let changes = s.logged();
                 assert!(s.first_use(a, "example.com", 1).unwrap());
                 s.alerted(a, "example.com", 1).unwrap();
                 assert!(changes.has_changed().unwrap());

@@ -47,35 +47,35 @@ pub enum PushError {
     },
 }
 
+/// One `<time_ms> <client> <domain>` line.
+fn parse_line(l: &str) -> Option<(u64, &str)> {
+    let (time, key) = l.split_once(' ')?;
+    Some((time.parse().ok()?, parse_key(key).map(|_| key)?))
+}
+
 /// Parses a pushed body: one `<time_ms> <client> <domain>` per line.
 pub fn parse_push(body: &str) -> Result<Vec<(u64, &str)>, PushError> {
     body.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let malformed = PushError::Malformed { line: i + 1 };
-            let (time, key) = l
-                .split_once(' ')
-                .ok_or(PushError::Malformed { line: i + 1 })?;
-            let time = time
-                .parse()
-                .map_err(|_| PushError::Malformed { line: i + 1 })?;
-            parse_key(key).map(|_| (time, key)).ok_or(malformed)
-        })
+        .map(|(i, l)| parse_line(l).ok_or(PushError::Malformed { line: i + 1 }))
         .collect()
 }
 
-fn seen_of(st: &AppState) -> Result<Arc<Seen>, Response> {
+/// This node's seen set, or the answer saying it has none.
+fn seen_of(st: &AppState) -> Result<Arc<Seen>, Box<Response>> {
     st.live
         .guard
         .as_ref()
         .map(|g| g.seen().clone())
         .ok_or_else(|| {
-            (
-                StatusCode::CONFLICT,
-                "this node has no new-domain tracker\n",
+            Box::new(
+                (
+                    StatusCode::CONFLICT,
+                    "this node has no new-domain tracker\n",
+                )
+                    .into_response(),
             )
-                .into_response()
         })
 }
 
@@ -102,7 +102,7 @@ pub struct Since {
 pub async fn get_seen(State(st): State<AppState>, Query(q): Query<Since>) -> Response {
     let seen = match seen_of(&st) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(300));
     let mut logged = seen.logged();
@@ -144,7 +144,7 @@ pub async fn get_seen(State(st): State<AppState>, Query(q): Query<Since>) -> Res
 pub async fn post_seen(State(st): State<AppState>, body: String) -> Response {
     let seen = match seen_of(&st) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(e) = parse_push(&body) {
         return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
@@ -268,8 +268,7 @@ async fn round(
         for line in body.lines().filter(|l| !l.is_empty()) {
             let pair = line
                 .split_once(' ')
-                .and_then(|(_seq, rest)| rest.split_once(' '))
-                .and_then(|(time, key)| Some((time.parse().ok()?, parse_key(key).map(|_| key)?)));
+                .and_then(|(_seq, rest)| parse_line(rest));
             pairs
                 .push(pair.with_context(|| format!("the primary sent a malformed line {line:?}"))?);
         }
