@@ -17,7 +17,9 @@
 //!
 //! New-domain alerts fire once for the pair: a secondary records the pairs it
 //! sees but raises no new-domain alert while its primary answers the long-poll
-//! and reports itself ready ([`defers_new_domain_alerts`]).
+//! and reports itself ready ([`defers_new_domain_alerts`]); and the two nodes
+//! merge the pairs they alerted on (`web::cluster::seen`), so a pair alerted by
+//! either is not alerted again after a failover.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

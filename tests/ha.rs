@@ -390,6 +390,104 @@ fn new_domain_alert_fires_once_for_the_pair() {
     assert_eq!(new_domain_alerts(&s_alerts), ["www.c.test"]);
 }
 
+/// The seen sets are merged: a pair the primary alerted on does not alert
+/// again from the secondary after a failover, and the secondary's outage alerts
+/// do not alert again from the primary once it is back.
+#[test]
+fn seen_sets_are_merged_across_a_failover() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    // A fixed web port: the restarted primary is where the secondary looks.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let watch =
+        "[[groups]]\nname = \"agents\"\nclients = [\"127.0.0.2\"]\nalert_new_domains = true\n";
+    let p_config = primary_config(
+        &up,
+        &format!(
+            "{watch}[alerts]\nfile = \"alerts.jsonl\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    let primary = Dnsguard::start(&p_config);
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(data_dir(&primary).join("api-token"), token_file.path()).unwrap();
+    let secondary = Dnsguard::start(&secondary_config(
+        &up,
+        &base(&primary),
+        token_file.path(),
+        "[alerts]\nfile = \"alerts.jsonl\"\n",
+    ));
+    let p_alerts = primary.dir.path().join("alerts.jsonl");
+    let s_alerts = secondary.dir.path().join("alerts.jsonl");
+    let status = |key: &str| api(&secondary, "GET", "/api/v1/cluster", None).json()[key].clone();
+    let agent = Ask {
+        from: "127.0.0.2".parse().unwrap(),
+        ..Ask::default()
+    };
+
+    // The primary alerts; the secondary takes the pair.
+    ask_with(primary.addr, "www.a.test.", RecordType::A, &agent);
+    wait_for("the primary's alert", Duration::from_secs(10), || {
+        (new_domain_alerts(&p_alerts) == ["www.a.test"]).then_some(())
+    });
+    wait_for("the secondary to pull it", Duration::from_secs(10), || {
+        (status("seen_pulled") == 1).then_some(())
+    });
+
+    // The primary is killed: the secondary alerts on what is new to the pair only.
+    let (_, p_dir) = primary.stop_keeping_dir(libc::SIGKILL);
+    wait_for("the secondary to notice", Duration::from_secs(15), || {
+        (status("primary_up") == false).then_some(())
+    });
+    ask_with(secondary.addr, "www.a.test.", RecordType::A, &agent);
+    ask_with(secondary.addr, "www.c.test.", RecordType::A, &agent);
+    wait_for("the secondary's alert", Duration::from_secs(10), || {
+        new_domain_alerts(&s_alerts)
+            .contains(&"www.c.test".to_owned())
+            .then_some(())
+    });
+    assert_eq!(new_domain_alerts(&s_alerts), ["www.c.test"]);
+
+    // The primary is back: it takes the secondary's alert and does not repeat it.
+    let primary = Dnsguard::start_in(&p_config, p_dir);
+    wait_for(
+        "the secondary to push its alert",
+        Duration::from_secs(10),
+        || (status("seen_pushed") == 1).then_some(()),
+    );
+    // The pull route needs the token; a malformed push is refused whole.
+    let r = request("GET", &base(&primary), "/api/v1/cluster/seen", &[], None);
+    assert_eq!(r.status, 401);
+    let auth = format!("Bearer {}", token(&primary));
+    let r = request(
+        "POST",
+        &base(&primary),
+        "/api/v1/cluster/seen",
+        &[("Authorization", auth.as_str())],
+        Some("1 127.0.0.2 www.b.test\nbogus\n"),
+    );
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (400, "line 2: expected `<time_ms> <client> <domain>`\n")
+    );
+
+    ask_with(primary.addr, "www.c.test.", RecordType::A, &agent);
+    // Nothing was taken from the refused push: b is new to the pair.
+    ask_with(primary.addr, "www.b.test.", RecordType::A, &agent);
+    wait_for("the primary's alert for b", Duration::from_secs(10), || {
+        new_domain_alerts(&p_alerts)
+            .contains(&"www.b.test".to_owned())
+            .then_some(())
+    });
+    assert_eq!(new_domain_alerts(&p_alerts), ["www.a.test", "www.b.test"]);
+    // The secondary takes that one too (the primary's log survived the restart).
+    wait_for("the secondary to pull b", Duration::from_secs(10), || {
+        (status("seen_pulled") == 2).then_some(())
+    });
+}
+
 fn new_domain_alerts(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -331,6 +331,11 @@ impl Guard {
         self.recent.list()
     }
 
+    /// The seen set (a highly available pair merges its nodes' sets).
+    pub fn seen(&self) -> &Arc<seen::Seen> {
+        &self.seen
+    }
+
     /// Makes the seen set durable (at shutdown).
     pub fn flush(&self) {
         if let Err(e) = self.seen.flush() {
@@ -374,9 +379,15 @@ impl Worker {
                 Ok(true) if crate::cluster::defers_new_domain_alerts() => {
                     metrics::counter!("dnsguard_cluster_new_domain_deferred_total").increment(1);
                 }
-                Ok(true) => self.raise(o, AlertKind::NewDomain, domain, || {
-                    format!("first query for {domain} by this client")
-                }),
+                Ok(true) => {
+                    // Logged for the pair's other node, which then never raises it.
+                    if let Err(e) = self.seen.alerted(o.client, domain, o.time_ms) {
+                        tracing::warn!(error = %e, "cannot log the alerted pair for the peer");
+                    }
+                    self.raise(o, AlertKind::NewDomain, domain, || {
+                        format!("first query for {domain} by this client")
+                    })
+                }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "seen-domain set unavailable"),
             }

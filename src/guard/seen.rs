@@ -12,8 +12,13 @@
 //! When the database cannot be opened (a read-only or full disk),
 //! [`Seen::memory_only`] keeps the pairs in memory alone: alerts work, but a
 //! restart forgets what was seen.
+//!
+//! For a highly available pair (`web::cluster::seen`) the set also keeps the
+//! log of the pairs this node alerted on (tree `alerted`, key a rising sequence
+//! number), which its peer reads from a cursor, and takes the peer's pairs with
+//! [`Seen::merge`] (recorded as seen, not logged, no alert).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::path::Path;
@@ -37,10 +42,25 @@ pub enum SeenError {
     },
 }
 
+/// One entry of the log of alerted pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerted {
+    /// Its place in the log (rising).
+    pub seq: u64,
+    /// When the pair was first used.
+    pub time_ms: u64,
+    /// The pair as the database keys it (`"<client> <domain>"`).
+    pub key: String,
+}
+
 /// The persistent seen set.
 pub struct Seen {
     /// The database, unless the set lives in memory only.
     disk: Option<(sled::Db, sled::Tree)>,
+    /// The log of alerted pairs: sled, or memory for a memory-only set.
+    log: Log,
+    /// The sequence number of the newest log entry (waited on by the peer's pull).
+    logged: tokio::sync::watch::Sender<u64>,
     path: String,
     memory: Mutex<HashSet<u64>>,
     count: AtomicU64,
@@ -57,6 +77,32 @@ fn fingerprint(client: IpAddr, domain: &str) -> u64 {
 
 fn key(client: IpAddr, domain: &str) -> Vec<u8> {
     format!("{client} {domain}").into_bytes()
+}
+
+/// The client and domain of a database key, if it is a well-formed one.
+pub fn parse_key(key: &str) -> Option<(IpAddr, &str)> {
+    let (client, domain) = key.split_once(' ')?;
+    let client = client.parse().ok()?;
+    let valid = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.bytes().all(|b| b.is_ascii_graphic() || b >= 0x80);
+    valid.then_some((client, domain))
+}
+
+/// Where the log of alerted pairs lives.
+enum Log {
+    /// The database and its `alerted` tree.
+    Disk(sled::Db, sled::Tree),
+    /// Sequence numbers and entries, oldest first, bounded like the memory set.
+    Memory(Mutex<(u64, VecDeque<Alerted>)>),
+}
+
+/// A log value: the first-use time, then the key.
+fn log_value(time_ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + key.len());
+    v.extend_from_slice(&time_ms.to_be_bytes());
+    v.extend_from_slice(key);
+    v
 }
 
 impl Seen {
@@ -83,16 +129,21 @@ impl Seen {
             let (k, _) = kv.map_err(err)?;
             count += 1;
             if memory.len() < MEMORY_ENTRIES
-                && let Some((client, domain)) =
-                    std::str::from_utf8(&k).ok().and_then(|s| s.split_once(' '))
-                && let Ok(client) = client.parse::<IpAddr>()
+                && let Some((client, domain)) = std::str::from_utf8(&k).ok().and_then(parse_key)
             {
                 memory.insert(fingerprint(client, domain));
             }
         }
         tracing::debug!(pairs = count, "seen-domain set loaded");
+        let log = db.open_tree("alerted").map_err(err)?;
+        let last = match log.last().map_err(err)? {
+            Some((k, _)) => k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
         Ok(Seen {
-            disk: Some((db, tree)),
+            disk: Some((db.clone(), tree)),
+            log: Log::Disk(db, log),
+            logged: tokio::sync::watch::Sender::new(last),
             path,
             memory: Mutex::new(memory),
             count: AtomicU64::new(count),
@@ -106,6 +157,8 @@ impl Seen {
     pub fn memory_only(dir: &Path, max: u64) -> Seen {
         Seen {
             disk: None,
+            log: Log::Memory(Mutex::new((0, VecDeque::new()))),
+            logged: tokio::sync::watch::Sender::new(0),
             path: dir.display().to_string(),
             memory: Mutex::new(HashSet::new()),
             count: AtomicU64::new(0),
@@ -117,7 +170,25 @@ impl Seen {
     /// Records that `client` used `domain` at `time_ms`; true when that is the
     /// first use ever (the caller raises the alert).
     pub fn first_use(&self, client: IpAddr, domain: &str, time_ms: u64) -> Result<bool, SeenError> {
-        let fp = fingerprint(client, domain);
+        self.record(fingerprint(client, domain), key(client, domain), time_ms)
+    }
+
+    /// Records a pair the peer node has seen (a database key, see [`parse_key`]);
+    /// true when it was new here. A merged pair raises no alert and is not
+    /// logged: it never goes back to the peer.
+    pub fn merge(&self, key: &str, time_ms: u64) -> Result<bool, SeenError> {
+        let Some((client, domain)) = parse_key(key) else {
+            return Ok(false);
+        };
+        self.record(
+            fingerprint(client, domain),
+            key.as_bytes().to_vec(),
+            time_ms,
+        )
+    }
+
+    /// Adds `fp`/`k` unless it is known or the set is full; true when added.
+    fn record(&self, fp: u64, k: Vec<u8>, time_ms: u64) -> Result<bool, SeenError> {
         let mut memory = self.memory.lock();
         if memory.contains(&fp) {
             return Ok(false);
@@ -129,7 +200,6 @@ impl Seen {
         if memory.len() >= MEMORY_ENTRIES && self.disk.is_some() {
             memory.clear();
         }
-        let k = key(client, domain);
         if let Some((_, tree)) = &self.disk
             && tree.contains_key(&k).map_err(err)?
         {
@@ -151,6 +221,85 @@ impl Seen {
         self.count.fetch_add(1, Ordering::Relaxed);
         memory.insert(fp);
         Ok(true)
+    }
+
+    /// Logs that this node raised the new-domain alert of `client` and `domain`
+    /// (first used at `time_ms`), for its peer to take.
+    pub fn alerted(&self, client: IpAddr, domain: &str, time_ms: u64) -> Result<(), SeenError> {
+        let k = key(client, domain);
+        let seq = match &self.log {
+            Log::Disk(db, log) => {
+                let err = |e: sled::Error| SeenError::Db {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                };
+                // generate_id is unique and rising across restarts; +1 keeps 0 as "before all".
+                let seq = db.generate_id().map_err(err)? + 1;
+                log.insert(seq.to_be_bytes(), log_value(time_ms, &k))
+                    .map_err(err)?;
+                seq
+            }
+            Log::Memory(m) => {
+                let mut m = m.lock();
+                m.0 += 1;
+                let seq = m.0;
+                if m.1.len() >= MEMORY_ENTRIES {
+                    m.1.pop_front();
+                }
+                m.1.push_back(Alerted {
+                    seq,
+                    time_ms,
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                });
+                seq
+            }
+        };
+        self.logged.send_replace(seq);
+        Ok(())
+    }
+
+    /// Up to `limit` entries of the log of alerted pairs after sequence number
+    /// `after` (0: from the start), oldest first.
+    pub fn alerted_since(&self, after: u64, limit: usize) -> Result<Vec<Alerted>, SeenError> {
+        match &self.log {
+            Log::Disk(_, log) => {
+                let err = |e: sled::Error| SeenError::Db {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                };
+                let mut out = Vec::new();
+                for kv in log
+                    .range(after.saturating_add(1).to_be_bytes()..)
+                    .take(limit)
+                {
+                    let (k, v) = kv.map_err(err)?;
+                    let (Ok(seq), Some((time, key))) =
+                        (<[u8; 8]>::try_from(k.as_ref()), v.split_first_chunk::<8>())
+                    else {
+                        continue;
+                    };
+                    out.push(Alerted {
+                        seq: u64::from_be_bytes(seq),
+                        time_ms: u64::from_be_bytes(*time),
+                        key: String::from_utf8_lossy(key).into_owned(),
+                    });
+                }
+                Ok(out)
+            }
+            Log::Memory(m) => Ok(m
+                .lock()
+                .1
+                .iter()
+                .filter(|a| a.seq > after)
+                .take(limit)
+                .cloned()
+                .collect()),
+        }
+    }
+
+    /// The sequence number of the newest log entry, changed at each new one.
+    pub fn logged(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.logged.subscribe()
     }
 
     /// Pairs stored.
@@ -213,5 +362,56 @@ mod tests {
         assert!(!s.first_use(a, "example.net", 4).unwrap(), "full");
         s.flush().unwrap();
         assert!(!dir.path().join("unusable").exists(), "nothing written");
+    }
+
+    #[test]
+    fn alerted_pairs_are_logged_and_merged_pairs_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        for reopen in [false, true] {
+            let disk = Seen::open(&dir.path().join(format!("d{reopen}")), 10).unwrap();
+            let mem = Seen::memory_only(dir.path(), 10);
+            for s in [&disk, &mem] {
+                let changes = s.logged();
+                assert!(s.first_use(a, "example.com", 1).unwrap());
+                s.alerted(a, "example.com", 1).unwrap();
+                assert!(changes.has_changed().unwrap());
+                // The peer's pair: recorded (no alert later), not logged.
+                assert!(s.merge("127.0.0.3 example.org", 2).unwrap());
+                assert!(!s.merge("127.0.0.3 example.org", 3).unwrap());
+                assert!(
+                    !s.first_use("127.0.0.3".parse().unwrap(), "example.org", 4)
+                        .unwrap()
+                );
+                assert!(!s.merge("not-an-address example.org", 5).unwrap());
+                assert!(!s.merge("127.0.0.3 ", 5).unwrap());
+                s.alerted(a, "example.net", 6).unwrap();
+                let log = s.alerted_since(0, 10).unwrap();
+                let keys: Vec<_> = log.iter().map(|e| (e.time_ms, e.key.as_str())).collect();
+                assert_eq!(
+                    keys,
+                    [(1, "127.0.0.2 example.com"), (6, "127.0.0.2 example.net")]
+                );
+                assert!(log[0].seq < log[1].seq);
+                assert_eq!(s.alerted_since(log[0].seq, 10).unwrap(), log[1..]);
+                assert_eq!(s.alerted_since(log[0].seq, 0).unwrap(), []);
+                assert_eq!(*s.logged().borrow(), log[1].seq);
+            }
+            if reopen {
+                let before = disk.alerted_since(0, 10).unwrap();
+                disk.flush().unwrap();
+                drop(disk);
+                let again = Seen::open(&dir.path().join("dtrue"), 10).unwrap();
+                assert_eq!(again.alerted_since(0, 10).unwrap(), before);
+                assert_eq!(*again.logged().borrow(), before[1].seq);
+                assert!(
+                    !again
+                        .first_use("127.0.0.3".parse().unwrap(), "example.org", 7)
+                        .unwrap()
+                );
+                again.alerted(a, "example.io", 8).unwrap();
+                assert!(again.alerted_since(0, 10).unwrap()[2].seq > before[1].seq);
+            }
+        }
     }
 }

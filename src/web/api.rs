@@ -27,6 +27,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/cluster/state",
             get(crate::web::cluster::state::get_state),
         )
+        .route(
+            "/api/v1/cluster/seen",
+            get(crate::web::cluster::seen::get_seen).post(crate::web::cluster::seen::post_seen),
+        )
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/api/v1/logout", post(auth::logout))
         .route("/api/v1/session", get(auth::session))

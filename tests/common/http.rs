@@ -91,7 +91,9 @@ impl HttpServer {
                     let mut s = st.lock().unwrap();
                     s.requests += 1;
                     s.bodies.push(String::from_utf8_lossy(&body).into_owned());
-                    s.last_if_none_match = if_none_match.clone();
+                    if if_none_match.is_some() {
+                        s.last_if_none_match = if_none_match.clone();
+                    }
                     match s.queue.pop_front() {
                         Some(r) => r,
                         None => s.response.clone().unwrap(),
@@ -161,7 +163,8 @@ impl HttpServer {
         self.state.lock().unwrap().streamed
     }
 
-    /// The If-None-Match header of the last request.
+    /// The If-None-Match header of the last request that had one (a dnsguard
+    /// secondary's other requests, its seen-set exchange, carry none).
     pub fn last_if_none_match(&self) -> Option<String> {
         self.state.lock().unwrap().last_if_none_match.clone()
     }

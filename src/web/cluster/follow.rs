@@ -46,11 +46,15 @@ pub struct Status {
     pub applied_at: Option<String>,
     /// The last failure, if the last request failed.
     pub last_error: Option<String>,
+    /// Pairs of the primary's new-domain alerts taken into this node's seen set.
+    pub seen_pulled: u64,
+    /// Pairs of this node's new-domain alerts the primary took.
+    pub seen_pushed: u64,
 }
 
 static STATUS: Mutex<Option<Status>> = Mutex::new(None);
 
-fn update(f: impl FnOnce(&mut Status)) {
+pub(super) fn update(f: impl FnOnce(&mut Status)) {
     if let Some(s) = STATUS.lock().as_mut() {
         f(s);
     }
@@ -88,6 +92,16 @@ pub async fn follow(live: Arc<Live>, cfg: ClusterConfig) {
             return;
         }
     };
+    // Dropped (aborting the seen-set exchange) with this task.
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(guard) = &live.guard {
+        tasks.spawn(super::seen::sync(
+            guard.seen().clone(),
+            http.clone(),
+            primary.clone(),
+            cfg.clone(),
+        ));
+    }
     let url = format!("{}/api/v1/cluster/state", primary.trim_end_matches('/'));
     // The state in force: what the primary need not send again.
     let mut seen = own_etag(&live);
@@ -164,6 +178,15 @@ fn failed(why: &str) {
     });
 }
 
+/// The primary's API token, read from `token_file` at each use (it may be replaced).
+pub(super) fn token(cfg: &ClusterConfig) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let path = cfg.token_file.as_deref().context("no cluster.token_file")?;
+    let token =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(token.trim().to_owned())
+}
+
 enum Poll {
     Unchanged {
         ready: bool,
@@ -183,13 +206,10 @@ async fn poll(
     seen: Option<&str>,
 ) -> anyhow::Result<Poll> {
     use anyhow::Context;
-    let path = cfg.token_file.as_deref().context("no cluster.token_file")?;
-    let token =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut req = http
         .get(url)
         .query(&[("wait", wait)])
-        .bearer_auth(token.trim())
+        .bearer_auth(token(cfg)?)
         .timeout(Duration::from_secs(cfg.wait_secs + 10));
     if let Some(tag) = seen {
         req = req.header(reqwest::header::IF_NONE_MATCH, tag);

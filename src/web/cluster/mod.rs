@@ -1,9 +1,11 @@
 //! The HTTP side of a highly available pair (`crate::cluster`): the health check
-//! keepalived asks, the primary's replicated state, and the secondary's follower
-//! that pulls it and applies it through [`crate::live::Live`].
+//! keepalived asks, the primary's replicated state, the secondary's follower
+//! that pulls it and applies it through [`crate::live::Live`], and the exchange
+//! of the two nodes' seen sets (new-domain alerts once for the pair).
 
 pub mod follow;
 pub mod health;
+pub mod seen;
 pub mod state;
 
 use crate::cluster::REPLICATED;
