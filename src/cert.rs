@@ -111,6 +111,11 @@ impl CertStore {
         })
     }
 
+    /// The certificate in force (DER), for a device to install as trusted.
+    pub fn leaf(&self) -> Vec<u8> {
+        self.current.load().cert[0].as_ref().to_vec()
+    }
+
     /// A rustls server configuration that presents this store's certificate and
     /// asks for (never requires) a client certificate, an identity by its SPKI
     /// pin ([`crate::pki::AnyClientCert`]).

@@ -40,22 +40,37 @@ pub fn identity(cert: &[u8]) -> Option<Identity> {
 }
 
 /// The SubjectPublicKeyInfo (tag and length included) of a DER X.509
-/// certificate: the seventh element of tbsCertificate, or the sixth when the
-/// optional `[0] version` is absent.
+/// certificate.
 fn spki(cert: &[u8]) -> Option<&[u8]> {
+    tbs_field(cert, 6).and_then(|(tag, whole)| (tag == 0x30).then_some(whole))
+}
+
+/// Whether `cert` (DER) names itself as its issuer: a self-signed certificate,
+/// which a device trusts only when it is installed as a root.
+pub fn is_self_issued(cert: &[u8]) -> bool {
+    match (tbs_field(cert, 3), tbs_field(cert, 5)) {
+        (Some(issuer), Some(subject)) => issuer == subject,
+        _ => false,
+    }
+}
+
+/// Field `index` of a DER certificate's tbsCertificate, counted as if the
+/// optional `[0] version` were present (3: issuer, 5: subject, 6: the public
+/// key): its tag and the whole element.
+fn tbs_field(cert: &[u8], index: usize) -> Option<(u8, &[u8])> {
     let (_, cert_body, _) = der_element(cert)?;
     let (_, mut tbs, _) = der_element(cert_body)?;
-    let mut index = 0;
+    let mut at = 0;
     while !tbs.is_empty() {
         let (tag, _, whole) = der_element(tbs)?;
-        if index == 0 && tag != 0xA0 {
-            index = 1; // no explicit version
+        if at == 0 && tag != 0xA0 {
+            at = 1; // no explicit version
         }
-        if index == 6 {
-            return (tag == 0x30).then_some(whole);
+        if at == index {
+            return Some((tag, whole));
         }
         tbs = &tbs[whole.len()..];
-        index += 1;
+        at += 1;
     }
     None
 }
@@ -279,6 +294,25 @@ impl ServerCertVerifier for PinVerifier {
 mod tests {
     use super::*;
     use rcgen::PublicKeyData;
+
+    #[test]
+    fn a_self_signed_certificate_is_self_issued_and_a_ca_signed_one_is_not() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "dnsguard test CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
+        assert!(is_self_issued(ca_cert.der()));
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["dns.example.net".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        assert!(!is_self_issued(leaf.der()));
+        assert!(!is_self_issued(b"not a certificate"));
+    }
 
     #[test]
     fn spki_pin_is_the_hash_of_the_keys_public_key_info() {

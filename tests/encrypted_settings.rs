@@ -83,11 +83,12 @@ fn openssl_identity(cert: &Path) -> (String, String) {
     (fp.split_once('=').unwrap().1.to_owned(), pin)
 }
 
-/// A property list parsed by Python's plistlib, as JSON.
+/// A property list parsed by Python's plistlib, as JSON (`<data>` as base64).
 fn plist(xml: &str) -> Value {
     let json = sh(
-        "python3 -c 'import json, plistlib, sys; \
-         print(json.dumps(plistlib.loads(sys.stdin.buffer.read())))'",
+        "python3 -c 'import base64, json, plistlib, sys; \
+         print(json.dumps(plistlib.loads(sys.stdin.buffer.read()), \
+         default=lambda b: base64.b64encode(b).decode()))'",
         xml.as_bytes(),
     );
     serde_json::from_str(&json).unwrap()
@@ -197,6 +198,15 @@ fn the_mobileconfig_is_an_apple_dns_settings_profile_behind_the_login() {
         assert!(p[key].as_str().is_some_and(|v| !v.is_empty()), "{key}");
         assert_ne!(p[key], dns[key], "{key} differs between the payloads");
     }
+    // The self-signed certificate comes along as a root to trust, byte for byte.
+    let root = &p["PayloadContent"][1];
+    assert_eq!(root["PayloadType"], "com.apple.security.root");
+    let der = sh(
+        "openssl x509 -outform DER | base64 -w0",
+        &std::fs::read(dash::data_dir(&dg).join("tls/cert.pem")).unwrap(),
+    );
+    assert_eq!(root["PayloadContent"], der.trim());
+    assert_ne!(root["PayloadUUID"], dns["PayloadUUID"]);
     // The same request makes the same profile: reinstalling replaces it.
     assert_eq!(s.call(&base, "GET", path, None).body, r.body);
 

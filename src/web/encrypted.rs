@@ -169,11 +169,15 @@ pub async fn mobileconfig(
             }
         }
     };
+    // A device trusts a self-signed certificate only as an installed root: the
+    // profile carries it (a certificate from a CA the device trusts needs nothing).
+    let leaf = serving.certs.leaf();
     let profile = Profile {
         dns,
         address,
         client: client.as_deref(),
         scope: &shown,
+        root: crate::pki::is_self_issued(&leaf).then_some(leaf),
     };
     let file = format!(
         "dnsguard-{}.mobileconfig",
@@ -252,6 +256,8 @@ struct Profile<'a> {
     client: Option<&'a str>,
     /// The server as shown, part of the profile's identity.
     scope: &'a str,
+    /// The self-signed certificate served (DER), as a root to install.
+    root: Option<Vec<u8>>,
 }
 
 impl Profile<'_> {
@@ -289,6 +295,25 @@ impl Profile<'_> {
                 "<key>ServerAddresses</key><array><string>{a}</string></array>"
             );
         }
+        let root = self.root.as_ref().map_or_else(String::new, |der| {
+            use base64::Engine as _;
+            format!(
+                "<dict>
+<key>PayloadCertificateFileName</key><string>dnsguard.cer</string>
+<key>PayloadContent</key><data>{}</data>
+<key>PayloadDescription</key><string>The self-signed certificate dnsguard serves.</string>
+<key>PayloadDisplayName</key><string>dnsguard certificate</string>
+<key>PayloadIdentifier</key><string>{}.root</string>
+<key>PayloadType</key><string>com.apple.security.root</string>
+<key>PayloadUUID</key><string>{}</string>
+<key>PayloadVersion</key><integer>1</integer>
+</dict>
+",
+                base64::engine::general_purpose::STANDARD.encode(der),
+                xml(&identifier),
+                uuid(&format!("{identifier}.root")),
+            )
+        });
         format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
@@ -307,7 +332,7 @@ impl Profile<'_> {
 <key>PayloadUUID</key><string>{dns_uuid}</string>
 <key>PayloadVersion</key><integer>1</integer>
 </dict>
-</array>
+{root}</array>
 <key>PayloadDescription</key><string>Encrypted DNS through dnsguard: {target_xml}</string>
 <key>PayloadDisplayName</key><string>dnsguard encrypted DNS ({who_xml})</string>
 <key>PayloadIdentifier</key><string>{id_xml}</string>
