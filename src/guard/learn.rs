@@ -59,9 +59,10 @@ pub struct Proposal {
     pub allowlisted: u64,
     /// Of which tunnel detection flagged.
     pub flagged: u64,
-    /// Distinct clients that asked.
+    /// Distinct clients that asked (a configured client by its name, however many
+    /// addresses it asked from; others by address).
     pub clients: u64,
-    /// Up to five of them.
+    /// Up to five of them (names, or addresses).
     pub client_sample: Vec<String>,
     /// Up to five names asked under it.
     pub name_sample: Vec<String>,
@@ -94,6 +95,13 @@ pub struct Learned {
     pub enforced: bool,
 }
 
+/// A client as learning counts it (`super::Who`, owning the name).
+#[derive(PartialEq, Eq, Hash)]
+enum Client {
+    Address(IpAddr),
+    Named(std::sync::Arc<str>),
+}
+
 /// Most distinct clients counted per domain.
 const MAX_CLIENTS: usize = 10_000;
 
@@ -113,7 +121,7 @@ pub fn learn(
         order: Order::OldestFirst,
         ..Criteria::default()
     };
-    let mut by_domain: HashMap<String, (Proposal, HashSet<IpAddr>)> = HashMap::new();
+    let mut by_domain: HashMap<String, (Proposal, HashSet<Client>)> = HashMap::new();
     for e in log.query(&filter) {
         let e = e?;
         if *e.group != *req.group
@@ -141,8 +149,16 @@ pub fn learn(
         p.flagged += u64::from(e.flagged);
         p.first_ms = p.first_ms.min(e.time_ms);
         p.last_ms = p.last_ms.max(e.time_ms);
-        if clients.len() < MAX_CLIENTS && clients.insert(e.client) && p.client_sample.len() < 5 {
-            p.client_sample.push(e.client.to_string());
+        let client = if e.client_name.is_empty() {
+            Client::Address(e.client)
+        } else {
+            Client::Named(e.client_name.clone())
+        };
+        if clients.len() < MAX_CLIENTS && clients.insert(client) && p.client_sample.len() < 5 {
+            p.client_sample.push(match &*e.client_name {
+                "" => e.client.to_string(),
+                name => name.to_owned(),
+            });
         }
         if p.name_sample.len() < 5 && !p.name_sample.iter().any(|n| **n == *e.name) {
             p.name_sample.push(e.name.to_string());

@@ -2,7 +2,8 @@
 //! one alert per pair, ever, across restarts.
 //!
 //! The pairs live in a sled database (`DATA_DIR/guard`, tree `seen`, key
-//! `"<client> <domain>"`, value the first-use time); the guard thread keeps a
+//! `"<client> <domain>"`, the client an address or `client:NAME` ([`Who`]), value
+//! the first-use time); the guard thread keeps a
 //! bounded in-memory set of their fingerprints in front of it, loaded at start.
 //! When the memory set is full it is cleared and refilled from use (sled stays
 //! the authority). When the database holds `max_seen` pairs no new pair is
@@ -15,11 +16,12 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+
+use super::Who;
 
 /// Fingerprints kept in memory at most.
 const MEMORY_ENTRIES: usize = 200_000;
@@ -48,14 +50,14 @@ pub struct Seen {
     full_warned: AtomicBool,
 }
 
-fn fingerprint(client: IpAddr, domain: &str) -> u64 {
+fn fingerprint(client: Who<'_>, domain: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     client.hash(&mut h);
     domain.hash(&mut h);
     h.finish()
 }
 
-fn key(client: IpAddr, domain: &str) -> Vec<u8> {
+fn key(client: Who<'_>, domain: &str) -> Vec<u8> {
     format!("{client} {domain}").into_bytes()
 }
 
@@ -83,9 +85,10 @@ impl Seen {
             let (k, _) = kv.map_err(err)?;
             count += 1;
             if memory.len() < MEMORY_ENTRIES
-                && let Some((client, domain)) =
-                    std::str::from_utf8(&k).ok().and_then(|s| s.split_once(' '))
-                && let Ok(client) = client.parse::<IpAddr>()
+                && let Some((client, domain)) = std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|s| s.rsplit_once(' '))
+                && let Some(client) = Who::parse(client)
             {
                 memory.insert(fingerprint(client, domain));
             }
@@ -116,7 +119,12 @@ impl Seen {
 
     /// Records that `client` used `domain` at `time_ms`; true when that is the
     /// first use ever (the caller raises the alert).
-    pub fn first_use(&self, client: IpAddr, domain: &str, time_ms: u64) -> Result<bool, SeenError> {
+    pub fn first_use(
+        &self,
+        client: Who<'_>,
+        domain: &str,
+        time_ms: u64,
+    ) -> Result<bool, SeenError> {
         let fp = fingerprint(client, domain);
         let mut memory = self.memory.lock();
         if memory.contains(&fp) {
@@ -182,8 +190,8 @@ mod tests {
     #[test]
     fn first_use_once_per_pair_across_reopen_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let a = Who::Address("127.0.0.2".parse().unwrap());
+        let b = Who::Address("127.0.0.3".parse().unwrap());
         {
             let s = Seen::open(dir.path(), 3).unwrap();
             assert!(s.first_use(a, "example.com", 1).unwrap());
@@ -206,12 +214,42 @@ mod tests {
     fn memory_only_set_alerts_once_per_pair_and_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let s = Seen::memory_only(&dir.path().join("unusable"), 2);
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let a = Who::Address("127.0.0.2".parse().unwrap());
         assert!(s.first_use(a, "example.com", 1).unwrap());
         assert!(!s.first_use(a, "example.com", 2).unwrap());
         assert!(s.first_use(a, "example.org", 3).unwrap());
         assert!(!s.first_use(a, "example.net", 4).unwrap(), "full");
         s.flush().unwrap();
         assert!(!dir.path().join("unusable").exists(), "nothing written");
+    }
+
+    #[test]
+    fn clients_behind_one_address_are_pairs_of_their_own_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let nat = Who::Address("127.0.0.2".parse().unwrap());
+        let (one, two) = (Who::Client("agent-1"), Who::Client("agent 2"));
+        {
+            let s = Seen::open(dir.path(), 10).unwrap();
+            assert!(s.first_use(one, "example.com", 1).unwrap());
+            assert!(s.first_use(two, "example.com", 2).unwrap());
+            assert!(s.first_use(nat, "example.com", 3).unwrap());
+            assert!(!s.first_use(one, "example.com", 4).unwrap());
+            s.flush().unwrap();
+        }
+        let s = Seen::open(dir.path(), 10).unwrap();
+        assert_eq!(s.len(), 3);
+        for who in [one, two, nat] {
+            assert!(!s.first_use(who, "example.com", 5).unwrap(), "{who}");
+        }
+        assert!(
+            s.first_use(Who::Client("agent-3"), "example.com", 6)
+                .unwrap()
+        );
+        // The texts read back as they were written.
+        for who in [one, two, nat] {
+            assert_eq!(Who::parse(&who.to_string()), Some(who));
+        }
+        assert_eq!(Who::parse("client:"), None);
+        assert_eq!(Who::parse("agent-1"), None);
     }
 }

@@ -49,7 +49,7 @@ impl<R: Resolve> Pipeline<R> {
         let action = policy.tunnel_action(verdict.group);
         let score = self
             .detector
-            .observe(now_ms, client, name, qtype)
+            .observe(now_ms, policy.who(client, identity), name, qtype)
             .under(action);
         if score.refused_by(action) && verdict.action != Action::Allow {
             return Err(Stop::Tunnel(verdict, score));
