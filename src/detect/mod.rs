@@ -147,7 +147,7 @@ pub struct ClientTag(u64);
 impl ClientTag {
     /// The tag of the client named `name`.
     pub fn of(name: &str) -> Self {
-        ClientTag(hash::hash_bytes(0xC11E_A7_7A6, name.as_bytes()))
+        ClientTag(hash::hash_bytes(0x000C_11EA_77A6, name.as_bytes()))
     }
 }
 
