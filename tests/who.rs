@@ -297,3 +297,75 @@ fn learning_for_one_agent_learns_only_its_names() {
         "{learned:#}"
     );
 }
+
+#[test]
+fn the_report_lists_agents_behind_one_address_by_name() {
+    let s = start(AGENTS);
+    let (one, two) = (
+        path("agent-1", Some(SECRET_1)),
+        path("agent-2", Some(SECRET_2)),
+    );
+    for (p, name) in [
+        (one.as_str(), "www.a.test"),
+        (one.as_str(), "www.a.test"),
+        (two.as_str(), "www.a.test"),
+        (two.as_str(), "www.b.test"),
+        ("/dns-query", "www.c.test"),
+    ] {
+        assert_eq!(ask(s.doh, p, name), "NOERROR", "{p} {name}");
+    }
+    let cfg = s.dg.config_path();
+    let report = wait_for("five queries in the report", || {
+        let (ok, out, err) = run_cli(&[
+            "report",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        assert!(ok, "report failed: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (v["queries"] == 5).then_some(v)
+    });
+    let mut top: Vec<(&str, u64)> = report["top_clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["client"].as_str().unwrap(),
+                c["queries"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        [("127.0.0.1", 1), ("agent-1", 2), ("agent-2", 2)],
+        "{report:#}"
+    );
+    let mut new: Vec<(&str, Vec<&str>)> = report["new_domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let domains = n["domains"].as_array().unwrap();
+            (
+                n["client"].as_str().unwrap(),
+                domains.iter().map(|d| d.as_str().unwrap()).collect(),
+            )
+        })
+        .collect();
+    new.sort();
+    assert_eq!(
+        new,
+        [
+            ("127.0.0.1", vec!["c.test"]),
+            ("agent-1", vec!["a.test"]),
+            ("agent-2", vec!["a.test", "b.test"]),
+        ],
+        "{report:#}"
+    );
+}

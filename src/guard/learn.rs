@@ -8,12 +8,11 @@
 //! is listed apart and never applied: that is what an exfiltrating agent would
 //! like to get allowed.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
+use super::Client;
 use crate::querylog::{self, Criteria, Order, Origin, QueryLog, QueryLogError, Ruling};
 
 /// What to learn: group and period (`since`/`until` as in the query log).
@@ -95,13 +94,6 @@ pub struct Learned {
     pub enforced: bool,
 }
 
-/// A client as learning counts it (`super::Who`, owning the name).
-#[derive(PartialEq, Eq, Hash)]
-enum Client {
-    Address(IpAddr),
-    Named(std::sync::Arc<str>),
-}
-
 /// Most distinct clients counted per domain.
 const MAX_CLIENTS: usize = 10_000;
 
@@ -149,16 +141,12 @@ pub fn learn(
         p.flagged += u64::from(e.flagged);
         p.first_ms = p.first_ms.min(e.time_ms);
         p.last_ms = p.last_ms.max(e.time_ms);
-        let client = if e.client_name.is_empty() {
-            Client::Address(e.client)
-        } else {
-            Client::Named(e.client_name.clone())
-        };
-        if clients.len() < MAX_CLIENTS && clients.insert(client) && p.client_sample.len() < 5 {
-            p.client_sample.push(match &*e.client_name {
-                "" => e.client.to_string(),
-                name => name.to_owned(),
-            });
+        let client = Client::of(&e);
+        if clients.len() < MAX_CLIENTS && !clients.contains(&client) {
+            if p.client_sample.len() < 5 {
+                p.client_sample.push(client.to_string());
+            }
+            clients.insert(client);
         }
         if p.name_sample.len() < 5 && !p.name_sample.iter().any(|n| **n == *e.name) {
             p.name_sample.push(e.name.to_string());
