@@ -48,6 +48,11 @@ fn observe_does_not_allocate() {
     names.push(r"rbnadmk\193b\190\222wymgdb.n.ntp-pool-status.net".into());
     names.push("mzxw6ytboi2gk43umvzxi5dpmvzwg2lbmvzw42dpnvqxi.x.evil.example".into());
     let client = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    // A proven client behind the same address (its flags count there too).
+    let agent = dnsguard::detect::Who::Client {
+        tag: dnsguard::detect::ClientTag::of("agent-1"),
+        from: client,
+    };
     // A thread's first query sets up its per-name memo (one allocation per thread).
     let _ = det.observe(1_767_398_399_000, client, "warm.example.com", 1);
     let before = allocs();
@@ -55,6 +60,7 @@ fn observe_does_not_allocate() {
     for (i, q) in names.iter().cycle().take(30_000).enumerate() {
         let now = 1_767_398_400_000 + i as u64 * 10;
         flagged += u32::from(det.observe(now, client, q, 16).flagged);
+        flagged += u32::from(det.observe(now, agent, q, 16).flagged);
         det.record_rcode(now + 1, q, 3);
         let _ = det.is_quarantined(now + 2, client, q);
     }

@@ -27,7 +27,15 @@
 //! * a client flagged `quarantine_after` times under a registrable domain
 //!   within the window is quarantined for that domain for
 //!   `quarantine_secs`, no other client is; the caller chooses the
-//!   [`TunnelAction`] per client group ([`Score::refused_by`]).
+//!   [`TunnelAction`] per client group ([`Score::refused_by`]);
+//! * a client is [`Who`] asked: a configured client that proved who it is
+//!   has state of its own (windows, budget, flags, quarantines), wherever it
+//!   asks from, so agents behind one NAT are told apart; everything else is
+//!   its source address, an identity nobody proved included (it could be
+//!   anyone's claim: a client rotating unproven ClientIDs stays one client).
+//!   A proven client's flags also count against the address it asked from,
+//!   so dropping the proof does not escape its quarantine; other proven
+//!   clients at that address keep their own.
 //!
 //! Wiring: build one `Detector` from [`DetectConfig`], share it (`Arc`), call
 //! [`Detector::observe`] for every query (its score says whether the client is
@@ -108,6 +116,39 @@ pub const CALLBACK_SCORE: f32 = 1.5;
 #[inline]
 pub fn is_rare_qtype(qtype: u16) -> bool {
     matches!(qtype, 5 | 10 | 15 | 16 | 33 | 255) || qtype >= 65280
+}
+
+/// Whom a query's detection state is kept for (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// A client known by its source address; also any identity nobody proved.
+    Address(IpAddr),
+    /// A configured client that proved who it is, asking from `from`.
+    Client {
+        /// The client's tag ([`ClientTag::of`] its name).
+        tag: ClientTag,
+        /// The source address (its flags count there too).
+        from: IpAddr,
+    },
+}
+
+impl From<IpAddr> for Who {
+    fn from(ip: IpAddr) -> Self {
+        Who::Address(ip)
+    }
+}
+
+/// A configured client as the detector knows it: a fingerprint of its name,
+/// computed once per configuration, so its state follows the client across
+/// reloads that reorder or add `[[clients]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientTag(u64);
+
+impl ClientTag {
+    /// The tag of the client named `name`.
+    pub fn of(name: &str) -> Self {
+        ClientTag(hash::hash_bytes(0x000C_11EA_77A6, name.as_bytes()))
+    }
 }
 
 /// The verdict for one query.
@@ -219,8 +260,10 @@ impl Detector {
 
     /// Score one query and update its registrable domain's window, and the
     /// client's flags and quarantine under that domain.
-    /// `now_ms`: unix time in milliseconds (callers and tests pass it in).
-    pub fn observe(&self, now_ms: u64, client: IpAddr, qname: &str, qtype: u16) -> Score {
+    /// `now_ms`: unix time in milliseconds (callers and tests pass it in);
+    /// `who`: whose state it is (an address, or a proven client).
+    pub fn observe(&self, now_ms: u64, who: impl Into<Who>, qname: &str, qtype: u16) -> Score {
+        let who = who.into();
         if !self.enabled {
             return Score {
                 value: 0.0,
@@ -240,7 +283,7 @@ impl Detector {
                 reasons,
             };
         }
-        let client = self.client_key(client);
+        let client = self.client_key(who);
         let spent = if exemption == Exemption::None {
             self.budget.spend(
                 now_ms,
@@ -264,6 +307,10 @@ impl Detector {
         let upd = Update {
             key: facts.key,
             client,
+            also: match who {
+                Who::Client { from, .. } => self.client_key(Who::Address(from)),
+                Who::Address(_) => 0,
+            },
             name_fp: facts.name_fp,
             bytes: facts.bytes,
             rare_type: is_rare_qtype(qtype),
@@ -396,24 +443,26 @@ impl Detector {
         }
     }
 
-    /// Whether `client` is quarantined for `qname`'s registrable domain at
+    /// Whether `who` is quarantined for `qname`'s registrable domain at
     /// `now_ms` (without counting a query).
-    pub fn is_quarantined(&self, now_ms: u64, client: IpAddr, qname: &str) -> bool {
+    pub fn is_quarantined(&self, now_ms: u64, who: impl Into<Who>, qname: &str) -> bool {
         let key = self.name_facts(qname).key;
         self.window
-            .is_quarantined(now_ms, key, self.client_key(client))
+            .is_quarantined(now_ms, key, self.client_key(who.into()))
     }
 
-    /// The seeded hash a client is tracked by.
-    fn client_key(&self, client: IpAddr) -> u64 {
-        let client = match client {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
+    /// The seeded hash a client is tracked by (never 0: 0 is "none" in the
+    /// window's updates). Addresses and clients are hashed apart.
+    fn client_key(&self, who: Who) -> u64 {
+        let raw = match who {
+            Who::Address(IpAddr::V4(a)) => u64::from(u32::from(a)),
+            Who::Address(IpAddr::V6(a)) => {
                 let v = u128::from(a);
                 (v as u64) ^ ((v >> 64) as u64).rotate_left(17)
             }
+            Who::Client { tag, .. } => hash::mix(tag.0 ^ 0xA6E7_7A65),
         };
-        hash::mix(client ^ self.seed)
+        hash::mix(raw ^ self.seed) | 1
     }
 
     /// Number of registrable domains currently tracked (at most `max_domains`
@@ -717,6 +766,72 @@ mod tests {
         // Another client of the domain is not charged for them.
         let other = det.observe(70_000, ip(8), "www.c2-update.net", 1);
         assert!(!other.reasons.has(ReasonCode::AnswerPayload), "{other:?}");
+    }
+
+    /// The `i`-th query name of a base32 tunnel below `t.evil.example`.
+    fn tunnel(i: u64) -> String {
+        const A: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let label: String = (0..40u64)
+            .map(|j| char::from(A[(hash::mix(i * 64 + j) % 32) as usize]))
+            .collect();
+        format!("{label}.t.evil.example")
+    }
+
+    fn quarantining() -> Detector {
+        Detector::new(&DetectConfig {
+            quarantine_after: 2,
+            action: TunnelAction::Quarantine,
+            ..DetectConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn proven_clients_behind_one_address_have_their_own_state() {
+        let det = quarantining();
+        let nat = ip(1);
+        let agent = |name: &str| Who::Client {
+            tag: ClientTag::of(name),
+            from: nat,
+        };
+        for i in 0..2 {
+            let s = det.observe(i * 1000, agent("agent-1"), &tunnel(i), 16);
+            assert!(s.flagged, "{i}: {s:?}");
+        }
+        assert!(det.is_quarantined(5_000, agent("agent-1"), "www.evil.example"));
+        // agent-2 at the same address keeps the domain, and its plain look-up
+        // is charged none of agent-1's evidence.
+        assert!(!det.is_quarantined(5_000, agent("agent-2"), "www.evil.example"));
+        let other = det.observe(5_000, agent("agent-2"), "www.evil.example", 1);
+        assert!(!other.flagged && !other.quarantined, "{other:?}");
+        // agent-1's quarantine follows it to another address...
+        let roaming = Who::Client {
+            tag: ClientTag::of("agent-1"),
+            from: ip(2),
+        };
+        assert!(det.is_quarantined(6_000, roaming, "www.evil.example"));
+        // ...and dropping its proof does not escape it: its flags counted
+        // against the address it asked from.
+        assert!(det.is_quarantined(6_000, nat, "www.evil.example"));
+        assert!(!det.is_quarantined(6_000, ip(2), "www.evil.example"));
+    }
+
+    #[test]
+    fn an_address_and_a_client_are_never_the_same_key() {
+        let det = quarantining();
+        // An address flagged twice is quarantined; a proven client asking from
+        // it is not (it has state of its own).
+        for i in 0..2 {
+            det.observe(i * 1000, ip(7), &tunnel(i), 16);
+        }
+        assert!(det.is_quarantined(3_000, ip(7), "www.evil.example"));
+        let who = Who::Client {
+            tag: ClientTag::of("agent-1"),
+            from: ip(7),
+        };
+        assert!(!det.is_quarantined(3_000, who, "www.evil.example"));
+        assert_eq!(ClientTag::of("agent-1"), ClientTag::of("agent-1"));
+        assert_ne!(ClientTag::of("agent-1"), ClientTag::of("agent-2"));
     }
 
     #[test]

@@ -194,6 +194,9 @@ pub(crate) struct Observed {
 pub(crate) struct Update {
     pub key: u64,
     pub client: u64,
+    /// Another key a flag also counts against (the address a proven client
+    /// asked from; 0: none). Only `client`'s own quarantine applies to it.
+    pub also: u64,
     pub name_fp: u64,
     pub bytes: u32,
     pub rare_type: bool,
@@ -478,6 +481,9 @@ impl Window {
         };
         let mark = mark_key(u.key, u.client);
         let quarantined = if lex_score.max(payload).max(volume).max(answers) >= policy.threshold {
+            if u.also != 0 {
+                shard.flag(mark_key(u.key, u.also), now_ms, self.window_ms, policy);
+            }
             shard.flag(mark, now_ms, self.window_ms, policy)
         } else {
             shard.quarantined(mark, now_ms)
@@ -590,6 +596,7 @@ mod tests {
         Update {
             key,
             client: 0,
+            also: 0,
             name_fp: fp,
             bytes: 20,
             rare_type: false,

@@ -8,12 +8,11 @@
 //! is listed apart and never applied: that is what an exfiltrating agent would
 //! like to get allowed.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
+use super::Client;
 use crate::querylog::{self, Criteria, Order, Origin, QueryLog, QueryLogError, Ruling};
 
 /// What to learn: group and period (`since`/`until` as in the query log).
@@ -59,9 +58,10 @@ pub struct Proposal {
     pub allowlisted: u64,
     /// Of which tunnel detection flagged.
     pub flagged: u64,
-    /// Distinct clients that asked.
+    /// Distinct clients that asked (a configured client by its name, however many
+    /// addresses it asked from; others by address).
     pub clients: u64,
-    /// Up to five of them.
+    /// Up to five of them (names, or addresses).
     pub client_sample: Vec<String>,
     /// Up to five names asked under it.
     pub name_sample: Vec<String>,
@@ -113,7 +113,7 @@ pub fn learn(
         order: Order::OldestFirst,
         ..Criteria::default()
     };
-    let mut by_domain: HashMap<String, (Proposal, HashSet<IpAddr>)> = HashMap::new();
+    let mut by_domain: HashMap<String, (Proposal, HashSet<Client>)> = HashMap::new();
     for e in log.query(&filter) {
         let e = e?;
         if *e.group != *req.group
@@ -141,8 +141,12 @@ pub fn learn(
         p.flagged += u64::from(e.flagged);
         p.first_ms = p.first_ms.min(e.time_ms);
         p.last_ms = p.last_ms.max(e.time_ms);
-        if clients.len() < MAX_CLIENTS && clients.insert(e.client) && p.client_sample.len() < 5 {
-            p.client_sample.push(e.client.to_string());
+        let client = Client::of(&e);
+        if clients.len() < MAX_CLIENTS && !clients.contains(&client) {
+            if p.client_sample.len() < 5 {
+                p.client_sample.push(client.to_string());
+            }
+            clients.insert(client);
         }
         if p.name_sample.len() < 5 && !p.name_sample.iter().any(|n| **n == *e.name) {
             p.name_sample.push(e.name.to_string());

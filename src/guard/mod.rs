@@ -105,6 +105,77 @@ pub fn registrable(name: &str) -> &str {
     psl::domain_str(name).unwrap_or(name)
 }
 
+/// Whom the guard's per-client state belongs to (the seen set, alert repeats,
+/// learning): the configured client the query log names, else the source
+/// address. Agents behind one address are told apart by their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Who<'a> {
+    /// No configured client: the address.
+    Address(IpAddr),
+    /// A `[[clients]]` name.
+    Client(&'a str),
+}
+
+impl<'a> Who<'a> {
+    /// The client of a query-log entry's `client` and `client_name`.
+    pub fn of(client: IpAddr, client_name: &'a str) -> Self {
+        if client_name.is_empty() {
+            Who::Address(client)
+        } else {
+            Who::Client(client_name)
+        }
+    }
+
+    /// The text of [`Who`]'s `Display` back (`None` when it is neither form).
+    pub fn parse(s: &'a str) -> Option<Self> {
+        match s.strip_prefix(CLIENT_PREFIX) {
+            Some(name) if !name.is_empty() => Some(Who::Client(name)),
+            Some(_) => None,
+            None => s.parse().ok().map(Who::Address),
+        }
+    }
+}
+
+/// [`Who`] of a query-log entry, owning the name: what learning and the report
+/// count clients by. Shown as the name, or the address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Client {
+    Address(IpAddr),
+    Named(Arc<str>),
+}
+
+impl Client {
+    /// The client of `e`.
+    pub(crate) fn of(e: &Entry) -> Self {
+        if e.client_name.is_empty() {
+            Client::Address(e.client)
+        } else {
+            Client::Named(e.client_name.clone())
+        }
+    }
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Client::Address(ip) => write!(f, "{ip}"),
+            Client::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// What marks a client name in [`Who`]'s text (no address starts with it).
+const CLIENT_PREFIX: &str = "client:";
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Who::Address(ip) => write!(f, "{ip}"),
+            Who::Client(name) => write!(f, "{CLIENT_PREFIX}{name}"),
+        }
+    }
+}
+
 /// Per-group settings the DNS path consults.
 #[derive(Debug, Clone)]
 struct GroupRules {
@@ -174,6 +245,12 @@ pub struct Observation {
     why: u8,
     addrs: [(IpAddr, u32); MAX_ADDRS],
     n_addrs: u8,
+}
+
+impl Observation {
+    fn who(&self) -> Who<'_> {
+        Who::of(self.client, &self.client_name)
+    }
 }
 
 /// What the guard takes from a configuration.
@@ -374,14 +451,14 @@ impl Worker {
         }
         let domain = registrable(&o.name);
         if o.why & why::NEW_DOMAIN != 0 {
-            match self.seen.first_use(o.client, domain, o.time_ms) {
+            match self.seen.first_use(o.who(), domain, o.time_ms) {
                 // The pair's primary raises it (see `cluster`); this node just records it.
                 Ok(true) if crate::cluster::defers_new_domain_alerts() => {
                     metrics::counter!("dnsguard_cluster_new_domain_deferred_total").increment(1);
                 }
                 Ok(true) => {
                     // Logged for the pair's other node, which then never raises it.
-                    if let Err(e) = self.seen.alerted(o.client, domain, o.time_ms) {
+                    if let Err(e) = self.seen.alerted(o.who(), domain, o.time_ms) {
                         tracing::warn!(error = %e, "cannot log the alerted pair for the peer");
                     }
                     self.raise(o, AlertKind::NewDomain, domain, || {
@@ -421,7 +498,7 @@ impl Worker {
         if kind != AlertKind::NewDomain && self.repeat_ms > 0 {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (kind as u8, o.client, domain).hash(&mut h);
+            (kind as u8, o.who(), domain).hash(&mut h);
             let key = h.finish();
             if let Some(last) = self.last_alert.get(&key)
                 && o.time_ms.saturating_sub(*last) < self.repeat_ms

@@ -7,11 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Categories;
+use super::{Categories, Client};
 use crate::querylog::{self, Criteria, Entry, Order, Origin, QueryLog, QueryLogError, Ruling};
 
 /// Most (client, domain) pairs remembered while computing new domains.
@@ -130,7 +129,7 @@ pub fn report(
         e.verdict != Ruling::Blocked && !matches!(e.source, Origin::Refused | Origin::Blocked)
     };
     // Pairs known before the period.
-    let mut known: HashSet<(IpAddr, String)> = HashSet::new();
+    let mut known: HashSet<(Client, String)> = HashSet::new();
     let before = Criteria {
         until_ms: Some(since),
         order: Order::OldestFirst,
@@ -139,7 +138,7 @@ pub fn report(
     for e in log.query(&before) {
         let e = e?;
         if known.len() < MAX_PAIRS && answered(&e) {
-            known.insert((e.client, super::registrable(&e.name).to_owned()));
+            known.insert((Client::of(&e), super::registrable(&e.name).to_owned()));
         }
     }
     let period = Criteria {
@@ -154,17 +153,18 @@ pub fn report(
         rate_limited: log.stats(since, until, 0)?.rate_limited,
         ..Report::default()
     };
-    let mut clients: HashMap<IpAddr, ClientLine> = HashMap::new();
-    let mut new: HashMap<IpAddr, Vec<String>> = HashMap::new();
+    let mut clients: HashMap<Client, ClientLine> = HashMap::new();
+    let mut new: HashMap<Client, Vec<String>> = HashMap::new();
     let mut cats_count: HashMap<String, u64> = HashMap::new();
     let mut flagged: HashMap<String, Flagged> = HashMap::new();
-    let mut bypass: HashMap<(IpAddr, String), Bypass> = HashMap::new();
+    let mut bypass: HashMap<(Client, String), Bypass> = HashMap::new();
     for e in log.query(&period) {
         let e = e?;
         r.queries += 1;
         let blocked = e.verdict == Ruling::Blocked;
-        let c = clients.entry(e.client).or_insert_with(|| ClientLine {
-            client: e.client.to_string(),
+        let who = Client::of(&e);
+        let c = clients.entry(who.clone()).or_insert_with(|| ClientLine {
+            client: who.to_string(),
             ..ClientLine::default()
         });
         c.queries += 1;
@@ -179,8 +179,8 @@ pub fn report(
         }
         if answered(&e) && known.len() < MAX_PAIRS {
             let domain = super::registrable(&e.name).to_owned();
-            if known.insert((e.client, domain.clone())) {
-                new.entry(e.client).or_default().push(domain);
+            if known.insert((who.clone(), domain.clone())) {
+                new.entry(who.clone()).or_default().push(domain);
             }
         }
         if e.flagged {
@@ -192,7 +192,7 @@ pub fn report(
                 });
             f.count += 1;
             f.max_score = f.max_score.max(e.tunnel_score);
-            let client = e.client.to_string();
+            let client = who.to_string();
             if f.clients.len() < 5 && !f.clients.contains(&client) {
                 f.clients.push(client);
             }
@@ -206,9 +206,9 @@ pub fn report(
         };
         if let Some(via) = via {
             let b = bypass
-                .entry((e.client, e.name.to_string()))
+                .entry((who.clone(), e.name.to_string()))
                 .or_insert_with(|| Bypass {
-                    client: e.client.to_string(),
+                    client: who.to_string(),
                     name: e.name.to_string(),
                     via,
                     count: 0,

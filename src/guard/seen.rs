@@ -2,7 +2,8 @@
 //! one alert per pair, ever, across restarts.
 //!
 //! The pairs live in a sled database (`DATA_DIR/guard`, tree `seen`, key
-//! `"<client> <domain>"`, value the first-use time); the guard thread keeps a
+//! `"<client> <domain>"`, the client an address or `client:NAME` ([`Who`]), value
+//! the first-use time); the guard thread keeps a
 //! bounded in-memory set of their fingerprints in front of it, loaded at start.
 //! When the memory set is full it is cleared and refilled from use (sled stays
 //! the authority). When the database holds `max_seen` pairs no new pair is
@@ -20,11 +21,12 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+
+use super::Who;
 
 /// Fingerprints kept in memory at most.
 const MEMORY_ENTRIES: usize = 200_000;
@@ -68,21 +70,21 @@ pub struct Seen {
     full_warned: AtomicBool,
 }
 
-fn fingerprint(client: IpAddr, domain: &str) -> u64 {
+fn fingerprint(client: Who<'_>, domain: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     client.hash(&mut h);
     domain.hash(&mut h);
     h.finish()
 }
 
-fn key(client: IpAddr, domain: &str) -> Vec<u8> {
+fn key(client: Who<'_>, domain: &str) -> Vec<u8> {
     format!("{client} {domain}").into_bytes()
 }
 
 /// The client and domain of a database key, if it is a well-formed one.
-pub fn parse_key(key: &str) -> Option<(IpAddr, &str)> {
-    let (client, domain) = key.split_once(' ')?;
-    let client = client.parse().ok()?;
+pub fn parse_key(key: &str) -> Option<(Who<'_>, &str)> {
+    let (client, domain) = key.rsplit_once(' ')?;
+    let client = Who::parse(client)?;
     let valid = !domain.is_empty()
         && domain.len() <= 253
         && domain.bytes().all(|b| b.is_ascii_graphic() || b >= 0x80);
@@ -169,7 +171,7 @@ impl Seen {
 
     /// Records that `client` used `domain` at `time_ms`; true when that is the
     /// first use ever (the caller raises the alert).
-    pub fn first_use(&self, client: IpAddr, domain: &str, time_ms: u64) -> Result<bool, SeenError> {
+    pub fn first_use(&self, client: Who<'_>, domain: &str, time_ms: u64) -> Result<bool, SeenError> {
         self.record(fingerprint(client, domain), key(client, domain), time_ms)
     }
 
@@ -225,7 +227,7 @@ impl Seen {
 
     /// Logs that this node raised the new-domain alert of `client` and `domain`
     /// (first used at `time_ms`), for its peer to take.
-    pub fn alerted(&self, client: IpAddr, domain: &str, time_ms: u64) -> Result<(), SeenError> {
+    pub fn alerted(&self, client: Who<'_>, domain: &str, time_ms: u64) -> Result<(), SeenError> {
         let k = key(client, domain);
         let seq = match &self.log {
             Log::Disk(db, log) => {
@@ -331,8 +333,8 @@ mod tests {
     #[test]
     fn first_use_once_per_pair_across_reopen_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let a = Who::Address("127.0.0.2".parse().unwrap());
+        let b = Who::Address("127.0.0.3".parse().unwrap());
         {
             let s = Seen::open(dir.path(), 3).unwrap();
             assert!(s.first_use(a, "example.com", 1).unwrap());
@@ -355,7 +357,7 @@ mod tests {
     fn memory_only_set_alerts_once_per_pair_and_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let s = Seen::memory_only(&dir.path().join("unusable"), 2);
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let a = Who::Address("127.0.0.2".parse().unwrap());
         assert!(s.first_use(a, "example.com", 1).unwrap());
         assert!(!s.first_use(a, "example.com", 2).unwrap());
         assert!(s.first_use(a, "example.org", 3).unwrap());
@@ -367,7 +369,7 @@ mod tests {
     #[test]
     fn alerted_pairs_are_logged_and_merged_pairs_are_not() {
         let dir = tempfile::tempdir().unwrap();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let a = Who::Address("127.0.0.2".parse().unwrap());
         for reopen in [false, true] {
             let disk = Seen::open(&dir.path().join(format!("d{reopen}")), 10).unwrap();
             let mem = Seen::memory_only(dir.path(), 10);
@@ -380,7 +382,7 @@ mod tests {
                 assert!(s.merge("127.0.0.3 example.org", 2).unwrap());
                 assert!(!s.merge("127.0.0.3 example.org", 3).unwrap());
                 assert!(
-                    !s.first_use("127.0.0.3".parse().unwrap(), "example.org", 4)
+                    !s.first_use(Who::Address("127.0.0.3".parse().unwrap()), "example.org", 4)
                         .unwrap()
                 );
                 assert!(!s.merge("not-an-address example.org", 5).unwrap());
@@ -406,12 +408,42 @@ mod tests {
                 assert_eq!(*again.logged().borrow(), before[1].seq);
                 assert!(
                     !again
-                        .first_use("127.0.0.3".parse().unwrap(), "example.org", 7)
+                        .first_use(Who::Address("127.0.0.3".parse().unwrap()), "example.org", 7)
                         .unwrap()
                 );
                 again.alerted(a, "example.io", 8).unwrap();
                 assert!(again.alerted_since(0, 10).unwrap()[2].seq > before[1].seq);
             }
         }
+    }
+
+    #[test]
+    fn clients_behind_one_address_are_pairs_of_their_own_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let nat = Who::Address("127.0.0.2".parse().unwrap());
+        let (one, two) = (Who::Client("agent-1"), Who::Client("agent 2"));
+        {
+            let s = Seen::open(dir.path(), 10).unwrap();
+            assert!(s.first_use(one, "example.com", 1).unwrap());
+            assert!(s.first_use(two, "example.com", 2).unwrap());
+            assert!(s.first_use(nat, "example.com", 3).unwrap());
+            assert!(!s.first_use(one, "example.com", 4).unwrap());
+            s.flush().unwrap();
+        }
+        let s = Seen::open(dir.path(), 10).unwrap();
+        assert_eq!(s.len(), 3);
+        for who in [one, two, nat] {
+            assert!(!s.first_use(who, "example.com", 5).unwrap(), "{who}");
+        }
+        assert!(
+            s.first_use(Who::Client("agent-3"), "example.com", 6)
+                .unwrap()
+        );
+        // The texts read back as they were written.
+        for who in [one, two, nat] {
+            assert_eq!(Who::parse(&who.to_string()), Some(who));
+        }
+        assert_eq!(Who::parse("client:"), None);
+        assert_eq!(Who::parse("agent-1"), None);
     }
 }

@@ -22,6 +22,8 @@ pub struct Policy {
     list_labels: Vec<Arc<str>>,
     /// `[[clients]]` and the groups' identity selectors.
     identities: crate::identity::Identities,
+    /// Per configured client, the detector's tag of its name (computed once).
+    client_tags: Vec<detect::ClientTag>,
     /// Local records and hosts files: swapped with the filter, so a reload (or a
     /// secondary's replicated state) changes them too.
     pub(super) local: crate::resolve::local::LocalRecords,
@@ -62,9 +64,14 @@ impl Policy {
                 tracing::error!(%error, "[[clients]] ignored");
                 crate::identity::Identities::default()
             });
+        let client_tags = (0..=crate::identity::ClientIndex::MAX)
+            .map_while(|c| identities.name(c))
+            .map(|name| detect::ClientTag::of(name))
+            .collect();
         Ok(Self {
             local,
             identities,
+            client_tags,
             filter,
             tunnel_actions,
             group_labels,
@@ -92,6 +99,29 @@ impl Policy {
         }
         self.identities
             .resolve(&self.filter, client, presented, forwarded)
+    }
+
+    /// Whose detection state a query of `identity` from `ip` is: a proven
+    /// client's own, else its source address's (an unproven identity is anyone's
+    /// claim: rotating it must not give a client fresh state or escape a
+    /// quarantine).
+    #[inline]
+    pub(super) fn who(
+        &self,
+        ip: std::net::IpAddr,
+        identity: &crate::identity::Identity,
+    ) -> detect::Who {
+        match identity.client {
+            Some(c) if identity.proven => {
+                self.client_tags
+                    .get(usize::from(c))
+                    .map_or(detect::Who::Address(ip), |&tag| detect::Who::Client {
+                        tag,
+                        from: ip,
+                    })
+            }
+            _ => detect::Who::Address(ip),
+        }
     }
 
     /// The configured clients.

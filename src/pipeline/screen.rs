@@ -58,7 +58,10 @@ impl<R: Resolve> Pipeline<R> {
         }
         let action = policy.tunnel_action(verdict.group);
         let score = match count {
-            Count::At(now_ms) => self.detector.observe(now_ms, client, name, qtype),
+            Count::At(now_ms) => {
+                let who = policy.who(client, identity);
+                self.detector.observe(now_ms, who, name, qtype)
+            }
             Count::Nothing => self.detector.score_name(name, qtype),
         }
         .under(action);
