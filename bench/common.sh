@@ -16,6 +16,7 @@ export BENCH_QUERIES="${BENCH_QUERIES:-/tmp/dnsguard-bench-queries}"
         --blocked 4 --cached 13 --miss 3 --prefix r
 
 # Starts the loopback NSD upstream (127.0.0.53:5300) unless it runs already.
+# (Its own WORK, not a calling script's: one shared NSD, whatever WORK says.)
 start_upstream() {
-    "$shared/upstream/upstream.sh" start >/dev/null
+    env -u WORK "$shared/upstream/upstream.sh" start >/dev/null
 }
