@@ -8,6 +8,8 @@
 #
 #   bench/instructions.sh                   # target/dist/dnsguard
 #   bench/instructions.sh path/to/dnsguard  # another build
+#   SPLIT=1 bench/instructions.sh ...       # also each phase alone (cached, blocked)
+#   PORT=5341 WORK=/tmp/mine bench/instructions.sh ...  # beside another run
 #
 # Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
@@ -15,6 +17,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 bin="${1:-$root/target/dist/dnsguard}"
 work="${WORK:-/tmp/dnsguard-instructions}"
+port="${PORT:-5340}"
 rm -rf "$work"
 mkdir -p "$work"
 start_upstream
@@ -23,7 +26,7 @@ for _ in $(seq 20); do cat "$work/cached1k.txt"; done >"$work/cached20k.txt"
 head -20000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked20k.txt"
 cat >"$work/dnsguard.toml" <<TOML
 [server]
-listen = ["127.0.0.1:5340"]
+listen = ["127.0.0.1:$port"]
 data_dir = "$work/data"
 log = "warn"
 [resolver]
@@ -41,31 +44,47 @@ vpid=$!
 trap 'kill -TERM $vpid 2>/dev/null || true; wait $vpid 2>/dev/null || true' EXIT
 ready=""
 for _ in $(seq 300); do
-    if dig +tries=1 +time=2 @127.0.0.1 -p 5340 localhost A >/dev/null 2>&1; then ready=1; break; fi
+    if dig +tries=1 +time=2 @127.0.0.1 -p "$port" localhost A >/dev/null 2>&1; then ready=1; break; fi
     sleep 0.5
 done
 [ -n "$ready" ] || { tail "$work/server.log"; echo "dnsguard did not start under valgrind" >&2; exit 1; }
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached1k.txt" -n 1 -Q 500 -t 10 >/dev/null 2>&1
+dnsperf -s 127.0.0.1 -p "$port" -d "$work/cached1k.txt" -n 1 -Q 500 -t 10 >/dev/null 2>&1
 callgrind_control -z "$vpid" >/dev/null
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
+dnsperf -s 127.0.0.1 -p "$port" -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
+if [ -n "${SPLIT:-}" ]; then
+    # A dump zeroes the counters: dump 1 holds the cached phase, dump 2 the blocked one.
+    sleep 3
+    callgrind_control -d "$vpid" >/dev/null
+fi
+dnsperf -s 127.0.0.1 -p "$port" -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
 sleep 3
 callgrind_control -d "$vpid" >/dev/null
 sleep 2
-total=0
-for f in "$work"/cg.*.1-*; do
-    ir=$(grep -E '^(summary|totals):' "$f" | head -n 1 | awk '{print $2}')
-    [ -n "$ir" ] && [ "$ir" -ge 1000000 ] || continue
-    # Threads are told apart by a function only they run (LTO inlines the rest).
-    fns=$(callgrind_annotate --inclusive=yes "$f" 2>/dev/null | grep -oE 'dnsguard::[A-Za-z_:]+|sled::[a-z_]+|tokio::runtime' || true)
-    what="other"
-    for pair in "dns::udp::|DNS worker (UDP fast path)" \
-        "querylog::wal::|query log: WAL thread (encoder)" \
-        "querylog::writer::|query log: writer" "dnsguard::guard::|egress guard" \
-        "sled::|sled" "tokio::runtime|tokio (slow path, web)"; do
-        if grep -q "${pair%%|*}" <<<"$fns"; then what=${pair#*|}; break; fi
+# Prints each busy thread of dump $1 and the total over $2 queries.
+report() {
+    local total=0 f ir fns what
+    for f in "$work"/cg.*."$1"-*; do
+        ir=$(grep -E '^(summary|totals):' "$f" | head -n 1 | awk '{print $2}')
+        [ -n "$ir" ] && [ "$ir" -ge 1000000 ] || continue
+        # Threads are told apart by a function only they run (LTO inlines the rest).
+        fns=$(callgrind_annotate --inclusive=yes "$f" 2>/dev/null | grep -oE 'dnsguard::[A-Za-z_:]+|sled::[a-z_]+|tokio::runtime' || true)
+        what="other"
+        for pair in "dns::udp::|DNS worker (UDP fast path)" \
+            "querylog::wal::|query log: WAL thread (encoder)" \
+            "querylog::writer::|query log: writer" "dnsguard::guard::|egress guard" \
+            "sled::|sled" "tokio::runtime|tokio (slow path, web)"; do
+            if grep -q "${pair%%|*}" <<<"$fns"; then what=${pair#*|}; break; fi
+        done
+        printf '%14d  %s\n' "$ir" "$what"
+        total=$((total + ir))
     done
-    printf '%14d  %s\n' "$ir" "$what"
-    total=$((total + ir))
-done
-echo "total: $total instructions, $((total / 40000)) per query"
+    echo "total: $total instructions, $((total / $2)) per query"
+}
+if [ -n "${SPLIT:-}" ]; then
+    echo "cached phase (20,000 queries):"
+    report 1 20000
+    echo "blocked phase (20,000 queries):"
+    report 2 20000
+else
+    report 1 40000
+fi

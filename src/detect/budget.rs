@@ -97,8 +97,9 @@ impl Pair {
         false
     }
 
-    fn fill(&self) -> f32 {
-        self.sketch.iter().map(|w| w.count_ones()).sum::<u32>() as f32 / SKETCH_BITS as f32
+    /// Bits set in the sketch.
+    fn bits(&self) -> u32 {
+        self.sketch.iter().map(|w| w.count_ones()).sum()
     }
 
     /// Whether nothing would be lost by giving the slot away.
@@ -215,11 +216,13 @@ impl Budget {
             };
         };
         p.decay(now_ms);
-        let mut novelty = novelty(p, pair_key, below);
+        // The sketch is counted once: what `novelty` marks is added to it.
+        let bits = p.bits();
+        let (mut novelty, marked) = novelty(p, pair_key, below, bits);
         if identity && novelty > 0.0 {
             novelty += self.base;
         }
-        if p.fill() > 0.5 {
+        if u64::from(bits + marked) > SKETCH_BITS / 2 {
             // Saturated: start over (what was sent counts as new again, which
             // errs towards flagging, never towards missing).
             p.sketch = [0; SKETCH_WORDS];
@@ -329,10 +332,12 @@ impl Budget {
 
 /// Bytes of `below` the pair had not seen, remembering them: per label, 0 if
 /// it is one of the last labels sent, else its length scaled by the share of
-/// its trigrams that are new (corrected for the sketch's fill), at least half.
-fn novelty(p: &mut Pair, seed: u64, below: &[u8]) -> f32 {
-    let fill = p.fill().min(0.9);
+/// its trigrams that are new (corrected for the sketch's fill: `bits` set
+/// before), at least half. Also returns the bits it set.
+fn novelty(p: &mut Pair, seed: u64, below: &[u8], bits: u32) -> (f32, u32) {
+    let fill = (bits as f32 / SKETCH_BITS as f32).min(0.9);
     let mut total = 0.0;
+    let mut marked = 0;
     for label in below.split(|&c| c == b'.') {
         if label.is_empty() || p.label((hash_bytes(seed, label) as u32).max(1)) {
             continue;
@@ -353,8 +358,9 @@ fn novelty(p: &mut Pair, seed: u64, below: &[u8]) -> f32 {
         // alphabet (syllables) recombines the same trigrams by design.
         let share = (fresh as f32 / grams as f32 / (1.0 - fill)).clamp(0.5, 1.0);
         total += label.len() as f32 * share;
+        marked += fresh as u32;
     }
-    total
+    (total, marked)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! stale fallback (RFC 8767) when it fails. [`Resolve`] is the seam: the
 //! configured [`Router`] in the server, a scripted resolver in the unit tests.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -66,7 +67,12 @@ impl<R: Resolve> Pipeline<R> {
                     // The recursor keeps signatures whatever the client asked.
                     answer.strip_dnssec(query.query_type());
                 }
-                let qname = pending.name.to_string();
+                // The name text the detector saw in `decide`: the key holds it
+                // (made again only for a name too long to be a key).
+                let qname = match &pending.key {
+                    Some(k) => Cow::Borrowed(k.name()),
+                    None => Cow::Owned(crate::name::name_text(query.name())),
+                };
                 let now = crate::querylog::now_ms();
                 if self.detector.watches(now, &qname) {
                     // Answers of a watched domain: a command channel comes back here.

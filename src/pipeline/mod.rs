@@ -266,7 +266,10 @@ impl<R: Resolve> Pipeline<R> {
             );
         }
         let key = Key::new(name, qtype, asked.dnssec_ok, asked.checking_disabled);
-        if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
+        if let Some(hit) = key
+            .as_ref()
+            .and_then(|k| self.cache.get(k, asked.arrived.at))
+        {
             let fetched = Fetched {
                 hit,
                 source: Source::Cache,

@@ -3,10 +3,11 @@
 //! serve-stale (RFC 8767) when every upstream fails.
 //!
 //! Sharded mutexes keep contention low; eviction is CLOCK (FIFO with a second chance
-//! for entries read since they were queued), which approximates LRU cheaply.
+//! for entries read since they were queued), which approximates LRU cheaply. A
+//! lookup hashes its key once: the hash picks the shard and is the shard map's key.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -202,6 +203,8 @@ impl Cached {
 }
 
 struct Entry {
+    /// The key's bytes: two keys with one hash never share an answer.
+    key: Box<[u8]>,
     cached: Arc<Cached>,
     stored: Instant,
     ttl: u32,
@@ -211,9 +214,34 @@ struct Entry {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Box<[u8]>, Entry, foldhash::fast::FixedState>,
-    queue: VecDeque<(Box<[u8]>, u64)>,
+    /// Entries by their key's hash, which the lookup already made to pick the
+    /// shard (the map does not hash it again). Of two keys with one hash, the
+    /// later insert replaces the other.
+    map: HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
+    /// (key hash, generation) in insertion order, for eviction.
+    queue: VecDeque<(u64, u64)>,
     generation: u64,
+}
+
+/// The map's hasher: its keys are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are `u64`); anything else still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, h: u64) {
+        self.0 = h;
+    }
 }
 
 /// A bounded, TTL-honouring DNS answer cache.
@@ -272,14 +300,16 @@ impl Cache {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
+    /// The key's hash, and the shard it picks.
+    fn shard(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
         let h = self.hasher.hash_one(key);
-        &self.shards[(h >> 32) as usize % SHARDS]
+        (h, &self.shards[(h >> 32) as usize % SHARDS])
     }
 
-    /// A fresh answer for `key`, if one is cached.
-    pub fn get(&self, key: &Key) -> Option<Hit> {
-        self.lookup(key, Instant::now(), false)
+    /// A fresh answer for `key` at `now` (the query's arrival: no clock read per
+    /// lookup), if one is cached.
+    pub fn get(&self, key: &Key, now: Instant) -> Option<Hit> {
+        self.lookup(key, now, false)
     }
 
     /// An expired answer for `key` within `stale_max_age`, for when upstreams fail.
@@ -294,8 +324,9 @@ impl Cache {
         if self.per_shard == 0 {
             return None;
         }
-        let shard = self.shard(key.bytes()).read();
-        let entry = shard.map.get(key.bytes())?;
+        let (h, shard) = self.shard(key.bytes());
+        let shard = shard.read();
+        let entry = shard.map.get(&h).filter(|e| *e.key == *key.bytes())?;
         let age = now.saturating_duration_since(entry.stored).as_secs();
         let age = u32::try_from(age).unwrap_or(u32::MAX);
         let (ttl_left, stale) = if age < entry.ttl {
@@ -338,14 +369,15 @@ impl Cache {
         }
         let min_ttl = self.cfg.min_ttl;
         let stored = Arc::new(resolved.map_ttls(|t| t.clamp(min_ttl, ttl.max(min_ttl))));
-        let bytes: Box<[u8]> = key.bytes().into();
-        let mut shard = self.shard(&bytes).write();
+        let (h, shard) = self.shard(key.bytes());
+        let mut shard = shard.write();
         shard.generation += 1;
         let generation = shard.generation;
-        shard.queue.push_back((bytes.clone(), generation));
+        shard.queue.push_back((h, generation));
         shard.map.insert(
-            bytes,
+            h,
             Entry {
+                key: key.bytes().into(),
                 cached: stored,
                 stored: Instant::now(),
                 ttl,
@@ -461,7 +493,7 @@ mod tests {
         c.insert(&key("www.example."), &cached);
         // Asked again in another letter case: the same records, names included.
         let back = c
-            .get(&key("www.example."))
+            .get(&key("www.example."), Instant::now())
             .unwrap()
             .answer(&name("WWW.Example."), RecordType::A);
         assert_eq!(back.rcode, ResponseCode::NoError);
@@ -484,7 +516,7 @@ mod tests {
         insert(&c, "short.example.", a_answer("short.example.", 5));
         insert(&c, "long.example.", a_answer("long.example.", 90_000));
         assert_eq!(
-            c.get(&key("short.example."))
+            c.get(&key("short.example."), Instant::now())
                 .unwrap()
                 .answer(&name("short.example."), RecordType::A)
                 .answers[0]
@@ -492,7 +524,7 @@ mod tests {
             60
         );
         assert_eq!(
-            c.get(&key("long.example."))
+            c.get(&key("long.example."), Instant::now())
                 .unwrap()
                 .answer(&name("long.example."), RecordType::A)
                 .answers[0]
@@ -508,7 +540,7 @@ mod tests {
             ..CacheConfig::default()
         });
         insert(&c, "nosoa.example.", Answer::empty(ResponseCode::NXDomain));
-        assert!(c.get(&key("nosoa.example.")).is_none());
+        assert!(c.get(&key("nosoa.example."), Instant::now()).is_none());
         let mut nx = Answer::empty(ResponseCode::NXDomain);
         let soa = SOA::new(
             Name::from_ascii("example.").unwrap(),
@@ -526,13 +558,13 @@ mod tests {
         ));
         insert(&c, "nx.example.", nx);
         let hit = c
-            .get(&key("nx.example."))
+            .get(&key("nx.example."), Instant::now())
             .unwrap()
             .answer(&name("nx.example."), RecordType::A);
         assert_eq!(hit.rcode, ResponseCode::NXDomain);
         assert_eq!(hit.authorities[0].ttl, 100);
         insert(&c, "fail.example.", Answer::empty(ResponseCode::ServFail));
-        assert!(c.get(&key("fail.example.")).is_none());
+        assert!(c.get(&key("fail.example."), Instant::now()).is_none());
     }
 
     #[test]
@@ -546,11 +578,38 @@ mod tests {
             let n = format!("n{i}.example.");
             insert(&c, &n, a_answer(&n, 300));
             assert!(
-                c.get(&key("hot.example.")).is_some(),
+                c.get(&key("hot.example."), Instant::now()).is_some(),
                 "hot entry evicted at {i}"
             );
         }
         assert!(c.len() <= SHARDS * 4);
+    }
+
+    #[test]
+    fn an_entry_under_another_keys_hash_is_not_its_answer() {
+        let c = Cache::new(&CacheConfig::default());
+        insert(&c, "a.example.", a_answer("a.example.", 300));
+        // Two keys with one hash: file a.example's entry where b.example's
+        // lookup finds it (its shard, its hash).
+        let (ha, sa) = c.shard(key("a.example.").bytes());
+        let (hb, sb) = c.shard(key("b.example.").bytes());
+        let entry = sa.write().map.remove(&ha).unwrap();
+        sb.write().map.insert(hb, entry);
+        assert!(c.get(&key("b.example."), Instant::now()).is_none());
+        // Its own key still finds it where it is filed.
+        let entry = sb.write().map.remove(&hb).unwrap();
+        sa.write().map.insert(ha, entry);
+        assert!(c.get(&key("a.example."), Instant::now()).is_some());
+    }
+
+    #[test]
+    fn a_lookup_counts_the_ttl_down_from_the_time_it_is_given() {
+        let c = Cache::new(&CacheConfig::default());
+        insert(&c, "t.example.", a_answer("t.example.", 300));
+        let now = Instant::now();
+        let later = |s| now + Duration::from_secs(s);
+        assert_eq!(c.get(&key("t.example."), later(100)).unwrap().ttl_left, 200);
+        assert!(c.get(&key("t.example."), later(301)).is_none());
     }
 
     #[test]
@@ -560,6 +619,6 @@ mod tests {
             ..CacheConfig::default()
         });
         insert(&c, "a.example.", a_answer("a.example.", 300));
-        assert!(c.get(&key("a.example.")).is_none());
+        assert!(c.get(&key("a.example."), Instant::now()).is_none());
     }
 }
