@@ -8,6 +8,8 @@
 #
 #   bench/instructions.sh                   # target/dist/dnsguard
 #   bench/instructions.sh path/to/dnsguard  # another build
+#   DNSTAP=1 bench/instructions.sh          # dnstap on, to an fstrm_capture on a Unix socket
+#   EXTRA_TOML='...' PORT=5341 bench/...    # more config; another listening port
 #
 # Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
@@ -15,15 +17,16 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 bin="${1:-$root/target/dist/dnsguard}"
 work="${WORK:-/tmp/dnsguard-instructions}"
+port="${PORT:-5340}"
 rm -rf "$work"
 mkdir -p "$work"
-start_upstream
+(unset WORK; start_upstream) # its WORK is its own
 head -1000 "$BENCH_QUERIES/cached.txt" >"$work/cached1k.txt"
 for _ in $(seq 20); do cat "$work/cached1k.txt"; done >"$work/cached20k.txt"
 head -20000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked20k.txt"
 cat >"$work/dnsguard.toml" <<TOML
 [server]
-listen = ["127.0.0.1:5340"]
+listen = ["127.0.0.1:$port"]
 data_dir = "$work/data"
 log = "warn"
 [resolver]
@@ -34,21 +37,30 @@ name = "bench"
 source = "$root/../shared/blocklists/small-140k.domains.txt"
 [list_updates]
 interval_hours = 0
+${EXTRA_TOML:-}
 TOML
+cpid=""
+if [ -n "${DNSTAP:-}" ]; then
+    fstrm_capture -t protobuf:dnstap.Dnstap -u "$work/tap.sock" -w "$work/out.tap" >/dev/null 2>&1 &
+    cpid=$!
+    for _ in $(seq 100); do [ -S "$work/tap.sock" ] && break; sleep 0.1; done
+    printf '[dnstap]\ntarget = "unix:%s"\n' "$work/tap.sock" >>"$work/dnsguard.toml"
+fi
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg.%p" \
     "$bin" serve --config "$work/dnsguard.toml" >"$work/server.log" 2>&1 &
 vpid=$!
-trap 'kill -TERM $vpid 2>/dev/null || true; wait $vpid 2>/dev/null || true' EXIT
+trap 'kill -TERM $vpid 2>/dev/null || true; wait $vpid 2>/dev/null || true
+      [ -z "$cpid" ] || { kill -TERM $cpid 2>/dev/null; wait $cpid 2>/dev/null; } || true' EXIT
 ready=""
 for _ in $(seq 300); do
-    if dig +tries=1 +time=2 @127.0.0.1 -p 5340 localhost A >/dev/null 2>&1; then ready=1; break; fi
+    if dig +tries=1 +time=2 @127.0.0.1 -p "$port" localhost A >/dev/null 2>&1; then ready=1; break; fi
     sleep 0.5
 done
 [ -n "$ready" ] || { tail "$work/server.log"; echo "dnsguard did not start under valgrind" >&2; exit 1; }
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached1k.txt" -n 1 -Q 500 -t 10 >/dev/null 2>&1
+dnsperf -s 127.0.0.1 -p "$port" -d "$work/cached1k.txt" -n 1 -Q 500 -t 10 >/dev/null 2>&1
 callgrind_control -z "$vpid" >/dev/null
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
+dnsperf -s 127.0.0.1 -p "$port" -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
+dnsperf -s 127.0.0.1 -p "$port" -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
 sleep 3
 callgrind_control -d "$vpid" >/dev/null
 sleep 2
@@ -62,6 +74,7 @@ for f in "$work"/cg.*.1-*; do
     for pair in "dns::udp::|DNS worker (UDP fast path)" \
         "querylog::wal::|query log: WAL thread (encoder)" \
         "querylog::writer::|query log: writer" "dnsguard::guard::|egress guard" \
+        "dnsguard::dnstap::|dnstap writer" \
         "sled::|sled" "tokio::runtime|tokio (slow path, web)"; do
         if grep -q "${pair%%|*}" <<<"$fns"; then what=${pair#*|}; break; fi
     done
