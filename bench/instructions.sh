@@ -10,6 +10,8 @@
 #   bench/instructions.sh path/to/dnsguard  # another build
 #   SPLIT=1 bench/instructions.sh ...       # also each phase alone (cached, blocked)
 #   PORT=5341 WORK=/tmp/mine bench/instructions.sh ...  # beside another run
+#   DNSTAP=1 bench/instructions.sh          # dnstap on, to an fstrm_capture on a Unix socket
+#   EXTRA_TOML='...' bench/instructions.sh  # more config
 #
 # Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
@@ -37,11 +39,20 @@ name = "bench"
 source = "$root/../shared/blocklists/small-140k.domains.txt"
 [list_updates]
 interval_hours = 0
+${EXTRA_TOML:-}
 TOML
+cpid=""
+if [ -n "${DNSTAP:-}" ]; then
+    fstrm_capture -t protobuf:dnstap.Dnstap -u "$work/tap.sock" -w "$work/out.tap" >/dev/null 2>&1 &
+    cpid=$!
+    for _ in $(seq 100); do [ -S "$work/tap.sock" ] && break; sleep 0.1; done
+    printf '[dnstap]\ntarget = "unix:%s"\n' "$work/tap.sock" >>"$work/dnsguard.toml"
+fi
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg.%p" \
     "$bin" serve --config "$work/dnsguard.toml" >"$work/server.log" 2>&1 &
 vpid=$!
-trap 'kill -TERM $vpid 2>/dev/null || true; wait $vpid 2>/dev/null || true' EXIT
+trap 'kill -TERM $vpid 2>/dev/null || true; wait $vpid 2>/dev/null || true
+      [ -z "$cpid" ] || { kill -TERM $cpid 2>/dev/null; wait $cpid 2>/dev/null; } || true' EXIT
 ready=""
 for _ in $(seq 300); do
     if dig +tries=1 +time=2 @127.0.0.1 -p "$port" localhost A >/dev/null 2>&1; then ready=1; break; fi
@@ -72,6 +83,7 @@ report() {
         for pair in "dns::udp::|DNS worker (UDP fast path)" \
             "querylog::wal::|query log: WAL thread (encoder)" \
             "querylog::writer::|query log: writer" "dnsguard::guard::|egress guard" \
+            "dnsguard::dnstap::|dnstap writer" \
             "sled::|sled" "tokio::runtime|tokio (slow path, web)"; do
             if grep -q "${pair%%|*}" <<<"$fns"; then what=${pair#*|}; break; fi
         done

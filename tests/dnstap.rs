@@ -255,6 +255,8 @@ fn taps_for<'a>(taps: &'a [Tap], name: &str) -> Vec<&'a Tap> {
 
 const CLIENT_QUERY: u64 = 5;
 const CLIENT_RESPONSE: u64 = 6;
+const FORWARDER_QUERY: u64 = 7;
+const FORWARDER_RESPONSE: u64 = 8;
 const QNAME: u64 = 1;
 const NXDOMAIN: u64 = 1;
 const PASS: u64 = 3;
@@ -425,6 +427,119 @@ fn blocked_allowed_and_flagged_queries_reach_fstrm_capture_and_dnstap_read() {
         assert!(extra.contains("flagged=true reasons="), "{extra}");
         assert!(t.policy.is_none(), "flagged but answered (action log)");
     }
+}
+
+#[test]
+fn log_upstream_adds_forwarder_query_and_response_with_the_upstream_address() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("tap.sock");
+    let capture = Capture::unix(&socket, &tmp.path().join("out.tap"));
+    let dg = start(
+        &up,
+        &format!("unix:{}", socket.display()),
+        "log_upstream = true\n",
+    );
+    wait_for("the collector connected", || {
+        dg.log()
+            .contains("dnstap collector connected")
+            .then_some(())
+    });
+    let t0 = std::time::SystemTime::now();
+    // A miss goes upstream; the same question again is a cache hit that does not.
+    for _ in 0..2 {
+        assert_eq!(
+            addrs(&ask(dg.addr, "other.fwd.test.", RecordType::A)),
+            ["192.0.2.3"]
+        );
+    }
+    assert_eq!(up.queries_for("other.fwd.test."), 1);
+    let t1 = std::time::SystemTime::now();
+    stop(dg);
+    let file = capture.finish();
+
+    // BIND's decoder: the pair, with the upstream as the responder.
+    let docs = read_yaml(&file);
+    let upstream: Vec<_> = yaml_for(&docs, "other.fwd.test.")
+        .into_iter()
+        .filter(|d| d.contains("type: FORWARDER_"))
+        .collect();
+    assert_eq!(upstream.len(), 2, "{docs:#?}");
+    let port = up.addr().port().to_string();
+    for d in &upstream {
+        assert_eq!(yaml_value(d, "socket_family"), Some("INET"), "{d}");
+        assert_eq!(yaml_value(d, "socket_protocol"), Some("UDP"), "{d}");
+        assert_eq!(
+            yaml_value(d, "response_address"),
+            Some("\"127.0.0.1\""),
+            "{d}"
+        );
+        assert_eq!(yaml_value(d, "response_port"), Some(port.as_str()), "{d}");
+        assert_eq!(yaml_value(d, "identity"), Some("tap-test"), "{d}");
+    }
+    assert!(
+        upstream[0].contains("type: FORWARDER_QUERY"),
+        "{}",
+        upstream[0]
+    );
+    assert!(upstream[0].contains("query_message_data"));
+    assert!(
+        upstream[1].contains("type: FORWARDER_RESPONSE"),
+        "{}",
+        upstream[1]
+    );
+    assert!(upstream[1].contains("response_message_data"));
+
+    // By field number: the times, and the messages as they went over the wire.
+    let taps = read_taps(&file);
+    let types: Vec<u64> = taps_for(&taps, "other.fwd.test.")
+        .iter()
+        .map(|t| t.message_type())
+        .collect();
+    let count = |ty| types.iter().filter(|&&t| t == ty).count();
+    assert_eq!(
+        (count(CLIENT_QUERY), count(CLIENT_RESPONSE)),
+        (2, 2),
+        "{types:?}"
+    );
+    assert_eq!(
+        (count(FORWARDER_QUERY), count(FORWARDER_RESPONSE)),
+        (1, 1),
+        "{types:?}"
+    );
+    let fq = taps
+        .iter()
+        .find(|t| t.message_type() == FORWARDER_QUERY)
+        .unwrap();
+    let fr = taps
+        .iter()
+        .find(|t| t.message_type() == FORWARDER_RESPONSE)
+        .unwrap();
+    for t in [fq, fr] {
+        assert_eq!(bytes(&t.message, 5).unwrap(), [127, 0, 0, 1]);
+        assert_eq!(int(&t.message, 7), Some(u64::from(up.addr().port())));
+        assert_eq!(bytes(&t.message, 4), None, "dnsguard is the initiator");
+        assert!(t.policy.is_none() && t.extra().is_none());
+    }
+    let query = bytes(&fq.message, 10).expect("the query sent");
+    let answer = bytes(&fr.message, 14).expect("the upstream's answer");
+    assert_eq!(query[..2], answer[..2], "the ID the upstream answered");
+    assert_eq!(query[2] & 0x80, 0, "a query");
+    assert_ne!(answer[2] & 0x80, 0, "a response");
+    assert!(answer.windows(4).any(|w| w == [192, 0, 2, 3]), "{answer:?}");
+    let micros =
+        |sec: Option<u64>, nsec: Option<u64>| sec.unwrap() * 1_000_000 + nsec.unwrap() / 1000;
+    let asked = micros(int(&fr.message, 8), int(&fr.message, 9));
+    let answered = micros(int(&fr.message, 12), int(&fr.message, 13));
+    let us = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+    };
+    assert!(
+        us(t0) <= asked && asked <= answered && answered <= us(t1),
+        "{} <= {asked} <= {answered} <= {}",
+        us(t0),
+        us(t1)
+    );
 }
 
 #[test]

@@ -3,22 +3,29 @@
 //! tunnel detector's findings in `extra`, sent over Frame Streams to a collector
 //! on a Unix socket or TCP.
 //!
-//! Off the DNS path except `Dnstap::observe` (in `dns/tap.rs`, beside the pipeline
-//! it reads): it copies what the query log entry already holds into an `Event`
-//! and `try_send`s it into a bounded queue. A
-//! writer thread encodes and writes; a collector that is down, slow or speaks
-//! garbage only costs events (counted in `dnsguard_dnstap_dropped_total`), never
-//! a client's answer. The writer reconnects with back-off.
+//! With `log_upstream = true`, each query forwarded to an upstream and its answer
+//! go out too, as FORWARDER_QUERY and FORWARDER_RESPONSE.
+//!
+//! Off the DNS path except `Dnstap::observe` (called by the pipeline's record
+//! step): it takes a free slot of a bounded queue, copies the query's and the
+//! reply's wire bytes into the slot's own buffer (no allocation once warm) with
+//! the verdict's few fixed fields, and hands the slot on ([`queue`]). A writer
+//! thread encodes batches straight into one reused buffer ([`encode`]) and
+//! writes each batch at once; a collector that is down, slow or speaks garbage
+//! only costs events (counted in `dnsguard_dnstap_dropped_total`), never a
+//! client's answer. The writer reconnects with back-off.
 
+mod encode;
 mod fstrm;
 mod proto;
+mod queue;
 mod writer;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use serde::Deserialize;
 
@@ -44,6 +51,9 @@ pub struct DnstapConfig {
     pub version: Option<String>,
     /// Queries waiting for the writer at most; more are dropped (and counted).
     pub queue: usize,
+    /// Also each query sent to a forwarding upstream and its answer
+    /// (FORWARDER_QUERY, FORWARDER_RESPONSE).
+    pub log_upstream: bool,
 }
 
 impl Default for DnstapConfig {
@@ -53,6 +63,7 @@ impl Default for DnstapConfig {
             identity: None,
             version: None,
             queue: 4096,
+            log_upstream: false,
         }
     }
 }
@@ -120,26 +131,96 @@ pub struct Via<'a> {
     pub response: &'a [u8],
 }
 
-/// One answered query, as the writer thread needs it.
+/// Whose exchange an [`Event`] is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A client's query and dnsguard's answer (CLIENT_QUERY, CLIENT_RESPONSE).
+    #[default]
+    Client,
+    /// dnsguard's query to an upstream and its answer (FORWARDER_QUERY,
+    /// FORWARDER_RESPONSE).
+    Forwarder,
+}
+
+/// One exchange, as the writer thread needs it: fixed fields, and the texts and
+/// wire forms back to back in `buf`. Events are slots of the [`queue`]: their
+/// buffer goes back to the free list after writing and keeps its capacity, so
+/// filling one allocates nothing.
 pub(crate) struct Event {
-    /// The client's address.
-    pub client: IpAddr,
-    /// The client's port (0: unknown).
+    /// Client or upstream exchange.
+    pub kind: Kind,
+    /// The client's address (client events), or the upstream's.
+    pub peer: IpAddr,
+    /// The peer's port (0: unknown).
     pub port: u16,
-    /// How the query came.
+    /// How the messages travelled.
     pub transport: Transport,
-    /// Arrival, unix milliseconds.
-    pub now_ms: u64,
-    /// Time to answer.
-    pub latency_us: u32,
-    /// The query name (name text).
-    pub name: Arc<str>,
-    /// The policy that applied, if any.
-    pub policy: Option<PolicyFacts>,
+    /// When the query arrived (or was sent), unix microseconds.
+    pub query_us: u64,
+    /// When the answer was sent (or arrived), unix microseconds.
+    pub response_us: u64,
+    /// The policy that applied, if any (its list and rule are in `buf`).
+    pub verdict: Option<Verdict>,
     /// The tunnel detector's findings, when they matter.
     pub tunnel: Option<Score>,
-    /// Query then response wire bytes, `query_len` splitting them.
-    pub wire: Option<(Box<[u8]>, usize)>,
+    /// Query name, list, rule, query wire, response wire; `ends` says where
+    /// each ends.
+    buf: Vec<u8>,
+    ends: [usize; Part::COUNT],
+}
+
+/// The pieces of an [`Event`]'s buffer.
+#[derive(Clone, Copy)]
+pub(crate) enum Part {
+    /// The query name as text (only when a policy or the detector needs it).
+    Name,
+    /// The list of the rule that matched.
+    List,
+    /// The rule (e.g. `line 9`).
+    Rule,
+    /// The query, wire format.
+    Query,
+    /// The response, wire format.
+    Response,
+}
+
+impl Part {
+    const COUNT: usize = 5;
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Self {
+            kind: Kind::Client,
+            peer: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            transport: Transport::Udp,
+            query_us: 0,
+            response_us: 0,
+            verdict: None,
+            tunnel: None,
+            buf: Vec::new(),
+            ends: [0; Part::COUNT],
+        }
+    }
+}
+
+impl Event {
+    /// Replaces the buffer's contents with `parts`, in [`Part`] order.
+    fn fill(&mut self, parts: [&[u8]; Part::COUNT]) {
+        self.buf.clear();
+        for (end, part) in self.ends.iter_mut().zip(parts) {
+            self.buf.extend_from_slice(part);
+            *end = self.buf.len();
+        }
+    }
+
+    /// One piece of the buffer.
+    pub fn part(&self, part: Part) -> &[u8] {
+        let i = part as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
 }
 
 /// Why dnsguard answered a query as it did, as far as dnstap's policy message
@@ -166,29 +247,31 @@ pub enum Why {
     Answered,
 }
 
-/// dnsguard's verdict in dnstap's terms.
-pub(crate) struct PolicyFacts {
+/// dnsguard's verdict in dnstap's terms (the rule's list and line travel in the
+/// event's buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verdict {
     /// The policy's type (`blocklist`, `rebinding`, …).
     pub kind: &'static str,
-    /// The list whose rule matched.
-    pub list: Arc<str>,
-    /// The rule (e.g. `line 9`).
-    pub rule: Arc<str>,
     /// What was done.
     pub action: PolicyAction,
     /// What matched.
     pub matched: Option<PolicyMatch>,
-    /// The matched address (a rebinding block's).
+    /// The matched address (a rebinding block's, a refused client's).
     pub address: Option<IpAddr>,
 }
 
 /// The running dnstap output.
 pub struct Dnstap {
-    tx: SyncSender<Event>,
+    queue: queue::Queue,
     dropped: metrics::Counter,
     stop: Arc<AtomicBool>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+/// The output that also gets upstream exchanges (`log_upstream = true`): the
+/// forwarder reaches it here rather than through every resolver's constructor.
+static UPSTREAM: OnceLock<Arc<Dnstap>> = OnceLock::new();
 
 impl Dnstap {
     /// Starts the writer thread when `[dnstap] target` is set.
@@ -201,31 +284,38 @@ impl Dnstap {
             .version
             .clone()
             .unwrap_or_else(|| format!("dnsguard {}", env!("CARGO_PKG_VERSION")));
-        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
+        let (queue, drain) = queue::queue(cfg.queue.max(1));
         let dropped = metrics::counter!("dnsguard_dnstap_dropped_total");
         dropped.increment(0);
         let stop = Arc::new(AtomicBool::new(false));
         let w = writer::Writer {
             target,
-            encoder: Encoder {
-                identity: identity.into_bytes(),
-                version: version.into_bytes(),
-            },
+            encoder: encode::Encoder::new(identity.into_bytes(), version.into_bytes()),
             dropped: dropped.clone(),
             stop: stop.clone(),
         };
-        let thread = crate::channel::spawn_background("dnstap", move || w.run(rx))?;
-        Ok(Some(Arc::new(Dnstap {
-            tx,
+        let thread = crate::channel::spawn_background("dnstap", move || w.run(drain))?;
+        let tap = Arc::new(Dnstap {
+            queue,
             dropped,
             stop,
             thread: parking_lot::Mutex::new(Some(thread)),
-        })))
+        });
+        if cfg.log_upstream && UPSTREAM.set(tap.clone()).is_err() {
+            tracing::warn!("dnstap: upstream exchanges already go to another output");
+        }
+        Ok(Some(tap))
     }
 
-    /// Hands one recorded query to the writer; never waits (a full queue drops
-    /// the event and counts it). `why` and the group's block `mode` make its
-    /// policy message; `tunnel` a flagged or refused query's score.
+    /// The output that records upstream exchanges, when `log_upstream` is on.
+    pub fn upstream() -> Option<&'static Dnstap> {
+        UPSTREAM.get().map(|t| &**t)
+    }
+
+    /// Hands one recorded query to the writer; never waits, never allocates once
+    /// the queue's slots exist (a full queue drops the event and counts it).
+    /// `why` and the group's block `mode` make its policy message; `tunnel` a
+    /// flagged or refused query's score.
     pub fn observe(
         &self,
         e: &Entry,
@@ -235,26 +325,60 @@ impl Dnstap {
         tunnel: Option<Score>,
         mode: Option<&BlockMode>,
     ) {
-        let wire = (!via.query.is_empty()).then(|| {
-            let mut b = Vec::with_capacity(via.query.len() + via.response.len());
-            b.extend_from_slice(via.query);
-            b.extend_from_slice(via.response);
-            (b.into_boxed_slice(), via.query.len())
-        });
-        let event = Event {
-            client: e.client,
-            port: via.port,
-            transport: via.transport,
-            now_ms,
-            latency_us: e.latency_us,
-            name: e.name.clone(),
-            policy: policy_facts(e, why, mode),
-            tunnel,
-            wire,
+        let Some(mut ev) = self.queue.slot() else {
+            self.dropped.increment(1);
+            return;
         };
-        match self.tx.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.increment(1),
+        let verdict = verdict(e, why, mode);
+        let query_us = now_ms.saturating_mul(1000);
+        ev.kind = Kind::Client;
+        ev.peer = e.client;
+        ev.port = via.port;
+        ev.transport = via.transport;
+        ev.query_us = query_us;
+        ev.response_us = query_us.saturating_add(u64::from(e.latency_us));
+        ev.verdict = verdict;
+        ev.tunnel = tunnel;
+        // The texts only when a policy or the detector's reasons show them.
+        let (name, list, rule): (&[u8], &[u8], &[u8]) = match (verdict, tunnel) {
+            (None, None) => (b"", b"", b""),
+            _ => (e.name.as_bytes(), e.list.as_bytes(), e.rule.as_bytes()),
+        };
+        ev.fill([name, list, rule, via.query, via.response]);
+        self.send(ev);
+    }
+
+    /// Hands one exchange with a forwarding upstream at `server` to the writer
+    /// (FORWARDER_QUERY and FORWARDER_RESPONSE); never waits. `sent` is when
+    /// the query left; the answer is taken to have arrived now.
+    pub fn forwarded(
+        &self,
+        server: SocketAddr,
+        transport: Transport,
+        sent: Instant,
+        query: &[u8],
+        response: &[u8],
+    ) {
+        let Some(mut ev) = self.queue.slot() else {
+            self.dropped.increment(1);
+            return;
+        };
+        ev.kind = Kind::Forwarder;
+        ev.peer = server.ip();
+        ev.port = server.port();
+        ev.transport = transport;
+        let now = SystemTime::now();
+        ev.query_us = unix_us(now.checked_sub(sent.elapsed()).unwrap_or(now));
+        ev.response_us = unix_us(now);
+        ev.verdict = None;
+        ev.tunnel = None;
+        ev.fill([b"", b"", b"", query, response]);
+        self.send(ev);
+    }
+
+    fn send(&self, ev: Event) {
+        if !self.queue.send(ev) {
+            self.dropped.increment(1);
         }
     }
 
@@ -268,18 +392,16 @@ impl Dnstap {
 }
 
 /// The verdict of one query as a dnstap policy, when one applied.
-fn policy_facts(e: &Entry, why: Why, mode: Option<&BlockMode>) -> Option<PolicyFacts> {
+fn verdict(e: &Entry, why: Why, mode: Option<&BlockMode>) -> Option<Verdict> {
     let by_mode = match mode {
         Some(BlockMode::NxDomain) => PolicyAction::Nxdomain,
         Some(BlockMode::NoData) => PolicyAction::Nodata,
         Some(BlockMode::Refused) => PolicyAction::Drop,
         _ => PolicyAction::LocalData,
     };
-    let facts = |kind, action, matched, address| {
-        Some(PolicyFacts {
+    let v = |kind, action, matched, address| {
+        Some(Verdict {
             kind,
-            list: e.list.clone(),
-            rule: e.rule.clone(),
             action,
             matched,
             address,
@@ -287,14 +409,14 @@ fn policy_facts(e: &Entry, why: Why, mode: Option<&BlockMode>) -> Option<PolicyF
     };
     match why {
         // Outside `allow_clients`: answered REFUSED, which dnstap has no action for.
-        Why::Refused => facts(
+        Why::Refused => v(
             "access",
             PolicyAction::Drop,
             Some(PolicyMatch::ClientIp),
             Some(e.client),
         ),
-        Why::Tunnel => facts("tunnel", PolicyAction::Drop, Some(PolicyMatch::Qname), None),
-        Why::Rebinding(ip) => facts(
+        Why::Tunnel => v("tunnel", PolicyAction::Drop, Some(PolicyMatch::Qname), None),
+        Why::Rebinding(ip) => v(
             "rebinding",
             by_mode,
             Some(PolicyMatch::ResponseIp),
@@ -311,9 +433,9 @@ fn policy_facts(e: &Entry, why: Why, mode: Option<&BlockMode>) -> Option<PolicyF
             };
             // After resolution a CNAME target or an answer address matched, and
             // the verdict does not say which.
-            facts(kind, by_mode, qname.then_some(PolicyMatch::Qname), None)
+            v(kind, by_mode, qname.then_some(PolicyMatch::Qname), None)
         }
-        Why::Allowlisted => facts(
+        Why::Allowlisted => v(
             "allowlist",
             PolicyAction::Pass,
             Some(PolicyMatch::Qname),
@@ -323,109 +445,10 @@ fn policy_facts(e: &Entry, why: Why, mode: Option<&BlockMode>) -> Option<PolicyF
     }
 }
 
-/// Turns events into dnstap messages.
-struct Encoder {
-    identity: Vec<u8>,
-    version: Vec<u8>,
-}
-
-impl Encoder {
-    /// Appends the event's two messages as data frames to `out`.
-    fn frames(&self, ev: &Event, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-        let (query, response) = match &ev.wire {
-            Some((b, n)) => (Some(b[..*n].to_vec()), Some(b[*n..].to_vec())),
-            None => (None, None),
-        };
-        let family = match ev.client {
-            IpAddr::V4(_) => SocketFamily::Inet,
-            IpAddr::V6(_) => SocketFamily::Inet6,
-        };
-        let address = match ev.client {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        let protocol = match ev.transport {
-            Transport::Udp => SocketProtocol::Udp,
-            Transport::Tcp => SocketProtocol::Tcp,
-            Transport::Tls => SocketProtocol::Dot,
-            Transport::Doh => SocketProtocol::Doh,
-            Transport::Doq => SocketProtocol::Doq,
-        };
-        let (qs, qn) = split_ms(ev.now_ms, 0);
-        let (rs, rn) = split_ms(ev.now_ms, ev.latency_us);
-        let policy = ev.policy.as_ref().map(|p| PolicyMessage {
-            r#type: Some(p.kind.to_owned()),
-            rule: Some(rule_text(&p.list, &p.rule))
-                .filter(|r| !r.is_empty())
-                .map(String::into_bytes),
-            action: Some(p.action as i32),
-            r#match: p.matched.map(|m| m as i32),
-            value: match (p.matched, p.address) {
-                (_, Some(IpAddr::V4(a))) => Some(a.octets().to_vec()),
-                (_, Some(IpAddr::V6(a))) => Some(a.octets().to_vec()),
-                (Some(PolicyMatch::Qname), None) => Some(ev.name.as_bytes().to_vec()),
-                _ => None,
-            },
-        });
-        let extra = ev.tunnel.map(|s| {
-            format!(
-                "tunnel score={:.2} flagged={} reasons={}",
-                s.value,
-                s.flagged,
-                s.reasons.display_for(&ev.name)
-            )
-            .into_bytes()
-        });
-        let base = Message {
-            r#type: MessageType::ClientQuery as i32,
-            socket_family: Some(family as i32),
-            socket_protocol: Some(protocol as i32),
-            query_address: Some(address),
-            query_port: (ev.port != 0).then_some(u32::from(ev.port)),
-            query_time_sec: Some(qs),
-            query_time_nsec: Some(qn),
-            policy,
-            ..Message::default()
-        };
-        let q = Message {
-            query_message: query,
-            ..base.clone()
-        };
-        let r = Message {
-            r#type: MessageType::ClientResponse as i32,
-            response_time_sec: Some(rs),
-            response_time_nsec: Some(rn),
-            response_message: response,
-            ..base
-        };
-        for m in [q, r] {
-            let d = DnstapMessage {
-                identity: Some(self.identity.clone()),
-                version: Some(self.version.clone()),
-                extra: extra.clone(),
-                message: Some(m),
-                r#type: proto::DnstapType::Message as i32,
-            };
-            scratch.clear();
-            prost::Message::encode(&d, scratch).expect("a Vec grows");
-            fstrm::push_data(out, scratch);
-        }
-    }
-}
-
-/// `list line N`, or whichever of the two is known.
-fn rule_text(list: &str, rule: &str) -> String {
-    match (list.is_empty(), rule.is_empty()) {
-        (false, false) => format!("{list} {rule}"),
-        (false, true) => list.to_owned(),
-        _ => rule.to_owned(),
-    }
-}
-
-/// Seconds and nanoseconds of `ms` unix milliseconds plus `us` microseconds.
-fn split_ms(ms: u64, us: u32) -> (u64, u32) {
-    let total_us = ms.saturating_mul(1000).saturating_add(u64::from(us));
-    (total_us / 1_000_000, (total_us % 1_000_000) as u32 * 1000)
+/// `t` in microseconds since the epoch (0 before it).
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn hostname() -> String {
@@ -461,12 +484,12 @@ mod tests {
     }
 
     /// The policy of one recorded query, as `observe` derives it.
-    fn policy_of(why: Why, mode: BlockMode) -> Option<PolicyFacts> {
+    fn policy_of(why: Why, mode: BlockMode) -> Option<Verdict> {
         let client: IpAddr = "192.0.2.7".parse().unwrap();
         let mut e = Entry::new(1, client, Arc::from("x.test"), 1);
         e.list = Arc::from("mine");
         e.rule = Arc::from("line 9");
-        policy_facts(&e, why, Some(&mode))
+        verdict(&e, why, Some(&mode))
     }
 
     #[test]
@@ -492,7 +515,6 @@ mod tests {
                 (p.kind, p.action, p.matched),
                 ("blocklist", action, Some(PolicyMatch::Qname))
             );
-            assert_eq!((&*p.list, &*p.rule), ("mine", "line 9"));
         }
         let p = policy_of(
             Why::Blocked {
@@ -527,11 +549,5 @@ mod tests {
         assert_eq!((p.kind, p.action), ("allowlist", PolicyAction::Pass));
         // Plain answers: no policy.
         assert!(policy_of(Why::Answered, BlockMode::Null).is_none());
-    }
-
-    #[test]
-    fn times_split_into_seconds_and_nanoseconds() {
-        assert_eq!(split_ms(1_700_000_000_123, 0), (1_700_000_000, 123_000_000));
-        assert_eq!(split_ms(1_700_000_000_999, 1_500), (1_700_000_001, 500_000));
     }
 }

@@ -56,7 +56,7 @@ pub enum SocketProtocol {
     Doq = 7,
 }
 
-/// `Message.Type` (the two dnsguard sends, and the forwarder pair).
+/// `Message.Type` (the ones dnsguard sends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum MessageType {

@@ -5,11 +5,12 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use super::Target;
+use super::encode::Encoder;
 use super::fstrm::{self, FstrmError, Stream};
-use super::{Encoder, Event, Target};
+use super::queue::Drain;
 
 /// Reads and writes on the collector's socket give up after this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,7 +27,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn run(self, rx: Receiver<Event>) {
+    pub fn run(mut self, rx: Drain) {
         let mut backoff = BACKOFF.0;
         let mut said_down = false;
         while !self.stop.load(Ordering::Acquire) {
@@ -58,40 +59,52 @@ impl Writer {
         }
     }
 
-    /// Writes queued events until the writer is told to stop (`Ok`) or the
-    /// collector fails.
-    fn pump(&self, stream: &mut Stream, rx: &Receiver<Event>) -> Result<(), FstrmError> {
-        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    /// Writes queued events, a batch per write, until the writer is told to
+    /// stop (`Ok`) or the collector fails. The queue is polled with short naps
+    /// (see `crate::channel`): senders never pay for waking the writer.
+    fn pump(&mut self, stream: &mut Stream, rx: &Drain) -> Result<(), FstrmError> {
+        let mut out = Vec::new();
         loop {
-            let first = match crate::channel::poll_recv(rx, Duration::from_millis(50)) {
-                Ok(ev) => ev,
-                Err(RecvTimeoutError::Timeout) if self.stop.load(Ordering::Acquire) => {
-                    return Ok(());
-                }
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            };
             out.clear();
-            self.encoder.frames(&first, &mut out, &mut scratch);
-            let mut n = 1;
+            let mut n = 0;
+            let mut gone = false;
             while n < BATCH {
-                let Ok(ev) = rx.try_recv() else { break };
-                self.encoder.frames(&ev, &mut out, &mut scratch);
-                n += 1;
+                match rx.try_recv() {
+                    Ok(Some(ev)) => {
+                        self.encoder.frames(&ev, &mut out);
+                        rx.recycle(ev);
+                        n += 1;
+                    }
+                    Ok(None) => break,
+                    Err(()) => {
+                        gone = true;
+                        break;
+                    }
+                }
             }
-            if let Err(e) = stream.write_all(&out).and_then(|()| stream.flush()) {
-                self.dropped.increment(n as u64);
-                return Err(e.into());
+            if n > 0 {
+                if let Err(e) = stream.write_all(&out).and_then(|()| stream.flush()) {
+                    self.dropped.increment(n as u64);
+                    return Err(e.into());
+                }
+                continue;
             }
+            // Told to stop: what was queued is written (the loop above ran dry).
+            if gone || self.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            std::thread::sleep(crate::channel::NAP);
         }
     }
 
     /// Waits `wait` (or until told to stop), discarding what arrives meanwhile.
-    fn discard_for(&self, rx: &Receiver<Event>, wait: Duration) {
+    fn discard_for(&self, rx: &Drain, wait: Duration) {
         let until = Instant::now() + wait;
         loop {
-            let n = rx.try_iter().count();
-            self.dropped.increment(n as u64);
+            while let Ok(Some(ev)) = rx.try_recv() {
+                rx.recycle(ev);
+                self.dropped.increment(1);
+            }
             let now = Instant::now();
             if now >= until || self.stop.load(Ordering::Acquire) {
                 return;

@@ -20,7 +20,9 @@ use hickory_resolver::config::{ConnectionConfig, ProtocolConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::DnsExchange;
 use hickory_resolver::net::{DnsHandle, NetError};
-use hickory_resolver::proto::op::{DnsRequest, DnsRequestOptions, Message, Query, ResponseCode};
+use hickory_resolver::proto::op::{
+    DnsRequest, DnsRequestOptions, DnsResponse, Message, Query, ResponseCode,
+};
 use hickory_resolver::{ConnectionProvider, PoolContext, TlsConfig};
 use parking_lot::Mutex;
 
@@ -154,8 +156,12 @@ impl Stream {
         // retry on a fresh connection (not after a timeout: that is the upstream).
         for retry in [true, false] {
             let (conn, reused) = self.connection().await?;
+            let sent = Instant::now();
             let error = match conn.send(request.clone()).next().await {
-                Some(Ok(response)) => return Ok(response.into_message()),
+                Some(Ok(response)) => {
+                    self.tap(&request, &response, sent);
+                    return Ok(response.into_message());
+                }
                 Some(Err(e)) => e,
                 None => NetError::from("no response"),
             };
@@ -165,6 +171,28 @@ impl Stream {
             }
         }
         Err(ResolveError::Upstream("connection closed".into()))
+    }
+
+    /// The exchange to dnstap, when it records upstream traffic. The query is
+    /// encoded again for it: its ID is the one hickory's connection assigns
+    /// on the wire, which the response carries.
+    fn tap(&self, request: &DnsRequest, response: &DnsResponse, sent: Instant) {
+        let Some(tap) = crate::dnstap::Dnstap::upstream() else {
+            return;
+        };
+        let Ok(mut query) = request.to_vec() else {
+            return;
+        };
+        if let (Some(id), Some(ours)) = (response.as_buffer().get(..2), query.get_mut(..2)) {
+            ours.copy_from_slice(id);
+        }
+        let transport = match self.config.protocol {
+            ProtocolConfig::Tls { .. } => crate::dnstap::Transport::Tls,
+            ProtocolConfig::Https { .. } => crate::dnstap::Transport::Doh,
+            _ => crate::dnstap::Transport::Tcp,
+        };
+        let server = std::net::SocketAddr::new(self.ip, self.config.port);
+        tap.forwarded(server, transport, sent, &query, response.as_buffer());
     }
 
     /// The open connection (and `true`), or a new one.

@@ -168,6 +168,10 @@ impl PlainUpstream {
             let sent = Instant::now();
             match self.attempt(&mut packet, &question, wait).await {
                 Ok(Some(bytes)) => {
+                    if let Some(tap) = crate::dnstap::Dnstap::upstream() {
+                        let udp = crate::dnstap::Transport::Udp;
+                        tap.forwarded(self.inner.addr, udp, sent, &packet, &bytes);
+                    }
                     // Karn: only unambiguous round trips feed the estimate.
                     if attempt == 0 {
                         self.inner.rtt.lock().sample(sent.elapsed());
@@ -376,6 +380,7 @@ async fn tcp_exchange(
 ) -> Result<Message, ResolveError> {
     let id: u16 = rand::rng().random();
     packet[..2].copy_from_slice(&id.to_be_bytes());
+    let sent = Instant::now();
     let work = async {
         let mut stream = TcpStream::connect(addr).await?;
         let mut framed = Vec::with_capacity(packet.len() + 2);
@@ -397,6 +402,9 @@ async fn tcp_exchange(
         return Err(ResolveError::Upstream(format!(
             "TCP answer from {addr} does not match the query"
         )));
+    }
+    if let Some(tap) = crate::dnstap::Dnstap::upstream() {
+        tap.forwarded(addr, crate::dnstap::Transport::Tcp, sent, packet, &answer);
     }
     Message::from_vec(&answer).map_err(|e| ResolveError::Upstream(format!("bad answer: {e}")))
 }
