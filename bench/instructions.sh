@@ -8,6 +8,8 @@
 #
 #   bench/instructions.sh                   # target/dist/dnsguard
 #   bench/instructions.sh path/to/dnsguard  # another build
+#   ONLY=blocked bench/instructions.sh ...  # 40,000 diverse blocked names only
+#   LOG=off bench/instructions.sh ...       # with `[query_log] enabled = false`
 #
 # Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
@@ -21,6 +23,7 @@ start_upstream
 head -1000 "$BENCH_QUERIES/cached.txt" >"$work/cached1k.txt"
 for _ in $(seq 20); do cat "$work/cached1k.txt"; done >"$work/cached20k.txt"
 head -20000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked20k.txt"
+head -40000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked40k.txt"
 cat >"$work/dnsguard.toml" <<TOML
 [server]
 listen = ["127.0.0.1:5340"]
@@ -35,6 +38,7 @@ source = "$root/../shared/blocklists/small-140k.domains.txt"
 [list_updates]
 interval_hours = 0
 TOML
+[ "${LOG:-on}" = off ] && printf '[query_log]\nenabled = false\n' >>"$work/dnsguard.toml"
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg.%p" \
     "$bin" serve --config "$work/dnsguard.toml" >"$work/server.log" 2>&1 &
 vpid=$!
@@ -47,8 +51,12 @@ done
 [ -n "$ready" ] || { tail "$work/server.log"; echo "dnsguard did not start under valgrind" >&2; exit 1; }
 dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached1k.txt" -n 1 -Q 500 -t 10 >/dev/null 2>&1
 callgrind_control -z "$vpid" >/dev/null
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
-dnsperf -s 127.0.0.1 -p 5340 -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
+if [ "${ONLY:-}" = blocked ]; then
+    dnsperf -s 127.0.0.1 -p 5340 -d "$work/blocked40k.txt" -n 1 -Q 3000 -t 10 >>"$work/dnsperf.log" 2>&1
+else
+    dnsperf -s 127.0.0.1 -p 5340 -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >>"$work/dnsperf.log" 2>&1
+    dnsperf -s 127.0.0.1 -p 5340 -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >>"$work/dnsperf.log" 2>&1
+fi
 sleep 3
 callgrind_control -d "$vpid" >/dev/null
 sleep 2
@@ -61,11 +69,13 @@ for f in "$work"/cg.*.1-*; do
     what="other"
     for pair in "dns::udp::|DNS worker (UDP fast path)" \
         "querylog::wal::|query log: WAL thread (encoder)" \
-        "querylog::writer::|query log: writer" "dnsguard::guard::|egress guard" \
+        "querylog::writer::Writer::run|query log: writer" \
+        "querylog::writer::|query log: flusher" "dnsguard::guard::|egress guard" \
         "sled::|sled" "tokio::runtime|tokio (slow path, web)"; do
         if grep -q "${pair%%|*}" <<<"$fns"; then what=${pair#*|}; break; fi
     done
     printf '%14d  %s\n' "$ir" "$what"
     total=$((total + ir))
 done
+grep -h "Queries lost" "$work/dnsperf.log" || true
 echo "total: $total instructions, $((total / 40000)) per query"
