@@ -19,7 +19,8 @@ bin="${1:-$root/target/dist/dnsguard}"
 work="${WORK:-/tmp/dnsguard-instructions}"
 rm -rf "$work"
 mkdir -p "$work"
-start_upstream
+# WORK names this script's directory, not the upstream's (upstream.sh reads it too).
+(unset WORK; start_upstream)
 head -1000 "$BENCH_QUERIES/cached.txt" >"$work/cached1k.txt"
 for _ in $(seq 20); do cat "$work/cached1k.txt"; done >"$work/cached20k.txt"
 head -20000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked20k.txt"
@@ -37,6 +38,8 @@ name = "bench"
 source = "$root/../shared/blocklists/small-140k.domains.txt"
 [list_updates]
 interval_hours = 0
+[web]
+listen = "127.0.0.1:${WEB_PORT:-18424}"
 TOML
 [ "${LOG:-on}" = off ] && printf '[query_log]\nenabled = false\n' >>"$work/dnsguard.toml"
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg.%p" \

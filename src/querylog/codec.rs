@@ -36,7 +36,6 @@
 //! [`DecodeError`] on any malformed input; none of them panics.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry as Slot;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -309,34 +308,34 @@ impl BlockBuilder {
     }
 
     fn lookup_or_add(&mut self, s: &Arc<str>) -> u32 {
-        let next = self.strings.len() as u32 + 1;
-        if self.strings.len() > LINEAR_LOOKUP {
-            // One hash whether the string is found or added (a block of
-            // diverse names mostly adds).
-            match self.string_idx.entry(s.clone()) {
-                Slot::Occupied(o) => return *o.get(),
-                Slot::Vacant(v) => {
-                    v.insert(next);
-                }
+        // Few strings (a block's first entries): a scan beats hashing; the
+        // index is built once the block grows.
+        if self.strings.len() <= LINEAR_LOOKUP {
+            let found = self
+                .strings
+                .iter()
+                .position(|x| Arc::ptr_eq(x, s) || **x == **s);
+            if let Some(i) = found {
+                return i as u32 + 1;
             }
-        } else if let Some(i) = self
-            .strings
-            .iter()
-            .position(|x| Arc::ptr_eq(x, s) || **x == **s)
-        {
-            // Few strings (a block's first entries): a scan beats hashing.
-            return i as u32 + 1;
-        } else if self.strings.len() == LINEAR_LOOKUP {
-            // The index is built once the block grows, sized for a typical
-            // full block: no rehashing as it fills.
-            self.string_idx.reserve(256);
-            for (j, x) in self.strings.iter().chain([s]).enumerate() {
-                self.string_idx.insert(x.clone(), j as u32 + 1);
-            }
+        } else if let Some(&i) = self.string_idx.get(&**s) {
+            return i;
         }
         self.strings.push(s.clone());
+        let i = self.strings.len() as u32;
+        if self.strings.len() > LINEAR_LOOKUP {
+            if self.string_idx.is_empty() {
+                // Sized for a typical full block: no rehashing as it fills.
+                self.string_idx.reserve(256);
+                for (j, x) in self.strings.iter().enumerate() {
+                    self.string_idx.insert(x.clone(), j as u32 + 1);
+                }
+            } else {
+                self.string_idx.insert(s.clone(), i);
+            }
+        }
         self.strings_bytes += s.len() + 2;
-        next
+        i
     }
 
     fn client(&mut self, ip: IpAddr) -> u32 {

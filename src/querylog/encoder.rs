@@ -86,7 +86,7 @@ fn bump<K: std::hash::Hash + Eq + Clone>(m: &mut TopMap<K>, k: &K) {
 
 /// Trims `m` to its `n` largest counts in place (ties broken arbitrarily), so
 /// the keys that stay are neither cloned nor hashed again.
-fn keep_largest<K>(m: &mut TopMap<K>, n: usize) {
+fn keep_largest<K: std::hash::Hash + Eq>(m: &mut TopMap<K>, n: usize) {
     if m.len() <= n {
         return;
     }
@@ -102,6 +102,9 @@ fn keep_largest<K>(m: &mut TopMap<K>, n: usize) {
         }
         _ => false,
     });
+    // Erased slots would lengthen every later probe for a new name (most of
+    // them, with diverse names): rebuild the table at its new size.
+    m.shrink_to_fit();
 }
 
 /// The `n` largest counts of `m`, largest first; only those keys are cloned.
