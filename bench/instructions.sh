@@ -12,6 +12,8 @@
 #   PORT=5341 WORK=/tmp/mine bench/instructions.sh ...  # beside another run
 #   DNSTAP=1 bench/instructions.sh          # dnstap on, to an fstrm_capture on a Unix socket
 #   EXTRA_TOML='...' bench/instructions.sh  # more config
+#   ONLY=blocked bench/instructions.sh ...  # 40,000 diverse blocked names only
+#   LOG=off bench/instructions.sh ...       # with `[query_log] enabled = false`
 #
 # Needs (Debian): valgrind dnsperf nsd bind9-dnsutils, and the queries of
 # ../shared/bench/gen_queries.py (made on first use). Takes about a minute.
@@ -26,6 +28,7 @@ start_upstream
 head -1000 "$BENCH_QUERIES/cached.txt" >"$work/cached1k.txt"
 for _ in $(seq 20); do cat "$work/cached1k.txt"; done >"$work/cached20k.txt"
 head -20000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked20k.txt"
+head -40000 "$BENCH_QUERIES/blocked-small.txt" >"$work/blocked40k.txt"
 cat >"$work/dnsguard.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$port"]
@@ -39,8 +42,11 @@ name = "bench"
 source = "$root/../shared/blocklists/small-140k.domains.txt"
 [list_updates]
 interval_hours = 0
+[web]
+listen = "127.0.0.1:${WEB_PORT:-18424}"
 ${EXTRA_TOML:-}
 TOML
+[ "${LOG:-on}" = off ] && printf '[query_log]\nenabled = false\n' >>"$work/dnsguard.toml"
 cpid=""
 if [ -n "${DNSTAP:-}" ]; then
     fstrm_capture -t protobuf:dnstap.Dnstap -u "$work/tap.sock" -w "$work/out.tap" >/dev/null 2>&1 &
@@ -61,13 +67,17 @@ done
 [ -n "$ready" ] || { tail "$work/server.log"; echo "dnsguard did not start under valgrind" >&2; exit 1; }
 dnsperf -s 127.0.0.1 -p "$port" -d "$work/cached1k.txt" -n 1 -Q 500 -t 10 >/dev/null 2>&1
 callgrind_control -z "$vpid" >/dev/null
-dnsperf -s 127.0.0.1 -p "$port" -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
-if [ -n "${SPLIT:-}" ]; then
-    # A dump zeroes the counters: dump 1 holds the cached phase, dump 2 the blocked one.
-    sleep 3
-    callgrind_control -d "$vpid" >/dev/null
+if [ "${ONLY:-}" = blocked ]; then
+    dnsperf -s 127.0.0.1 -p "$port" -d "$work/blocked40k.txt" -n 1 -Q 3000 -t 10 >>"$work/dnsperf.log" 2>&1
+else
+    dnsperf -s 127.0.0.1 -p "$port" -d "$work/cached20k.txt" -n 1 -Q 3000 -t 10 >>"$work/dnsperf.log" 2>&1
+    if [ -n "${SPLIT:-}" ]; then
+        # A dump zeroes the counters: dump 1 holds the cached phase, dump 2 the blocked one.
+        sleep 3
+        callgrind_control -d "$vpid" >/dev/null
+    fi
+    dnsperf -s 127.0.0.1 -p "$port" -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >>"$work/dnsperf.log" 2>&1
 fi
-dnsperf -s 127.0.0.1 -p "$port" -d "$work/blocked20k.txt" -n 1 -Q 3000 -t 10 >/dev/null 2>&1
 sleep 3
 callgrind_control -d "$vpid" >/dev/null
 sleep 2
@@ -82,7 +92,8 @@ report() {
         what="other"
         for pair in "dns::udp::|DNS worker (UDP fast path)" \
             "querylog::wal::|query log: WAL thread (encoder)" \
-            "querylog::writer::|query log: writer" "dnsguard::guard::|egress guard" \
+            "querylog::writer::Writer::run|query log: writer" \
+            "querylog::writer::|query log: flusher" "dnsguard::guard::|egress guard" \
             "dnsguard::dnstap::|dnstap writer" \
             "sled::|sled" "tokio::runtime|tokio (slow path, web)"; do
             if grep -q "${pair%%|*}" <<<"$fns"; then what=${pair#*|}; break; fi
@@ -92,6 +103,7 @@ report() {
     done
     echo "total: $total instructions, $((total / $2)) per query"
 }
+grep -h "Queries lost" "$work/dnsperf.log" || true
 if [ -n "${SPLIT:-}" ]; then
     echo "cached phase (20,000 queries):"
     report 1 20000

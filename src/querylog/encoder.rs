@@ -79,21 +79,43 @@ fn bump<K: std::hash::Hash + Eq + Clone>(m: &mut TopMap<K>, k: &K) {
         return;
     }
     if m.len() >= TOP_MEMORY_CAP {
-        let keep = top_n(m, TOP_MEMORY_CAP / 2);
-        m.clear();
-        m.extend(keep);
+        keep_largest(m, TOP_MEMORY_CAP / 2);
     }
     m.insert(k.clone(), 1);
 }
 
+/// Trims `m` to its `n` largest counts in place (ties broken arbitrarily), so
+/// the keys that stay are neither cloned nor hashed again.
+fn keep_largest<K: std::hash::Hash + Eq>(m: &mut TopMap<K>, n: usize) {
+    if m.len() <= n {
+        return;
+    }
+    let mut counts: Vec<u64> = m.values().copied().collect();
+    let (_, &mut least, _) = counts.select_nth_unstable_by(n - 1, |a, b| b.cmp(a));
+    // Keys above the n-th count stay; of those equal to it, as many as fit.
+    let mut ties = n - counts[..n - 1].iter().filter(|&&c| c > least).count();
+    m.retain(|_, c| match (*c).cmp(&least) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal if ties > 0 => {
+            ties -= 1;
+            true
+        }
+        _ => false,
+    });
+    // Erased slots would lengthen every later probe for a new name (most of
+    // them, with diverse names): rebuild the table at its new size.
+    m.shrink_to_fit();
+}
+
+/// The `n` largest counts of `m`, largest first; only those keys are cloned.
 fn top_n<K: Clone>(m: &TopMap<K>, n: usize) -> Vec<(K, u64)> {
-    let mut v: Vec<(K, u64)> = m.iter().map(|(k, c)| (k.clone(), *c)).collect();
+    let mut v: Vec<(&K, u64)> = m.iter().map(|(k, c)| (k, *c)).collect();
     if v.len() > n {
         v.select_nth_unstable_by(n, |a, b| b.1.cmp(&a.1));
         v.truncate(n);
     }
     v.sort_by_key(|b| std::cmp::Reverse(b.1));
-    v
+    v.into_iter().map(|(k, c)| (k.clone(), c)).collect()
 }
 
 /// Encoder state: the open blocks and the running aggregates of recent minutes
@@ -106,7 +128,6 @@ pub(crate) struct Encoder {
     minutes: HashMap<u64, (MinuteCounts, bool), foldhash::fast::RandomState>,
     hours: HashMap<u64, HourTops, foldhash::fast::RandomState>,
     last_top_persist: Instant,
-    scratch: Vec<u8>,
 }
 
 impl Encoder {
@@ -120,7 +141,6 @@ impl Encoder {
             minutes: HashMap::default(),
             hours: HashMap::default(),
             last_top_persist: Instant::now(),
-            scratch: Vec::new(),
         }
     }
 
@@ -142,9 +162,7 @@ impl Encoder {
         batch.clear();
         // Blocks still open: put as they are now (again next batch).
         for o in self.open.iter_mut().filter(|o| o.modified) {
-            o.b.encode_into(&mut self.scratch);
-            out.puts
-                .push((o.b.key.encode().to_vec(), self.scratch.clone()));
+            out.puts.push(put_block(&o.b));
             o.modified = false;
         }
         for (&m, (c, dirty)) in self.minutes.iter_mut().filter(|(_, (_, d))| *d) {
@@ -221,7 +239,7 @@ impl Encoder {
                         .unwrap_or(0);
                     let o = self.open.swap_remove(oldest);
                     if o.modified {
-                        out.puts.push(put_block(&o.b, &mut self.scratch));
+                        out.puts.push(put_block(&o.b));
                     }
                 }
                 self.open.push(OpenBlock {
@@ -236,7 +254,7 @@ impl Encoder {
         o.modified = true;
         if o.b.is_full() {
             let o = self.open.swap_remove(idx);
-            out.puts.push(put_block(&o.b, &mut self.scratch));
+            out.puts.push(put_block(&o.b));
         }
     }
 
@@ -326,7 +344,9 @@ fn block_key(minute_ms: u64, seq: u64, opened: &mut usize) -> BlockKey {
     }
 }
 
-fn put_block(b: &BlockBuilder, scratch: &mut Vec<u8>) -> (Vec<u8>, Vec<u8>) {
-    b.encode_into(scratch);
-    (b.key.encode().to_vec(), scratch.clone())
+/// The put of a block: encoded straight into its own value.
+fn put_block(b: &BlockBuilder) -> (Vec<u8>, Vec<u8>) {
+    let mut v = Vec::new();
+    b.encode_into(&mut v);
+    (b.key.encode().to_vec(), v)
 }

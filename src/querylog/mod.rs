@@ -27,7 +27,9 @@
 //!   appends them to `<dir>/wal.<n>` with a plain `write` (no fsync: the
 //!   page cache outlives the process) and passes them to the writer. It
 //!   never writes to sled, whose `apply` can wait behind a slow flush.
-//! * **writer**: applies the puts to sled together with the batch's WAL `seq`.
+//! * **writer**: applies the puts to sled together with the batch's WAL `seq`;
+//!   with a WAL, the batches of up to 500 ms go to sled as one batch
+//!   (`writer::APPLY_EVERY`), each key once.
 //! * **flusher**: runs sled's `flush` (write + fsync) at most once per
 //!   interval, then deletes the WAL segments that flush made redundant.
 //!

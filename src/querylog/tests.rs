@@ -1533,3 +1533,131 @@ fn the_confidence_level_is_stored_and_entries_without_one_still_read() {
         back.rule
     );
 }
+
+/// A store that counts the batches applied to it.
+struct CountingStore {
+    inner: Arc<dyn Store>,
+    applies: AtomicU64,
+}
+
+impl Store for CountingStore {
+    fn apply(&self, puts: &[(Vec<u8>, Vec<u8>)], dels: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        self.inner.apply(puts, dels)
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(&self, s: &[u8], e: &[u8], r: bool) -> KvIter {
+        self.inner.scan(s, e, r)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk()
+    }
+}
+
+/// With the WAL, batches that follow each other closely reach sled in one
+/// apply (the minute's open block, put again by every batch, is applied once),
+/// and reach queries without a flush. (Before, every batch was its own sled
+/// batch: 50 here.) What waits for its apply is in the WAL: the SIGKILL tests
+/// above check that it survives.
+#[test]
+fn close_batches_reach_sled_in_one_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut counting = None;
+    let config = QueryLogConfig {
+        batch_size: 10,
+        retention_days: 0,
+        ..cfg()
+    };
+    let log = QueryLog::open_wrapped(dir.path(), config, |s| {
+        let c = Arc::new(CountingStore {
+            inner: s,
+            applies: AtomicU64::new(0),
+        });
+        counting = Some(c.clone());
+        c
+    })
+    .unwrap();
+    let store = counting.unwrap();
+    let before = store.applies.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let t = now_ms();
+    for i in 0..500 {
+        log.record(entry(t, "10.0.0.1", &format!("n{i}")));
+    }
+    // 50 batches of 10; poll until all are readable (no flush asked).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log.query(&Criteria::default()).count() < 500 {
+        assert!(Instant::now() < deadline, "entries never reached sled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let applies = store.applies.load(Ordering::SeqCst) - before;
+    let waited = started.elapsed().as_millis() as u64;
+    // One apply at once, then at most one per `APPLY_EVERY` (500 ms).
+    let most = 2 + waited / 500;
+    assert!(
+        applies <= most && applies < 50,
+        "{applies} applies for 50 batches in {waited} ms"
+    );
+    assert_eq!(log.dropped(), 0);
+    let got = all(
+        &log,
+        &Criteria {
+            order: Order::OldestFirst,
+            ..Criteria::default()
+        },
+    );
+    assert_eq!(
+        names(&got),
+        (0..500).map(|i| format!("n{i}")).collect::<Vec<_>>()
+    );
+}
+
+/// More distinct blocked names in an hour than the top map keeps in memory
+/// (`encoder::TOP_MEMORY_CAP`): the map is trimmed in place to its largest
+/// counts, and the names asked often stay on top with their exact counts.
+#[test]
+fn top_lists_keep_the_largest_counts_past_the_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = QueryLogConfig {
+        channel_capacity: 100_000,
+        ..cfg()
+    };
+    let log = QueryLog::open(dir.path(), config).unwrap();
+    let t = base();
+    let blocked = |name: &str| {
+        let mut e = entry(t, "10.0.0.1", name);
+        e.verdict = Ruling::Blocked;
+        e
+    };
+    let distinct = encoder::TOP_MEMORY_CAP + encoder::TOP_MEMORY_CAP / 2;
+    for i in 0..distinct {
+        if i % 1000 == 0 {
+            // Asked before and after each trim.
+            for _ in 0..3 {
+                log.record(blocked("often.example"));
+            }
+            log.record(blocked("sometimes.example"));
+        }
+        log.record(blocked(&format!("once{i}.example")));
+    }
+    log.flush().unwrap();
+    assert_eq!(log.dropped(), 0);
+    let s = log.stats(t, t + MINUTE_MS, 3).unwrap();
+    let rounds = distinct.div_ceil(1000) as u64;
+    assert_eq!(s.blocked, distinct as u64 + 4 * rounds);
+    assert_eq!(s.top_blocked.len(), 3);
+    assert_eq!(
+        (s.top_blocked[0].key.as_str(), s.top_blocked[0].count),
+        ("often.example", 3 * rounds)
+    );
+    assert_eq!(
+        (s.top_blocked[1].key.as_str(), s.top_blocked[1].count),
+        ("sometimes.example", rounds)
+    );
+    assert_eq!(s.top_blocked[2].count, 1);
+}

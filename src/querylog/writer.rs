@@ -18,7 +18,9 @@
 //! channel from `record` and the WAL thread's current batch: what a crash
 //! loses, about one batch interval; batches queued behind a stalled sled are
 //! already in the WAL). It holds because
-//! * a batch reaches the WAL before this writer sees it;
+//! * a batch reaches the WAL before this writer sees it; staged, it may
+//!   wait up to [`APPLY_EVERY`] for the apply that takes it together with
+//!   the batches after it;
 //! * a flush is requested only when everything staged has been applied
 //!   (`dirty` is empty); it reports `applied_seq`, the newest record
 //!   applied (records are applied in `seq` order), and starts after those
@@ -60,6 +62,13 @@ const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the writer checks for the end of a flush in flight once the
 /// next flush is due.
 const FLUSH_POLL: Duration = Duration::from_millis(10);
+/// With a WAL, the batches staged in this long go to sled in one apply (at
+/// least one flush interval): sled's cost is per put and per batch, and the
+/// open block of a minute, put again by every batch, is applied once.
+/// Entries reach queries this much later; a crash loses nothing more (the
+/// WAL holds every staged batch, and its segments are deleted only after
+/// the flush of an apply that covered them).
+pub(crate) const APPLY_EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) struct Writer {
     pub store: Arc<dyn Store>,
@@ -68,6 +77,8 @@ pub(crate) struct Writer {
     pub interval: Duration,
     dirty: BTreeMap<Vec<u8>, Vec<u8>>,
     pending_entries: u64,
+    /// When staged puts were last applied (or first staged after an apply).
+    last_apply: Instant,
     last_flush: Instant,
     next_prune: Instant,
     pruning: bool,
@@ -127,6 +138,7 @@ impl Writer {
             interval,
             dirty: BTreeMap::new(),
             pending_entries: 0,
+            last_apply: now,
             last_flush: now,
             next_prune: now,
             pruning: true,
@@ -337,6 +349,18 @@ impl Writer {
             } else {
                 IDLE_TICK
             };
+            // Staged puts wait for their apply (a flush only follows one).
+            let wait = if self.dirty.is_empty() {
+                wait
+            } else {
+                let apply = (self.last_apply + self.apply_every())
+                    .saturating_duration_since(Instant::now());
+                if self.flush_in_flight {
+                    apply.min(wait)
+                } else {
+                    apply
+                }
+            };
             match rx.recv_timeout(wait) {
                 Ok(Msg::Encoded(encoded, seq)) => {
                     self.stage(encoded, seq);
@@ -390,8 +414,23 @@ impl Writer {
         self.pending_entries += encoded.entries;
     }
 
-    /// Apply what is staged, then flush when due (`force`: now, waiting for it).
+    /// How long staged puts may wait for their apply: [`APPLY_EVERY`] with a
+    /// WAL; without one, none (sled's flush is all the durability there is).
+    fn apply_every(&self) -> Duration {
+        if self.wal.is_some() {
+            APPLY_EVERY.max(self.interval)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Apply what is staged when due, then flush when due (`force`: both now,
+    /// waiting for the flush).
     fn commit(&mut self, force: bool) {
+        if !force && !self.dirty.is_empty() && self.last_apply.elapsed() < self.apply_every() {
+            // Applied with the batches that follow, in one sled batch.
+            return;
+        }
         if self.apply_staged().is_err() {
             return;
         }
@@ -412,6 +451,7 @@ impl Writer {
         if self.dirty.is_empty() {
             return Ok(());
         }
+        self.last_apply = Instant::now();
         let puts: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut self.dirty).into_iter().collect();
         match self.store.apply(&puts, &[]) {
             Ok(()) => {
