@@ -122,11 +122,18 @@ impl CertStore {
     pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let clients = Arc::new(crate::pki::AnyClientCert::new(provider.clone()));
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("ring supports the default TLS versions")
             .with_client_cert_verifier(clients)
             .with_cert_resolver(self.clone());
+        // Stateless tickets (a key rotated every six hours, in memory only): any
+        // number of clients can resume, where the server-side cache alone holds 256
+        // sessions. Without one the cache still serves.
+        match rustls::crypto::ring::Ticketer::new() {
+            Ok(ticketer) => config.ticketer = ticketer,
+            Err(error) => tracing::warn!(%error, "TLS session tickets off"),
+        }
         Arc::new(config)
     }
 

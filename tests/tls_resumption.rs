@@ -110,3 +110,46 @@ fn a_session_is_not_resumed_after_a_restart() {
         "a restarted server makes a full handshake for an old session:\n{again}"
     );
 }
+
+#[test]
+fn many_more_clients_than_the_session_cache_holds_all_resume() {
+    // The server-side session cache keeps 256 sessions (two TLS 1.3 tickets per
+    // connection); stateless tickets let every client resume. 600 DoT clients
+    // (Python's ssl, each asking one query so the tickets arrive), then the first
+    // 20 come back with their sessions.
+    let (_dg, dot, _) = start();
+    let script = r#"
+import socket, ssl, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+query = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x09localhost\x00" + struct.pack(">HH", 1, 1)
+def ask(session=None):
+    with socket.create_connection((host, port)) as raw:
+        with ctx.wrap_socket(raw, session=session) as s:
+            s.sendall(struct.pack(">H", len(query)) + query)
+            n = struct.unpack(">H", s.recv(2))[0]
+            while n > 0:
+                n -= len(s.recv(n))
+            return s.session, s.session_reused
+sessions = [ask()[0] for _ in range(600)]
+print(sum(ask(sessions[i])[1] for i in range(20)))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &dot.ip().to_string(), &dot.port().to_string()])
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.trim(),
+        "20",
+        "of the first 20 clients, this many resumed"
+    );
+}
