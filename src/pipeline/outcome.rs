@@ -215,8 +215,8 @@ impl<R: Resolve> Pipeline<R> {
             return;
         }
         let now_ms = asked.arrived.unix_ms;
-        if says.score.is_some() {
-            self.detector.record_rcode(now_ms, asked.name, rcode);
+        if let Some(score) = &says.score {
+            self.detector.record_rcode(now_ms, score, rcode);
         }
         let elapsed = asked.arrived.at.elapsed();
         let e = entry(policy, asked, says, rcode, elapsed);
