@@ -171,7 +171,12 @@ impl Seen {
 
     /// Records that `client` used `domain` at `time_ms`; true when that is the
     /// first use ever (the caller raises the alert).
-    pub fn first_use(&self, client: Who<'_>, domain: &str, time_ms: u64) -> Result<bool, SeenError> {
+    pub fn first_use(
+        &self,
+        client: Who<'_>,
+        domain: &str,
+        time_ms: u64,
+    ) -> Result<bool, SeenError> {
         self.record(fingerprint(client, domain), key(client, domain), time_ms)
     }
 
