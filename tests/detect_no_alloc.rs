@@ -59,9 +59,10 @@ fn observe_does_not_allocate() {
     let mut flagged = 0u32;
     for (i, q) in names.iter().cycle().take(30_000).enumerate() {
         let now = 1_767_398_400_000 + i as u64 * 10;
-        flagged += u32::from(det.observe(now, client, q, 16).flagged);
+        let s = det.observe(now, client, q, 16);
+        flagged += u32::from(s.flagged);
         flagged += u32::from(det.observe(now, agent, q, 16).flagged);
-        det.record_rcode(now + 1, q, 3);
+        det.record_rcode(now + 1, &s, 3);
         let _ = det.is_quarantined(now + 2, client, q);
     }
     let after = allocs();

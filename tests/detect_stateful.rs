@@ -177,7 +177,7 @@ fn nxdomain_feedback_raises_domain_score() {
                 return Some(i);
             }
             if with_rcode {
-                det.record_rcode(now + 20, &q, 3);
+                det.record_rcode(now + 20, &s, 3);
             }
         }
         None

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(s.value.is_finite() && s.value >= 0.0, "score {:?} for {name:?}", s.value);
         let o = d.observe(now_ms, client, name, qtype);
         assert!(o.value.is_finite() && o.value >= 0.0, "observe {:?} for {name:?}", o.value);
-        d.record_rcode(now_ms, name, 3);
+        d.record_rcode(now_ms, &o, 3);
         let _ = d.is_quarantined(now_ms, client, name);
         let _ = o.reasons.to_string();
     }

@@ -28,9 +28,10 @@ pub const BUILTIN_CALLBACKS: &str = include_str!("data/callbacks.txt");
 pub const MAX_SUFFIX_LABELS: usize = 8;
 
 /// How a name is exempted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Exemption {
     /// Not exempt.
+    #[default]
     None,
     /// Contains an exempt underscore label: no lexical score, state kept.
     Label,

@@ -73,24 +73,46 @@ pub use reasons::{ReasonCode, Reasons};
 use exempt::{Exemptions, Watchlist};
 use split::Name;
 
-/// Slots of the per-thread memo of [`NameFacts`] (about 300 KB per thread that
+/// Slots of the per-thread memo of [`NameFacts`] (about 400 KB per thread that
 /// scores queries), in sets of [`FACTS_WAYS`]: a name evicts the least recently
-/// used of its set, so a thousand hot names do not keep evicting each other as
-/// they would in a direct-mapped table.
+/// used of its set. Eight ways keep a thousand hot names from ever filling a set
+/// (with four, a set holding five of them, asked in turn, missed every time).
 const FACTS_SLOTS: usize = 4096;
-const FACTS_WAYS: usize = 4;
+const FACTS_WAYS: usize = 8;
 
 thread_local! {
-    static FACTS: std::cell::RefCell<Vec<Option<NameFacts>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static FACTS: std::cell::RefCell<Memo> = const {
+        std::cell::RefCell::new(Memo {
+            tags: Vec::new(),
+            used: Vec::new(),
+            facts: Vec::new(),
+            clock: 0,
+        })
+    };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Names this thread worked out (memo misses), for the memo's tests.
+    static FACTS_MISSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The per-thread memo: a set's tags side by side (a look-up reads one cache
+/// line), the facts apart; a hit only stamps its slot, nothing moves.
+struct Memo {
+    /// Each slot's name tag (0: empty).
+    tags: Vec<u64>,
+    /// Each slot's last use, by `clock`.
+    used: Vec<u32>,
+    facts: Vec<NameFacts>,
+    /// Look-ups on this thread (wrapping).
+    clock: u32,
 }
 
 /// The per-name part of a score: the lexical evidence and the hashes the
 /// per-domain window is keyed by.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct NameFacts {
-    /// Seeded hash of the whole name.
-    tag: u64,
     reasons: Reasons,
     lex: f32,
     exemption: Exemption,
@@ -99,6 +121,10 @@ struct NameFacts {
     bytes: u32,
     /// Length of the text below the registrable domain (without its dot).
     below: u16,
+    /// The name's text below the registrable domain is already that text
+    /// decoded and in lower case (no escapes, no capitals): the budget reads it
+    /// in place.
+    plain: bool,
     /// The name has `<user>.<host>.` labels (`identity`).
     identity: bool,
 }
@@ -163,7 +189,15 @@ pub struct Score {
     pub quarantined: bool,
     /// Evidence behind the score.
     pub reasons: Reasons,
+    /// The registrable domain the query was counted under, for
+    /// [`Detector::record_rcode`] (so the name is not worked out again).
+    pub domain: DomainKey,
 }
+
+/// A registrable domain as the detector keys its state (seeded per detector;
+/// the default is no domain).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DomainKey(u64);
 
 impl Score {
     /// The confidence of the flag (`None` when the query is not flagged).
@@ -255,6 +289,7 @@ impl Detector {
             flagged,
             quarantined: false,
             reasons,
+            domain: DomainKey::default(),
         }
     }
 
@@ -270,28 +305,34 @@ impl Detector {
                 flagged: false,
                 quarantined: false,
                 reasons: Reasons::default(),
+                domain: DomainKey::default(),
             };
         }
         let facts = self.name_facts(qname);
         let (mut reasons, lex, exemption) = (facts.reasons, facts.lex, facts.exemption);
         reasons.window_secs = self.window_secs;
+        let domain = DomainKey(facts.key);
         if exemption == Exemption::Suffix {
             return Score {
                 value: 0.0,
                 flagged: false,
                 quarantined: false,
                 reasons,
+                domain,
             };
         }
         let client = self.client_key(who);
         let spent = if exemption == Exemption::None {
-            self.budget.spend(
-                now_ms,
-                client,
-                facts.key,
-                &below_text(qname, usize::from(facts.below)),
-                facts.identity,
-            )
+            let below = usize::from(facts.below);
+            let decoded;
+            let text = if facts.plain {
+                &qname.as_bytes()[..below]
+            } else {
+                decoded = below_text(qname, below);
+                &*decoded
+            };
+            self.budget
+                .spend(now_ms, client, facts.key, text, facts.identity)
         } else {
             budget::Spent::default()
         };
@@ -382,6 +423,7 @@ impl Detector {
             flagged,
             quarantined,
             reasons,
+            domain,
         }
     }
 
@@ -397,10 +439,12 @@ impl Detector {
     }
 
     /// Feed back the response code of a query (3 = NXDOMAIN) for the
-    /// domain's NXDOMAIN share. Unknown domains are ignored.
-    pub fn record_rcode(&self, now_ms: u64, qname: &str, rcode: u16) {
-        let key = self.name_facts(qname).key;
-        self.window.record_rcode(now_ms, key, rcode == 3);
+    /// domain's NXDOMAIN share; `score` is what [`Detector::observe`] said of the
+    /// query (it carries the domain). Unknown domains are ignored.
+    pub fn record_rcode(&self, now_ms: u64, score: &Score, rcode: u16) {
+        if score.domain != DomainKey::default() {
+            self.window.record_rcode(now_ms, score.domain.0, rcode == 3);
+        }
     }
 
     /// Whether answers to `qname` are worth scoring: its registrable domain is
@@ -476,44 +520,61 @@ impl Detector {
     /// features are most of a query's cost.
     fn name_facts(&self, qname: &str) -> NameFacts {
         // Seeded per detector: tags never match another detector's entries, and
-        // clients cannot aim names at one slot.
-        let tag = hash::hash_bytes(self.seed ^ 0x5EED_FAC7, qname.as_bytes());
+        // clients cannot aim names at one slot. Never 0 (an empty slot).
+        let tag = hash::hash_bytes(self.seed ^ 0x5EED_FAC7, qname.as_bytes()) | 1;
         let set = (tag >> 40) as usize % (FACTS_SLOTS / FACTS_WAYS) * FACTS_WAYS;
-        let hit = FACTS.with(|t| {
-            let mut t = t.borrow_mut();
-            let ways = t.get_mut(set..set + FACTS_WAYS)?;
-            let way = ways.iter().position(|f| f.is_some_and(|f| f.tag == tag))?;
-            // Most recently used first.
-            ways[..=way].rotate_right(1);
-            ways[0]
-        });
-        if let Some(f) = hit {
-            return f;
-        }
+        FACTS.with(|m| {
+            let mut m = m.borrow_mut();
+            let m = &mut *m;
+            if m.tags.is_empty() {
+                m.tags = vec![0; FACTS_SLOTS];
+                m.used = vec![0; FACTS_SLOTS];
+                m.facts = vec![NameFacts::default(); FACTS_SLOTS];
+            }
+            m.clock = m.clock.wrapping_add(1);
+            let clock = m.clock;
+            let ways = &m.tags[set..set + FACTS_WAYS];
+            if let Some(w) = ways.iter().position(|&t| t == tag) {
+                m.used[set + w] = clock;
+                return m.facts[set + w];
+            }
+            // The least recently used way (an empty one first: never used).
+            let w = (0..FACTS_WAYS)
+                .max_by_key(|&w| {
+                    let i = set + w;
+                    (m.tags[i] == 0, clock.wrapping_sub(m.used[i]))
+                })
+                .unwrap_or(0);
+            let facts = self.facts_of(qname);
+            let i = set + w;
+            (m.tags[i], m.used[i], m.facts[i]) = (tag, clock, facts);
+            facts
+        })
+    }
+
+    /// What [`Detector::name_facts`] memoises, worked out.
+    fn facts_of(&self, qname: &str) -> NameFacts {
+        #[cfg(test)]
+        FACTS_MISSES.with(|c| c.set(c.get() + 1));
         let n = Name::parse(qname);
         let (reasons, lex, exemption) = self.lexical(&n);
-        let facts = NameFacts {
-            tag,
+        let below = n.below().len();
+        let plain = below <= qname.len()
+            && !qname.as_bytes().contains(&b'\\')
+            && !qname.as_bytes()[..below.min(qname.len())]
+                .iter()
+                .any(u8::is_ascii_uppercase);
+        NameFacts {
             reasons,
             lex,
             exemption,
             key: hash::hash_bytes(self.seed, n.registrable()),
             name_fp: hash::hash_bytes(self.seed ^ 0xA5A5, n.sub_lower()),
             bytes: n.sub_lower().len() as u32,
-            below: n.below().len() as u16,
+            below: below as u16,
+            plain,
             identity: exemption == Exemption::None && self.identity.hit(n.below()),
-        };
-        FACTS.with(|t| {
-            let mut t = t.borrow_mut();
-            if t.is_empty() {
-                t.resize(FACTS_SLOTS, None);
-            }
-            // Replaces the least recently used way.
-            let ways = &mut t[set..set + FACTS_WAYS];
-            ways.rotate_right(1);
-            ways[0] = Some(facts);
-        });
-        facts
+        }
     }
 
     fn lexical(&self, n: &Name) -> (Reasons, f32, Exemption) {
@@ -832,6 +893,55 @@ mod tests {
         assert!(!det.is_quarantined(3_000, who, "www.evil.example"));
         assert_eq!(ClientTag::of("agent-1"), ClientTag::of("agent-1"));
         assert_ne!(ClientTag::of("agent-1"), ClientTag::of("agent-2"));
+    }
+
+    #[test]
+    fn a_thousand_hot_names_stay_in_the_memo() {
+        // Each detector has its own seed, so its names fall into other sets: over
+        // ten of them, a memo whose sets overflow (and then miss on every turn of
+        // the names) shows, whatever the seeds.
+        let names: Vec<String> = (0..1000).map(|i| format!("host{i}.site{i}.com")).collect();
+        let mut repeat_misses = 0;
+        for _ in 0..10 {
+            let det = Detector::new(&DetectConfig::default()).unwrap();
+            for q in &names {
+                det.observe(0, ip(1), q, 1);
+            }
+            let before = FACTS_MISSES.with(|c| c.get());
+            for turn in 1..4u64 {
+                for q in &names {
+                    let s = det.observe(turn, ip(1), q, 1);
+                    det.record_rcode(turn, &s, 0);
+                }
+            }
+            repeat_misses += FACTS_MISSES.with(|c| c.get()) - before;
+        }
+        // 30,000 repeat look-ups: at most 1% work a name out again.
+        assert!(repeat_misses <= 300, "{repeat_misses} memo misses");
+    }
+
+    #[test]
+    fn the_rcode_is_counted_under_the_scored_domain() {
+        let det = Detector::new(&DetectConfig::default()).unwrap();
+        let mut flagged = None;
+        for i in 0..200u64 {
+            let q = format!("w{i}.nx-heavy.example");
+            let s = det.observe(i * 1000, ip(2), &q, 16);
+            assert_ne!(s.domain, DomainKey::default());
+            if s.reasons.has(ReasonCode::Nxdomain) {
+                flagged = Some(s);
+                break;
+            }
+            det.record_rcode(i * 1000 + 1, &s, 3);
+        }
+        assert!(
+            flagged.is_some_and(|s| s.reasons.nx_pct >= 50),
+            "{flagged:?}"
+        );
+        // A score that counted no domain records nothing (and does not panic).
+        let unscored = det.score_name("www.example.com", 1);
+        assert_eq!(unscored.domain, DomainKey::default());
+        det.record_rcode(0, &unscored, 3);
     }
 
     #[test]

@@ -407,17 +407,22 @@ pub fn answer(
     }
     let policy = pipeline.policy_guard();
     let asked = asked(&q, client, now);
-    match pipeline.decide(&policy, &asked) {
-        Step::Final(says) => match respond(pipeline, &policy, packet, &q, &asked, &says, out) {
-            Some(len) => Fast::Reply(len),
-            None => Fast::Encode(Box::new(Decided {
-                q,
-                client,
-                arrived: now,
-                policy: arc_swap::Guard::into_inner(policy),
-                says,
-            })),
-        },
+    let step = pipeline.decide(&policy, &asked);
+    // Answered in place from where `decide` left it: a `Says` is large, and only
+    // the rarer paths below move it.
+    if let Step::Final(says) = &step
+        && let Some(len) = respond(pipeline, &policy, packet, &q, &asked, says, out)
+    {
+        return Fast::Reply(len);
+    }
+    match step {
+        Step::Final(says) => Fast::Encode(Box::new(Decided {
+            q,
+            client,
+            arrived: now,
+            policy: arc_swap::Guard::into_inner(policy),
+            says,
+        })),
         Step::Fetch(pending) => Fast::Fetch(Box::new(Miss {
             q,
             client,

@@ -230,6 +230,7 @@ mod tests {
             flagged: true,
             quarantined: false,
             reasons: Reasons::default(),
+            domain: Default::default(),
         });
         ev.fill([b"ads.example", b"mine", b"line 9", b"QUERY", b"RESPONSE"]);
         let mut enc = Encoder::new(b"id".to_vec(), b"v1".to_vec());

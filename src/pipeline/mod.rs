@@ -257,13 +257,17 @@ impl<R: Resolve> Pipeline<R> {
             screen::Count::At(now_ms),
         ) {
             Ok(passed) => passed,
-            Err(stop) => return Step::Final(Says::early(policy, stop, qtype).by(client)),
+            Err(stop) => return Step::Final(Says::early(policy, stop, qtype, client)),
         };
         let (v, s) = (Some(verdict), Some(score));
         if let Some(answer) = local_answer(policy, name, qtype, || owner(asked)) {
-            return Step::Final(
-                Says::later(Content::Records(answer), Source::Local, v, s).by(client),
-            );
+            return Step::Final(Says::later(
+                Content::Records(answer),
+                Source::Local,
+                v,
+                s,
+                client,
+            ));
         }
         let key = Key::new(name, qtype, asked.dnssec_ok, asked.checking_disabled);
         if let Some(hit) = key
@@ -275,10 +279,7 @@ impl<R: Resolve> Pipeline<R> {
                 source: Source::Cache,
                 answer: None,
             };
-            return Step::Final(
-                self.vetted(policy, asked, verdict, score, fetched)
-                    .by(client),
-            );
+            return Step::Final(self.vetted(policy, asked, verdict, score, client, fetched));
         }
         let query = match asked.query {
             Some(q) => q.clone(),
@@ -311,16 +312,16 @@ impl<R: Resolve> Pipeline<R> {
             client,
             ..
         } = *pending;
-        let says = match got {
-            Ok(fetched) => self.vetted(policy, asked, verdict, score, fetched),
+        match got {
+            Ok(fetched) => self.vetted(policy, asked, verdict, score, client, fetched),
             Err(failed) => Says::later(
                 Content::Rcode(ResponseCode::ServFail),
                 failed,
                 Some(verdict),
                 Some(score),
+                client,
             ),
-        };
-        says.by(client)
+        }
     }
 
     /// A cached or fetched answer after the checks on it (step 8).
@@ -330,6 +331,7 @@ impl<R: Resolve> Pipeline<R> {
         asked: &Asked<'_>,
         verdict: Verdict,
         score: Score,
+        client: Option<crate::identity::ClientIndex>,
         f: Fetched,
     ) -> Says {
         let checked = vet::answer(
@@ -343,13 +345,20 @@ impl<R: Resolve> Pipeline<R> {
         );
         if let Some((source, by)) = checked {
             let plan = policy.block_plan(by.group, asked.qtype);
-            return Says::later(Content::Blocked(plan), source, Some(by), Some(score));
+            return Says::later(
+                Content::Blocked(plan),
+                source,
+                Some(by),
+                Some(score),
+                client,
+            );
         }
         Says::later(
             Content::Hit(f.hit, f.answer),
             f.source,
             Some(verdict),
             Some(score),
+            client,
         )
     }
 }

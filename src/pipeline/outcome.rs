@@ -76,8 +76,14 @@ pub struct Says {
 }
 
 impl Says {
-    /// The answer to a question screening stopped (steps 1–4).
-    pub(super) fn early(policy: &Policy, stop: Stop, qtype: u16) -> Says {
+    /// The answer to a question screening stopped (steps 1–4), from the
+    /// `[[clients]]` entry `client`.
+    pub(super) fn early(
+        policy: &Policy,
+        stop: Stop,
+        qtype: u16,
+        client: Option<crate::identity::ClientIndex>,
+    ) -> Says {
         let (content, source, verdict, score) = match stop {
             Stop::Refused => (
                 Content::Rcode(ResponseCode::Refused),
@@ -110,16 +116,18 @@ impl Says {
             verdict,
             score,
             early: true,
-            client: None,
+            client,
         }
     }
 
-    /// An answer decided after screening.
+    /// An answer decided after screening, from the `[[clients]]` entry `client`
+    /// (built where it is returned: a `Says` is large, and every move copies it).
     pub(super) fn later(
         content: Content,
         source: Source,
         verdict: Option<Verdict>,
         score: Option<Score>,
+        client: Option<crate::identity::ClientIndex>,
     ) -> Says {
         Says {
             content,
@@ -127,14 +135,8 @@ impl Says {
             verdict,
             score,
             early: false,
-            client: None,
+            client,
         }
-    }
-
-    /// The same, from the `[[clients]]` entry `client`.
-    pub(super) fn by(mut self, client: Option<crate::identity::ClientIndex>) -> Says {
-        self.client = client;
-        self
     }
 
     /// The response code.
@@ -215,8 +217,8 @@ impl<R: Resolve> Pipeline<R> {
             return;
         }
         let now_ms = asked.arrived.unix_ms;
-        if says.score.is_some() {
-            self.detector.record_rcode(now_ms, asked.name, rcode);
+        if let Some(score) = &says.score {
+            self.detector.record_rcode(now_ms, score, rcode);
         }
         let elapsed = asked.arrived.at.elapsed();
         let e = entry(policy, asked, says, rcode, elapsed);

@@ -475,10 +475,10 @@ fn the_ad_bit_needs_validated_data_and_a_client_that_asked() {
     let (p, _) = pipeline();
     let mut answer = Answer::empty(ResponseCode::NoError);
     answer.authentic = true;
-    let says = Says::later(Content::Records(answer), Source::Local, None, None);
+    let says = Says::later(Content::Records(answer), Source::Local, None, None, None);
     assert!(says.authentic(true, false) && says.authentic(false, true));
     assert!(!says.authentic(false, false));
-    let blocked = Says::early(&p.policy(), Stop::Refused, 1);
+    let blocked = Says::early(&p.policy(), Stop::Refused, 1, None);
     assert!(!blocked.authentic(true, true));
 }
 
