@@ -296,7 +296,7 @@ impl Dnstap {
                 "dnstap: queue larger than the most it can be; using the most"
             );
         }
-        let (queue, drain) = queue::queue(cfg.queue.clamp(1, MAX_QUEUE));
+        let (queue, drain) = queue::queue(cfg.queue.min(MAX_QUEUE));
         let dropped = metrics::counter!("dnsguard_dnstap_dropped_total");
         dropped.increment(0);
         let stop = Arc::new(AtomicBool::new(false));

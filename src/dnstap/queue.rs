@@ -8,7 +8,9 @@
 //!
 //! This is Dmitry Vyukov's bounded queue, each slot's stamp saying whose turn it
 //! is: `n` when it is free for the `n`th claim, `n + 1` once that claim is
-//! filled, `n + slots` once the writer is done with it.
+//! filled, `n + slots` once the writer is done with it. A sender interrupted
+//! between its claim and its publication holds up the slots behind it until
+//! it publishes; meanwhile the ring fills and drops, as with a slow writer.
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
@@ -54,9 +56,10 @@ pub(super) struct Drain {
     head: usize,
 }
 
-/// A queue of `slots` events (at least one).
+/// A queue of `slots` events, at least two: with one, a filled slot's stamp
+/// (`n + 1`) would read as free for the next claim.
 pub(super) fn queue(slots: usize) -> (Queue, Drain) {
-    let slots = (0..slots.max(1))
+    let slots = (0..slots.max(2))
         .map(|i| Slot {
             stamp: AtomicUsize::new(i),
             event: UnsafeCell::new(Event::default()),
@@ -224,6 +227,20 @@ mod tests {
         drop(q);
         assert!(d.next().is_some(), "what was sent is still there");
         assert!(d.next().is_none() && d.closed(), "senders gone");
+    }
+
+    #[test]
+    fn a_queued_event_is_never_handed_out_again_before_it_is_written() {
+        // One slot asked for: the ring still tells a filled slot from a free one.
+        let (q, mut d) = queue(1);
+        q.slot().unwrap().fill([b"", b"", b"", b"first", b""]);
+        let mut claims = 0;
+        while let Some(mut later) = q.slot() {
+            later.fill([b"", b"", b"", b"later", b""]);
+            claims += 1;
+            assert!(claims < 10, "the ring never fills");
+        }
+        assert_eq!(d.next().unwrap().part(Part::Query), b"first");
     }
 
     #[test]
