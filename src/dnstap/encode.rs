@@ -1,34 +1,42 @@
 //! dnstap messages encoded straight from an [`Event`] into the writer's output:
 //! protobuf written by hand from `dnstap.proto`'s field numbers (the same as
-//! [`super::proto`]'s, which the tests decode with), into buffers the encoder
-//! keeps, so a batch of events costs no allocation once warm.
+//! [`super::proto`]'s, which the tests decode with). What every message shares
+//! (identity, version) is encoded once at start, what an event's two messages
+//! share (extra, addresses, times, policy) once per event, and the query and
+//! response bytes are copied once, from the event into the output: a batch
+//! costs no allocation and no text formatting once warm.
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use super::proto::{MessageType, PolicyMatch, SocketFamily, SocketProtocol};
-use super::{Event, Kind, Part, Transport, fstrm};
+use super::{Event, Kind, Part, Transport};
+
+/// `Dnstap.type = MESSAGE` (field 15, varint 1), the last field of every frame.
+const TYPE_MESSAGE: [u8; 2] = [15 << 3, 1];
 
 /// Turns events into Frame Streams data frames, two per event.
 pub(super) struct Encoder {
-    identity: Vec<u8>,
-    version: Vec<u8>,
-    /// Scratch: the `Policy`, the `extra` text, one `Message`, one `Dnstap`.
+    /// `Dnstap.identity` and `Dnstap.version`, encoded.
+    head: Vec<u8>,
+    /// Scratch: the `extra` text, the `Policy`, the `Message` fields both
+    /// messages of an event carry, and those of one message alone.
+    extra: String,
     policy: Vec<u8>,
-    extra: Vec<u8>,
-    message: Vec<u8>,
-    payload: Vec<u8>,
+    shared: Vec<u8>,
+    own: Vec<u8>,
 }
 
 impl Encoder {
-    pub fn new(identity: Vec<u8>, version: Vec<u8>) -> Self {
+    pub fn new(identity: &[u8], version: &[u8]) -> Self {
+        let mut head = Vec::new();
+        bytes(&mut head, 1, identity);
+        bytes(&mut head, 2, version);
         Self {
-            identity,
-            version,
+            head,
+            extra: String::new(),
             policy: Vec::new(),
-            extra: Vec::new(),
-            message: Vec::new(),
-            payload: Vec::new(),
+            shared: Vec::new(),
+            own: Vec::new(),
         }
     }
 
@@ -37,66 +45,62 @@ impl Encoder {
         let name = std::str::from_utf8(ev.part(Part::Name)).unwrap_or_default();
         self.extra.clear();
         if let Some(s) = &ev.tunnel {
-            let _ = write!(
-                self.extra,
-                "tunnel score={:.2} flagged={} reasons={}",
-                s.value,
-                s.flagged,
-                s.reasons.display_for(name)
-            );
+            let x = &mut self.extra;
+            x.push_str("tunnel score=");
+            push_hundredths(x, s.value);
+            x.push_str(if s.flagged {
+                " flagged=true reasons="
+            } else {
+                " flagged=false reasons="
+            });
+            s.reasons.write_for(name, x);
         }
-        self.policy.clear();
-        if let Some(v) = &ev.verdict {
-            let p = &mut self.policy;
-            bytes(p, 1, v.kind.as_bytes());
-            let (list, rule) = (ev.part(Part::List), ev.part(Part::Rule));
-            match (list.is_empty(), rule.is_empty()) {
-                (true, true) => {}
-                (false, true) => bytes(p, 2, list),
-                (true, false) => bytes(p, 2, rule),
-                (false, false) => {
-                    key(p, 2, LEN);
-                    varint(p, (list.len() + 1 + rule.len()) as u64);
-                    p.extend_from_slice(list);
-                    p.push(b' ');
-                    p.extend_from_slice(rule);
-                }
-            }
-            uint(p, 3, v.action as u64);
-            if let Some(m) = v.matched {
-                uint(p, 4, m as u64);
-            }
-            match (v.matched, v.address) {
-                (_, Some(ip)) => address(p, 5, ip),
-                (Some(PolicyMatch::Qname), None) => bytes(p, 5, name.as_bytes()),
-                _ => {}
-            }
-        }
+        self.policy(ev, name);
+        self.shared(ev);
         let (asked, answered) = match ev.kind {
             Kind::Client => (MessageType::ClientQuery, MessageType::ClientResponse),
             Kind::Forwarder => (MessageType::ForwarderQuery, MessageType::ForwarderResponse),
         };
-        for (kind, response) in [(asked, false), (answered, true)] {
-            self.message(ev, kind, response);
-            let d = &mut self.payload;
-            d.clear();
-            bytes(d, 1, &self.identity);
-            bytes(d, 2, &self.version);
-            if !self.extra.is_empty() {
-                bytes(d, 3, &self.extra);
+        self.frame(ev, asked, false, out);
+        self.frame(ev, answered, true, out);
+    }
+
+    /// The event's verdict as a `Policy` into `self.policy` (empty: none).
+    fn policy(&mut self, ev: &Event, name: &str) {
+        let p = &mut self.policy;
+        p.clear();
+        let Some(v) = &ev.verdict else { return };
+        bytes(p, 1, v.kind.as_bytes());
+        let (list, rule) = (ev.part(Part::List), ev.part(Part::Rule));
+        match (list.is_empty(), rule.is_empty()) {
+            (true, true) => {}
+            (false, true) => bytes(p, 2, list),
+            (true, false) => bytes(p, 2, rule),
+            (false, false) => {
+                key(p, 2, LEN);
+                varint(p, (list.len() + 1 + rule.len()) as u64);
+                p.extend_from_slice(list);
+                p.push(b' ');
+                p.extend_from_slice(rule);
             }
-            bytes(d, 14, &self.message);
-            uint(d, 15, 1); // Dnstap.Type MESSAGE
-            fstrm::push_data(out, d);
+        }
+        uint(p, 3, v.action as u64);
+        if let Some(m) = v.matched {
+            uint(p, 4, m as u64);
+        }
+        match (v.matched, v.address) {
+            (_, Some(ip)) => address(p, 5, ip),
+            (Some(PolicyMatch::Qname), None) => bytes(p, 5, name.as_bytes()),
+            _ => {}
         }
     }
 
-    /// One `Message` of the event into `self.message`: the query side, or the
-    /// response side.
-    fn message(&mut self, ev: &Event, kind: MessageType, response: bool) {
-        let m = &mut self.message;
+    /// The `Message` fields of both messages into `self.shared`: socket family
+    /// and protocol, the peer, the query time and the policy (protobuf allows
+    /// fields in any order, so these follow each message's own).
+    fn shared(&mut self, ev: &Event) {
+        let m = &mut self.shared;
         m.clear();
-        uint(m, 1, kind as u64);
         let family = match ev.peer {
             IpAddr::V4(_) => SocketFamily::Inet,
             IpAddr::V6(_) => SocketFamily::Inet6,
@@ -122,21 +126,70 @@ impl Encoder {
         let (qs, qn) = split_us(ev.query_us);
         uint(m, 8, qs);
         fixed32(m, 9, qn);
-        let (wire_field, wire) = if response {
-            let (rs, rn) = split_us(ev.response_us);
-            uint(m, 12, rs);
-            fixed32(m, 13, rn);
-            (14, ev.part(Part::Response))
-        } else {
-            (10, ev.part(Part::Query))
-        };
-        if !wire.is_empty() {
-            bytes(m, wire_field, wire);
-        }
         if !self.policy.is_empty() {
             bytes(m, 15, &self.policy);
         }
     }
+
+    /// One data frame: the `Dnstap` of the query side or the response side,
+    /// written straight into `out`.
+    fn frame(&mut self, ev: &Event, kind: MessageType, response: bool, out: &mut Vec<u8>) {
+        // The message's own fields: its type, the response time, the wire form.
+        let own = &mut self.own;
+        own.clear();
+        uint(own, 1, kind as u64);
+        let (wire_field, wire) = if response {
+            let (rs, rn) = split_us(ev.response_us);
+            uint(own, 12, rs);
+            fixed32(own, 13, rn);
+            (14, ev.part(Part::Response))
+        } else {
+            (10, ev.part(Part::Query))
+        };
+        let wire_len = if wire.is_empty() {
+            0
+        } else {
+            1 + varint_len(wire.len() as u64) + wire.len()
+        };
+        let message_len = own.len() + self.shared.len() + wire_len;
+
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]); // the frame's length, set below
+        out.extend_from_slice(&self.head);
+        if !self.extra.is_empty() {
+            bytes(out, 3, self.extra.as_bytes());
+        }
+        key(out, 14, LEN);
+        varint(out, message_len as u64);
+        out.extend_from_slice(own);
+        out.extend_from_slice(&self.shared);
+        if !wire.is_empty() {
+            bytes(out, wire_field, wire);
+        }
+        out.extend_from_slice(&TYPE_MESSAGE);
+        let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// `v` with two decimals, as `{v:.2}` shows it (ties may round the other way),
+/// through integer formatting: Rust's float formatting costs about a thousand
+/// instructions, and under a tunnel flood every event carries a score.
+fn push_hundredths(out: &mut String, v: f32) {
+    if !v.is_finite() || v.abs() >= 1e15 {
+        use std::fmt::Write;
+        let _ = write!(out, "{v:.2}");
+        return;
+    }
+    let hundredths = (f64::from(v) * 100.0).round() as i64;
+    if hundredths < 0 {
+        out.push('-');
+    }
+    let h = hundredths.unsigned_abs();
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(h / 100));
+    out.push_str(if h % 100 < 10 { ".0" } else { "." });
+    out.push_str(digits.format(h % 100));
 }
 
 /// Seconds and nanoseconds of `us` unix microseconds.
@@ -155,6 +208,11 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// How many bytes `v` takes as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn key(out: &mut Vec<u8>, field: u64, wire: u64) {
@@ -187,8 +245,8 @@ fn address(out: &mut Vec<u8>, field: u64, ip: IpAddr) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Verdict;
     use super::super::proto::{Dnstap, Message, Policy, PolicyAction};
-    use super::super::{Verdict, queue};
     use super::*;
     use crate::detect::{Reasons, Score};
 
@@ -205,10 +263,10 @@ mod tests {
     }
 
     fn event(kind: Kind) -> Event {
-        let (q, _d) = queue::queue(1);
-        let mut ev = q.slot().unwrap();
-        ev.kind = kind;
-        ev
+        Event {
+            kind,
+            ..Event::default()
+        }
     }
 
     #[test]
@@ -233,7 +291,7 @@ mod tests {
             domain: Default::default(),
         });
         ev.fill([b"ads.example", b"mine", b"line 9", b"QUERY", b"RESPONSE"]);
-        let mut enc = Encoder::new(b"id".to_vec(), b"v1".to_vec());
+        let mut enc = Encoder::new(b"id", b"v1");
         let mut out = Vec::new();
         enc.frames(&ev, &mut out);
         let policy = Some(Policy {
@@ -289,7 +347,7 @@ mod tests {
         ev.query_us = 2_000_000;
         ev.response_us = 2_500_000;
         ev.fill([b"", b"", b"", b"Q", b"R"]);
-        let mut enc = Encoder::new(b"id".to_vec(), b"v1".to_vec());
+        let mut enc = Encoder::new(b"id", b"v1");
         let mut out = Vec::new();
         enc.frames(&ev, &mut out);
         let got = decode(&out);
@@ -320,6 +378,38 @@ mod tests {
             got[0].message.as_ref().unwrap().query_message.as_deref(),
             Some(&b"Q"[..])
         );
+    }
+
+    #[test]
+    fn scores_show_as_the_float_formatter_would() {
+        for v in [
+            0.0f32, 0.004, 0.5, 0.996, 1.0, 1.234, 1.5, 2.999, 9.87, 12.345_6, 100.0,
+        ] {
+            let mut s = String::new();
+            push_hundredths(&mut s, v);
+            assert_eq!(s, format!("{v:.2}"), "{v}");
+        }
+        let mut s = String::new();
+        push_hundredths(&mut s, f32::INFINITY);
+        assert_eq!(s, "inf");
+    }
+
+    #[test]
+    fn varint_lengths_match_what_is_written() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            varint(&mut out, v);
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
     }
 
     #[test]

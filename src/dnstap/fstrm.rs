@@ -119,15 +119,6 @@ pub fn finish(stream: &mut Stream) -> Result<(), FstrmError> {
     }
 }
 
-/// Appends one data frame holding `payload` (never empty: a zero length is the
-/// escape that starts a control frame).
-pub fn push_data(out: &mut Vec<u8>, payload: &[u8]) {
-    debug_assert!(!payload.is_empty());
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(payload);
-}
-
 /// A control frame of `kind`, with our content type if `typed`.
 pub fn control(kind: u32, typed: bool) -> Vec<u8> {
     let mut body = kind.to_be_bytes().to_vec();

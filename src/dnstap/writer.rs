@@ -17,7 +17,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// First and longest wait before reconnecting.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 /// Events written in one go at most.
-const BATCH: usize = 256;
+const BATCH: usize = 512;
 
 pub(super) struct Writer {
     pub target: Target,
@@ -27,7 +27,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn run(mut self, rx: Drain) {
+    pub fn run(mut self, mut rx: Drain) {
         let mut backoff = BACKOFF.0;
         let mut said_down = false;
         while !self.stop.load(Ordering::Acquire) {
@@ -36,7 +36,7 @@ impl Writer {
                     tracing::info!(target = ?self.target, "dnstap collector connected");
                     said_down = false;
                     backoff = BACKOFF.0;
-                    match self.pump(&mut stream, &rx) {
+                    match self.pump(&mut stream, &mut rx) {
                         Ok(()) => {
                             if let Err(e) = fstrm::finish(&mut stream) {
                                 tracing::warn!(error = %e, "dnstap collector did not finish");
@@ -54,33 +54,27 @@ impl Writer {
                 }
                 Err(_) => {}
             }
-            self.discard_for(&rx, backoff);
+            self.discard_for(&mut rx, backoff);
             backoff = (backoff * 2).min(BACKOFF.1);
         }
     }
 
     /// Writes queued events, a batch per write, until the writer is told to
-    /// stop (`Ok`) or the collector fails. The queue is polled with short naps
-    /// (see `crate::channel`): senders never pay for waking the writer.
-    fn pump(&mut self, stream: &mut Stream, rx: &Drain) -> Result<(), FstrmError> {
+    /// stop (`Ok`) or the collector fails. The writer does not sleep on the
+    /// queue but looks at it between short naps (see `crate::channel`): a
+    /// sender never pays for waking it, and a nap's worth of events goes out
+    /// in one write.
+    fn pump(&mut self, stream: &mut Stream, rx: &mut Drain) -> Result<(), FstrmError> {
         let mut out = Vec::new();
         loop {
+            // Read first: once the senders are gone, what they sent is queued.
+            let gone = rx.closed();
             out.clear();
             let mut n = 0;
-            let mut gone = false;
             while n < BATCH {
-                match rx.try_recv() {
-                    Ok(Some(ev)) => {
-                        self.encoder.frames(&ev, &mut out);
-                        rx.recycle(ev);
-                        n += 1;
-                    }
-                    Ok(None) => break,
-                    Err(()) => {
-                        gone = true;
-                        break;
-                    }
-                }
+                let Some(ev) = rx.next() else { break };
+                self.encoder.frames(&ev, &mut out);
+                n += 1;
             }
             if n > 0 {
                 if let Err(e) = stream.write_all(&out).and_then(|()| stream.flush()) {
@@ -98,11 +92,10 @@ impl Writer {
     }
 
     /// Waits `wait` (or until told to stop), discarding what arrives meanwhile.
-    fn discard_for(&self, rx: &Drain, wait: Duration) {
+    fn discard_for(&self, rx: &mut Drain, wait: Duration) {
         let until = Instant::now() + wait;
         loop {
-            while let Ok(Some(ev)) = rx.try_recv() {
-                rx.recycle(ev);
+            while rx.next().is_some() {
                 self.dropped.increment(1);
             }
             let now = Instant::now();
