@@ -427,6 +427,12 @@ fn seen_sets_are_merged_across_a_failover() {
         ..Ask::default()
     };
 
+    // The secondary runs the primary's groups (the watched one) before anything is asked.
+    wait_for(
+        "the secondary to apply the primary's state",
+        Duration::from_secs(10),
+        || status("applied_at").is_string().then_some(()),
+    );
     // The primary alerts; the secondary takes the pair.
     ask_with(primary.addr, "www.a.test.", RecordType::A, &agent);
     wait_for("the primary's alert", Duration::from_secs(10), || {
