@@ -323,7 +323,11 @@ fn walk(dir: &std::path::Path) -> Vec<(String, u32, bool)> {
 /// walk saw the query log's sled files (and `more`), the guard's database and the
 /// alerts.
 fn assert_private(data: &std::path::Path, when: &str, more: &[&str]) {
-    let all = walk(data);
+    assert_all_private(&walk(data), when, more);
+}
+
+/// [`assert_private`] on a walk already made.
+fn assert_all_private(all: &[(String, u32, bool)], when: &str, more: &[&str]) {
     for want in more.iter().copied().chain([
         "querylog/db/db",
         "querylog/db/conf",
@@ -337,7 +341,7 @@ fn assert_private(data: &std::path::Path, when: &str, more: &[&str]) {
             "{when}: {want} not found in {all:?}"
         );
     }
-    for (path, mode, is_dir) in &all {
+    for (path, mode, is_dir) in all {
         let want = if *is_dir { 0o700 } else { 0o600 };
         assert_eq!(*mode, want, "{when}: {path:?} is {mode:o}: {all:?}");
     }
@@ -392,7 +396,16 @@ fn the_data_directory_is_private_whatever_the_umask() {
         "the tightening is logged: {}",
         dg.log()
     );
-    assert_private(&data, "running", &["querylog/wal.", "api-endpoint"]);
+    // A WAL segment lives until sled has what it holds, which may be at once: ask
+    // until a walk sees one, and check that walk (which also covers the rest).
+    let seen_wal = wait_for(Duration::from_secs(10), "a query-log WAL segment", || {
+        ask_with(dg.addr, "www.fwd.test.", RecordType::A, &Ask::default());
+        let all = walk(&data);
+        all.iter()
+            .any(|(p, _, _)| p.starts_with("querylog/wal."))
+            .then_some(all)
+    });
+    assert_all_private(&seen_wal, "running", &["querylog/wal.", "api-endpoint"]);
     // What sled writes at shutdown too (the WAL is gone once sled has it all).
     let (status, dir) = dg.stop_keeping_dir(libc::SIGTERM);
     assert!(status.success());
