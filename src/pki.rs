@@ -128,6 +128,45 @@ pub fn client_pin(peer_certificates: Option<&[CertificateDer<'_>]>) -> Option<[u
     spki_digest(peer_certificates?.first()?)
 }
 
+/// The handshake signature checks both verifiers make with the crypto provider's
+/// algorithms: whatever a certificate says, its key proves itself here.
+#[derive(Debug)]
+struct Signatures(Arc<CryptoProvider>);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Asks every TLS client for a certificate and takes any well-formed one, whoever
 /// issued it: a client certificate is an identity only through its SPKI pin
 /// (`[[clients]] cert_pins`), and the handshake's CertificateVerify signature
@@ -135,13 +174,15 @@ pub fn client_pin(peer_certificates: Option<&[CertificateDer<'_>]>) -> Option<[u
 /// with one nobody listed, is served as before and gains nothing.
 #[derive(Debug)]
 pub struct AnyClientCert {
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl AnyClientCert {
     /// A verifier checking handshake signatures with `provider`'s algorithms.
     pub fn new(provider: Arc<CryptoProvider>) -> Self {
-        Self { provider }
+        Self {
+            signatures: Signatures(provider),
+        }
     }
 }
 
@@ -176,12 +217,7 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -190,18 +226,11 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -225,13 +254,16 @@ pub fn client_keypair(name: &str) -> Result<(String, String, String), rcgen::Err
 #[derive(Debug)]
 pub struct PinVerifier {
     pins: Vec<String>,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl PinVerifier {
     /// A verifier for `pins` (base64 SHA-256 of the SubjectPublicKeyInfo).
     pub fn new(pins: Vec<String>, provider: Arc<CryptoProvider>) -> Self {
-        Self { pins, provider }
+        Self {
+            pins,
+            signatures: Signatures(provider),
+        }
     }
 }
 
@@ -261,12 +293,7 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -275,18 +302,11 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
