@@ -41,9 +41,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A server forwarding to `up` and blocking the built-in list, with DoT on `dot`.
+/// A server forwarding to `up` and blocking the built-in list, with DoT on `dot`
+/// (listening: it binds after the UDP listener the start waits for).
 fn server_in(up: &FakeUpstream, dot: u16, dir: tempfile::TempDir) -> Dnsguard {
-    Dnsguard::start_in(
+    let dg = Dnsguard::start_in(
         &format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\ntls_listen = [\"127.0.0.1:{dot}\"]\n\
              [resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 800\n\
@@ -51,7 +52,11 @@ fn server_in(up: &FakeUpstream, dot: u16, dir: tempfile::TempDir) -> Dnsguard {
             up.addr()
         ),
         dir,
-    )
+    );
+    wait_for(Duration::from_secs(10), "the DoT listener", || {
+        dg.log().contains("listening (DNS over TLS)").then_some(())
+    });
+    dg
 }
 
 /// The SPKI pin the server logged at start.
