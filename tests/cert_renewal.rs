@@ -11,24 +11,12 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::Dnsguard;
 use common::upstream::FakeUpstream;
 
 const ZONE: &str = "www.fwd.test. 300 A 192.0.2.1\n";
-
-/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// certbot's layout: `archive/{cert,key}N.pem`, and `live/{cert,key}.pem`
 /// symlinks to the pair in force.
@@ -112,7 +100,7 @@ fn served(addr: SocketAddr) -> String {
 
 /// The address the server logged for `what` (`DNS over TLS`, `DNS over HTTPS`).
 fn listening(dg: &Dnsguard, what: &str) -> SocketAddr {
-    wait_for(Duration::from_secs(10), what, || {
+    common::wait_for(Duration::from_secs(10), what, || {
         dg.log()
             .split(&format!("listening ({what}) addr="))
             .nth(1)
@@ -147,7 +135,7 @@ fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     let second = certbot.issue(2);
     certbot.point("cert", 2);
     certbot.point("key", 2);
-    wait_for(limit, "the renewed certificate on DoT", || {
+    common::wait_for(limit, "the renewed certificate on DoT", || {
         (served(dot) == second).then_some(())
     });
     assert_eq!(served(doh), second, "DoH serves the same store");
@@ -174,7 +162,7 @@ fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     // old pair keeps serving; once the key follows, the new pair is served.
     let third = certbot.issue(3);
     certbot.point("cert", 3);
-    wait_for(limit, "the refused pair logged", || {
+    common::wait_for(limit, "the refused pair logged", || {
         dg.log()
             .contains("TLS certificate files changed but cannot be used")
             .then_some(())
@@ -186,7 +174,7 @@ fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     );
     assert_eq!(served(dot), second, "a mismatched pair is never served");
     certbot.point("key", 3);
-    wait_for(limit, "the completed renewal", || {
+    common::wait_for(limit, "the completed renewal", || {
         (served(dot) == third).then_some(())
     });
 
@@ -199,7 +187,7 @@ fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     )
     .unwrap();
     certbot.point("cert", 4);
-    wait_for(limit, "the broken file logged", || {
+    common::wait_for(limit, "the broken file logged", || {
         (refusals(&dg) > before).then_some(())
     });
     assert_eq!(served(dot), third);

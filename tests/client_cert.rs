@@ -12,7 +12,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{ask, rcode};
 use common::server::{Dnsguard, run_cli};
@@ -97,7 +97,7 @@ fn start(lab_pin: &str, access: &str) -> Server {
     let dg = Dnsguard::start(&config(up.addr(), lab_pin, access));
     let addr = |what: &str| {
         let marker = format!("listening ({what}) addr=");
-        wait_for(&marker, || {
+        common::wait_for(Duration::from_secs(15), &marker, || {
             dg.log()
                 .split(marker.as_str())
                 .nth(1)
@@ -124,18 +124,6 @@ impl Server {
     /// The server's self-signed certificate (for `localhost`).
     fn ca(&self) -> PathBuf {
         self.dg.dir.path().join("dnsguard-data/tls/cert.pem")
-    }
-}
-
-/// Polls `f` until it returns `Some`, for at most 15 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::client::{Ask, addrs, ask_with, rcode};
 use common::http::{HttpServer, Response};
 use common::server::{Dnsguard, run_cli};
+use common::tunnel_name;
 use common::upstream::FakeUpstream;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -905,24 +906,6 @@ fn learned_allowlist_applied_offline() {
 
 /// Zone of the tunnel-action tests: `learn.example` has one real host.
 const LEARN_ZONE: &str = "a2.learn.example. 300 A 192.0.2.42\n";
-
-/// The `i`-th name of a tunnel below `x.learn.example`: two base32 labels of
-/// 32 and 24 characters, as iodine or dnscat2 would send.
-fn tunnel_name(i: u64) -> String {
-    const A: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let mut label = |n: usize| -> String {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                A[(x % 32) as usize] as char
-            })
-            .collect()
-    };
-    format!("{}.{}.x.learn.example.", label(32), label(24))
-}
 
 /// Sends 40 tunnel-like TXT queries below `x.learn.example` from `flooder`;
 /// returns how many were REFUSED.

@@ -9,10 +9,14 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::{Dnsguard, run_cli};
 use common::upstream::FakeUpstream;
+use common::{tunnel_name, wait_for};
+
+/// How long a condition may take.
+const WAIT: Duration = Duration::from_secs(15);
 
 const ZONE: &str = "\
 a2.learn.example. 300 A 192.0.2.42
@@ -61,25 +65,13 @@ struct Server {
 fn start(groups: &str) -> Server {
     let up = FakeUpstream::start("127.0.0.1".parse().unwrap(), ZONE);
     let dg = Dnsguard::start(&config(up.addr(), groups));
-    let doh = wait_for("the DoH listener", || {
+    let doh = wait_for(WAIT, "the DoH listener", || {
         dg.log()
             .split("listening (DNS over HTTPS) addr=")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next()?.parse::<SocketAddr>().ok())
     });
     Server { dg, doh, _up: up }
-}
-
-/// Polls `f` until it returns `Some`, for at most 15 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The DoH path of agent `n` with its secret (proven), or without (`None`).
@@ -122,24 +114,6 @@ fn doh(addr: SocketAddr, path: &str, qtype: &str, names: &[String]) -> Vec<Strin
 /// One A query; its status.
 fn ask(addr: SocketAddr, path: &str, name: &str) -> String {
     doh(addr, path, "A", &[name.to_owned()]).remove(0)
-}
-
-/// The `i`-th name of a tunnel below `x.learn.example`: two base32 labels of
-/// 32 and 24 characters, as iodine or dnscat2 would send.
-fn tunnel_name(i: u64) -> String {
-    const A: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let mut label = |n: usize| -> String {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                A[(x % 32) as usize] as char
-            })
-            .collect()
-    };
-    format!("{}.{}.x.learn.example.", label(32), label(24))
 }
 
 /// 20 tunnel-like TXT queries at `path` (names `from..from + 20`); how many
@@ -227,7 +201,7 @@ fn new_domain_alerts_are_per_agent_and_name_it() {
     }
     // The guard handles observations in order: once b.test's alert is there,
     // the others have been handled too.
-    let all = wait_for("agent-2's alert for b.test", || {
+    let all = wait_for(WAIT, "agent-2's alert for b.test", || {
         let all = alerts(s.dg.dir.path());
         all.iter()
             .any(|a| a["type"] == "new-domain" && a["domain"] == "b.test")
@@ -269,7 +243,7 @@ fn learning_for_one_agent_learns_only_its_names() {
     assert_eq!(ask(s.doh, "/dns-query", "www.c.test"), "NOERROR");
     assert_eq!(ask(s.doh, &one, "www.a.test"), "NOERROR");
     let cfg = s.dg.config_path();
-    let learned = wait_for("agent-1's queries in the log", || {
+    let learned = wait_for(WAIT, "agent-1's queries in the log", || {
         let (ok, out, err) = run_cli(&[
             "allowlist",
             "learn",
@@ -315,7 +289,7 @@ fn the_report_lists_agents_behind_one_address_by_name() {
         assert_eq!(ask(s.doh, p, name), "NOERROR", "{p} {name}");
     }
     let cfg = s.dg.config_path();
-    let report = wait_for("five queries in the report", || {
+    let report = wait_for(WAIT, "five queries in the report", || {
         let (ok, out, err) = run_cli(&[
             "report",
             "--since",
