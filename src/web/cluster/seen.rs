@@ -272,10 +272,13 @@ async fn round(
             pairs
                 .push(pair.with_context(|| format!("the primary sent a malformed line {line:?}"))?);
         }
+        // Counted when new here: a primary that sends its log again from the
+        // start (it lost our cursor) adds nothing.
+        let mut new = 0;
         for (time, key) in &pairs {
-            s.merge(key, *time)?;
+            new += u64::from(s.merge(key, *time)?);
         }
-        Ok(pairs.len() as u64)
+        Ok(new)
     })
     .await??;
     cursors.pulled = next;
