@@ -25,7 +25,7 @@ www.b.test. 300 A 192.0.2.2
 /// The toast's text while it shows as an error.
 fn error_toast(d: &mut Driver) -> Option<String> {
     let t = d.js("const t = document.getElementById('toast'); \
-         return !t.hidden && t.classList.contains('error') ? t.textContent : ''");
+         return t && !t.hidden && t.classList.contains('error') ? t.textContent : ''");
     t.as_str().filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
@@ -65,7 +65,9 @@ fn secondary_dashboard_shows_the_banner_and_refuses_replicated_edits() {
     // The banner: whose secondary it is, that the primary is up, and every
     // replicated section.
     let banner = d.wait_for("the cluster banner", |d| {
-        let shown = d.js("return !document.getElementById('cluster-banner').hidden");
+        // The login page is still showing until the navigation lands.
+        let shown =
+            d.js("const b = document.getElementById('cluster-banner'); return !!b && !b.hidden");
         (shown == true)
             .then(|| d.text_of("#cluster-banner"))
             .flatten()
