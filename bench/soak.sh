@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Soak: dnsguard (query log on, 1.6 M-domain list) under a mixed load at a fixed
 # rate for a bounded time, on loopback. Mix per 20 queries: 8 blocked, 8 cached,
-# 3 forwarded to the NSD upstream (unique names), 1 tunnel-like name (flagged).
+# 3 forwarded to the NSD upstream (unique names), 1 tunnel-like name (flagged);
+# SOAK_MIX=realistic takes #24's realistic mix instead (4 blocked, 13 cached, 3
+# misses: 20% / 65% / 15%).
 # First a 10 s saturation run of the same mix measures the maximum; the soak then
-# runs at SOAK_LOAD percent of it (default 80) for SOAK_MINUTES (default 10).
+# runs at SOAK_LOAD percent of it (default 80) for SOAK_MINUTES (default 10), or
+# at SOAK_QPS queries per second when that is set (#24's RSS target: 20,000).
 # Prints dnsperf's result (lost queries, rcodes), the kernel's UDP receive-buffer
 # drops during the soak, the RSS curve (every 10 s, also in
 # $WORK/soak-rss.csv) and the query log's dropped-entry and write-error counts.
@@ -22,7 +25,10 @@ start_upstream
 (cd "$root" && cargo build --profile dist --locked -q)
 
 mix="$work/mix.txt"
-python3 "$here/mix.py" "$BENCH_QUERIES" "$mix" --blocked 8 --cached 8 --miss 3 --tunnel 1 --prefix s
+case "${SOAK_MIX:-soak}" in
+realistic) python3 "$here/mix.py" "$BENCH_QUERIES" "$mix" --blocked 4 --cached 13 --miss 3 --prefix t ;;
+*) python3 "$here/mix.py" "$BENCH_QUERIES" "$mix" --blocked 8 --cached 8 --miss 3 --tunnel 1 --prefix s ;;
+esac
 
 export BENCH_ADDR=127.0.0.1 BENCH_PORT=5330 BENCH_UPSTREAM=127.0.0.53:5300
 export BENCH_BLOCKLIST="$root/../shared/blocklists/big-1.6m.domains.txt" BENCH_WORK="$work"
@@ -40,8 +46,8 @@ rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$server/status"; }
 echo "== saturation (10 s, same mix)"
 max=$(dnsperf -s 127.0.0.1 -p 5330 -d "$mix" -c 4 -q 200 -l 10 2>&1 |
     awk '/Queries per second/ {print int($4)}')
-rate=$((max * load / 100))
-echo "max ${max} QPS -> soak at ${rate} QPS (${load}%) for ${minutes} min"
+rate=${SOAK_QPS:-$((max * load / 100))}
+echo "max ${max} QPS -> soak at ${rate} QPS for ${minutes} min"
 
 echo "seconds,rss_mb" >"$work/soak-rss.csv"
 (
