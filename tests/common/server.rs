@@ -136,6 +136,16 @@ impl Dnsguard {
         self.log.lock().unwrap().clone()
     }
 
+    /// The `spki_pin` on the last log line that says `message` (e.g. "TLS
+    /// certificate reloaded", which only SIGHUP logs: the file watcher says
+    /// "renewed on disk").
+    pub fn pin_logged_with(&self, message: &str) -> Option<String> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains(message))?;
+        let pin = line.split("spki_pin=").nth(1)?.split_whitespace().next()?;
+        Some(pin.trim_matches('"').to_owned())
+    }
+
     /// A handle on the log that outlives the server (to read it after a kill).
     pub fn log_handle(&self) -> Arc<Mutex<String>> {
         self.log.clone()
