@@ -9,11 +9,12 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{Ask, addrs, ask_with, dig, rcode};
 use common::server::Dnsguard;
 use common::upstream::{FakeUpstream, Mode};
+use common::wait_for;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -37,18 +38,6 @@ fn config(up: &FakeUpstream, groups: &str) -> String {
          {groups}",
         up.addr()
     )
-}
-
-/// Polls `f` until it returns `Some`, for at most 15 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A hijacked agent's `$(whoami).$(hostname).x` look-up below a domain no
@@ -81,27 +70,31 @@ fn allowlist_only_groups_block_medium_flags_by_default() {
     // Each was flagged at medium confidence: the query log says so (it is
     // written off the DNS path: poll).
     let cfg = dg.config_path();
-    let rows = wait_for("the three flags in the query log", || {
-        let (ok, out, err) = common::server::run_cli(&[
-            "query-log",
-            "--since",
-            "1h",
-            "--flagged",
-            "--format",
-            "jsonl",
-            "--config",
-            cfg.to_str().unwrap(),
-        ]);
-        assert!(ok, "{err}");
-        let rows: Vec<serde_json::Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let all = [WHOAMI, told, office]
-            .iter()
-            .all(|n| rows.iter().any(|v| v["name"] == n.trim_end_matches('.')));
-        all.then_some(rows)
-    });
+    let rows = wait_for(
+        Duration::from_secs(15),
+        "the three flags in the query log",
+        || {
+            let (ok, out, err) = common::server::run_cli(&[
+                "query-log",
+                "--since",
+                "1h",
+                "--flagged",
+                "--format",
+                "jsonl",
+                "--config",
+                cfg.to_str().unwrap(),
+            ]);
+            assert!(ok, "{err}");
+            let rows: Vec<serde_json::Value> = out
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let all = [WHOAMI, told, office]
+                .iter()
+                .all(|n| rows.iter().any(|v| v["name"] == n.trim_end_matches('.')));
+            all.then_some(rows)
+        },
+    );
     for name in [WHOAMI, told, office] {
         let row = rows
             .iter()
@@ -141,10 +134,14 @@ fn an_enforce_group_never_sends_a_denied_name_upstream() {
     // The upstream fails and the entry (TTL 1 s) expires: the office gets it
     // stale, the agent gets nothing of it, and its query goes nowhere.
     up.set_mode(Mode::ServFail);
-    wait_for("a stale answer for the office", || {
-        let r = ask_with(dg.addr, "secret.b.test.", RecordType::A, &office);
-        (addrs(&r) == ["192.0.2.3"] && r.answers[0].ttl > 1).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "a stale answer for the office",
+        || {
+            let r = ask_with(dg.addr, "secret.b.test.", RecordType::A, &office);
+            (addrs(&r) == ["192.0.2.3"] && r.answers[0].ttl > 1).then_some(())
+        },
+    );
     up.reset_counters();
     for qtype in [
         RecordType::A,

@@ -20,6 +20,7 @@ use common::http::request;
 use common::server::Dnsguard;
 use common::tap::Capture;
 use common::upstream::FakeUpstream;
+use common::wait_for;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -37,17 +38,6 @@ const LIST: &str = "# test list\nads.example\n@@||www.fwd.test^\n";
 
 fn localhost() -> IpAddr {
     "127.0.0.1".parse().unwrap()
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Starts dnsguard with the test list, a group at 127.0.0.2 answering NXDOMAIN,
@@ -284,7 +274,7 @@ fn blocked_allowed_and_flagged_queries_reach_fstrm_capture_and_dnstap_read() {
     let socket = tmp.path().join("tap.sock");
     let capture = Capture::unix(&socket, &tmp.path().join("out.tap"));
     let dg = start(&up, &format!("unix:{}", socket.display()), "");
-    wait_for("the collector connected", || {
+    wait_for(Duration::from_secs(20), "the collector connected", || {
         dg.log()
             .contains("dnstap collector connected")
             .then_some(())
@@ -440,7 +430,7 @@ fn log_upstream_adds_forwarder_query_and_response_with_the_upstream_address() {
         &format!("unix:{}", socket.display()),
         "log_upstream = true\n",
     );
-    wait_for("the collector connected", || {
+    wait_for(Duration::from_secs(20), "the collector connected", || {
         dg.log()
             .contains("dnstap collector connected")
             .then_some(())
@@ -553,7 +543,7 @@ fn tcp_target_reaches_fstrm_capture() {
         .port();
     let capture = Capture::tcp(port, &tmp.path().join("out.tap"));
     let dg = start(&up, &format!("tcp:127.0.0.1:{port}"), "");
-    wait_for("the collector connected", || {
+    wait_for(Duration::from_secs(20), "the collector connected", || {
         dg.log()
             .contains("dnstap collector connected")
             .then_some(())
@@ -577,7 +567,7 @@ fn a_killed_collector_costs_events_not_answers_and_is_reconnected() {
     let socket = tmp.path().join("tap.sock");
     let mut first = Capture::unix(&socket, &tmp.path().join("first.tap"));
     let dg = start(&up, &format!("unix:{}", socket.display()), "");
-    wait_for("the collector connected", || {
+    wait_for(Duration::from_secs(20), "the collector connected", || {
         dg.log()
             .contains("dnstap collector connected")
             .then_some(())
@@ -590,7 +580,7 @@ fn a_killed_collector_costs_events_not_answers_and_is_reconnected() {
     first.child.wait().unwrap();
     std::fs::remove_file(&socket).unwrap();
     // Nobody listening: every query still answered, the events counted as dropped.
-    wait_for("the loss noticed", || {
+    wait_for(Duration::from_secs(20), "the loss noticed", || {
         assert_eq!(
             addrs(&ask(dg.addr, "www.fwd.test.", RecordType::A)),
             ["192.0.2.1"]
@@ -604,7 +594,7 @@ fn a_killed_collector_costs_events_not_answers_and_is_reconnected() {
         );
     }
     let second = Capture::unix(&socket, &tmp.path().join("second.tap"));
-    wait_for("the collector reconnected", || {
+    wait_for(Duration::from_secs(20), "the collector reconnected", || {
         (dg.log().matches("dnstap collector connected").count() >= 2).then_some(())
     });
     assert_eq!(
@@ -660,7 +650,7 @@ fn a_collector_that_never_reads_does_not_slow_answers() {
     let socket = tmp.path().join("tap.sock");
     let _collector = bad_collector(&socket, accept_frame());
     let dg = start(&up, &format!("unix:{}", socket.display()), "queue = 64\n");
-    wait_for("the collector connected", || {
+    wait_for(Duration::from_secs(20), "the collector connected", || {
         dg.log()
             .contains("dnstap collector connected")
             .then_some(())
@@ -698,7 +688,7 @@ fn a_collector_answering_garbage_changes_nothing_for_clients() {
     let socket = tmp.path().join("tap.sock");
     let _collector = bad_collector(&socket, b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec());
     let dg = start(&up, &format!("unix:{}", socket.display()), "");
-    wait_for("the garbage noticed", || {
+    wait_for(Duration::from_secs(20), "the garbage noticed", || {
         assert_eq!(
             addrs(&ask(dg.addr, "ads.example.", RecordType::A)),
             ["0.0.0.0"]
@@ -712,7 +702,9 @@ fn a_collector_answering_garbage_changes_nothing_for_clients() {
         ["192.0.2.1"]
     );
     // What arrives while no collector takes it is discarded and counted.
-    wait_for("drops counted", || (dropped(&dg) > 0).then_some(()));
+    wait_for(Duration::from_secs(20), "drops counted", || {
+        (dropped(&dg) > 0).then_some(())
+    });
     assert!(!dg.log().contains("dnstap collector connected"));
     assert!(!dg.log().contains("panicked"));
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::server::Dnsguard;
 use common::upstream::FakeUpstream;
+use common::wait_for;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
@@ -64,18 +65,6 @@ fn logged_addr(dg: &Dnsguard, marker: &str) -> SocketAddr {
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
     })
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
 }
 
 /// Runs a DNS tool (`kdig` or `dig`) with `args`; all it printed.

@@ -9,10 +9,11 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::Dnsguard;
 use common::upstream::FakeUpstream;
+use common::wait_for;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
@@ -47,18 +48,6 @@ fn start(up: &FakeUpstream, extra: &str, tail: &str) -> Doq {
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
     });
     Doq { dg, addr }
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
 }
 
 /// Runs `tests/doq_client.py` against `doq` (verifying the self-signed

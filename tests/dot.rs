@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::server::Dnsguard;
 use common::upstream::FakeUpstream;
+use common::wait_for;
 
 const ZONE: &str = "\
 www.fwd.test. 300 A 192.0.2.1
@@ -59,18 +60,6 @@ impl Dot {
             .nth(n + 1)
             .and_then(|rest| rest.split_whitespace().next())
             .map(str::to_string)
-    }
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
     }
 }
 

@@ -8,13 +8,14 @@ mod common;
 
 use std::net::{IpAddr, UdpSocket};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{Ask, addrs, ask_with, rcode};
 use common::http::{HttpServer, Response};
 use common::server::{Dnsguard, run_cli};
 use common::tunnel_name;
 use common::upstream::FakeUpstream;
+use common::wait_for;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -66,18 +67,6 @@ fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     run_cli(&all)
 }
 
-/// Polls `f` until it returns `Some`, for at most 15 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The alerts in the JSON-lines file.
 fn alerts(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -89,12 +78,16 @@ fn alerts(path: &Path) -> Vec<serde_json::Value> {
 
 /// Waits until the file holds an alert of `kind` for `name`; returns every alert.
 fn wait_alert(path: &Path, kind: &str, name: &str) -> Vec<serde_json::Value> {
-    wait_for(&format!("{kind} alert for {name}"), || {
-        let all = alerts(path);
-        all.iter()
-            .any(|a| a["type"] == kind && a["name"] == name)
-            .then_some(all)
-    })
+    wait_for(
+        Duration::from_secs(15),
+        &format!("{kind} alert for {name}"),
+        || {
+            let all = alerts(path);
+            all.iter()
+                .any(|a| a["type"] == kind && a["name"] == name)
+                .then_some(all)
+        },
+    )
 }
 
 /// Query-log entries (JSON) of the last hour, through the CLI.
@@ -130,7 +123,7 @@ fn learning_then_enforcing() {
     // Blocked names are never proposed.
     let r = ask_with(dg.addr, "x.oast.pro.", RecordType::A, &agent);
     assert_eq!(addrs(&r), vec!["0.0.0.0"]);
-    wait_for("6 log entries", || {
+    wait_for(Duration::from_secs(15), "6 log entries", || {
         (log_entries(dg.dir.path()).len() >= 6).then_some(())
     });
     let dir = dg.dir.path();
@@ -200,7 +193,7 @@ fn learning_then_enforcing() {
     )
     .unwrap();
     dg.signal(libc::SIGHUP);
-    wait_for("enforcement after SIGHUP", || {
+    wait_for(Duration::from_secs(15), "enforcement after SIGHUP", || {
         let r = ask_with(dg.addr, "www.d.test.", RecordType::A, &agent);
         (addrs(&r) == ["0.0.0.0"]).then_some(())
     });
@@ -221,7 +214,7 @@ fn learning_then_enforcing() {
         )),
         ["192.0.2.5"]
     );
-    let denied = wait_for("not-allowlisted entry", || {
+    let denied = wait_for(Duration::from_secs(15), "not-allowlisted entry", || {
         log_entries(dir)
             .into_iter()
             .find(|e| e["name"] == "www.d.test" && e["verdict"] == "blocked")
@@ -443,7 +436,9 @@ fn webhook_is_retried_after_a_failure() {
         ["192.0.2.1"],
         "DNS does not wait for the webhook"
     );
-    wait_for("the retried POST", || (hook.requests() >= 2).then_some(()));
+    wait_for(Duration::from_secs(15), "the retried POST", || {
+        (hook.requests() >= 2).then_some(())
+    });
     let bodies = hook.bodies();
     assert_eq!(bodies.len(), 2, "one failure, one success, no more");
     assert_eq!(bodies[0], bodies[1], "the same alert again");
@@ -507,10 +502,14 @@ fn answer_ip_rules_block_answers() {
         addrs(&ask_with(dg.addr, "deny.h.test.", RecordType::A, &agent)),
         ["0.0.0.0"]
     );
-    let entries = wait_for("blocked answers in the log", || {
-        let e = log_entries(dg.dir.path());
-        (e.iter().filter(|x| x["verdict"] == "blocked").count() >= 4).then_some(e)
-    });
+    let entries = wait_for(
+        Duration::from_secs(15),
+        "blocked answers in the log",
+        || {
+            let e = log_entries(dg.dir.path());
+            (e.iter().filter(|x| x["verdict"] == "blocked").count() >= 4).then_some(e)
+        },
+    );
     let blocked = |name: &str| {
         entries
             .iter()
@@ -559,7 +558,7 @@ fn report_summarises_the_period() {
     }
     ask_with(dg.addr, TUNNEL, RecordType::TXT, &agent);
     ask_with(dg.addr, "www.c.test.", RecordType::A, &Ask::default());
-    wait_for("8 log entries", || {
+    wait_for(Duration::from_secs(15), "8 log entries", || {
         (log_entries(dg.dir.path()).len() >= 8).then_some(())
     });
     let check = |r: &serde_json::Value| {
@@ -782,11 +781,11 @@ fn firewall_sync_into_nftables_sets_in_a_netns() {
     ask_with(dg.addr, "www.a.test.", RecordType::A, &agent);
     ask_with(dg.addr, "www.e.test.", RecordType::A, &agent);
     ask_with(dg.addr, "www.e.test.", RecordType::AAAA, &agent);
-    let v4 = wait_for("both IPv4 elements", || {
+    let v4 = wait_for(Duration::from_secs(15), "both IPv4 elements", || {
         let e = set_elements(&ns, "dnsguard_allowed");
         (e.len() >= 2).then_some(e)
     });
-    let v6 = wait_for("the IPv6 element", || {
+    let v6 = wait_for(Duration::from_secs(15), "the IPv6 element", || {
         let e = set_elements(&ns, "dnsguard_allowed6");
         (!e.is_empty()).then_some(e)
     });
@@ -824,7 +823,7 @@ fn learned_allowlist_applied_offline() {
     for name in ["www.a.test.", "www.b.test."] {
         ask_with(dg.addr, name, RecordType::A, &agent);
     }
-    wait_for("2 log entries", || {
+    wait_for(Duration::from_secs(15), "2 log entries", || {
         (log_entries(dg.dir.path()).len() >= 2).then_some(())
     });
     let (_, dir) = dg.stop_keeping_dir(libc::SIGTERM);
@@ -945,9 +944,11 @@ fn tunnel_block_refuses_only_the_flagged_client_never_the_domain() {
     }
     let dir = dg.dir.path();
     for other in ["127.0.0.3", "127.0.0.4"] {
-        let e = wait_for("the other clients' entries", || {
-            logged(dir, other, "a2.learn.example").pop()
-        });
+        let e = wait_for(
+            Duration::from_secs(15),
+            "the other clients' entries",
+            || logged(dir, other, "a2.learn.example").pop(),
+        );
         assert_eq!(e["flagged"], false, "{e}");
         assert!(
             !e["rule"].as_str().unwrap_or("").contains("quarantined"),
@@ -989,7 +990,7 @@ fn tunnel_quarantine_is_per_client_and_domain() {
         assert_eq!(addrs(&r), ["192.0.2.42"], "{other}");
     }
     let dir = dg.dir.path();
-    let e = wait_for("the flooder's entry", || {
+    let e = wait_for(Duration::from_secs(15), "the flooder's entry", || {
         logged(dir, "127.0.0.2", "a2.learn.example").pop()
     });
     assert_eq!(e["rcode_name"], "REFUSED", "{e}");
@@ -1001,9 +1002,11 @@ fn tunnel_quarantine_is_per_client_and_domain() {
         "{e}"
     );
     for other in ["127.0.0.3", "127.0.0.4"] {
-        let e = wait_for("the other clients' entries", || {
-            logged(dir, other, "a2.learn.example").pop()
-        });
+        let e = wait_for(
+            Duration::from_secs(15),
+            "the other clients' entries",
+            || logged(dir, other, "a2.learn.example").pop(),
+        );
         assert_eq!(e["rcode_name"], "NOERROR", "{e}");
         assert_eq!(e["flagged"], false, "{e}");
     }
@@ -1077,7 +1080,7 @@ fn alerts_api_gives_each_kind_of_reason_once() {
     let up = FakeUpstream::start(localhost(), LEARN_ZONE);
     let dg = Dnsguard::start(&config(&up, ""));
     tunnel_from(&dg, &from("127.0.0.2"));
-    let alerts = wait_for("40 flags", || {
+    let alerts = wait_for(Duration::from_secs(15), "40 flags", || {
         let a = api_json(&dg, "/api/v1/alerts?since=1h");
         (a["total"] == 40).then_some(a)
     });

@@ -18,6 +18,7 @@ use common::dash::{base, data_dir, token};
 use common::http::{HttpServer, Reply, Response, request};
 use common::server::Dnsguard;
 use common::upstream::FakeUpstream;
+use common::wait_for;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -29,18 +30,6 @@ www.c.test. 300 A 192.0.2.3
 
 fn localhost() -> IpAddr {
     "127.0.0.1".parse().unwrap()
-}
-
-/// Polls `f` until it returns `Some`, for at most `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn quick() -> Ask {
@@ -113,7 +102,7 @@ fn health_is_ready_only_when_the_dns_listener_answers() {
     let dg = Dnsguard::start(&primary_config(&up, ""));
     // Public: no token, and nothing but ready or not (a node whose listeners
     // are not up yet is not ready).
-    let r = wait_for("ready", Duration::from_secs(10), || {
+    let r = wait_for(Duration::from_secs(10), "ready", || {
         let r = request("GET", &base(&dg), "/api/v1/health", &[], None);
         (r.status == 200).then_some(r)
     });
@@ -126,8 +115,8 @@ fn health_is_ready_only_when_the_dns_listener_answers() {
     }
     ask_with(dg.addr, "www.a.test.", RecordType::A, &Ask::default());
     let log = wait_for(
-        "the client's query in the log",
         Duration::from_secs(10),
+        "the client's query in the log",
         || {
             let r = api(&dg, "GET", "/api/v1/querylog?since=1h&format=json", None);
             r.body.contains("www.a.test").then_some(r.body)
@@ -148,7 +137,7 @@ fn health_is_ready_only_when_the_dns_listener_answers() {
          [resolver]\nupstreams = [\"{}\"]\n",
         up.addr()
     ));
-    let r = wait_for("the probe's REFUSED", Duration::from_secs(10), || {
+    let r = wait_for(Duration::from_secs(10), "the probe's REFUSED", || {
         let r = request("GET", &base(&refusing), "/api/v1/health", &[], None);
         (r.status != 200 && refusing.log().contains("rcode 5")).then_some(r)
     });
@@ -173,7 +162,7 @@ fn sighup_changes_local_records() {
     )
     .unwrap();
     dg.signal(libc::SIGHUP);
-    wait_for("the new local record", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the new local record", || {
         resolved(dg.addr, "nas.ha.test.", &quick()).filter(|a| a == &["10.0.0.6"])
     });
 }
@@ -185,7 +174,7 @@ fn secondary_follows_the_primary_and_refuses_local_edits() {
     let token_file = data_dir(&primary).join("api-token");
     let secondary = Dnsguard::start(&secondary_config(&up, &base(&primary), &token_file, ""));
     // The first pull brings the primary's local record.
-    wait_for("the initial state", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the initial state", || {
         resolved(secondary.addr, "nas.ha.test.", &quick()).filter(|a| a == &["10.0.0.5"])
     });
     assert!(resolved(secondary.addr, "www.a.test.", &quick()).is_some());
@@ -201,8 +190,8 @@ fn secondary_follows_the_primary_and_refuses_local_edits() {
     let changed = Instant::now();
     assert!(blocked(primary.addr, "www.a.test."));
     wait_for(
-        "the deny entry on the secondary",
         Duration::from_secs(5),
+        "the deny entry on the secondary",
         || blocked(secondary.addr, "www.a.test.").then_some(()),
     );
     println!("replication delay: {:?}", changed.elapsed());
@@ -249,7 +238,7 @@ fn secondary_follows_the_primary_and_refuses_local_edits() {
     assert_eq!(r.status, 401);
     // A SIGHUP on the secondary keeps the replicated state (it is in its file).
     secondary.signal(libc::SIGHUP);
-    wait_for("the reload", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the reload", || {
         secondary
             .log()
             .contains("reloaded lists and groups")
@@ -270,7 +259,7 @@ fn broken_or_unreachable_primary_leaves_the_last_good_state() {
     let token_file = dir.path().join("primary-token");
     std::fs::write(&token_file, "t".repeat(64)).unwrap();
     let secondary = Dnsguard::start_in(&secondary_config(&up, &fake.url(""), &token_file, ""), dir);
-    wait_for("the good state", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the good state", || {
         blocked(secondary.addr, "www.a.test.").then_some(())
     });
     let file_before = std::fs::read_to_string(secondary.config_path()).unwrap();
@@ -290,10 +279,10 @@ fn broken_or_unreachable_primary_leaves_the_last_good_state() {
             ..Response::ok(garbage)
         });
         // Fetched once (then asked for with its tag), refused, counted.
-        wait_for("the garbage to be fetched", Duration::from_secs(10), || {
+        wait_for(Duration::from_secs(10), "the garbage to be fetched", || {
             (fake.last_if_none_match().as_deref() == Some(tag.as_str())).then_some(())
         });
-        failures = wait_for("the refusal", Duration::from_secs(10), || {
+        failures = wait_for(Duration::from_secs(10), "the refusal", || {
             let n = metric(&secondary, "dnsguard_cluster_sync_failures_total");
             (n > failures).then_some(n)
         });
@@ -316,7 +305,7 @@ fn broken_or_unreachable_primary_leaves_the_last_good_state() {
         status: 500,
         ..Response::ok("boom")
     });
-    wait_for("the error to be counted", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the error to be counted", || {
         let n = metric(&secondary, "dnsguard_cluster_sync_failures_total");
         (n > failures).then_some(())
     });
@@ -347,8 +336,8 @@ fn new_domain_alert_fires_once_for_the_pair() {
     let p_alerts = p.dir.path().join("alerts.jsonl");
     let s_alerts = secondary.dir.path().join("alerts.jsonl");
     wait_for(
-        "the secondary to see its primary",
         Duration::from_secs(10),
+        "the secondary to see its primary",
         || {
             (api(&secondary, "GET", "/api/v1/cluster", None).json()["primary_up"] == true)
                 .then_some(())
@@ -361,14 +350,14 @@ fn new_domain_alert_fires_once_for_the_pair() {
     // The same first query reaches both nodes (a client with both as servers).
     ask_with(secondary.addr, "www.b.test.", RecordType::A, &agent);
     ask_with(p.addr, "www.b.test.", RecordType::A, &agent);
-    wait_for("the primary's alert", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the primary's alert", || {
         new_domain_alerts(&p_alerts)
             .contains(&"www.b.test".to_owned())
             .then_some(())
     });
     wait_for(
-        "the secondary to record and defer it",
         Duration::from_secs(10),
+        "the secondary to record and defer it",
         || (metric(&secondary, "dnsguard_cluster_new_domain_deferred_total") >= 1.0).then_some(()),
     );
     assert!(new_domain_alerts(&s_alerts).is_empty());
@@ -376,13 +365,13 @@ fn new_domain_alert_fires_once_for_the_pair() {
     // The primary is gone: the secondary raises the pair's alerts itself, and
     // not again for what it already recorded.
     drop(primary.take());
-    wait_for("the secondary to notice", Duration::from_secs(15), || {
+    wait_for(Duration::from_secs(15), "the secondary to notice", || {
         (api(&secondary, "GET", "/api/v1/cluster", None).json()["primary_up"] == false)
             .then_some(())
     });
     ask_with(secondary.addr, "www.b.test.", RecordType::A, &agent);
     ask_with(secondary.addr, "www.c.test.", RecordType::A, &agent);
-    wait_for("the secondary's alert", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the secondary's alert", || {
         new_domain_alerts(&s_alerts)
             .contains(&"www.c.test".to_owned())
             .then_some(())
@@ -429,27 +418,27 @@ fn seen_sets_are_merged_across_a_failover() {
 
     // The secondary runs the primary's groups (the watched one) before anything is asked.
     wait_for(
-        "the secondary to apply the primary's state",
         Duration::from_secs(10),
+        "the secondary to apply the primary's state",
         || status("applied_at").is_string().then_some(()),
     );
     // The primary alerts; the secondary takes the pair.
     ask_with(primary.addr, "www.a.test.", RecordType::A, &agent);
-    wait_for("the primary's alert", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the primary's alert", || {
         (new_domain_alerts(&p_alerts) == ["www.a.test"]).then_some(())
     });
-    wait_for("the secondary to pull it", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the secondary to pull it", || {
         (status("seen_pulled") == 1).then_some(())
     });
 
     // The primary is killed: the secondary alerts on what is new to the pair only.
     let (_, p_dir) = primary.stop_keeping_dir(libc::SIGKILL);
-    wait_for("the secondary to notice", Duration::from_secs(15), || {
+    wait_for(Duration::from_secs(15), "the secondary to notice", || {
         (status("primary_up") == false).then_some(())
     });
     ask_with(secondary.addr, "www.a.test.", RecordType::A, &agent);
     ask_with(secondary.addr, "www.c.test.", RecordType::A, &agent);
-    wait_for("the secondary's alert", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the secondary's alert", || {
         new_domain_alerts(&s_alerts)
             .contains(&"www.c.test".to_owned())
             .then_some(())
@@ -459,8 +448,8 @@ fn seen_sets_are_merged_across_a_failover() {
     // The primary is back: it takes the secondary's alert and does not repeat it.
     let primary = Dnsguard::start_in(&p_config, p_dir);
     wait_for(
-        "the secondary to push its alert",
         Duration::from_secs(10),
+        "the secondary to push its alert",
         || (status("seen_pushed") == 1).then_some(()),
     );
     // The pull route needs the token; a malformed push is refused whole.
@@ -482,14 +471,14 @@ fn seen_sets_are_merged_across_a_failover() {
     ask_with(primary.addr, "www.c.test.", RecordType::A, &agent);
     // Nothing was taken from the refused push: b is new to the pair.
     ask_with(primary.addr, "www.b.test.", RecordType::A, &agent);
-    wait_for("the primary's alert for b", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the primary's alert for b", || {
         new_domain_alerts(&p_alerts)
             .contains(&"www.b.test".to_owned())
             .then_some(())
     });
     assert_eq!(new_domain_alerts(&p_alerts), ["www.a.test", "www.b.test"]);
     // The secondary takes that one too (the primary's log survived the restart).
-    wait_for("the secondary to pull b", Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), "the secondary to pull b", || {
         (status("seen_pulled") == 2).then_some(())
     });
 }
@@ -873,8 +862,8 @@ impl Pair {
             let changed = Instant::now();
             let fq = format!("{name}.");
             wait_for(
-                "the secondary to enforce the change",
                 Duration::from_secs(5),
+                "the secondary to enforce the change",
                 || blocked_from(b, &fq).then_some(()),
             );
             changed.elapsed()
@@ -1003,8 +992,8 @@ fn failover_figures() {
         let btoken = std::fs::read_to_string(pair.b.data_dir().join("api-token")).unwrap();
         in_ns(&pair.client, move || {
             wait_for(
-                "the secondary to see the primary",
                 Duration::from_secs(30),
+                "the secondary to see the primary",
                 || {
                     let auth = format!("Bearer {}", btoken.trim());
                     let r = request(

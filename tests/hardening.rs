@@ -13,6 +13,7 @@ use common::http::{HttpServer, Response};
 use common::server::{Dnsguard, run_cli};
 
 use common::upstream::FakeUpstream;
+use common::wait_for;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
@@ -45,18 +46,6 @@ fn api(dg: &Dnsguard, path: &str) -> String {
     );
     assert_eq!(r.status, 200, "{path}: {}", r.body);
     r.body
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
 }
 
 // ---------------------------------------------------------------- lists

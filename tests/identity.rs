@@ -8,11 +8,12 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::dig;
 use common::server::{Dnsguard, run_cli};
 use common::upstream::FakeUpstream;
+use common::wait_for;
 
 const ZONE: &str = "\
 www.fwd.test. 300 A 192.0.2.1
@@ -67,13 +68,13 @@ struct Server {
 fn start() -> Server {
     let up = FakeUpstream::start("127.0.0.1".parse().unwrap(), ZONE);
     let dg = Dnsguard::start(&config(up.addr()));
-    let dot = wait_for("the DoT listener", || {
+    let dot = wait_for(Duration::from_secs(15), "the DoT listener", || {
         dg.log()
             .split("listening (DNS over TLS) addr=")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next()?.parse::<SocketAddr>().ok())
     });
-    let doh = wait_for("the DoH listener", || {
+    let doh = wait_for(Duration::from_secs(15), "the DoH listener", || {
         dg.log()
             .split("listening (DNS over HTTPS) addr=")
             .nth(1)
@@ -84,18 +85,6 @@ fn start() -> Server {
         dot,
         doh,
         _up: up,
-    }
-}
-
-/// Polls `f` until it returns `Some`, for at most 15 s.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -207,7 +196,7 @@ fn dot_server_name_selects_the_agent_group_and_spoofing_never_widens() {
         nxdomain(&text),
         "a spoofed ClientID gets the stricter answer: {text}"
     );
-    wait_for("the log to say why", || {
+    wait_for(Duration::from_secs(15), "the log to say why", || {
         let log = s.dg.log();
         log.contains("identity not applied: ClientID \"lab-1\"")
             .then_some(())
@@ -215,14 +204,18 @@ fn dot_server_name_selects_the_agent_group_and_spoofing_never_widens() {
 
     // The query log names the agent; the spoofer stays its address.
     // The log writes in batches: wait for the last query asked (the spoofed one).
-    let entries = wait_for("the agent's and the spoofer's queries in the log", || {
-        let e = log_entries(&s.dg);
-        let agent = e
-            .iter()
-            .any(|e| e["name"] == "www.fwd.test" && e["client_name"] == "agent-1");
-        let spoof = e.iter().any(|e| e["name"] == "ads.fwd.test");
-        (agent && spoof).then_some(e)
-    });
+    let entries = wait_for(
+        Duration::from_secs(15),
+        "the agent's and the spoofer's queries in the log",
+        || {
+            let e = log_entries(&s.dg);
+            let agent = e
+                .iter()
+                .any(|e| e["name"] == "www.fwd.test" && e["client_name"] == "agent-1");
+            let spoof = e.iter().any(|e| e["name"] == "ads.fwd.test");
+            (agent && spoof).then_some(e)
+        },
+    );
     let agent = entries
         .iter()
         .find(|e| e["name"] == "mail.fwd.test" && e["client_name"] == "agent-1")
@@ -380,7 +373,7 @@ impl Dnsmasq {
             .expect("run dnsmasq");
         let addr = SocketAddr::new(listen.parse().unwrap(), port);
         let d = Dnsmasq { child, addr };
-        wait_for("dnsmasq to answer", || {
+        wait_for(Duration::from_secs(15), "dnsmasq to answer", || {
             dig(d.addr, &["www.fwd.test"])
                 .contains("192.0.2.1")
                 .then_some(())

@@ -43,11 +43,7 @@ fn blocked(dg: &Dnsguard, name: &str) -> bool {
 
 /// Polls `f` until it is true; panics after `limit`.
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(limit, what, || f().then_some(()))
 }
 
 /// An API call with the server's bearer token (as the CLI makes them).

@@ -7,11 +7,12 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{addrs, ask, rcode};
 use common::server::Dnsguard;
 use common::upstream::FakeUpstream;
+use common::wait_for;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -19,18 +20,6 @@ const ZONE: &str = "\
 www.fwd.test. 300 A 192.0.2.1
 new.fwd.test. 300 A 192.0.2.2
 ";
-
-/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
 
 /// A free TCP port on 127.0.0.1 (the server restarts on it).
 fn free_port() -> u16 {
