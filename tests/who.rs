@@ -230,6 +230,35 @@ fn top_clients_count_a_named_client_once_and_agents_behind_one_address_apart() {
         ["\"127.0.0.2\"", "\"127.0.0.3\"", "\"127.0.0.3\""],
         "{out}"
     );
+    // The CSV export names the client too (its last column).
+    let (ok, out, err) = run_cli(&[
+        "query-log",
+        "--since",
+        "1h",
+        "--client",
+        "127.0.0.2",
+        "--format",
+        "csv",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(ok, "query-log --format csv failed: {err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_else(|| panic!("{out}"))
+        .split(',')
+        .collect();
+    assert_eq!(header.len(), row.len(), "{out}");
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+    };
+    assert_eq!(row[col("client")], "127.0.0.2", "{out}");
+    assert_eq!(row[col("client_name")], "agent-3", "{out}");
 }
 
 /// 20 tunnel-like TXT queries at `path` (names `from..from + 20`); how many
