@@ -191,6 +191,10 @@ pub enum AllowlistAction {
         /// The group (e.g. one with `mode = "learn"`).
         #[arg(long)]
         group: String,
+        /// Learn from this client of the group only: a `[[clients]]` name
+        /// (`agent-1`), an address or a CIDR.
+        #[arg(long)]
+        client: Option<String>,
         /// Start: a duration back from now (`7d`) or an RFC 3339 time.
         #[arg(long, default_value = "7d")]
         since: String,

@@ -125,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             action:
                 AllowlistAction::Learn {
                     group,
+                    client,
                     since,
                     until,
                     apply,
@@ -137,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(apply || !enforce, "--enforce needs --apply");
             let req = crate::guard::learn::LearnRequest {
                 group,
+                client,
                 since: Some(since),
                 until,
                 enforce,
@@ -544,7 +546,7 @@ fn allowlist_learn(
         "unknown format {format:?}: use table or json"
     );
     let cfg = load(config)?;
-    req.resolve(querylog::now_ms())?;
+    req.criteria(querylog::now_ms())?;
     let learned = match open_log(&cfg, verbose)? {
         LogAccess::Local(log) => {
             let allowed = learn::allow_entries(&cfg.groups, &req.group);

@@ -3,7 +3,8 @@
 //! overview's counts and chart, filter the query log, allow a blocked name from
 //! the UI and see the next DNS query answered; the alerts page keeps reason
 //! texts behind a toggle, the groups page shows the lists a group gets without
-//! naming it. Screenshots (light, dark, phone)
+//! naming it; a `[[clients]]` name is one top client whose click filters the log,
+//! and the alerts page shows it. Screenshots (light, dark, phone)
 //! go to `<target>/dashboard-screenshots/`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run`
@@ -306,4 +307,123 @@ fn log_in_read_the_overview_filter_the_log_and_allow_a_name() {
     d.goto(&format!("{base}/#/lists"));
     d.find("[data-list=doh]");
     save(&mut d, "lists.png");
+}
+
+/// Logs in through the form; the overview is shown after.
+fn log_in(d: &mut Driver, base: &str) {
+    d.goto(&format!("{base}/"));
+    d.wait_for("redirect to /login", |d| {
+        d.url().ends_with("/login").then_some(())
+    });
+    let pw = d.find("#password");
+    d.type_text(&pw, PASSWORD);
+    let btn = d.find("#login-btn");
+    d.click(&btn);
+}
+
+#[test]
+fn a_named_client_is_one_top_client_its_log_filter_and_named_in_alerts() {
+    let up = FakeUpstream::start("127.0.0.1".parse().unwrap(), ZONE);
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 800\n\
+         [[clients]]\nname = \"agent-3\"\naddresses = [\"127.0.0.2/32\", \"127.0.0.3/32\"]\n",
+        up.addr()
+    ));
+    dash::set_password(&dg, PASSWORD);
+    let base = dash::base(&dg);
+    // agent-3 from two addresses (the last a tunnel-shaped name, flagged), and
+    // an unnamed client once.
+    let tunnel =
+        "mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpjqwe.gezdgnbvgy3tqojqgezdgnbvgy3tqojq.t.fwd.test";
+    for (from, name, qtype) in [
+        ("127.0.0.2", "www.fwd.test", "A"),
+        ("127.0.0.3", "api.fwd.test", "A"),
+        ("127.0.0.1", "www.fwd.test", "A"),
+        ("127.0.0.3", tunnel, "TXT"),
+    ] {
+        let out = common::client::dig(dg.addr, &["-b", from, "-t", qtype, name]);
+        assert!(out.contains("status: "), "{from} {name}: {out}");
+    }
+    let auth = format!("Bearer {}", dash::token(&dg));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while request(
+        "GET",
+        &base,
+        "/api/v1/stats?since=1h",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .json()["flagged"]
+        != 1
+    {
+        assert!(Instant::now() < deadline, "queries not logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut d = Driver::start();
+    d.window(1280, 1000);
+    log_in(&mut d, &base);
+    // The overview's top clients: agent-3 once, with its three queries.
+    let top = d.wait_for("agent-3 among the top clients", |d| {
+        d.js("document.querySelector('#period button.on').click()");
+        let top = d.js(
+            "return [...document.querySelectorAll('#top-clients li')].map(li => \
+             [li.querySelector('.k')?.textContent, li.querySelector('.n')?.textContent])",
+        );
+        top.to_string().contains("agent-3").then_some(top)
+    });
+    assert_eq!(
+        top,
+        serde_json::json!([["agent-3", "3"], ["127.0.0.1", "1"]]),
+        "{top}"
+    );
+    // Clicking it filters the query log by the name: its queries from both addresses.
+    let agent = d.find("#top-clients button.qname[title='agent-3']");
+    d.click(&agent);
+    let rows = d.wait_for("agent-3's rows in the log", |d| {
+        let rows = d.js(
+            "return [...document.querySelectorAll('#log-table tbody tr')].map(tr => \
+             [tr.cells[1].textContent, tr.cells[1].title])",
+        );
+        (rows.as_array()?.len() == 3).then_some(rows)
+    });
+    assert_eq!(
+        d.js("return document.getElementById('log-client').value"),
+        "agent-3"
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            ["agent-3", "127.0.0.3"],
+            ["agent-3", "127.0.0.3"],
+            ["agent-3", "127.0.0.2"]
+        ]),
+        "{rows}"
+    );
+    save(&mut d, "querylog-client-name.png");
+
+    // The alerts page names it: tunnel flags per client, the latest flags and the
+    // egress alert raised for the flag (the address in the cell's tooltip).
+    d.goto(&format!("{base}/#/alerts"));
+    wait_text(&mut d, "#alerts-total", "1");
+    d.wait_for("the flag per client", |d| {
+        d.text_of("#alerts-clients .alert-row b")?
+            .starts_with("agent-3")
+            .then_some(())
+    });
+    let recent = d.js(
+        "const c = document.querySelector('#alerts-recent tr').cells[1]; return [c.textContent, c.title]",
+    );
+    assert_eq!(recent, serde_json::json!(["agent-3", "127.0.0.3"]));
+    let egress = d.wait_for("the egress alert", |d| {
+        let cells = d.js("const r = document.querySelector('#alerts-egress tr'); \
+             return r ? [r.cells[1].textContent, r.cells[3].textContent, r.cells[3].title] : null");
+        (!cells.is_null()).then_some(cells)
+    });
+    assert_eq!(
+        egress,
+        serde_json::json!(["tunnel", "agent-3", "127.0.0.3"]),
+        "{egress}"
+    );
+    save(&mut d, "alerts-client-name.png");
 }

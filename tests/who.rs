@@ -116,6 +116,151 @@ fn ask(addr: SocketAddr, path: &str, name: &str) -> String {
     doh(addr, path, "A", &[name.to_owned()]).remove(0)
 }
 
+/// One A query over DoH at `/dns-query` from source address `from`; its status.
+fn ask_from(addr: SocketAddr, from: &str, name: &str) -> String {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string(), "-b", from, "+https"])
+        .args(["+timeout=3", "+retry=0", name])
+        .output()
+        .expect("run kdig (knot-dnsutils)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("opcode: QUERY; status: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_alphabetic()).next())
+        .unwrap_or_else(|| panic!("kdig from {from}: {text}"))
+        .to_owned()
+}
+
+/// A third named client, known by two source addresses (no ClientID).
+const AGENT_3: &str =
+    "[[clients]]\nname = \"agent-3\"\naddresses = [\"127.0.0.2/32\", \"127.0.0.3/32\"]\n";
+
+/// The agents' queries of the tests that count clients: agent-1 twice and agent-2
+/// once from 127.0.0.1 (proven DoH), an unnamed client once from 127.0.0.1, and
+/// agent-3 once from 127.0.0.2 and twice from 127.0.0.3: seven in all.
+fn ask_as_four_clients(s: &Server) {
+    let (one, two) = (
+        path("agent-1", Some(SECRET_1)),
+        path("agent-2", Some(SECRET_2)),
+    );
+    for (p, name) in [
+        (one.as_str(), "www.a.test"),
+        (one.as_str(), "www.b.test"),
+        (two.as_str(), "www.a.test"),
+        ("/dns-query", "www.c.test"),
+    ] {
+        assert_eq!(ask(s.doh, p, name), "NOERROR", "{p} {name}");
+    }
+    for (from, name) in [
+        ("127.0.0.2", "www.a.test"),
+        ("127.0.0.3", "www.b.test"),
+        ("127.0.0.3", "www.c.test"),
+    ] {
+        assert_eq!(ask_from(s.doh, from, name), "NOERROR", "{from} {name}");
+    }
+}
+
+#[test]
+fn top_clients_count_a_named_client_once_and_agents_behind_one_address_apart() {
+    let s = start(&format!("{AGENT_3}{AGENTS}"));
+    ask_as_four_clients(&s);
+    let cfg = s.dg.config_path();
+    // `dnsguard stats` asks the running server: `/api/v1/stats`, what the
+    // dashboard's overview shows. Top lists are saved once a second.
+    let stats = wait_for(WAIT, "seven queries among the top clients", || {
+        let (ok, out, err) = run_cli(&[
+            "stats",
+            "--since",
+            "1h",
+            "--format",
+            "json",
+            "--verbose",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        assert!(ok, "stats failed: {err}");
+        assert!(err.contains("asking it at"), "the server answers: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let counted: u64 = v["top_clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum();
+        (counted == 7).then_some(v)
+    });
+    let mut top: Vec<(&str, u64)> = stats["top_clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["key"].as_str().unwrap(), c["count"].as_u64().unwrap()))
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        [
+            ("127.0.0.1", 1),
+            ("agent-1", 2),
+            ("agent-2", 1),
+            ("agent-3", 3)
+        ],
+        "{stats:#}"
+    );
+    // A row's key is a query-log client filter: agent-3's row is its three queries.
+    let (ok, out, err) = run_cli(&[
+        "query-log",
+        "--since",
+        "1h",
+        "--client",
+        "agent-3",
+        "--format",
+        "json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(ok, "query-log --client agent-3 failed: {err}");
+    let mut from: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["client"].to_string())
+        .collect();
+    from.sort();
+    assert_eq!(
+        from,
+        ["\"127.0.0.2\"", "\"127.0.0.3\"", "\"127.0.0.3\""],
+        "{out}"
+    );
+    // The CSV export names the client too (its last column).
+    let (ok, out, err) = run_cli(&[
+        "query-log",
+        "--since",
+        "1h",
+        "--client",
+        "127.0.0.2",
+        "--format",
+        "csv",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(ok, "query-log --format csv failed: {err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_else(|| panic!("{out}"))
+        .split(',')
+        .collect();
+    assert_eq!(header.len(), row.len(), "{out}");
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+    };
+    assert_eq!(row[col("client")], "127.0.0.2", "{out}");
+    assert_eq!(row[col("client_name")], "agent-3", "{out}");
+}
+
 /// 20 tunnel-like TXT queries at `path` (names `from..from + 20`); how many
 /// were REFUSED.
 fn tunnel(addr: SocketAddr, path: &str, from: u64) -> usize {
@@ -341,5 +486,151 @@ fn the_report_lists_agents_behind_one_address_by_name() {
             ("agent-2", vec!["a.test", "b.test"]),
         ],
         "{report:#}"
+    );
+}
+
+#[test]
+fn learning_from_one_named_client_with_client_and_the_table_names_them() {
+    let s = start(&format!(
+        "{AGENT_3}[[groups]]\nname = \"learners\"\n\
+         clients = [\"client:agent-1\", \"client:agent-2\", \"client:agent-3\", \"127.0.0.1\"]\n\
+         mode = \"learn\"\n"
+    ));
+    ask_as_four_clients(&s);
+    let cfg = s.dg.config_path();
+    let learn = |extra: &[&str]| {
+        let mut args = vec![
+            "allowlist",
+            "learn",
+            "--group",
+            "learners",
+            "--since",
+            "1h",
+            "--config",
+            cfg.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_cli(&args)
+    };
+    // All seven queries logged (c.test is the last asked).
+    let all = wait_for(WAIT, "the seven queries in the proposal", || {
+        let (ok, out, err) = learn(&["--format", "json"]);
+        assert!(ok, "allowlist learn failed: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let queries: u64 = v["proposals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["queries"].as_u64().unwrap())
+            .sum();
+        (queries == 7).then_some(v)
+    });
+    let a = all["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["domain"] == "a.test")
+        .unwrap();
+    let mut who: Vec<&str> = a["client_sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    who.sort();
+    assert_eq!(who, ["agent-1", "agent-2", "agent-3"], "{all:#}");
+
+    // `--client agent-3`: its names only, however many addresses it asked from
+    // (the CLI asks the running server: `/api/v1/allowlist/learn?client=`).
+    let (ok, out, err) = learn(&["--client", "agent-3", "--format", "json", "--verbose"]);
+    assert!(ok, "allowlist learn --client agent-3 failed: {err}");
+    assert!(err.contains("asking it at"), "the server answers: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["client"], "agent-3", "{v:#}");
+    let mut got: Vec<(&str, u64, u64)> = v["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["client_sample"], serde_json::json!(["agent-3"]), "{v:#}");
+            (
+                p["domain"].as_str().unwrap(),
+                p["queries"].as_u64().unwrap(),
+                p["clients"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("a.test", 1, 1), ("b.test", 1, 1), ("c.test", 1, 1)],
+        "{v:#}"
+    );
+
+    // The table names the clients of each proposed entry, and the one learned from.
+    let (ok, out, err) = learn(&[]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("||a.test^"))
+        .unwrap_or_else(|| panic!("{out}"));
+    for name in ["agent-1", "agent-2", "agent-3"] {
+        assert!(line.contains(name), "{name} in {line:?}");
+    }
+    let (ok, out, err) = learn(&["--client", "agent-2"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("group learners, client agent-2:"), "{out}");
+    assert!(out.contains("||a.test^"), "{out}");
+    assert!(!out.contains("||b.test^"), "{out}");
+
+    // A client that is neither a name, an address nor a CIDR is an error.
+    let (ok, _, err) = learn(&["--client", "agent 3"]);
+    assert!(!ok && err.contains("invalid client"), "{err}");
+}
+
+#[test]
+fn the_dashboards_tunnel_alerts_count_agents_behind_one_address_by_name() {
+    let s = start(AGENTS);
+    let one = path("agent-1", Some(SECRET_1));
+    let two = path("agent-2", Some(SECRET_2));
+    let refused = tunnel(s.doh, &one, 0) + tunnel(s.doh, &two, 100);
+    assert!(refused >= 30, "both tunnels are refused: {refused}/40");
+    let base = common::dash::base(&s.dg);
+    let auth = format!("Bearer {}", common::dash::token(&s.dg));
+    // Every refused query is a flag; more may have been flagged and answered.
+    let alerts = wait_for(WAIT, "both agents' flags in /api/v1/alerts", || {
+        let r = common::http::request(
+            "GET",
+            &base,
+            "/api/v1/alerts?since=1h",
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        (v["total"].as_u64().unwrap() >= refused as u64).then_some(v)
+    });
+    let mut clients: Vec<&str> = alerts["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    clients.sort();
+    assert_eq!(clients, ["agent-1", "agent-2"], "{alerts:#}");
+    // Each domain's row names the agents that flagged it.
+    for d in alerts["domains"].as_array().unwrap() {
+        for c in d["clients_or_domains"].as_array().unwrap() {
+            assert!(c == "agent-1" || c == "agent-2", "{d:#}");
+        }
+    }
+    // The latest flags carry the name the page shows.
+    assert!(
+        alerts["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["client_name"] == "agent-1" || e["client_name"] == "agent-2"),
+        "{alerts:#}"
     );
 }

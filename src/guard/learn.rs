@@ -15,12 +15,17 @@ use std::io::Write;
 use super::Client;
 use crate::querylog::{self, Criteria, Order, Origin, QueryLog, QueryLogError, Ruling};
 
-/// What to learn: group and period (`since`/`until` as in the query log).
+/// What to learn: group, period (`since`/`until` as in the query log) and
+/// optionally one client of the group.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LearnRequest {
     /// The group.
     pub group: String,
+    /// Only this client's queries: a `[[clients]]` name, an address or a CIDR
+    /// (as `query-log --client`). Default: every client of the group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Start, e.g. `7d` (default 7 days back).
     pub since: Option<String>,
     /// End (default now).
@@ -30,8 +35,9 @@ pub struct LearnRequest {
 }
 
 impl LearnRequest {
-    /// (since, until) in unix ms.
-    pub fn resolve(&self, now_ms: u64) -> Result<(u64, u64), QueryLogError> {
+    /// The query-log entries to learn from: the period's, oldest first, of the
+    /// client when one is given (an error names a client that is none).
+    pub fn criteria(&self, now_ms: u64) -> Result<Criteria, QueryLogError> {
         if self.group.trim().is_empty() {
             return Err(QueryLogError::Parse("a group is needed (--group)".into()));
         }
@@ -41,7 +47,16 @@ impl LearnRequest {
             top: None,
         }
         .resolve(now_ms)?;
-        Ok((since, until))
+        let filter = Criteria {
+            since_ms: Some(since),
+            until_ms: Some(until),
+            order: Order::OldestFirst,
+            ..Criteria::default()
+        };
+        match self.client.as_deref().map(str::trim) {
+            Some(c) if !c.is_empty() => filter.with_client(c),
+            _ => Ok(filter),
+        }
     }
 }
 
@@ -76,6 +91,9 @@ pub struct Proposal {
 pub struct Learned {
     /// The group.
     pub group: String,
+    /// The one client learned from (absent: every client of the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Start of the period (unix ms).
     pub since_ms: u64,
     /// End of the period (unix ms, exclusive).
@@ -106,13 +124,11 @@ pub fn learn(
     allowed: &[String],
     now_ms: u64,
 ) -> Result<Learned, QueryLogError> {
-    let (since, until) = req.resolve(now_ms)?;
-    let filter = Criteria {
-        since_ms: Some(since),
-        until_ms: Some(until),
-        order: Order::OldestFirst,
-        ..Criteria::default()
-    };
+    let filter = req.criteria(now_ms)?;
+    let (since, until) = (
+        filter.since_ms.unwrap_or_default(),
+        filter.until_ms.unwrap_or_default(),
+    );
     let mut by_domain: HashMap<String, (Proposal, HashSet<Client>)> = HashMap::new();
     for e in log.query(&filter) {
         let e = e?;
@@ -154,6 +170,12 @@ pub fn learn(
     }
     let mut out = Learned {
         group: req.group.clone(),
+        client: req
+            .client
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
         since_ms: since,
         until_ms: until,
         ..Learned::default()
@@ -190,25 +212,30 @@ pub fn allow_entries(groups: &[crate::filter::GroupConfig], name: &str) -> Vec<S
 pub fn print_table(out: &mut impl Write, l: &Learned) -> std::io::Result<()> {
     writeln!(
         out,
-        "group {}: {} .. {}",
+        "group {}{}: {} .. {}",
         l.group,
+        l.client
+            .as_deref()
+            .map(|c| format!(", client {c}"))
+            .unwrap_or_default(),
         querylog::format_time(l.since_ms),
         querylog::format_time(l.until_ms)
     )?;
     writeln!(
         out,
-        "{:<40} {:>8} {:>7}  {:<24} {:<24}",
+        "{:<40} {:>8} {:>7}  {:<24} {:<24}  who",
         "proposed allow entry", "queries", "clients", "first seen", "last seen"
     )?;
     for p in &l.proposals {
         writeln!(
             out,
-            "{:<40} {:>8} {:>7}  {:<24} {:<24}",
+            "{:<40} {:>8} {:>7}  {:<24} {:<24}  {}",
             p.entry,
             p.queries,
             p.clients,
             querylog::format_time(p.first_ms),
-            querylog::format_time(p.last_ms)
+            querylog::format_time(p.last_ms),
+            who(p)
         )?;
     }
     if l.proposals.is_empty() {
@@ -222,8 +249,11 @@ pub fn print_table(out: &mut impl Write, l: &Learned) -> std::io::Result<()> {
         for p in &l.flagged {
             writeln!(
                 out,
-                "{:<40} {:>8} flagged of {}",
-                p.domain, p.flagged, p.queries
+                "{:<40} {:>8} flagged of {}  {}",
+                p.domain,
+                p.flagged,
+                p.queries,
+                who(p)
             )?;
         }
     }
@@ -237,4 +267,14 @@ pub fn print_table(out: &mut impl Write, l: &Learned) -> std::io::Result<()> {
         writeln!(out, "group {} now enforces its allowlist", l.group)?;
     }
     Ok(())
+}
+
+/// The clients of a proposal as the table shows them: names (addresses for
+/// unnamed clients), `…` when there are more than the sample.
+fn who(p: &Proposal) -> String {
+    let mut s = p.client_sample.join(", ");
+    if p.clients > p.client_sample.len() as u64 {
+        s.push_str(", …");
+    }
+    s
 }

@@ -136,33 +136,9 @@ impl<'a> Who<'a> {
     }
 }
 
-/// [`Who`] of a query-log entry, owning the name: what learning and the report
-/// count clients by. Shown as the name, or the address.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Client {
-    Address(IpAddr),
-    Named(Arc<str>),
-}
-
-impl Client {
-    /// The client of `e`.
-    pub(crate) fn of(e: &Entry) -> Self {
-        if e.client_name.is_empty() {
-            Client::Address(e.client)
-        } else {
-            Client::Named(e.client_name.clone())
-        }
-    }
-}
-
-impl std::fmt::Display for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Client::Address(ip) => write!(f, "{ip}"),
-            Client::Named(name) => f.write_str(name),
-        }
-    }
-}
+// [`Who`] of a query-log entry, owning the name: what learning and the report
+// count clients by, as the query log's top clients do.
+pub(crate) use crate::querylog::Client;
 
 /// What marks a client name in [`Who`]'s text (no address starts with it).
 const CLIENT_PREFIX: &str = "client:";

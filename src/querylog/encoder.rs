@@ -13,7 +13,6 @@
 //! and is put again with each batch until it is full.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use super::codec::{
 };
 use super::config::Privacy;
 use super::entry::privacy_apply;
-use super::entry::{Entry, Ruling};
+use super::entry::{Client, Entry, Ruling};
 use super::store::Store;
 
 /// Distinct keys kept per in-memory hourly top map before it is trimmed to
@@ -65,7 +64,8 @@ struct OpenBlock {
 struct HourTops {
     domains: TopMap<Arc<str>>,
     blocked: TopMap<Arc<str>>,
-    clients: TopMap<IpAddr>,
+    /// By name when the client is a `[[clients]]` entry, else by address.
+    clients: TopMap<Client>,
     dirty: bool,
 }
 
@@ -223,7 +223,7 @@ impl Encoder {
             }
         }
         if self.privacy != Privacy::HideClients {
-            bump(&mut t.clients, &e.client);
+            bump(&mut t.clients, &Client::of(e));
         }
     }
 
@@ -270,7 +270,7 @@ impl Encoder {
                 .push((hour_key(hour, TOP_BLOCKED).to_vec(), encode_top(&b)));
             let c: Vec<(String, u64)> = top_n(&t.clients, TOP_STORED)
                 .into_iter()
-                .map(|(ip, c)| (ip.to_string(), c))
+                .map(|(who, c)| (who.to_string(), c))
                 .collect();
             let c: Vec<(&str, u64)> = c.iter().map(|(k, n)| (k.as_str(), *n)).collect();
             out.puts
@@ -327,9 +327,7 @@ fn load_hour(store: Option<&dyn Store>, hour: u64) -> HourTops {
         t.blocked.insert(Arc::from(k), c);
     }
     for (k, c) in load(TOP_CLIENTS) {
-        if let Ok(ip) = k.parse::<IpAddr>() {
-            t.clients.insert(ip, c);
-        }
+        t.clients.insert(Client::parse(&k), c);
     }
     t
 }

@@ -16,6 +16,46 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::config::Privacy;
 use crate::detect::Reasons;
 
+/// Who asked, as the query log counts clients (top clients) and the guard
+/// keeps them apart (learning, the report): a configured `[[clients]]` entry by
+/// its name, however many addresses it asks from, else the source address.
+/// Shown as the name, or the address (names never parse as addresses).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// No configured client: the address.
+    Address(IpAddr),
+    /// A `[[clients]]` name.
+    Named(Arc<str>),
+}
+
+impl Client {
+    /// The client of `e`.
+    pub fn of(e: &Entry) -> Self {
+        if e.client_name.is_empty() {
+            Client::Address(e.client)
+        } else {
+            Client::Named(e.client_name.clone())
+        }
+    }
+
+    /// [`Client`]'s text back: an address, else a name.
+    pub fn parse(s: &str) -> Self {
+        match s.parse() {
+            Ok(ip) => Client::Address(ip),
+            Err(_) => Client::Named(Arc::from(s)),
+        }
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Client::Address(ip) => write!(f, "{ip}"),
+            Client::Named(name) => f.write_str(name),
+        }
+    }
+}
+
 /// The filtering decision taken for a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

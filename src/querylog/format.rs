@@ -189,7 +189,7 @@ const TABLE_COLS: [(&str, usize); 10] = [
     ("ANSWER", 0),
 ];
 
-const CSV_HEADER: &str = "time,time_ms,client,name,qtype,type,verdict,flagged,rule,list,rcode,rcode_name,answer,source,latency_us,tunnel_score,group\n";
+const CSV_HEADER: &str = "time,time_ms,client,name,qtype,type,verdict,flagged,rule,list,rcode,rcode_name,answer,source,latency_us,tunnel_score,group,client_name\n";
 
 /// Writes entries one at a time in a given format.
 pub struct EntryWriter<W: Write> {
@@ -288,6 +288,8 @@ impl<W: Write> EntryWriter<W> {
                 csv_field(line, &e.source.to_string());
                 let _ = write!(line, ",{},{},", e.latency_us, e.tunnel_score);
                 csv_field(line, &e.group);
+                line.push(',');
+                csv_field(line, &e.client_name);
                 line.push('\n');
                 self.out.write_all(line.as_bytes())?;
             }

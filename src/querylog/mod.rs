@@ -88,7 +88,7 @@ pub use codec::{
     BlockKey, DecodeError, decode_block, decode_entry, decode_key, encode_block, encode_entry,
 };
 pub use config::{Privacy, QueryLogConfig};
-pub use entry::{Entry, Origin, Ruling, empty_str, now_ms};
+pub use entry::{Client, Entry, Origin, Ruling, empty_str, now_ms};
 pub use format::{EntryWriter, OutputFormat, write_entries};
 pub use parse::{format_time, parse_duration, parse_since, parse_time};
 pub use query::{Criteria, Cursor, DomainPattern, EntryIter, Order, RulingFilter};

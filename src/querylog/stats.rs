@@ -28,7 +28,7 @@ use super::writer::{TOP_BLOCKED, TOP_CLIENTS, TOP_DOMAINS};
 /// One line of a top list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopItem {
-    /// Domain name or client address.
+    /// Domain name; for clients, a `[[clients]]` name or the address.
     pub key: String,
     /// Queries counted.
     pub count: u64,
@@ -66,7 +66,8 @@ pub struct Stats {
     pub top_domains: Vec<TopItem>,
     /// Most blocked domains.
     pub top_blocked: Vec<TopItem>,
-    /// Most active clients.
+    /// Most active clients (a configured client by its name, however many
+    /// addresses it asked from; others by address).
     pub top_clients: Vec<TopItem>,
 }
 

@@ -20,7 +20,8 @@ async fn compute(st: &AppState, req: LearnRequest) -> Result<Learned, ApiError> 
         .map_err(ApiError::from)
 }
 
-/// `GET /api/v1/allowlist/learn?group=agents&since=7d`: the proposal for review.
+/// `GET /api/v1/allowlist/learn?group=agents&since=7d[&client=agent-1]`: the
+/// proposal for review (of one client of the group, with `client`).
 pub async fn learn_get(
     State(st): State<AppState>,
     Query(req): Query<LearnRequest>,
@@ -28,7 +29,7 @@ pub async fn learn_get(
     Ok(Json(compute(&st, req).await?).into_response())
 }
 
-/// `POST /api/v1/allowlist/learn` (JSON `{group, since, until, enforce}`):
+/// `POST /api/v1/allowlist/learn` (JSON `{group, client, since, until, enforce}`):
 /// computes the proposal, adds it to the group's `allow` entries in the config
 /// file (and with `enforce` sets `mode = "enforce"`) and applies it live (the
 /// dashboard's change path).

@@ -650,7 +650,8 @@ fn sorted(map: HashMap<String, AlertGroup>) -> Vec<AlertGroup> {
 }
 
 /// `GET /api/v1/alerts?since=24h`: tunnel-flagged queries per registrable domain
-/// and per client (with the kinds of evidence, one reason text per kind and the
+/// and per client (a configured client by its name, else its address; with the
+/// kinds of evidence, one reason text per kind and the
 /// top score) plus the latest 100 flags, each with its kinds of evidence.
 pub async fn alerts(
     State(st): State<AppState>,
@@ -678,7 +679,8 @@ pub async fn alerts(
                 .unwrap_or(&e.rule)
                 .to_owned();
             let domain = psl::domain_str(&e.name).unwrap_or(&e.name).to_owned();
-            let client = e.client.to_string();
+            // A configured client by its name, as the query log's top clients.
+            let client = crate::querylog::Client::of(&e).to_string();
             let labels = e.tunnel.as_ref().map(|r| r.labels()).unwrap_or_default();
             bump(&mut domains, &domain, &client, &e, &reason, &labels);
             bump(&mut clients, &client, &domain, &e, &reason, &labels);

@@ -323,7 +323,7 @@ async function loadAlerts() {
   alertRows($('#alerts-clients'), a.clients, 'domains');
   const body = clear($('#alerts-recent'));
   for (const e of a.recent) {
-    body.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.client),
+    body.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', { title: e.client }, e.client_name || e.client),
       h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
       h('td', { class: 'num' }, e.tunnel_score.toFixed(2)),
       h('td', {}, levelBadge(e.level)),
@@ -344,7 +344,7 @@ async function loadAlerts() {
   const raised = await api('GET', '/api/v1/alerts/recent');
   const eb = clear($('#alerts-egress'));
   for (const e of raised) {
-    eb.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.type), h('td', {}, levelBadge(e.level)), h('td', {}, e.client),
+    eb.append(h('tr', {}, h('td', {}, timeSec(e.time_ms)), h('td', {}, e.type), h('td', {}, levelBadge(e.level)), h('td', { title: e.client }, e.client_name || e.client),
       h('td', {}, h('button', { class: 'qname', onclick: (ev) => openRulePop(e.name, ev, e.group) }, e.name)),
       h('td', { class: 'hide-sm' }, e.group), h('td', { class: 'rule hide-sm' }, reasonToggle(e.reason))));
   }
