@@ -303,9 +303,9 @@ fn entry(
     }
     let answer = match &says.content {
         Content::Hit(hit, _) if hit.cached.has_answers => Some(hit.cached.summary.clone()),
-        Content::Records(answer) if *source == Source::Local => {
-            Some(answer.summary()).filter(|s| !s.is_empty()).map(Arc::from)
-        }
+        Content::Records(answer) if *source == Source::Local => Some(answer.summary())
+            .filter(|s| !s.is_empty())
+            .map(Arc::from),
         _ => None,
     };
     Entry {
