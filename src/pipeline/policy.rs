@@ -228,3 +228,22 @@ fn line_label(line: u32) -> Arc<str> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::line_label;
+
+    #[test]
+    fn line_labels_read_as_written_for_every_width_and_repeat_from_the_memo() {
+        for line in [1, 9, 10, 1_023, 1_024, 65_536, 4_000_000_000, u32::MAX] {
+            let label = line_label(line);
+            assert_eq!(&*label, format!("line {line}"));
+            // A repeat is the memo's label, not a new allocation.
+            assert!(std::sync::Arc::ptr_eq(&label, &line_label(line)));
+        }
+        // Two lines in one memo slot (1 and 1,025) each get their own text.
+        assert_eq!(&*line_label(1), "line 1");
+        assert_eq!(&*line_label(1_025), "line 1025");
+        assert_eq!(&*line_label(1), "line 1");
+    }
+}
