@@ -33,6 +33,7 @@
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::count::LinearCount;
 use super::hash::{hash_bytes, mix};
 
 /// Half-lives of the accumulators, seconds, and their budget multipliers.
@@ -119,13 +120,8 @@ struct Domain {
 
 impl Domain {
     /// Distinct clients of today and yesterday (linear counting).
-    fn clients(&self) -> f32 {
-        let zeros = (self.cur | self.old).count_zeros() as f32;
-        if zeros < 1.0 {
-            64.0 * 64f32.ln()
-        } else {
-            -64.0 * (zeros / 64.0).ln()
-        }
+    fn clients(&self, count: &LinearCount) -> f32 {
+        count.of((self.cur | self.old).count_zeros())
     }
 }
 
@@ -166,6 +162,8 @@ pub(crate) struct Budget {
     seed: u64,
     base: f32,
     quota: u32,
+    /// Distinct clients from a domain's 64-bit sketch.
+    clients: LinearCount,
 }
 
 impl Budget {
@@ -187,6 +185,7 @@ impl Budget {
             seed,
             base,
             quota: ((per_shard * SHARDS) / 16).max(64) as u32,
+            clients: LinearCount::new(64),
         }
     }
 
@@ -273,7 +272,7 @@ impl Budget {
             d.gen_ms = now_ms;
         }
         d.cur |= 1 << (mix(client ^ 0xC11E) % 64);
-        d.clients()
+        d.clients(&self.clients)
     }
 
     /// The slot of `key`, claiming one if it has none; `None` when the client

@@ -52,6 +52,7 @@
 pub mod bigram;
 mod budget;
 mod config;
+mod count;
 mod error;
 pub mod eval;
 pub mod exempt;

@@ -40,6 +40,7 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
+use super::count::LinearCount;
 use super::hash::BuildKeyHasher;
 
 /// Number of independently locked shards.
@@ -78,15 +79,10 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn distinct(&self) -> f32 {
+    /// Distinct names seen (linear counting over the bitmap).
+    fn distinct(&self, count: &LinearCount) -> f32 {
         let set: u32 = self.seen.iter().map(|w| w.count_ones()).sum();
-        let zeros = BITMAP_BITS - set as f32;
-        if zeros < 1.0 {
-            // Saturated: report the linear-counting ceiling.
-            BITMAP_BITS * BITMAP_BITS.ln()
-        } else {
-            -BITMAP_BITS * (zeros / BITMAP_BITS).ln()
-        }
+        count.of(BITMAP_BITS as u32 - set)
     }
     #[inline]
     fn has(&self, bit: usize) -> bool {
@@ -368,6 +364,8 @@ pub(crate) struct Window {
     shards: Box<[Mutex<Shard>]>,
     window_ms: u64,
     half_life_ms: f32,
+    /// Distinct names from a bucket's bitmap.
+    distinct: LinearCount,
 }
 
 impl Window {
@@ -394,6 +392,7 @@ impl Window {
             shards,
             window_ms: window_secs.max(1) * 1000,
             half_life_ms: (half_life_secs.max(1) * 1000) as f32,
+            distinct: LinearCount::new(BITMAP_BITS as u32),
         }
     }
 
@@ -456,7 +455,7 @@ impl Window {
             }
         }
 
-        let view = Self::view(e, w_old, self.window_ms);
+        let view = self.view(e, w_old);
         let (window, long, volume) = view.scores();
         // The window's evidence is its majority client's, the long-term
         // evidence the client it follows.
@@ -497,14 +496,15 @@ impl Window {
         }
     }
 
-    fn view(e: &Entry, w_old: f32, window_ms: u64) -> DomainView {
+    fn view(&self, e: &Entry, w_old: f32) -> DomainView {
+        let window_ms = self.window_ms;
         let (c, o) = (&e.cur, &e.old);
         let wsum = |a: u32, b: u32| a as f32 + w_old * b as f32;
         let queries = wsum(c.queries, o.queries).max(1.0);
         let responses = wsum(c.responses, o.responses);
         let minutes = window_ms as f32 / 60_000.0;
         DomainView {
-            distinct: c.distinct() + w_old * o.distinct(),
+            distinct: c.distinct(&self.distinct) + w_old * o.distinct(&self.distinct),
             bytes_per_min: wsum(c.bytes, o.bytes) / minutes,
             rare_share: wsum(c.rare_types, o.rare_types) / queries,
             // Only meaningful once a few answers were reported.

@@ -223,7 +223,7 @@ impl<R: Resolve> Pipeline<R> {
         let elapsed = asked.arrived.at.elapsed();
         let e = entry(policy, asked, says, rcode, elapsed);
         super::metrics::record(&e, &says.source, elapsed);
-        if let Some(guard) = &*self.guard.load() {
+        if let Some(guard) = self.guard.get() {
             match &says.content {
                 Content::Hit(hit, _) => {
                     let cap = hit.ttl_left;
@@ -245,7 +245,9 @@ impl<R: Resolve> Pipeline<R> {
     }
 }
 
-/// The query-log entry of one answered question.
+/// The query-log entry of one answered question, each field written once with
+/// its final value (an entry started empty and overwritten cloned and dropped a
+/// shared empty text per replaced field: an atomic pair each, per query).
 fn entry(
     policy: &Policy,
     asked: &Asked<'_>,
@@ -254,73 +256,85 @@ fn entry(
     elapsed: std::time::Duration,
 ) -> Entry {
     let client = asked.client.ip();
-    let mut e = Entry::new(
-        asked.arrived.unix_ms,
-        client,
-        Arc::from(asked.name),
-        asked.qtype,
-    );
-    if let Some(name) = says.client.and_then(|c| policy.identities().name(c)) {
-        e.client_name = name.clone();
-    }
-    e.rcode = rcode;
-    e.latency_us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
     let source = &says.source;
-    e.source = match source {
-        Source::Refused => querylog::Origin::Refused,
-        Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Origin::Blocked,
-        Source::Local => querylog::Origin::Local,
-        Source::Cache => querylog::Origin::Cache,
-        Source::Stale => querylog::Origin::Stale,
-        Source::Upstream(label) => querylog::Origin::Upstream(label.clone()),
-        Source::Failed(..) => querylog::Origin::Failed,
-    };
-    if let Some(v) = &says.verdict {
-        e.group = policy.group_label(v.group);
-        e.verdict = match (*source == Source::Blocked, v.action) {
-            (true, _) => querylog::Ruling::Blocked,
-            (false, Action::Allow) => querylog::Ruling::Allowlisted,
-            _ => querylog::Ruling::Allowed,
-        };
-        if *source == Source::Blocked || v.action == Action::Allow {
-            (e.list, e.rule) = policy.rule_labels(v);
+    let (group, mut verdict, (list, mut rule)) = match &says.verdict {
+        Some(v) => {
+            let blocked = *source == Source::Blocked;
+            let ruling = match (blocked, v.action) {
+                (true, _) => querylog::Ruling::Blocked,
+                (false, Action::Allow) => querylog::Ruling::Allowlisted,
+                _ => querylog::Ruling::Allowed,
+            };
+            let labels = if blocked || v.action == Action::Allow {
+                policy.rule_labels(v)
+            } else {
+                (querylog::empty_str(), querylog::empty_str())
+            };
+            (policy.group_label(v.group), ruling, labels)
         }
-    } else {
         // Refused before filtering, or a canary: still the client's group by
         // name (`default` included), never an empty one.
-        e.group = policy.group_label(policy.identify(client, None, None).group);
-    }
-    if let Some(score) = &says.score {
-        e.tunnel_score = score.value;
-        e.flagged = score.flagged;
-        if score.flagged || *source == Source::Tunnel {
-            // Stored as they are; the log renders the text when read, as the
-            // entry's rule (in place of a list rule).
-            e.tunnel = Some(Box::new(score.reasons));
-            e.rule = querylog::entry::empty_str();
-            if *source == Source::Tunnel {
-                e.verdict = querylog::Ruling::Blocked;
-            }
+        None => (
+            policy.group_label(policy.identify(client, None, None).group),
+            querylog::Ruling::Allowed,
+            (querylog::empty_str(), querylog::empty_str()),
+        ),
+    };
+    let mut tunnel = None;
+    if let Some(score) = &says.score
+        && (score.flagged || *source == Source::Tunnel)
+    {
+        // Stored as they are; the log renders the text when read, as the
+        // entry's rule (in place of a list rule).
+        tunnel = Some(Box::new(score.reasons));
+        rule = querylog::empty_str();
+        if *source == Source::Tunnel {
+            verdict = querylog::Ruling::Blocked;
         }
     }
     match source {
         // A client outside `allow_clients` got nothing: never an "allowed" query.
-        Source::Refused => e.verdict = querylog::Ruling::Blocked,
+        Source::Refused => verdict = querylog::Ruling::Blocked,
         Source::Rebinding(ip) => {
-            e.verdict = querylog::Ruling::Blocked;
-            e.rule = Arc::from(format!("rebinding: answer {ip} is private"));
+            verdict = querylog::Ruling::Blocked;
+            rule = Arc::from(format!("rebinding: answer {ip} is private"));
         }
         _ => {}
     }
-    match &says.content {
-        Content::Hit(hit, _) if hit.cached.has_answers => e.answer = hit.cached.summary.clone(),
-        Content::Records(answer) if *source == Source::Local => {
-            let summary = answer.summary();
-            if !summary.is_empty() {
-                e.answer = Arc::from(summary);
-            }
-        }
-        _ => {}
+    let answer = match &says.content {
+        Content::Hit(hit, _) if hit.cached.has_answers => Some(hit.cached.summary.clone()),
+        Content::Records(answer) if *source == Source::Local => Some(answer.summary())
+            .filter(|s| !s.is_empty())
+            .map(Arc::from),
+        _ => None,
+    };
+    Entry {
+        time_ms: asked.arrived.unix_ms,
+        client,
+        name: Arc::from(asked.name),
+        qtype: asked.qtype,
+        verdict,
+        flagged: says.score.as_ref().is_some_and(|s| s.flagged),
+        rule,
+        list,
+        rcode,
+        answer: answer.unwrap_or_else(querylog::empty_str),
+        source: match source {
+            Source::Refused => querylog::Origin::Refused,
+            Source::Blocked | Source::Tunnel | Source::Rebinding(_) => querylog::Origin::Blocked,
+            Source::Local => querylog::Origin::Local,
+            Source::Cache => querylog::Origin::Cache,
+            Source::Stale => querylog::Origin::Stale,
+            Source::Upstream(label) => querylog::Origin::Upstream(label.clone()),
+            Source::Failed(..) => querylog::Origin::Failed,
+        },
+        latency_us: u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX),
+        tunnel_score: says.score.as_ref().map_or(0.0, |s| s.value),
+        group,
+        client_name: says
+            .client
+            .and_then(|c| policy.identities().name(c))
+            .map_or_else(querylog::empty_str, Arc::clone),
+        tunnel,
     }
-    e
 }
