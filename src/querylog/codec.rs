@@ -15,7 +15,7 @@
 //! of one minute into a block, interning strings and clients per block:
 //!
 //! ```text
-//! u8 version=3, varint minute_ms
+//! u8 version=4, varint minute_ms
 //! varint n_strings, n_strings * (varint len, utf8)   -- string #k is index k+1; 0 = ""
 //! varint n_clients, n_clients * (u8 4|6, 4|16 bytes)
 //! varint n_entries, n_entries * entry
@@ -27,15 +27,20 @@
 //!        varint group,
 //!        [varint upstream label if source = upstream], [varint rule, varint list],
 //!        varint answer, varint client name
+//! rule: string << 1, or line << 1 | 1 for the rule `line <line>`
 //! ```
-//! Version 1 blocks (no reasons byte after the score) and version 2 blocks (no
-//! client name) are still read. An
-//! entry with reasons reads back with their text as its rule.
+//! A list rule's label `line N` is stored as its number: with diverse blocked
+//! names nearly every blocked entry has a line of its own, which as text was a
+//! new string for the block to hash, keep and store (issue #24).
+//! Version 1 blocks (no reasons byte after the score), version 2 blocks (no
+//! client name) and version 3 blocks (the rule always a string index) are
+//! still read. An entry with reasons reads back with their text as its rule.
 //!
 //! Every decoder here validates lengths, indices and ranges and returns
 //! [`DecodeError`] on any malformed input; none of them panics.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -58,7 +63,7 @@ pub(crate) const PREFIX_HOUR: u8 = b'H';
 pub(crate) const KEY_VERSION: &[u8] = b"V";
 pub(crate) const FORMAT_VERSION: &[u8] = b"dnsguard-querylog-1";
 
-const BLOCK_VERSION: u8 = 3;
+const BLOCK_VERSION: u8 = 4;
 const AGG_VERSION: u8 = 1;
 
 /// Malformed stored bytes.
@@ -240,7 +245,10 @@ pub struct BlockBuilder {
     /// Key the block is stored under.
     pub key: BlockKey,
     strings: Vec<Arc<str>>,
-    string_idx: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    /// Index of each string in `strings`, found by hashing the string once
+    /// (a new string is looked up and inserted with the same hash).
+    string_idx: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// Index of a string interned from this very `Arc` (group, list, rule and
     /// upstream labels are shared by many entries): found without hashing.
     recent: [(usize, u32); RECENT],
@@ -257,7 +265,8 @@ impl BlockBuilder {
         BlockBuilder {
             key,
             strings: Vec::new(),
-            string_idx: HashMap::default(),
+            string_idx: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             recent: [(0, 0); RECENT],
             strings_bytes: 0,
             clients: Vec::new(),
@@ -310,30 +319,38 @@ impl BlockBuilder {
     fn lookup_or_add(&mut self, s: &Arc<str>) -> u32 {
         // Few strings (a block's first entries): a scan beats hashing; the
         // index is built once the block grows.
-        if self.strings.len() <= LINEAR_LOOKUP {
+        let i = self.strings.len() as u32 + 1;
+        if self.strings.len() < LINEAR_LOOKUP {
             let found = self
                 .strings
                 .iter()
                 .position(|x| Arc::ptr_eq(x, s) || **x == **s);
-            if let Some(i) = found {
-                return i as u32 + 1;
+            if let Some(j) = found {
+                return j as u32 + 1;
             }
-        } else if let Some(&i) = self.string_idx.get(&**s) {
-            return i;
-        }
-        self.strings.push(s.clone());
-        let i = self.strings.len() as u32;
-        if self.strings.len() > LINEAR_LOOKUP {
+        } else {
+            let (strings, hasher) = (&self.strings, &self.hasher);
+            let at = |j: u32| &*strings[j as usize - 1];
+            let rehash = |&j: &u32| hasher.hash_one(at(j));
             if self.string_idx.is_empty() {
                 // Sized for a typical full block: no rehashing as it fills.
-                self.string_idx.reserve(256);
-                for (j, x) in self.strings.iter().enumerate() {
-                    self.string_idx.insert(x.clone(), j as u32 + 1);
+                self.string_idx.reserve(256, rehash);
+                for j in 1..i {
+                    self.string_idx
+                        .insert_unique(hasher.hash_one(at(j)), j, rehash);
                 }
-            } else {
-                self.string_idx.insert(s.clone(), i);
+            }
+            match self
+                .string_idx
+                .entry(hasher.hash_one(&**s), |&j| at(j) == &**s, rehash)
+            {
+                hashbrown::hash_table::Entry::Occupied(o) => return *o.get(),
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
             }
         }
+        self.strings.push(s.clone());
         self.strings_bytes += s.len() + 2;
         i
     }
@@ -376,7 +393,11 @@ impl BlockBuilder {
         };
         let has_extra = !e.rule.is_empty() || !e.list.is_empty();
         let (rule, list) = if has_extra {
-            (self.intern(&e.rule), self.intern(&e.list))
+            let rule = match line_number(&e.rule) {
+                Some(n) => u64::from(n) << 1 | 1,
+                None => u64::from(self.intern(&e.rule)) << 1,
+            };
+            (rule, self.intern(&e.list))
         } else {
             (0, 0)
         };
@@ -416,7 +437,7 @@ impl BlockBuilder {
             put_varint(b, u64::from(l));
         }
         if has_extra {
-            put_varint(b, u64::from(rule));
+            put_varint(b, rule);
             put_varint(b, u64::from(list));
         }
         put_varint(b, u64::from(answer));
@@ -451,6 +472,30 @@ impl BlockBuilder {
         put_varint(out, self.count as u64);
         out.extend_from_slice(&self.body);
     }
+}
+
+/// The number `n` of a rule that reads exactly `line n` (decimal, no sign or
+/// leading zero, as the filter labels a list's rules), so that it can be
+/// stored as the number and read back as the same text.
+fn line_number(rule: &str) -> Option<u32> {
+    let digits = rule.strip_prefix("line ")?.as_bytes();
+    if digits.is_empty() || digits.len() > 10 || (digits[0] == b'0' && digits.len() > 1) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    u32::try_from(n).ok()
+}
+
+/// The rule `line n` of a stored line number.
+fn line_label(n: u64) -> Result<Arc<str>, DecodeError> {
+    let n = u32::try_from(n).map_err(|_| DecodeError::Invalid("rule line"))?;
+    Ok(Arc::from(format!("line {n}")))
 }
 
 /// Encode entries as one block under `key` (entries outside the key's
@@ -567,7 +612,12 @@ pub fn decode_block_into(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), Decod
             _ => return Err(DecodeError::Invalid("source")),
         };
         let (mut rule, list) = if flags & 0x80 != 0 {
-            (s(r.varint()?)?, s(r.varint()?)?)
+            let rule = match r.varint()? {
+                v if version < 4 => s(v)?,
+                v if v & 1 == 1 => line_label(v >> 1)?,
+                v => s(v >> 1)?,
+            };
+            (rule, s(r.varint()?)?)
         } else {
             (empty_str(), empty_str())
         };

@@ -124,11 +124,228 @@ fn tunnel_reasons_are_stored_as_data_and_read_back_as_the_rule() {
     assert_eq!(e.tunnel, None);
 }
 
+/// A block as version 3 wrote it (every rule a string index), following the
+/// layout in `codec.rs`: what databases and WAL segments of earlier versions hold.
+fn encode_v3(minute_ms: u64, entries: &[Entry]) -> Vec<u8> {
+    fn var(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut strings: Vec<Arc<str>> = Vec::new();
+    let mut clients: Vec<IpAddr> = Vec::new();
+    let mut body = Vec::new();
+    for e in entries {
+        let mut s = |x: &Arc<str>| -> u64 {
+            if x.is_empty() {
+                return 0;
+            }
+            let i = strings.iter().position(|y| y == x).unwrap_or_else(|| {
+                strings.push(x.clone());
+                strings.len() - 1
+            });
+            i as u64 + 1
+        };
+        let (name, group, answer, cname) =
+            (s(&e.name), s(&e.group), s(&e.answer), s(&e.client_name));
+        let label = match &e.source {
+            Origin::Upstream(l) => Some(s(l)),
+            _ => None,
+        };
+        let extra = !e.rule.is_empty() || !e.list.is_empty();
+        let (rule, list) = (s(&e.rule), s(&e.list));
+        let client = clients
+            .iter()
+            .position(|c| *c == e.client)
+            .unwrap_or_else(|| {
+                clients.push(e.client);
+                clients.len() - 1
+            });
+        let score = e.tunnel_score != 0.0 || e.tunnel.is_some();
+        var(&mut body, e.time_ms - minute_ms);
+        var(&mut body, client as u64);
+        var(&mut body, name);
+        var(&mut body, u64::from(e.qtype));
+        let verdict = match e.verdict {
+            Ruling::Allowed => 0,
+            Ruling::Blocked => 1,
+            Ruling::Allowlisted => 2,
+        };
+        body.push(
+            verdict
+                | u8::from(e.flagged) << 2
+                | e.source.kind() << 3
+                | u8::from(score) << 6
+                | u8::from(extra) << 7,
+        );
+        var(&mut body, u64::from(e.rcode));
+        var(&mut body, u64::from(e.latency_us));
+        if score {
+            assert!(e.tunnel.is_none(), "not needed by these tests");
+            body.extend_from_slice(&e.tunnel_score.to_le_bytes());
+            body.push(0);
+        }
+        var(&mut body, group);
+        if let Some(l) = label {
+            var(&mut body, l);
+        }
+        if extra {
+            var(&mut body, rule);
+            var(&mut body, list);
+        }
+        var(&mut body, answer);
+        var(&mut body, cname);
+    }
+    let mut out = vec![3];
+    var(&mut out, minute_ms);
+    var(&mut out, strings.len() as u64);
+    for x in &strings {
+        var(&mut out, x.len() as u64);
+        out.extend_from_slice(x.as_bytes());
+    }
+    var(&mut out, clients.len() as u64);
+    for c in &clients {
+        match c {
+            IpAddr::V4(a) => {
+                out.push(4);
+                out.extend_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                out.push(6);
+                out.extend_from_slice(&a.octets());
+            }
+        }
+    }
+    var(&mut out, entries.len() as u64);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A blocked entry as the filter logs a list's rule: its `line N` label.
+fn list_blocked(t: u64, name: &str, line: &str) -> Entry {
+    let mut e = entry(t, "10.0.0.9", name);
+    e.verdict = Ruling::Blocked;
+    e.source = Origin::Blocked;
+    e.list = Arc::from("bench");
+    e.rule = Arc::from(line);
+    e
+}
+
+#[test]
+fn list_lines_are_stored_as_numbers() {
+    // Diverse blocked names each bring their own line: stored as a number,
+    // not as one more string per entry (issue #24).
+    let t = base();
+    let key = BlockKey {
+        minute_ms: minute_of(t),
+        seq: 0,
+    };
+    let lines: Vec<Entry> = (1..=200u64)
+        .map(|i| {
+            list_blocked(
+                t + i,
+                &format!("ads{i}.example"),
+                &format!("line {}", i * 7919),
+            )
+        })
+        .collect();
+    let bytes = encode_block(key, &lines);
+    assert!(
+        !bytes.windows(5).any(|w| w == b"line "),
+        "no line label stored as text"
+    );
+    assert_eq!(decode_block(&bytes).unwrap(), lines);
+    assert!(bytes.len() + 200 * 8 < encode_v3(key.minute_ms, &lines).len());
+    // Rules that only look like a line keep their exact text.
+    let odd = [
+        "line 0",
+        "line 4294967295",
+        "line 4294967296",
+        "line 007",
+        "line ",
+        "line +5",
+        "line 12a",
+        "line  3",
+        "Line 3",
+        "||line.example^",
+    ];
+    let odd: Vec<Entry> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, r)| list_blocked(t + i as u64, "x.example", r))
+        .collect();
+    assert_eq!(decode_block(&encode_block(key, &odd)).unwrap(), odd);
+    // A line number beyond u32 is malformed, not a panic.
+    let mut bad = encode_block(key, &[list_blocked(t, "a.example", "line 1")]);
+    let at = bad.len() - 4; // rule, list, answer, client name
+    assert_eq!(bad[at], 1 << 1 | 1, "the rule is line 1");
+    let mut big = Vec::new();
+    codec::put_varint(&mut big, (u64::from(u32::MAX) + 1) << 1 | 1);
+    bad.splice(at..at + 1, big);
+    assert_eq!(decode_block(&bad), Err(DecodeError::Invalid("rule line")));
+}
+
+#[test]
+fn blocks_of_version_3_are_still_read_from_the_store_and_the_wal() {
+    // A database written by version 3, with a leftover WAL segment of it.
+    let dir = tempfile::tempdir().unwrap();
+    let t = base();
+    let in_db: Vec<Entry> = (0..5)
+        .map(|i| list_blocked(t + i, &format!("db{i}.example"), &format!("line {}", i + 1)))
+        .chain([full_entry(t + 5)])
+        .collect();
+    let in_wal: Vec<Entry> = (0..5)
+        .map(|i| {
+            list_blocked(
+                t + 10 + i,
+                &format!("wal{i}.example"),
+                &format!("line {}", i + 40),
+            )
+        })
+        .collect();
+    let block = |seq, v: &[Entry]| {
+        (
+            BlockKey {
+                minute_ms: minute_of(t),
+                seq,
+            }
+            .encode()
+            .to_vec(),
+            encode_v3(minute_of(t), v),
+        )
+    };
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let w = log.store.as_ref().unwrap().get(wal::KEY_WAL_SEQ).unwrap();
+    let w = w.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+    drop(log);
+    let store = SledStore::open(&dir.path().join("db")).unwrap().into_dyn();
+    store.apply(&[block(1, &in_db)], &[]).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let mut seg = Vec::new();
+    wal::encode_record(w + 1, &[block(2, &in_wal)], &mut seg);
+    write_segment(dir.path(), 1, &seg);
+
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let got = all(
+        &log,
+        &Criteria {
+            order: Order::OldestFirst,
+            ..Criteria::default()
+        },
+    );
+    let want: Vec<Entry> = in_db.iter().chain(&in_wal).cloned().collect();
+    assert_eq!(got, want);
+    assert_eq!(got[1].rule.as_ref(), "line 2");
+}
+
 #[test]
 fn blocks_of_version_1_are_still_read() {
     // Version 1 had no reasons byte after the score: take it out again.
     let e = full_entry(base() + 5);
-    let mut bytes = encode_entry(&e);
+    let mut bytes = encode_v3(minute_of(e.time_ms), std::slice::from_ref(&e));
     let score = e.tunnel_score.to_le_bytes();
     let at = bytes.windows(4).position(|w| w == score).unwrap() + 4;
     assert_eq!(bytes.remove(at), 0, "no reasons");
@@ -1459,7 +1676,7 @@ fn client_names_are_stored_and_shown() {
     assert_eq!(decode_block(&bytes).unwrap(), vec![a.clone(), b]);
     // A version 2 block (no name after the answer) still reads, without a name.
     let plain = full_entry(t);
-    let mut v2 = encode_entry(&plain);
+    let mut v2 = encode_v3(minute_of(t), std::slice::from_ref(&plain));
     assert_eq!(v2.pop(), Some(0), "empty name last");
     v2[0] = 2;
     assert_eq!(decode_entry(&v2).unwrap(), plain);
