@@ -429,7 +429,9 @@ mod tests {
         let v4: IpAddr = "10.0.0.1".parse().unwrap();
         let long_name = "a".repeat(150);
         let big = vec![0xab; 300];
-        let cases: [(Option<Verdict>, &str, &str, Option<Vec<u8>>); 5] = [
+        // A verdict, the list and rule in the event, the policy rule expected.
+        type Case = (Option<Verdict>, &'static str, &'static str, Option<Vec<u8>>);
+        let cases: [Case; 5] = [
             // Rebinding, IPv6 address, rule only.
             (
                 Some(Verdict {
