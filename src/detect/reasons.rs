@@ -263,135 +263,111 @@ fn whole(v: f32) -> u16 {
     v.round().clamp(0.0, f32::from(u16::MAX)) as u16
 }
 
-/// The text of `r`, with `domain` as the registrable domain.
+/// The text of `r`, with `domain` as the registrable domain: each reason that
+/// is set, in a fixed order, written straight into `out` (no table of pieces
+/// built for the reasons that are not set).
 fn render(r: &Reasons, domain: &str, out: &mut String) {
-    use Piece::{Dec, Int, Str};
+    use ReasonCode::*;
     let d = domain;
-    let dist = Int(u64::from(r.distinct));
-    let rate = Dec(r.bytes_per_min, 0);
-    let reasons: [(bool, &[Piece<'_>]); 12] = [
-        (r.has(ReasonCode::Exempt), &[Str("exempt")]),
-        (
-            r.has(ReasonCode::Quarantined),
-            &[Str(d), Str(" quarantined")],
-        ),
-        (
-            r.has(ReasonCode::Callback),
-            &[Str(d), Str(" is an out-of-band callback service")],
-        ),
-        (
-            r.has(ReasonCode::Payload) || r.has(ReasonCode::LongLabel),
-            &[
-                Str("label "),
-                Int(u64::from(r.longest_label)),
-                Str(" chars ("),
-                Str(r.shape.as_str()),
-                Str("), entropy "),
-                Dec(r.entropy, 1),
-                Str(" bits, "),
-                Dec(r.payload_bits, 0),
-                Str(" bits of payload evidence"),
-            ],
-        ),
-        (
-            r.has(ReasonCode::OddBytes),
-            &[
-                Int(u64::from(r.odd_bytes)),
-                Str(" bytes outside the host-name alphabet"),
-            ],
-        ),
-        (
-            r.has(ReasonCode::DistinctSubdomains),
-            &[
-                dist,
-                Str(" distinct names under "),
-                Str(d),
-                Str(" in "),
-                Int(u64::from(r.window_secs)),
-                Str(" s, "),
-                rate,
-                Str(" B/min"),
-            ],
-        ),
-        (
-            r.has(ReasonCode::DomainPayload),
-            &[
-                Dec(r.domain_bits, 0),
-                Str(" bits of encoded payload sent to "),
-                Str(d),
-                Str(" ("),
-                dist,
-                Str(" distinct names, "),
-                rate,
-                Str(" B/min)"),
-            ],
-        ),
-        (
-            r.has(ReasonCode::Budget),
-            &[
-                Dec(r.budget_bytes, 0),
-                Str(" bytes of new name text sent to "),
-                Str(d),
-                Str(" in ~"),
-                Str(r.budget_period_text()),
-                Str(" (budget "),
-                Dec(r.budget_limit, 0),
-                Str(" B)"),
-            ],
-        ),
-        (
-            r.has(ReasonCode::AnswerPayload),
-            &[
-                Dec(r.answer_bits, 0),
-                Str(" bits of encoded data in answers from "),
-                Str(d),
-            ],
-        ),
-        (
-            r.has(ReasonCode::Identity),
-            &[Str("labels name a user and a host")],
-        ),
-        (
-            r.has(ReasonCode::RareTypes),
-            &[
-                Int(u64::from(r.rare_type_pct)),
-                Str("% TXT/NULL/CNAME/MX/SRV queries"),
-            ],
-        ),
-        (
-            r.has(ReasonCode::Nxdomain),
-            &[Int(u64::from(r.nx_pct)), Str("% NXDOMAIN")],
-        ),
-    ];
     let start = out.len();
     if let Some(level) = r.level {
         out.push_str(level.as_str());
         out.push_str(" confidence");
     }
-    for (_, pieces) in reasons.iter().filter(|(on, _)| *on) {
+    // Starts the next reason: a separator unless it is the first text.
+    let next = |out: &mut String| {
         if out.len() > start {
             out.push_str(", ");
         }
-        for piece in pieces.iter() {
-            match *piece {
-                Str(s) => out.push_str(s),
-                Int(n) => out.push_str(itoa::Buffer::new().format(n)),
-                Dec(v, decimals) => push_dec(out, v, decimals),
-            }
-        }
+    };
+    let int = |out: &mut String, n: u64| out.push_str(itoa::Buffer::new().format(n));
+    if r.has(Exempt) {
+        next(out);
+        out.push_str("exempt");
+    }
+    if r.has(Quarantined) {
+        next(out);
+        out.push_str(d);
+        out.push_str(" quarantined");
+    }
+    if r.has(Callback) {
+        next(out);
+        out.push_str(d);
+        out.push_str(" is an out-of-band callback service");
+    }
+    if r.has(Payload) || r.has(LongLabel) {
+        next(out);
+        out.push_str("label ");
+        int(out, u64::from(r.longest_label));
+        out.push_str(" chars (");
+        out.push_str(r.shape.as_str());
+        out.push_str("), entropy ");
+        push_dec(out, r.entropy, 1);
+        out.push_str(" bits, ");
+        push_dec(out, r.payload_bits, 0);
+        out.push_str(" bits of payload evidence");
+    }
+    if r.has(OddBytes) {
+        next(out);
+        int(out, u64::from(r.odd_bytes));
+        out.push_str(" bytes outside the host-name alphabet");
+    }
+    if r.has(DistinctSubdomains) {
+        next(out);
+        int(out, u64::from(r.distinct));
+        out.push_str(" distinct names under ");
+        out.push_str(d);
+        out.push_str(" in ");
+        int(out, u64::from(r.window_secs));
+        out.push_str(" s, ");
+        push_dec(out, r.bytes_per_min, 0);
+        out.push_str(" B/min");
+    }
+    if r.has(DomainPayload) {
+        next(out);
+        push_dec(out, r.domain_bits, 0);
+        out.push_str(" bits of encoded payload sent to ");
+        out.push_str(d);
+        out.push_str(" (");
+        int(out, u64::from(r.distinct));
+        out.push_str(" distinct names, ");
+        push_dec(out, r.bytes_per_min, 0);
+        out.push_str(" B/min)");
+    }
+    if r.has(Budget) {
+        next(out);
+        push_dec(out, r.budget_bytes, 0);
+        out.push_str(" bytes of new name text sent to ");
+        out.push_str(d);
+        out.push_str(" in ~");
+        out.push_str(r.budget_period_text());
+        out.push_str(" (budget ");
+        push_dec(out, r.budget_limit, 0);
+        out.push_str(" B)");
+    }
+    if r.has(AnswerPayload) {
+        next(out);
+        push_dec(out, r.answer_bits, 0);
+        out.push_str(" bits of encoded data in answers from ");
+        out.push_str(d);
+    }
+    if r.has(Identity) {
+        next(out);
+        out.push_str("labels name a user and a host");
+    }
+    if r.has(RareTypes) {
+        next(out);
+        int(out, u64::from(r.rare_type_pct));
+        out.push_str("% TXT/NULL/CNAME/MX/SRV queries");
+    }
+    if r.has(Nxdomain) {
+        next(out);
+        int(out, u64::from(r.nx_pct));
+        out.push_str("% NXDOMAIN");
     }
     if out.len() == start {
         out.push_str("no signal");
     }
-}
-
-/// A piece of reason text.
-#[derive(Clone, Copy)]
-enum Piece<'a> {
-    Str(&'a str),
-    Int(u64),
-    /// A number with 0 or 1 decimals.
-    Dec(f32, u8),
 }
 
 /// `v` with 0 or 1 decimals through integer formatting (Rust's float formatting
@@ -525,6 +501,30 @@ mod tests {
         assert!(
             r.to_string()
                 .contains("412 distinct names under the domain in 300 s")
+        );
+        // The confidence level first; the budget, answer and identity reasons.
+        let mut leveled = Reasons {
+            level: Some(super::Level::High),
+            budget_bytes: 97.4,
+            budget_limit: 64.0,
+            budget_period: 2,
+            answer_bits: 900.0,
+            ..sample()
+        };
+        for code in [
+            ReasonCode::OddBytes,
+            ReasonCode::Budget,
+            ReasonCode::AnswerPayload,
+            ReasonCode::Identity,
+        ] {
+            leveled.set(code);
+        }
+        assert_eq!(
+            leveled.display_for("abc.x.example").to_string(),
+            "high confidence, 3 bytes outside the host-name alphabet, \
+             97 bytes of new name text sent to x.example in ~day (budget 64 B), \
+             900 bits of encoded data in answers from x.example, \
+             labels name a user and a host"
         );
     }
 

@@ -211,12 +211,18 @@ impl Default for Event {
 }
 
 impl Event {
-    /// Replaces the buffer's contents with `parts`, in [`Part`] order.
+    /// Replaces the buffer's contents with `parts`, in [`Part`] order: one
+    /// capacity check, and a copy for each part that is not empty.
     fn fill(&mut self, parts: [&[u8]; Part::COUNT]) {
         self.buf.clear();
-        for (end, part) in self.ends.iter_mut().zip(parts) {
-            self.buf.extend_from_slice(part);
-            *end = self.buf.len();
+        self.buf.reserve(parts.iter().map(|p| p.len()).sum());
+        let mut end = 0;
+        for (e, part) in self.ends.iter_mut().zip(parts) {
+            if !part.is_empty() {
+                self.buf.extend_from_slice(part);
+            }
+            end += part.len();
+            *e = end;
         }
     }
 
@@ -351,9 +357,11 @@ impl Dnstap {
         ev.response_us = query_us.saturating_add(u64::from(e.latency_us));
         ev.verdict = verdict;
         ev.tunnel = tunnel;
-        // The texts only when a policy or the detector's reasons show them.
+        // The texts only when a policy (name, list, rule) or the detector's
+        // reasons (name) show them.
         let (name, list, rule): (&[u8], &[u8], &[u8]) = match (verdict, tunnel) {
             (None, None) => (b"", b"", b""),
+            (None, Some(_)) => (e.name.as_bytes(), b"", b""),
             _ => (e.name.as_bytes(), e.list.as_bytes(), e.rule.as_bytes()),
         };
         ev.fill([name, list, rule, via.query, via.response]);
