@@ -33,6 +33,11 @@ impl Handler {
     pub fn new(pipeline: Arc<Pipeline>) -> Self {
         Self { pipeline }
     }
+
+    /// The pipeline it runs questions through.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
 }
 
 #[async_trait::async_trait]
@@ -214,7 +219,12 @@ fn reply_edns(request: &Request) -> Option<Edns> {
 
 /// The transport a request came over, for dnstap.
 fn transport(request: &Request) -> crate::dnstap::Transport {
-    match request.protocol() {
+    transport_of(request.protocol())
+}
+
+/// dnstap's name for a front end's protocol.
+pub(super) fn transport_of(protocol: Protocol) -> crate::dnstap::Transport {
+    match protocol {
         Protocol::Udp => crate::dnstap::Transport::Udp,
         Protocol::Tls => crate::dnstap::Transport::Tls,
         Protocol::Https => crate::dnstap::Transport::Doh,

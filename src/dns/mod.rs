@@ -5,6 +5,7 @@
 //! hickory-server's types stay in this module (and `pipeline/`, `resolve/`), so
 //! the rest of the code works with plain names, addresses and verdicts.
 
+pub mod fast;
 pub mod handler;
 pub mod https;
 mod mmsg;
