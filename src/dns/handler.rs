@@ -1,4 +1,4 @@
-//! hickory's front end (TCP, DoT, and the UDP queries the in-place path leaves):
+//! hickory's front end (what the in-place path, `fast.rs`, leaves on any transport):
 //! turns a `Request` into the pipeline's [`Asked`], runs the pipeline's decision,
 //! and writes the [`Says`] with hickory's encoder — flags, EDNS with its Extended
 //! DNS Error, truncation. Protocol errors (FORMERR, NOTIMP, BADVERS) are answered
@@ -22,7 +22,7 @@ use crate::pipeline::{Arrived, Asked, Pipeline, Policy, Says, Step};
 /// The UDP payload size dnsguard advertises (the DNS flag day 2020 value).
 pub const EDNS_PAYLOAD: u16 = 1232;
 
-/// Answers requests from the TCP and TLS listeners and the UDP slow path.
+/// Answers the requests every front end's in-place path declines.
 #[derive(Clone)]
 pub struct Handler {
     pipeline: Arc<Pipeline>,

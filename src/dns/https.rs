@@ -2,8 +2,9 @@
 //! plain HTTP on `server.http_dns_listen` for a reverse proxy in front.
 //!
 //! A thin front end: it parses the HTTP request (GET `?dns=` base64url or POST
-//! `application/dns-message`, HTTP/1.1 or HTTP/2 by ALPN), hands the DNS message
-//! to the one [`Handler`] chain, and encodes its answer with a `Cache-Control`
+//! `application/dns-message`, HTTP/1.1 or HTTP/2 by ALPN), answers the DNS message
+//! through the in-place path every front end shares ([`super::fast`]; what it
+//! declines through [`Handler`]), and sends the answer with a `Cache-Control`
 //! lifetime no longer than the answer's smallest TTL. The path names the client:
 //! `/dns-query`, `/dns-query/<id>` (a ClientID) or `/dns-query/<id>/<secret>`;
 //! a secret may also come as `Authorization: Bearer <secret>`. Both go into

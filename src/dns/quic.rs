@@ -1,6 +1,7 @@
 //! DNS over QUIC (RFC 9250) on `server.quic_listen`.
 //!
-//! A thin front end over the one [`Handler`] chain: each query comes on its own
+//! A thin front end over the in-place path every front end shares
+//! ([`super::fast`]; what it declines: [`Handler`]): each query comes on its own
 //! bidirectional stream as a 2-byte length and the message (ID 0), and its answer
 //! goes back on that stream, which is then finished. The TLS server name's first
 //! label is the ClientID when the name has three labels or more

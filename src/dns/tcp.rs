@@ -19,6 +19,9 @@
 //! * an `accept` error (such as running out of descriptors) backs off briefly
 //!   instead of spinning.
 //!
+//! Each message is answered through the in-place path ([`super::fast`]), as a UDP
+//! one is; only what it declines goes to hickory's parser and the handler.
+//!
 //! DNS over TLS ([`super::tls`]) is this same loop with a TLS acceptor: the
 //! handshake runs inside the connection's slot (it counts against both bounds and
 //! is cut off after `idle_timeout`), then the same framing loop reads the

@@ -1,4 +1,4 @@
-//! The DNS wire format where the UDP fast path needs it: reading a plain query in
+//! The DNS wire format where the in-place path (`fast.rs`) needs it: reading a plain query in
 //! place, and writing the answers dnsguard gives without a resolver round trip
 //! (refused, blocked, cached) straight into the reply buffer.
 //!
