@@ -1,7 +1,7 @@
 //! Answers over the stream transports (TCP, DNS over TLS, HTTPS and QUIC) come
 //! through the in-place answer path the UDP workers use (`dns::fast`); a stream
 //! has no UDP size limit, so an answer larger than 512 bytes, and one larger
-//! than the first 4 KB buffer, must come whole (no TC, every record), both when
+//! than 4 KB, must come whole (no TC, every record), both when
 //! it is fetched (a miss) and when it comes from the cache (a hit), with real
 //! clients: hickory over TCP, kdig over TLS, curl over HTTPS, dnspython over QUIC.
 
@@ -21,7 +21,7 @@ use hickory_proto::rr::{RData, RecordType};
 
 /// A name with this many A records: about 700 bytes, past UDP's 512.
 const MID: (&str, u8) = ("mid.fwd.test", 40);
-/// About 4.8 KB: past the first buffer a stream answer is written into.
+/// About 4.8 KB: past any UDP size.
 const BIG: (&str, u8) = ("big.fwd.test", 250);
 
 /// The addresses of a set's records: documentation addresses (a private one
