@@ -318,10 +318,12 @@ fn blocked_allowed_and_flagged_queries_reach_fstrm_capture_and_dnstap_read() {
     let secs = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
     };
+    // other.fwd.test: asked over UDP, then over TCP (a cache hit, answered in
+    // place like a UDP one: its wire forms are there too).
     for (name, n) in [
         ("ads.example.", 4),
         ("www.fwd.test.", 2),
-        ("other.fwd.test.", 2),
+        ("other.fwd.test.", 4),
         (TUNNEL, 2),
     ] {
         let found = yaml_for(&docs, name);
@@ -330,7 +332,11 @@ fn blocked_allowed_and_flagged_queries_reach_fstrm_capture_and_dnstap_read() {
             assert_eq!(yaml_value(d, "identity"), Some("tap-test"), "{d}");
             assert_eq!(yaml_value(d, "version"), Some("dnsguard-test 1"), "{d}");
             assert_eq!(yaml_value(d, "socket_family"), Some("INET"), "{d}");
-            assert_eq!(yaml_value(d, "socket_protocol"), Some("UDP"), "{d}");
+            let protocol = yaml_value(d, "socket_protocol");
+            assert!(
+                protocol == Some("UDP") || (protocol == Some("TCP") && name == "other.fwd.test."),
+                "{d}"
+            );
             let from = yaml_value(d, "query_address").unwrap();
             assert!(from == "\"127.0.0.1\"" || from == "\"127.0.0.2\"", "{d}");
             let port: u16 = yaml_value(d, "query_port").unwrap().parse().unwrap();
@@ -355,17 +361,15 @@ fn blocked_allowed_and_flagged_queries_reach_fstrm_capture_and_dnstap_read() {
             );
         }
     }
-    // The TCP query: no wire forms on the hickory path, but transport and port.
+    // The TCP query: transport, port, and both wire forms.
     let tcp_docs: Vec<_> = docs
         .iter()
         .filter(|d| yaml_value(d, "socket_protocol") == Some("TCP"))
         .collect();
     assert_eq!(tcp_docs.len(), 2, "{docs:#?}");
-    assert!(
-        tcp_docs
-            .iter()
-            .all(|d| yaml_value(d, "query_port").is_some())
-    );
+    assert!(tcp_docs.iter().all(|d| {
+        yaml_value(d, "query_port").is_some() && yaml_for(&docs, "other.fwd.test.").contains(d)
+    }));
 
     // The same file by field number: policy and extra.
     let taps = read_taps(&file);
@@ -402,7 +406,7 @@ fn blocked_allowed_and_flagged_queries_reach_fstrm_capture_and_dnstap_read() {
         assert_eq!(t.policy_int(4), Some(QNAME));
     }
     let plain = taps_for(&taps, "other.fwd.test.");
-    assert_eq!(plain.len(), 2);
+    assert_eq!(plain.len(), 4);
     assert!(
         plain
             .iter()

@@ -1,4 +1,4 @@
-//! hickory's front end (TCP, DoT, and the UDP queries the in-place path leaves):
+//! hickory's front end (what the in-place path, `fast.rs`, leaves on any transport):
 //! turns a `Request` into the pipeline's [`Asked`], runs the pipeline's decision,
 //! and writes the [`Says`] with hickory's encoder — flags, EDNS with its Extended
 //! DNS Error, truncation. Protocol errors (FORMERR, NOTIMP, BADVERS) are answered
@@ -22,7 +22,7 @@ use crate::pipeline::{Arrived, Asked, Pipeline, Policy, Says, Step};
 /// The UDP payload size dnsguard advertises (the DNS flag day 2020 value).
 pub const EDNS_PAYLOAD: u16 = 1232;
 
-/// Answers requests from the TCP and TLS listeners and the UDP slow path.
+/// Answers the requests every front end's in-place path declines.
 #[derive(Clone)]
 pub struct Handler {
     pipeline: Arc<Pipeline>,
@@ -32,6 +32,11 @@ impl Handler {
     /// A handler running every question through `pipeline`.
     pub fn new(pipeline: Arc<Pipeline>) -> Self {
         Self { pipeline }
+    }
+
+    /// The pipeline it runs questions through.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 }
 
@@ -214,7 +219,12 @@ fn reply_edns(request: &Request) -> Option<Edns> {
 
 /// The transport a request came over, for dnstap.
 fn transport(request: &Request) -> crate::dnstap::Transport {
-    match request.protocol() {
+    transport_of(request.protocol())
+}
+
+/// dnstap's name for a front end's protocol.
+pub(super) fn transport_of(protocol: Protocol) -> crate::dnstap::Transport {
+    match protocol {
         Protocol::Udp => crate::dnstap::Transport::Udp,
         Protocol::Tls => crate::dnstap::Transport::Tls,
         Protocol::Https => crate::dnstap::Transport::Doh,

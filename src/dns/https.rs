@@ -2,8 +2,9 @@
 //! plain HTTP on `server.http_dns_listen` for a reverse proxy in front.
 //!
 //! A thin front end: it parses the HTTP request (GET `?dns=` base64url or POST
-//! `application/dns-message`, HTTP/1.1 or HTTP/2 by ALPN), hands the DNS message
-//! to the one [`Handler`] chain, and encodes its answer with a `Cache-Control`
+//! `application/dns-message`, HTTP/1.1 or HTTP/2 by ALPN), answers the DNS message
+//! through the in-place path every front end shares ([`super::fast`]; what it
+//! declines through [`Handler`]), and sends the answer with a `Cache-Control`
 //! lifetime no longer than the answer's smallest TTL. The path names the client:
 //! `/dns-query`, `/dns-query/<id>` (a ClientID) or `/dns-query/<id>/<secret>`;
 //! a secret may also come as `Authorization: Bearer <secret>`. Both go into
@@ -29,13 +30,9 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::MessageType;
-use hickory_server::proto::rr::Record;
-use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_server::server::Request;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -46,11 +43,13 @@ use ipnet::IpNet;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::fast::{self, Collect, Front, Stream};
 use super::handler::Handler;
 use super::tcp::{self, Slot, TcpLimits};
 use crate::cert::CertStore;
 use crate::identity::Presented;
 use crate::netset::NetSet;
+use crate::pipeline::Arrived;
 
 /// The largest DNS message (and so the largest POST body) accepted.
 pub const MAX_MESSAGE: usize = 65535;
@@ -327,28 +326,55 @@ impl Doh {
         } else {
             conn.src
         };
-        let Ok(request) = Request::from_bytes(message, client, Protocol::Https) else {
-            return status(StatusCode::BAD_REQUEST);
-        };
-        if request.metadata.message_type == MessageType::Response {
-            return status(StatusCode::BAD_REQUEST);
-        }
         let presented = (presented != Presented::default()).then(|| Box::new(presented));
-        // The answer is worked out in its own task, so a request the client
-        // cancels still finishes (and is logged) like any other; the permit
-        // bounds how many such tasks one connection can leave behind.
-        let Ok(permit) = conn.permits.clone().acquire_owned().await else {
-            return status(StatusCode::SERVICE_UNAVAILABLE);
+        let front = Front {
+            client,
+            protocol: Protocol::Https,
+            presented: presented.as_deref(),
         };
+        let step = fast::stream(self.handler.pipeline(), &message, &front, Arrived::now());
         let handler = self.handler.clone();
-        let job = tokio::spawn(async move {
-            let out = Collect::default();
-            handler
-                .answer_presented(&request, out.clone(), presented)
-                .await;
-            drop(permit);
-            out.0.lock().take()
-        });
+        // What is not answered at once is worked out in its own task, so a
+        // request the client cancels still finishes (and is logged) like any
+        // other; the permit bounds how many such tasks one connection can leave
+        // behind.
+        let job = match step {
+            Stream::Reply(reply) => return dns_response(reply),
+            Stream::Later(later) => {
+                let Ok(permit) = conn.permits.clone().acquire_owned().await else {
+                    return status(StatusCode::SERVICE_UNAVAILABLE);
+                };
+                tokio::spawn(async move {
+                    let front = Front {
+                        client,
+                        protocol: Protocol::Https,
+                        presented: presented.as_deref(),
+                    };
+                    let reply = later.reply(&handler, &message, &front).await;
+                    drop(permit);
+                    reply
+                })
+            }
+            Stream::Full => {
+                let Ok(request) = Request::from_bytes(message, client, Protocol::Https) else {
+                    return status(StatusCode::BAD_REQUEST);
+                };
+                if request.metadata.message_type == MessageType::Response {
+                    return status(StatusCode::BAD_REQUEST);
+                }
+                let Ok(permit) = conn.permits.clone().acquire_owned().await else {
+                    return status(StatusCode::SERVICE_UNAVAILABLE);
+                };
+                tokio::spawn(async move {
+                    let out = Collect::default();
+                    handler
+                        .answer_presented(&request, out.clone(), presented)
+                        .await;
+                    drop(permit);
+                    out.take()
+                })
+            }
+        };
         match job.await {
             Ok(Some(answer)) => dns_response(answer),
             _ => status(StatusCode::INTERNAL_SERVER_ERROR),
@@ -593,33 +619,6 @@ fn forwarded_node(node: &str) -> Option<IpAddr> {
     node.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
-/// Keeps the encoded answer the handler sends, for the HTTP response (and DNS
-/// over QUIC's stream).
-#[derive(Clone, Default)]
-pub(super) struct Collect(pub(super) Arc<parking_lot::Mutex<Option<Vec<u8>>>>);
-
-#[async_trait::async_trait]
-impl ResponseHandler for Collect {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(u16::MAX);
-        let info = response.destructive_emit(&mut encoder)?;
-        *self.0.lock() = Some(bytes);
-        Ok(info)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,7 +716,7 @@ mod tests {
     #[test]
     fn max_age_is_the_smallest_ttl() {
         use hickory_proto::op::{Message, MessageType, OpCode, Query};
-        use hickory_proto::rr::{Name, RData, RecordType, rdata::A};
+        use hickory_proto::rr::{Name, RData, Record, RecordType, rdata::A};
         let name = Name::from_ascii("a.example.").unwrap();
         let mut m = Message::new(1, MessageType::Response, OpCode::Query);
         m.add_query(Query::query(name.clone(), RecordType::A));

@@ -1,10 +1,12 @@
-//! The DNS front ends and the wire code: listeners, the per-core UDP path, TCP
-//! and TLS, the hickory request handler, and the encoders of what
-//! [`crate::pipeline`] decides (in place in `wire.rs`, hickory's in `handler.rs`).
+//! The DNS front ends and the wire code: listeners, the per-core UDP path, TCP,
+//! TLS, HTTPS and QUIC, the in-place answer path they share (`fast.rs`), the
+//! hickory request handler, and the encoders of what [`crate::pipeline`] decides
+//! (in place in `wire.rs`, hickory's in `handler.rs`).
 //!
 //! hickory-server's types stay in this module (and `pipeline/`, `resolve/`), so
 //! the rest of the code works with plain names, addresses and verdicts.
 
+pub mod fast;
 pub mod handler;
 pub mod https;
 mod mmsg;

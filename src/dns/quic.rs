@@ -1,6 +1,7 @@
 //! DNS over QUIC (RFC 9250) on `server.quic_listen`.
 //!
-//! A thin front end over the one [`Handler`] chain: each query comes on its own
+//! A thin front end over the in-place path every front end shares
+//! ([`super::fast`]; what it declines: [`Handler`]): each query comes on its own
 //! bidirectional stream as a 2-byte length and the message (ID 0), and its answer
 //! goes back on that stream, which is then finished. The TLS server name's first
 //! label is the ClientID when the name has three labels or more
@@ -34,11 +35,13 @@ use quinn::VarInt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::fast::{self, Collect, Front, Stream};
 use super::handler::Handler;
-use super::https::{Collect, MAX_MESSAGE};
+use super::https::MAX_MESSAGE;
 use super::tcp::TcpLimits;
 use crate::cert::CertStore;
 use crate::identity::Presented;
+use crate::pipeline::Arrived;
 
 /// RFC 9250 §4.1.1: the ALPN token of DNS over QUIC.
 const ALPN: &[u8] = b"doq";
@@ -258,24 +261,33 @@ async fn answer(
         Ok(message) => message,
         Err(why) => return protocol_error(conn, why),
     };
-    let request = match Request::from_bytes(message.to_vec(), src, Protocol::Quic) {
-        Ok(r) if r.metadata.message_type == MessageType::Query => r,
-        Ok(_) => return protocol_error(conn, "a response on a query stream"),
-        Err(error) => {
-            tracing::debug!(%src, %error, "malformed DoQ query: stream reset");
-            let _ = send.reset(DOQ_PROTOCOL_ERROR);
-            return;
+    let front = Front {
+        client: src,
+        protocol: Protocol::Quic,
+        presented: presented.as_deref(),
+    };
+    let reply = match fast::stream(handler.pipeline(), message, &front, Arrived::now()) {
+        Stream::Reply(reply) => Some(reply),
+        Stream::Later(later) => later.reply(handler, message, &front).await,
+        Stream::Full => {
+            let request = match Request::from_bytes(message.to_vec(), src, Protocol::Quic) {
+                Ok(r) if r.metadata.message_type == MessageType::Query => r,
+                Ok(_) => return protocol_error(conn, "a response on a query stream"),
+                Err(error) => {
+                    tracing::debug!(%src, %error, "malformed DoQ query: stream reset");
+                    let _ = send.reset(DOQ_PROTOCOL_ERROR);
+                    return;
+                }
+            };
+            let out = Collect::default();
+            let presented = presented.as_deref().map(|p| Box::new(p.clone()));
+            handler
+                .answer_presented(&request, out.clone(), presented)
+                .await;
+            out.take()
         }
     };
-    let out = Collect::default();
-    handler
-        .answer_presented(
-            &request,
-            out.clone(),
-            presented.map(|p| Box::new((*p).clone())),
-        )
-        .await;
-    let Some(reply) = out.0.lock().take() else {
+    let Some(reply) = reply else {
         let _ = send.reset(DOQ_INTERNAL_ERROR);
         return;
     };

@@ -19,6 +19,9 @@
 //! * an `accept` error (such as running out of descriptors) backs off briefly
 //!   instead of spinning.
 //!
+//! Each message is answered through the in-place path ([`super::fast`]), as a UDP
+//! one is; only what it declines goes to hickory's parser and the handler.
+//!
 //! DNS over TLS ([`super::tls`]) is this same loop with a TLS acceptor: the
 //! handshake runs inside the connection's slot (it counts against both bounds and
 //! is cut off after `idle_timeout`), then the same framing loop reads the
@@ -35,19 +38,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hickory_proto::op::{Header, ResponseCode};
+use hickory_proto::op::{Header, ResponseCode, SerialMessage};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::net::BufDnsStreamHandle;
 use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_server::net::tcp::TcpStream;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::net::{BufDnsStreamHandle, DnsStreamHandle};
 use hickory_server::proto::op::MessageType;
 use hickory_server::server::{Request, ResponseHandle, ResponseHandler, TimeoutStream};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use parking_lot::Mutex;
 
+use super::fast::{self, Front, Stream};
 use super::handler::Handler;
 use crate::identity::Presented;
+use crate::pipeline::Arrived;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -322,9 +327,36 @@ async fn serve<S>(
     }
 }
 
-/// What hickory's server does with one message: nothing for less than a header,
-/// FORMERR if the rest does not parse, nothing for responses, else the handler.
+/// One message: a plain query through the in-place path ([`fast::stream`]);
+/// else what hickory's server does: nothing for less than a header, FORMERR if
+/// the rest does not parse, nothing for responses, else the handler.
 async fn answer(
+    handler: &Handler,
+    bytes: Vec<u8>,
+    src: SocketAddr,
+    out: &BufDnsStreamHandle,
+    protocol: Protocol,
+    presented: Option<&Presented>,
+) {
+    let front = Front {
+        client: src,
+        protocol,
+        presented,
+    };
+    let reply = match fast::stream(handler.pipeline(), &bytes, &front, Arrived::now()) {
+        Stream::Reply(reply) => Some(reply),
+        Stream::Later(later) => later.reply(handler, &bytes, &front).await,
+        Stream::Full => return full(handler, bytes, src, out, protocol, presented).await,
+    };
+    if let Some(reply) = reply
+        && let Err(error) = out.clone().send(SerialMessage::new(reply, src))
+    {
+        tracing::debug!(%src, %error, "could not send response");
+    }
+}
+
+/// hickory's parser and the handler, for a message the in-place path declines.
+async fn full(
     handler: &Handler,
     bytes: Vec<u8>,
     src: SocketAddr,

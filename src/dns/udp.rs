@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::thread::JoinHandle;
 
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
@@ -32,13 +32,14 @@ use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
+pub use super::fast::Fast;
+use super::fast::{self, Front, Miss};
 use super::handler::{EDNS_PAYLOAD, Handler};
 use super::mmsg::{self, Batch};
-use super::wire::{self, FastQuery, Reply, TooBig};
+use super::wire;
 pub use crate::pipeline::Arrived;
-use crate::pipeline::{Asked, Content, Pending, Pipeline, Policy, Says, Step};
+use crate::pipeline::{Asked, Pipeline, Policy, Says};
 use crate::ratelimit::{Decision, RateLimiter};
-use crate::resolve::body::Body;
 
 /// Receive and reply buffer size: larger queries are not DNS over UDP.
 const BUFFER: usize = 4096;
@@ -232,7 +233,7 @@ impl Worker {
         match fast {
             Ok(Fast::Reply(len)) => Some(len),
             Ok(Fast::Fetch(miss)) => {
-                self.fetch(packet, *miss);
+                self.fetch(packet, client, *miss);
                 None
             }
             Ok(Fast::Encode(decided)) => {
@@ -240,7 +241,8 @@ impl Worker {
                 let (socket, handler) = (self.socket.clone(), self.handler.clone());
                 self.spawn(async move {
                     let d = &*decided;
-                    let asked = asked(&d.q, d.client, d.arrived);
+                    let front = Front::udp(client);
+                    let asked = front.asked(&d.q, d.arrived);
                     encode(&socket, &handler, &packet, &d.policy, &asked, &d.says).await;
                 });
                 None
@@ -265,23 +267,25 @@ impl Worker {
     /// fetches, finishes and answers as a cache hit is answered, written in place
     /// and sent from this socket (hickory's encoder only for an answer too big for
     /// the client).
-    fn fetch(&self, packet: &[u8], miss: Miss) {
+    fn fetch(&self, packet: &[u8], client: SocketAddr, miss: Miss) {
         let packet: Box<[u8]> = packet.into();
         let (pipeline, socket) = (self.pipeline.clone(), self.socket.clone());
         let handler = self.handler.clone();
         self.spawn(async move {
             let Miss {
                 q,
-                client,
                 arrived,
                 policy,
                 pending,
             } = miss;
-            let asked = asked(&q, client, arrived);
+            let front = Front::udp(client);
+            let asked = front.asked(&q, arrived);
             let got = pipeline.fetch(&pending).await;
             let says = pipeline.finish(&policy, &asked, pending, got);
             let mut out = vec![0; q.max_reply()];
-            match respond(&pipeline, &policy, &packet, &q, &asked, &says, &mut out) {
+            match fast::respond(
+                &pipeline, &policy, &packet, &q, &front, &asked, &says, &mut out,
+            ) {
                 Some(len) => send(&socket, &out[..len], client),
                 None => encode(&socket, &handler, &packet, &policy, &asked, &says).await,
             }
@@ -343,55 +347,8 @@ async fn encode(
     }
 }
 
-/// What the fast path did with a packet.
-pub enum Fast {
-    /// The reply is in the buffer, this long.
-    Reply(usize),
-    /// The pipeline asks the resolver: fetch, finish, then answer like a hit.
-    Fetch(Box<Miss>),
-    /// Decided, but the reply does not fit in place (too big for the client, or
-    /// records kept parsed): hickory's encoder, which truncates.
-    Encode(Box<Decided>),
-    /// Not a plain query: hickory's parser and the handler (the slow path).
-    Full,
-}
-
-/// A query the pipeline sent on to the resolver, with what was worked out for it.
-pub struct Miss {
-    q: FastQuery,
-    client: SocketAddr,
-    arrived: Arrived,
-    policy: Arc<Policy>,
-    pending: Box<Pending>,
-}
-
-/// A decided query whose reply cannot be written in place.
-pub struct Decided {
-    q: FastQuery,
-    client: SocketAddr,
-    arrived: Arrived,
-    policy: Arc<Policy>,
-    says: Says,
-}
-
-/// The pipeline's view of a query read in place.
-fn asked(q: &FastQuery, client: SocketAddr, arrived: Arrived) -> Asked<'_> {
-    Asked {
-        client,
-        name: q.name(),
-        qtype: q.qtype,
-        dnssec_ok: q.dnssec_ok(),
-        checking_disabled: q.cd,
-        query: None,
-        arrived,
-        presented: None,
-        forwarded: None,
-    }
-}
-
-/// The fast path for one packet from `client`, which arrived at `now`: decides
-/// it and writes the answer into `out` when that needs no network, else says how
-/// to continue. Never panics on any input (the `packet` fuzz target drives it).
+/// The in-place path for one datagram from `client`, which arrived at `now`
+/// ([`super::fast::answer`] for a UDP client: replies fit its UDP size).
 pub fn answer(
     pipeline: &Pipeline,
     packet: &[u8],
@@ -399,87 +356,7 @@ pub fn answer(
     out: &mut [u8],
     now: Arrived,
 ) -> Fast {
-    let Some(q) = FastQuery::parse(packet) else {
-        return Fast::Full;
-    };
-    if q.edns.is_some_and(|e| e.options) && pipeline.trusts_forwarder(client.ip()) {
-        return Fast::Full; // a forwarder's identity options: the full path reads them
-    }
-    let policy = pipeline.policy_guard();
-    let asked = asked(&q, client, now);
-    let step = pipeline.decide(&policy, &asked);
-    // Answered in place from where `decide` left it: a `Says` is large, and only
-    // the rarer paths below move it.
-    if let Step::Final(says) = &step
-        && let Some(len) = respond(pipeline, &policy, packet, &q, &asked, says, out)
-    {
-        return Fast::Reply(len);
-    }
-    match step {
-        Step::Final(says) => Fast::Encode(Box::new(Decided {
-            q,
-            client,
-            arrived: now,
-            policy: arc_swap::Guard::into_inner(policy),
-            says,
-        })),
-        Step::Fetch(pending) => Fast::Fetch(Box::new(Miss {
-            q,
-            client,
-            arrived: now,
-            policy: arc_swap::Guard::into_inner(policy),
-            pending,
-        })),
-    }
-}
-
-/// Writes the reply that `says` into `out` and records the query. `None`
-/// (nothing recorded) when it cannot be written in place.
-fn respond(
-    pipeline: &Pipeline,
-    policy: &Policy,
-    packet: &[u8],
-    q: &FastQuery,
-    asked: &Asked<'_>,
-    says: &Says,
-    out: &mut [u8],
-) -> Option<usize> {
-    let ede = q.edns.and_then(|_| says.ede(policy));
-    let len = write(packet, q, says, ede.as_ref(), out).ok()?;
-    let via = crate::dnstap::Via {
-        port: asked.client.port(),
-        query: packet,
-        response: &out[..len],
-        ..Default::default()
-    };
-    pipeline.record(policy, asked, says, u16::from(out[3] & 0x0F), via);
-    Some(len)
-}
-
-/// The wire form of what the pipeline `says`, written over `out`.
-fn write(
-    packet: &[u8],
-    q: &FastQuery,
-    says: &Says,
-    ede: Option<&crate::pipeline::ede::Ede<'_>>,
-    out: &mut [u8],
-) -> Result<usize, TooBig> {
-    let rcode = u16::from(says.rcode());
-    let rcode = u8::try_from(rcode).ok().filter(|r| *r < 16).ok_or(TooBig)?;
-    let ad = says.authentic(q.dnssec_ok(), q.ad);
-    let mut reply = Reply::start(out, packet, q, rcode, ad)?;
-    match &says.content {
-        Content::Rcode(_) => {}
-        Content::Blocked(plan) => reply.blocked(plan)?,
-        Content::Hit(hit, _) => reply.body(hit.cached.wire().ok_or(TooBig)?, |t| hit.ttl(t))?,
-        Content::Records(answer) => {
-            let mut owner = Name::from_ascii(q.name()).map_err(|_| TooBig)?;
-            owner.set_fqdn(true);
-            let body = Body::encode(answer, &owner, RecordType::from(q.qtype)).ok_or(TooBig)?;
-            reply.body(&body, |t| t)?;
-        }
-    }
-    reply.finish(q, ede)
+    fast::answer(pipeline, packet, &Front::udp(client), out, now)
 }
 
 fn send(socket: &UdpSocket, reply: &[u8], client: SocketAddr) {

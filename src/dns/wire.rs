@@ -1,4 +1,4 @@
-//! The DNS wire format where the UDP fast path needs it: reading a plain query in
+//! The DNS wire format where the in-place path (`fast.rs`) needs it: reading a plain query in
 //! place, and writing the answers dnsguard gives without a resolver round trip
 //! (refused, blocked, cached) straight into the reply buffer.
 //!
@@ -294,15 +294,20 @@ impl<'a> Reply<'a> {
     }
 
     /// Writes the counts (and the OPT record when the client sent EDNS, with `ede`
-    /// in it) and returns the reply's length; `TooBig` when it exceeds what the
-    /// client can take. The EDE's text, or the EDE itself, is left out when the
-    /// reply would not fit with it: the answer is never given up for it.
-    pub fn finish(mut self, q: &FastQuery, ede: Option<&Ede<'_>>) -> Result<usize, TooBig> {
+    /// in it) and returns the reply's length; `TooBig` when it exceeds `limit`
+    /// (what the client can take: [`FastQuery::max_reply`] over UDP) or the
+    /// buffer. The EDE's text, or the EDE itself, is left out when the reply would
+    /// not fit `limit` with it: the answer is never given up for it.
+    pub fn finish(
+        mut self,
+        q: &FastQuery,
+        limit: usize,
+        ede: Option<&Ede<'_>>,
+    ) -> Result<usize, TooBig> {
         let mut additional = 0u16;
-        let max = q.max_reply().min(self.buf.len());
         if let Some(edns) = q.edns {
             const OPT_LEN: usize = 11;
-            let room = max.saturating_sub(self.len + OPT_LEN);
+            let room = limit.saturating_sub(self.len + OPT_LEN);
             let ede = ede.and_then(|e| {
                 [true, false]
                     .into_iter()
@@ -326,7 +331,7 @@ impl<'a> Reply<'a> {
         self.buf[6..8].copy_from_slice(&self.answers.to_be_bytes());
         self.buf[8..10].copy_from_slice(&self.authorities.to_be_bytes());
         self.buf[10..12].copy_from_slice(&additional.to_be_bytes());
-        if self.len > q.max_reply() {
+        if self.len > limit {
             return Err(TooBig);
         }
         Ok(self.len)
@@ -340,7 +345,7 @@ pub fn slip(packet: &[u8], buf: &mut [u8]) -> Option<usize> {
     let q = FastQuery::parse(packet)?;
     let reply = Reply::start(buf, packet, &q, 0, false).ok()?;
     reply.buf[2] |= 0x02;
-    reply.finish(&q, None).ok()
+    reply.finish(&q, q.max_reply(), None).ok()
 }
 
 /// The FORMERR reply to a query whose header can be read but nothing else (what
@@ -486,7 +491,7 @@ mod tests {
                     let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
                     let plan = block::plan(mode, 42, q.qtype);
                     r.blocked(&plan).unwrap();
-                    let n = r.finish(&q, None).unwrap();
+                    let n = r.finish(&q, q.max_reply(), None).unwrap();
                     let got = parse_reply(&buf[..n]);
                     let name = Name::from_ascii("Ads.Example.").unwrap();
                     let want = plan.answer(&name);
@@ -529,7 +534,7 @@ mod tests {
         let mut buf = [0u8; 512];
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
         r.body(&body, |t| t.min(100)).unwrap();
-        let n = r.finish(&q, None).unwrap();
+        let n = r.finish(&q, q.max_reply(), None).unwrap();
         let got = parse_reply(&buf[..n]);
         assert_eq!(got.answers.len(), 2);
         assert_eq!(got.answers[0].data, RData::CNAME(CNAME(target.clone())));
@@ -557,7 +562,7 @@ mod tests {
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
         r.body(&body, |t| t).unwrap();
         assert_eq!(
-            r.finish(&q, None),
+            r.finish(&q, q.max_reply(), None),
             Err(TooBig),
             "40 A records exceed 512 bytes"
         );
@@ -565,7 +570,7 @@ mod tests {
         let q = FastQuery::parse(&p).unwrap();
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
         r.body(&body, |t| t).unwrap();
-        assert!(r.finish(&q, None).is_ok());
+        assert!(r.finish(&q, q.max_reply(), None).is_ok());
         let mut small = [0u8; 40];
         assert!(Reply::start(&mut small, &p, &q, 0, false).is_ok());
         let mut r = Reply::start(&mut small, &p, &q, 0, false).unwrap();
@@ -603,7 +608,7 @@ mod tests {
             let mut buf = [0u8; 4096];
             let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
             r.body(&body, |t| t).unwrap();
-            let n = r.finish(&q, Some(&ede)).unwrap();
+            let n = r.finish(&q, q.max_reply(), Some(&ede)).unwrap();
             assert!(n <= 512);
             let got = parse_reply(&buf[..n]);
             assert_eq!(got.answers.len(), usize::from(records), "never truncated");
@@ -617,7 +622,7 @@ mod tests {
         let mut r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
         r.blocked(&block::plan(&BlockMode::NxDomain, 60, TYPE_A))
             .unwrap();
-        let n = r.finish(&q, Some(&ede)).unwrap();
+        let n = r.finish(&q, q.max_reply(), Some(&ede)).unwrap();
         let got = parse_reply(&buf[..n]);
         assert_eq!(got.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(ede_of(&got), Some((15, "list \"ads\" line 8".to_owned())));
@@ -625,7 +630,7 @@ mod tests {
         let p = query("big.example.", RecordType::A, None);
         let q = FastQuery::parse(&p).unwrap();
         let r = Reply::start(&mut buf, &p, &q, 0, false).unwrap();
-        let n = r.finish(&q, Some(&ede)).unwrap();
+        let n = r.finish(&q, q.max_reply(), Some(&ede)).unwrap();
         assert!(parse_reply(&buf[..n]).edns.is_none());
     }
 
