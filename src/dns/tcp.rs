@@ -280,16 +280,34 @@ async fn accept_loop<F, Fut>(
         let _ = stream.set_nodelay(true);
         let (id, last_active, close) = table.lock().admit(src.ip());
         let connection = serve(stream, src, Slot { last_active, epoch });
-        let (table, shutdown) = (table.clone(), shutdown.clone());
+        let shutdown = shutdown.clone();
+        // Held by the task: the slot is freed however the connection ends,
+        // a panic in its handling included.
+        let seat = Seat {
+            table: table.clone(),
+            id,
+        };
         tasks.spawn(async move {
+            let _seat = seat;
             tokio::select! {
                 _ = connection => {}
                 _ = close.notified() => {}
                 _ = shutdown.cancelled() => {}
             }
-            table.lock().conns.remove(&id);
         });
         while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// A connection's place in the table, given back when dropped.
+struct Seat {
+    table: Arc<Mutex<Table>>,
+    id: u64,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.table.lock().conns.remove(&self.id);
     }
 }
 
@@ -434,6 +452,62 @@ mod tests {
         });
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         assert_eq!(rx.recv().await, Some(true));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    /// A connection whose handling panics gives its slot back. With two slots
+    /// per client: A is served and stays open, B's handling panics, C comes.
+    /// Were B's slot kept, C would be over the bound and evict the longest idle,
+    /// A, a live connection.
+    #[tokio::test]
+    async fn a_panicking_connection_frees_its_slot() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let limits = TcpLimits {
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 8,
+            max_per_client: 2,
+        };
+        let shutdown = CancellationToken::new();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let task = spawn_bounded(
+            listener,
+            limits,
+            shutdown.clone(),
+            move |mut stream, _, _| {
+                let (tx, n) = (tx.clone(), accepted.fetch_add(1, Ordering::Relaxed));
+                async move {
+                    if n == 1 {
+                        panic!("B's handling fails");
+                    }
+                    let _ = tx.send(n);
+                    // An echo until the client closes.
+                    let mut byte = [0u8; 1];
+                    while stream.read_exact(&mut byte).await.is_ok() {
+                        if stream.write_all(&byte).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            },
+        );
+        let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(rx.recv().await, Some(0));
+        let b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut closed = [0u8; 1];
+        let mut b = b;
+        assert_eq!(b.read(&mut closed).await.unwrap_or(0), 0, "B's task ended");
+        let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(rx.recv().await, Some(2));
+        a.write_all(b"x").await.unwrap();
+        let mut echo = [0u8; 1];
+        a.read_exact(&mut echo)
+            .await
+            .expect("A is still served: C took B's freed slot, not A's");
+        assert_eq!(&echo, b"x");
         shutdown.cancel();
         task.await.unwrap();
     }
