@@ -119,6 +119,35 @@ fn dnspython_resolves_and_gets_block_answers_over_quic() {
     assert_eq!(text.trim(), "answer NOERROR id=0");
 }
 
+/// `[::]:P` and `0.0.0.0:P` both listed (the Pi image's DoT/DoQ pair): the IPv6
+/// endpoint is IPv6 only, so both bind and the IPv4 one answers. Before, the
+/// dual-stack `[::]` socket took IPv4 too and the server would not start.
+#[test]
+fn ipv4_and_ipv6_wildcards_on_one_port_both_listen() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\
+         quic_listen = [\"127.0.0.1:{port}\", \"[::]:{port}\"]\n\
+         [resolver]\nupstreams = [\"{}\"]\ntimeout_ms = 800\n",
+        up.addr()
+    ));
+    let marker = "listening (DNS over QUIC) addr=";
+    wait_for(Duration::from_secs(10), "both DoQ listeners", || {
+        (dg.log().matches(marker).count() == 2).then_some(())
+    });
+    let doq = Doq {
+        dg,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let text = client(&doq, &["query", "www.fwd.test", "A"]);
+    assert!(text.contains("192.0.2.1"), "{text}");
+}
+
 #[test]
 fn doq_clients_follow_allow_clients() {
     let up = FakeUpstream::start(localhost(), ZONE);

@@ -69,7 +69,7 @@ pub fn spawn(
     let mut tasks = Vec::new();
     let mut bound = Vec::new();
     for addr in listen {
-        let endpoint = quinn::Endpoint::server(config.clone(), *addr)
+        let endpoint = endpoint(config.clone(), *addr)
             .with_context(|| format!("cannot listen for DNS over QUIC on {addr}"))?;
         let local = endpoint.local_addr()?;
         tasks.push(tokio::spawn(accept_loop(
@@ -83,6 +83,20 @@ pub fn spawn(
         bound.push(local);
     }
     Ok((tasks, bound))
+}
+
+/// A QUIC server endpoint on `addr`. An IPv6 address is IPv6 only, like the
+/// other listeners', so `[::]:853` and `0.0.0.0:853` can both be listed.
+fn endpoint(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    let socket = super::server::bind_udp_once(addr)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    )
 }
 
 /// QUIC's server configuration: the store's certificate (so a renewal is served
