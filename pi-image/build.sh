@@ -55,6 +55,9 @@ info "step 2: $((SECONDS - t))s"
 log "3/4 installing dnsguard into the root file system"
 t=$SECONDS
 root=$OUT/rootfs
+# Nothing of the host may be copied along (rootfs-base.sh unmounts what it and debootstrap mounted).
+leftover=$(findmnt -rn -o TARGET | awk -v r="$base/rootfs/" 'index($0, r) == 1')
+[[ -z $leftover ]] || die "mounted below $base/rootfs (unmount first): $leftover"
 rm -rf "$root"
 cp -a "$base/rootfs" "$root"
 F=$PI_DIR/files

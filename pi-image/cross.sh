@@ -25,6 +25,10 @@ fi
 cross_env "$toolchain"
 log "toolchain: $toolchain ($("$CARGO" --version), $(${RUSTC:-rustc} --version))"
 cd "$REPO_DIR"
+# build.sh's OUT_DIR (where the image goes) is also the variable cargo sets for build
+# scripts: with it inherited, a build.sh right after an up-to-date cross.sh rebuilt ring
+# and everything above it (the only difference between the two; 20 min on a busy machine).
+unset OUT_DIR
 args=(--locked --target "$TARGET")
 [[ $action == build ]] && args+=(--profile dist)
 info "$CARGO $action ${args[*]} $*"

@@ -29,15 +29,24 @@ mkdir -p "$cache/debootstrap" "$cache/apt"
 apt_install debootstrap debian-archive-keyring
 ensure_binfmt
 
-mounted=()
+# Everything mounted at or below the root file system, deepest first: our bind mounts,
+# and a /proc that debootstrap's second stage or a package script mounted there and left
+# (one was still mounted after a cold build, and `du` walked the host's processes).
+mounts_below() { findmnt -rn -o TARGET | awk -v r="$root/" 'index($0, r) == 1' | sort -r; }
 cleanup() {
-    local i
-    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
+    local m
+    for _ in 1 2 3; do
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(mounts_below)
+        [[ -z $(mounts_below) ]] && return 0
+    done
+    return 1
 }
 trap cleanup EXIT
-bind() { mkdir -p "$2"; mount --bind "$1" "$2"; mounted+=("$2"); }
+bind() { mkdir -p "$2"; mount --bind "$1" "$2"; }
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
 
+# A build killed half-way may have left the host's /dev or /proc mounted in there.
+cleanup || die "still mounted below $root: $(mounts_below | tr '\n' ' ')"
 rm -rf "$root"
 log "debootstrap --arch=arm64 --variant=minbase $SUITE (second stage under qemu-user)"
 SECONDS=0
@@ -88,8 +97,9 @@ done
 ls "$root"/boot/firmware/bcm27*-rpi-*.dtb >/dev/null 2>&1 || die "no Raspberry Pi device trees in /boot/firmware"
 
 log "trimming"
-cleanup # unmount first: the package cache is bind-mounted and must survive for the next build
-mounted=()
+# Unmount first: the package cache is bind-mounted and must survive for the next build,
+# and nothing of the host (/proc, /dev) may be copied into the image or deleted by a trim.
+cleanup || die "still mounted below $root: $(mounts_below | tr '\n' ' ')"
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root/usr/sbin/policy-rc.d" "$root"/var/log/*.log \
     "$root"/var/cache/debconf/*-old "$root"/usr/share/doc/*/changelog* "$root"/usr/share/man/*
 # Made at first boot instead: SSH host keys (when SSH is turned on), the machine id.
@@ -97,4 +107,4 @@ rm -f "$root"/etc/ssh/ssh_host_*
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
 echo "$kver" >"$out/kernel-version"
-du -sh "$root" >&2
+du -sxh "$root" >&2

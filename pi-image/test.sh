@@ -8,7 +8,8 @@
 #   kdig pinning the SPKI pin the console printed, whose certificate fingerprint is the
 #   one openssl s_client is shown), an allowed name is not blocked,
 #   the dashboard serves its login page and accepts the first-boot password printed on
-#   the console, SSH is off; reports power-on -> first DNS answer and dnsguard's RSS.
+#   the console, its Settings data shows the certificate the console showed, SSH is off;
+#   reports power-on -> first DNS answer and dnsguard's RSS.
 #   pi-image/test.sh [IMAGE]      (default: pi-image/out/dnsguard-pi-arm64.img, or its .zst)
 # Environment: TEST_DNS_PORT (25353), TEST_WEB_PORT (28080), TEST_SSH_PORT (28022), TEST_DOH_PORT (28443),
 # TEST_DOT_PORT (28853),
@@ -233,9 +234,15 @@ check "dashboard http://<pi>:80/ answers with its login page" login_page
 pw=$(grep -a -o 'DNSGUARD_DASHBOARD_PASSWORD=[A-Za-z0-9]*' "$serial" | head -n 1 | cut -d= -f2 || true)
 login_ok() {
     [[ -n $pw ]] || { echo "   (no first-boot password on the console)" >&2; return 1; }
-    curl -sS --max-time 20 -o /dev/null -D "$work/login.h" --data-urlencode "password=$pw" \
+    curl -sS --max-time 20 -o /dev/null -D "$work/login.h" -c "$work/session" --data-urlencode "password=$pw" \
         "http://127.0.0.1:$WEB_PORT/login" || return 1
     grep -qi '^set-cookie:' "$work/login.h"
+}
+dashboard_fp() { # the Settings page's certificate (GET /api/v1/encrypted, logged in) is the console's
+    local json
+    [[ -n $console_fp && -n $pin && -s $work/session ]] || return 1
+    json=$(curl -fsS --max-time 20 -b "$work/session" "http://127.0.0.1:$WEB_PORT/api/v1/encrypted") || return 1
+    grep -qiF "\"sha256\":\"$console_fp\"" <<<"$json" && grep -qF "\"spki_pin\":\"$pin\"" <<<"$json"
 }
 login_wrong() {
     local code
@@ -246,6 +253,7 @@ login_wrong() {
 check "the first-boot password was printed on the console" test -n "$pw"
 check "the dashboard accepts it (session cookie)" login_ok
 check "the dashboard refuses a wrong password (401)" login_wrong
+check "the dashboard's Settings page shows the console's certificate SHA-256 and SPKI pin" dashboard_fp
 ssh_off() { # hostfwd accepts the connection; with sshd off the guest closes it without a banner
     local banner
     banner=$(timeout 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT && head -c 7 <&3" 2>/dev/null || true)
