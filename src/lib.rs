@@ -1,9 +1,10 @@
 //! dnsguard: a filtering DNS resolver appliance.
 //!
-//! A query arrives at a front end in [`dns`]: the per-core UDP loop (`dns::udp`,
-//! which reads plain queries and writes their replies in place), DNS over TCP
-//! (`dns::tcp`), TLS (`dns::tls`) or HTTPS (`dns::https`), and the UDP packets the
-//! in-place reader declines, which go through hickory's parser to `dns::handler`.
+//! A query arrives at a front end in [`dns`]: the per-core UDP loop (`dns::udp`),
+//! DNS over TCP (`dns::tcp`), TLS (`dns::tls`), HTTPS (`dns::https`) or QUIC
+//! (`dns::quic`). Each reads a plain query and writes its reply in place through
+//! one path (`dns::fast`); what that reader declines goes through hickory's
+//! parser to `dns::handler`.
 //! Every front end parses, asks [`pipeline::Pipeline::decide`], runs `fetch` and
 //! `finish` when it says so, encodes the answer, and calls `record`; only
 //! [`pipeline`] orders the steps: 0 who the client is ([`identity`]), 1 access
