@@ -352,11 +352,27 @@ impl ResponseHandler for Collect {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(u16::MAX);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (bytes, info) = encode(response, u16::MAX)?;
         *self.0.lock() = Some(bytes);
         Ok(info)
     }
+}
+
+/// A hickory response in wire form, at most `max_size` bytes (truncated, with
+/// TC, beyond): what every hickory-path reply is written as.
+pub(super) fn encode<'a, A, N, S, D>(
+    response: MessageResponse<'_, 'a, A, N, S, D>,
+    max_size: u16,
+) -> Result<(Vec<u8>, ResponseInfo), NetError>
+where
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    N: Iterator<Item = &'a Record> + Send + 'a,
+    S: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max_size);
+    let info = response.destructive_emit(&mut encoder)?;
+    Ok((bytes, info))
 }

@@ -25,7 +25,6 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 
 use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::NetError;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -387,10 +386,7 @@ impl ResponseHandler for UdpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(self.max_size);
-        let info = response.destructive_emit(&mut encoder)?;
+        let (bytes, info) = super::fast::encode(response, self.max_size)?;
         send(&self.socket, &bytes, self.client);
         Ok(info)
     }
