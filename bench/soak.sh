@@ -22,7 +22,8 @@ load="${SOAK_LOAD:-80}"
 work="${WORK:-/tmp/dnsguard-soak}"
 mkdir -p "$work"
 start_upstream
-(cd "$root" && cargo build --profile dist --locked -q)
+# DNSGUARD=path runs that build instead of building this tree.
+[ -n "${DNSGUARD:-}" ] || (cd "$root" && cargo build --profile dist --locked -q)
 
 mix="$work/mix.txt"
 case "${SOAK_MIX:-soak}" in
