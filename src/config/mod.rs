@@ -11,11 +11,12 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 pub mod edit;
-mod server;
+mod web;
 
-pub use server::{DEFAULT_LOG, ServerConfig, WebConfig};
+pub use web::WebConfig;
 
 use crate::detect::DetectConfig;
+use crate::dns::ServerConfig;
 use crate::filter::{GroupConfig, ListConfig};
 use crate::lists::{ListSource, UpdateConfig};
 use crate::querylog::QueryLogConfig;
@@ -459,6 +460,7 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::DEFAULT_LOG;
 
     fn err(text: &str) -> String {
         Config::parse(text, "test.toml").unwrap_err().to_string()
