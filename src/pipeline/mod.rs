@@ -349,11 +349,11 @@ impl<R: Resolve> Pipeline<R> {
             asked.qtype,
             &f.hit.cached,
         );
-        if let Some((source, by)) = checked {
+        if let Some((veto, by)) = checked {
             let plan = policy.block_plan(by.group, asked.qtype);
             return Says::later(
                 Content::Blocked(plan),
-                source,
+                veto.source(),
                 Some(by),
                 Some(score),
                 client,

@@ -90,7 +90,7 @@ watch = ["tunnel.example"]
 quarantine_after = 2
 [[groups]]
 name = "default"
-deny = ["ads.example"]
+deny = ["ads.example", "198.51.100.66"]
 allow = ["allowed.example"]
 [[groups]]
 name = "nx"
@@ -578,4 +578,58 @@ ids = ["laptop"]
         .check_as(hotel, proven, "example.org", RecordType::A, false)
         .await;
     assert_eq!(laptop.decision, Decision::Pass, "{:?}", laptop.note);
+}
+
+/// `dnsguard check --resolve` names the check on the answer that replaced it,
+/// the one a query's answer went through (`vet::answer`), and caches nothing.
+#[test]
+fn check_with_resolve_names_the_answer_check_that_decided_as_a_query_does() {
+    let (p, resolver) = pipeline();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let cases = [
+        (
+            "metrics.shop.example",
+            Script::Cname("t.ads.example.", [198, 51, 100, 7].into()),
+            Decision::CnameBlocked,
+            Some("CNAME target t.ads.example"),
+            Source::Blocked,
+        ),
+        (
+            "evil.example",
+            Script::A(vec![([192, 168, 1, 1].into(), 300)]),
+            Decision::Rebinding,
+            Some("answer 192.168.1.1 is private"),
+            Source::Rebinding(IpAddr::from([192, 168, 1, 1])),
+        ),
+        (
+            "ruled.example",
+            Script::A(vec![([198, 51, 100, 66].into(), 300)]),
+            Decision::AnswerBlocked,
+            None,
+            Source::Blocked,
+        ),
+        (
+            "www.example.org",
+            Script::A(vec![([93, 184, 215, 14].into(), 300)]),
+            Decision::Resolved,
+            Some("from scripted"),
+            Source::Upstream(Arc::from("scripted")),
+        ),
+    ];
+    let lan: IpAddr = "192.168.1.20".parse().unwrap();
+    for (name, script, decision, note, source) in cases {
+        resolver.set(name, script);
+        let checked = rt.block_on(p.check(lan, name, RecordType::A, true));
+        assert_eq!(
+            (checked.decision, checked.note.as_deref()),
+            (decision, note),
+            "{name}"
+        );
+        let (says, fetched) = run(&p, &asked(LAN, name, RecordType::A));
+        assert!(fetched, "{name}: the check cached nothing");
+        assert_eq!(says.source, source, "{name}");
+        assert_eq!(checked.rcode, says.rcode(), "{name}");
+    }
 }
