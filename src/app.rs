@@ -25,11 +25,8 @@ pub async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<
     let lists = Arc::new(Lists::new(&cfg.server.data_dir, &cfg.list_updates)?);
     let filter = compile_filter(&cfg, &lists).await?;
     let log = Arc::new(open_query_log_or_degrade(&cfg)?);
-    let pipeline = Arc::new(Pipeline::new(
-        &cfg,
-        Policy::new(filter, &cfg)?,
-        log.clone(),
-    )?);
+    let policy = Policy::new(filter, &cfg.policy())?;
+    let pipeline = Arc::new(Pipeline::new(&cfg.pipeline(), policy, log.clone())?);
     let guard = crate::guard::Guard::start(cfg.guard())?;
     pipeline.set_guard(guard.clone());
     let cfg_shared = Arc::new(parking_lot::Mutex::new(cfg.clone()));

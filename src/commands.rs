@@ -210,12 +210,12 @@ fn check(
         .enable_all()
         .build()?;
     let (checked, policy) = runtime.block_on(async {
-        let policy = crate::pipeline::Policy::new(filter, &cfg)?;
+        let policy = crate::pipeline::Policy::new(filter, &cfg.policy())?;
         // An address, or a `[[clients]]` name (asking from loopback).
         let (ip, identity) = policy.identities().asker(client).ok_or_else(|| {
             anyhow::anyhow!("--client {client:?}: neither an address nor a [[clients]] name")
         })?;
-        let pipeline = crate::pipeline::Pipeline::new(&cfg, policy, log)?;
+        let pipeline = crate::pipeline::Pipeline::new(&cfg.pipeline(), policy, log)?;
         let checked = pipeline
             .check_as(ip, identity, &name, qtype.into(), resolve)
             .await;

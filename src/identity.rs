@@ -964,8 +964,9 @@ mod tests {
             let filter =
                 Filter::build(&cfg.lists, &cfg.groups, &[]).unwrap_or_else(|e| panic!("{e}"));
             let log = Arc::new(crate::querylog::QueryLog::disabled(cfg.query_log.clone()));
-            let policy = Policy::new(filter, &cfg).unwrap_or_else(|e| panic!("{e}"));
-            let pipeline = Pipeline::new(&cfg, policy, log).unwrap_or_else(|e| panic!("{e}"));
+            let policy = Policy::new(filter, &cfg.policy()).unwrap_or_else(|e| panic!("{e}"));
+            let pipeline =
+                Pipeline::new(&cfg.pipeline(), policy, log).unwrap_or_else(|e| panic!("{e}"));
             let shown = presented("lab-1", secret);
             let asked = Asked {
                 client: "203.0.113.5:40000"

@@ -141,7 +141,7 @@ impl Live {
 
     async fn swap_in(&self, new: Config) -> anyhow::Result<()> {
         let filter = compile_filter(&new, &self.lists).await?;
-        let policy = Policy::new(filter, &new)?;
+        let policy = Policy::new(filter, &new.policy())?;
         self.pipeline.set_policy(policy);
         if let Some(guard) = &self.guard {
             guard.configure(new.guard_rules());

@@ -143,10 +143,7 @@ pub fn config(args: &StubArgs) -> Result<Config, StubError> {
                 list(args.listen.iter().map(ToString::to_string).collect()),
             ),
             ("data_dir", path_value(&args.data_dir)),
-            (
-                "log",
-                toml::Value::String(crate::config::DEFAULT_LOG.into()),
-            ),
+            ("log", toml::Value::String(crate::dns::DEFAULT_LOG.into())),
         ]),
     );
     let mut resolver = vec![

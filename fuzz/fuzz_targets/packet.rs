@@ -41,8 +41,8 @@ fn pipeline() -> &'static Arc<Pipeline> {
             .expect("data dir");
         let filter = dnsguard::live::compile_filter_blocking(&cfg, &lists).expect("filter");
         let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
-        let p = Pipeline::new(&cfg, Policy::new(filter, &cfg).expect("policy"), log)
-            .expect("pipeline");
+        let policy = Policy::new(filter, &cfg.policy()).expect("policy");
+        let p = Pipeline::new(&cfg.pipeline(), policy, log).expect("pipeline");
         // A cached CNAME chain, so hits exercise the wire body and the after-cache checks.
         let name = Name::from_ascii("www.example.org.").unwrap();
         let target = Name::from_ascii("edge.cdn.example.net.").unwrap();

@@ -11,11 +11,12 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 pub mod edit;
-mod server;
+mod web;
 
-pub use server::{DEFAULT_LOG, ServerConfig, WebConfig};
+pub use web::WebConfig;
 
 use crate::detect::DetectConfig;
+use crate::dns::ServerConfig;
 use crate::filter::{GroupConfig, ListConfig};
 use crate::lists::{ListSource, UpdateConfig};
 use crate::querylog::QueryLogConfig;
@@ -141,6 +142,37 @@ impl Config {
             });
         }
         Ok(cfg)
+    }
+
+    /// What the DNS pipeline takes from this configuration at start.
+    pub fn pipeline(&self) -> crate::pipeline::Settings {
+        crate::pipeline::Settings {
+            allow_clients: self.server.allow_clients.clone(),
+            trusted_forwarders: self.server.trusted_forwarders.clone(),
+            allow_authenticated_anywhere: self.server.allow_authenticated_anywhere,
+            detect: self.detect.clone(),
+            cache: self.cache.clone(),
+            rebinding: self.rebinding.clone(),
+            resolver: self.resolver.clone(),
+        }
+    }
+
+    /// What the pipeline's policy takes from this configuration besides the filter
+    /// compiled from it (at start and on every reload).
+    pub fn policy(&self) -> crate::pipeline::PolicySettings {
+        crate::pipeline::PolicySettings {
+            groups: self.groups.clone(),
+            tunnel_actions: (self.groups.iter())
+                .map(|g| (g.name.clone(), g.tunnel_actions(&self.detect)))
+                .collect(),
+            default_tunnel_actions: self.detect.actions(),
+            clients: self.clients.clone(),
+            list_names: self.lists.iter().map(|l| l.name.clone()).collect(),
+            local: self.local.clone(),
+            forward_zones: (self.resolver.forward_zones.iter())
+                .map(|z| z.zone.clone())
+                .collect(),
+        }
     }
 
     /// What the egress guard takes from this configuration.
@@ -428,6 +460,7 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::DEFAULT_LOG;
 
     fn err(text: &str) -> String {
         Config::parse(text, "test.toml").unwrap_err().to_string()
@@ -612,6 +645,53 @@ mod tests {
         assert!(e.contains("mode"), "{e}");
         let e = err("[[groups]]\nname = \"a\"\nallow = [\"10.0.0.0/8\"]\n");
         assert!(e.contains("only block"), "{e}");
+    }
+
+    #[test]
+    fn the_pipeline_and_its_policy_get_their_sections_and_no_more() {
+        use crate::detect::{Actions, TunnelAction};
+        let cfg = Config::parse(
+            "[server]\nallow_clients = [\"10.0.0.0/8\"]\ntrusted_forwarders = [\"10.0.0.1/32\"]\n\
+             allow_authenticated_anywhere = true\n\
+             [detect]\naction = \"quarantine\"\nwatch = [\"tunnel.example\"]\n\
+             [cache]\nmax_entries = 77\n\
+             [rebinding]\nallow = [\"corp.example\"]\n\
+             [[resolver.forward_zones]]\nzone = \"lan\"\nupstreams = [\"10.0.0.1\"]\n\
+             [local]\nrecords = [\"nas.home.arpa A 10.0.0.5\"]\n\
+             [[lists]]\nname = \"second\"\nsource = \"builtin:exfil\"\n\
+             [[lists]]\nname = \"first\"\nsource = \"builtin:default\"\n\
+             [[groups]]\nname = \"kids\"\nclients = [\"10.0.0.9\"]\ntunnel_action = \"block\"\n\
+             [[groups]]\nname = \"office\"\nclients = [\"10.0.1.0/24\"]\n\
+             [[clients]]\nname = \"laptop\"\nids = [\"laptop\"]\n",
+            "t",
+        )
+        .unwrap();
+        let s = cfg.pipeline();
+        assert_eq!(s.allow_clients, ["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(s.trusted_forwarders, ["10.0.0.1/32".parse().unwrap()]);
+        assert!(s.allow_authenticated_anywhere);
+        assert_eq!(s.detect, cfg.detect);
+        assert_eq!(s.cache.max_entries, 77);
+        assert_eq!(s.rebinding.allow, ["corp.example"]);
+        assert_eq!(s.resolver.forward_zones[0].zone, "lan");
+
+        let p = cfg.policy();
+        // Each group's own actions; a group without an entry takes [detect]'s.
+        let quarantine = Actions::all(TunnelAction::Quarantine);
+        assert_eq!(
+            p.tunnel_actions,
+            [
+                ("kids".to_owned(), Actions::all(TunnelAction::Block)),
+                ("office".to_owned(), quarantine),
+            ]
+        );
+        assert_eq!(p.default_tunnel_actions, quarantine);
+        assert_eq!(p.groups, cfg.groups);
+        assert_eq!(p.clients, cfg.clients);
+        // In file order: the filter numbers its lists so.
+        assert_eq!(p.list_names, ["second", "first"]);
+        assert_eq!(p.local.records, cfg.local.records);
+        assert_eq!(p.forward_zones, ["lan"]);
     }
 
     #[test]

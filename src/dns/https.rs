@@ -103,7 +103,7 @@ pub struct DohConfig {
 
 impl DohConfig {
     /// The DoH part of `[server]`.
-    pub fn from_server(server: &crate::config::ServerConfig) -> Self {
+    pub fn from_server(server: &super::ServerConfig) -> Self {
         Self {
             https_listen: server.https_listen.clone(),
             http_listen: server.http_dns_listen.clone(),

@@ -6,6 +6,7 @@
 //! hickory-server's types stay in this module (and `pipeline/`, `resolve/`), so
 //! the rest of the code works with plain names, addresses and verdicts.
 
+mod config;
 pub mod fast;
 pub mod handler;
 pub mod https;
@@ -23,6 +24,8 @@ use hickory_proto::op::Query;
 use hickory_proto::rr::{LowerName, RecordType};
 
 use crate::name::name_text;
+
+pub use config::{DEFAULT_LOG, ServerConfig};
 
 /// One question from one client, as hickory's front end parsed it
 /// ([`Question::asked`] is the pipeline's view of it).

@@ -76,7 +76,7 @@ pub struct TcpLimits {
 
 impl TcpLimits {
     /// The bounds `[server]` sets.
-    pub fn of(server: &crate::config::ServerConfig) -> Self {
+    pub fn of(server: &super::ServerConfig) -> Self {
         Self {
             idle_timeout: Duration::from_secs(server.tcp_idle_timeout_secs),
             max_connections: server.tcp_max_connections,

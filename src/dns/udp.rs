@@ -413,7 +413,12 @@ mod tests {
         let lists = crate::lists::Lists::new(&cfg.server.data_dir, &cfg.list_updates).unwrap();
         let filter = crate::live::compile_filter_blocking(&cfg, &lists).unwrap();
         let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
-        Pipeline::new(&cfg, Policy::new(filter, &cfg).unwrap(), log).unwrap()
+        Pipeline::new(
+            &cfg.pipeline(),
+            Policy::new(filter, &cfg.policy()).unwrap(),
+            log,
+        )
+        .unwrap()
     }
 
     fn query(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {

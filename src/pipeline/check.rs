@@ -10,8 +10,9 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, RecordType};
 
 use super::screen::{Count, Stop};
-use super::{Pipeline, Resolve, Source, vet};
-use crate::filter::{Action, Verdict};
+use super::vet::{self, Veto};
+use super::{Pipeline, Resolve};
+use crate::filter::Verdict;
 use crate::resolve::cache::Cached;
 
 /// The step that decided.
@@ -186,7 +187,7 @@ impl<R: Resolve> Pipeline<R> {
             u16::from(qtype),
             &cached,
         );
-        let Some((source, by)) = screened else {
+        let Some((veto, by)) = screened else {
             return Checked {
                 decision: Decision::Resolved,
                 rcode: answer.rcode,
@@ -195,24 +196,13 @@ impl<R: Resolve> Pipeline<R> {
                 note: Some(format!("from {upstream}")),
             };
         };
-        let blocks = |t: &str| {
-            let v = policy
-                .filter
-                .check_in(verdict.group, client, t, u16::from(qtype));
-            matches!(v.action, Action::Block(_))
-        };
-        let cloaked = (verdict.action != Action::Allow)
-            .then(|| cached.cname_targets.iter().find(|t| blocks(t)))
-            .flatten();
-        let (decision, note) = match (source, cloaked) {
-            (Source::Rebinding(ip), _) => {
-                (Decision::Rebinding, Some(format!("answer {ip} is private")))
-            }
-            (_, Some(target)) => (
+        let (decision, note) = match veto {
+            Veto::Rebinding(ip) => (Decision::Rebinding, Some(format!("answer {ip} is private"))),
+            Veto::Cloaked(target) => (
                 Decision::CnameBlocked,
                 Some(format!("CNAME target {target}")),
             ),
-            _ => (Decision::AnswerBlocked, None),
+            Veto::AnswerRule => (Decision::AnswerBlocked, None),
         };
         blocked(by, &policy, name, qtype, decision, note)
     }

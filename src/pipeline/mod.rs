@@ -54,6 +54,7 @@ mod metrics;
 mod outcome;
 mod policy;
 mod screen;
+mod settings;
 #[cfg(test)]
 mod tests;
 mod vet;
@@ -63,9 +64,9 @@ pub use fetch::{Fetched, Resolve};
 pub use outcome::{Content, Says, Source};
 pub use policy::Policy;
 pub use screen::Stop;
+pub use settings::{PolicySettings, Settings};
 
 use crate::access::Access;
-use crate::config::Config;
 use crate::detect::{Detector, Score};
 use crate::filter::Verdict;
 use crate::querylog::{self, QueryLog};
@@ -163,32 +164,34 @@ pub struct Pipeline<R = Router> {
 }
 
 impl Pipeline {
-    /// Builds every step around a compiled policy; fails on unreadable hosts files,
-    /// bad exemption lines or unusable upstreams.
-    pub fn new(cfg: &Config, policy: Policy, log: Arc<QueryLog>) -> anyhow::Result<Self> {
-        Self::with_resolver(cfg, policy, log, Router::new(&cfg.resolver)?)
+    /// Builds every step from `settings` around a compiled policy; fails on bad
+    /// exemption lines or unusable upstreams.
+    pub fn new(settings: &Settings, policy: Policy, log: Arc<QueryLog>) -> anyhow::Result<Self> {
+        let router = Router::new(&settings.resolver)?;
+        Self::with_resolver(settings, policy, log, router)
     }
 }
 
 impl<R: Resolve> Pipeline<R> {
     /// [`Pipeline::new`] with another resolver in place of the configured router.
     pub fn with_resolver(
-        cfg: &Config,
+        settings: &Settings,
         policy: Policy,
         log: Arc<QueryLog>,
         resolver: R,
     ) -> anyhow::Result<Self> {
+        let s = settings;
         Ok(Self {
-            access: Access::new(&cfg.server.allow_clients),
-            trusted_forwarders: crate::netset::NetSet::new(&cfg.server.trusted_forwarders),
-            authenticated_anywhere: cfg.server.allow_authenticated_anywhere,
+            access: Access::new(&s.allow_clients),
+            trusted_forwarders: crate::netset::NetSet::new(&s.trusted_forwarders),
+            authenticated_anywhere: s.allow_authenticated_anywhere,
             policy: ArcSwap::from_pointee(policy),
-            detector: Arc::new(Detector::new(&cfg.detect)?),
-            cache: Cache::new(&cfg.cache),
+            detector: Arc::new(Detector::new(&s.detect)?),
+            cache: Cache::new(&s.cache),
             resolver,
             rebinding: Rebinding::new(
-                &cfg.rebinding,
-                cfg.resolver.forward_zones.iter().map(|z| z.zone.clone()),
+                &s.rebinding,
+                s.resolver.forward_zones.iter().map(|z| z.zone.clone()),
             ),
             log,
             guard: std::sync::OnceLock::new(),
@@ -346,11 +349,11 @@ impl<R: Resolve> Pipeline<R> {
             asked.qtype,
             &f.hit.cached,
         );
-        if let Some((source, by)) = checked {
+        if let Some((veto, by)) = checked {
             let plan = policy.block_plan(by.group, asked.qtype);
             return Says::later(
                 Content::Blocked(plan),
-                source,
+                veto.source(),
                 Some(by),
                 Some(score),
                 client,

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use super::PolicySettings;
 use super::block::{self, Plan};
-use crate::config::Config;
 use crate::detect;
 use crate::filter::{Action, BlockReason, Filter, GroupId, RuleSource, Verdict};
 use crate::querylog;
@@ -30,23 +30,18 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Pairs `filter` with the per-group settings and local records of `cfg`;
-    /// fails on unreadable hosts files.
-    pub fn new(filter: Filter, cfg: &Config) -> anyhow::Result<Self> {
-        let local = crate::resolve::local::LocalRecords::build(
-            &cfg.local,
-            cfg.resolver.forward_zones.iter().map(|z| z.zone.as_str()),
-        )?;
+    /// Pairs `filter` (compiled from the same configuration) with the per-group
+    /// settings and local records of `cfg`; fails on unreadable hosts files.
+    pub fn new(filter: Filter, cfg: &PolicySettings) -> anyhow::Result<Self> {
+        let local = crate::resolve::local::LocalRecords::build(&cfg.local, &cfg.forward_zones)?;
         let groups = filter.group_count();
         let mut tunnel_actions = Vec::with_capacity(groups);
         let mut group_labels = Vec::with_capacity(groups);
         let mut group_rule_labels = Vec::with_capacity(groups);
         for g in 0..groups {
             let name = filter.group_name(GroupId(g as u16));
-            let configured = cfg.groups.iter().find(|c| c.name == name);
-            tunnel_actions.push(
-                configured.map_or_else(|| cfg.detect.actions(), |c| c.tunnel_actions(&cfg.detect)),
-            );
+            let configured = cfg.tunnel_actions.iter().find(|(n, _)| n == name);
+            tunnel_actions.push(configured.map_or(cfg.default_tunnel_actions, |&(_, a)| a));
             group_labels.push(Arc::from(name));
             group_rule_labels.push([
                 Arc::from(format!("group {name} allow")),
@@ -54,9 +49,9 @@ impl Policy {
             ]);
         }
         let list_labels = cfg
-            .lists
+            .list_names
             .iter()
-            .map(|l| Arc::from(l.name.as_str()))
+            .map(|n| Arc::from(n.as_str()))
             .collect();
         let identities = crate::identity::Identities::build(&cfg.clients, &cfg.groups, &filter)
             .unwrap_or_else(|error| {

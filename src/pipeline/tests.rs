@@ -90,7 +90,7 @@ watch = ["tunnel.example"]
 quarantine_after = 2
 [[groups]]
 name = "default"
-deny = ["ads.example"]
+deny = ["ads.example", "198.51.100.66"]
 allow = ["allowed.example"]
 [[groups]]
 name = "nx"
@@ -126,18 +126,55 @@ tunnel_action = "quarantine"
 
 const LAN: &str = "192.168.1.20:40000";
 
+/// The sections of a configuration file these tests write, read into the
+/// pipeline's own settings (it sits below `config`, which builds them in the
+/// server).
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Sections {
+    server: Server,
+    cache: crate::resolve::cache::CacheConfig,
+    detect: crate::detect::DetectConfig,
+    groups: Vec<crate::filter::GroupConfig>,
+    clients: Vec<crate::identity::ClientConfig>,
+}
+
+/// The `[server]` keys the pipeline reads.
+#[derive(Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Server {
+    allow_clients: Vec<ipnet::IpNet>,
+    allow_authenticated_anywhere: bool,
+}
+
+/// A pipeline configured by `text`, asking `resolver`, without a query log.
+fn built<R: Resolve>(text: &str, resolver: R) -> Pipeline<R> {
+    let f: Sections = toml::from_str(text).unwrap();
+    let filter = Filter::build(&[], &f.groups, &[]).unwrap();
+    let policy = PolicySettings {
+        tunnel_actions: (f.groups.iter())
+            .map(|g| (g.name.clone(), g.tunnel_actions(&f.detect)))
+            .collect(),
+        default_tunnel_actions: f.detect.actions(),
+        groups: f.groups,
+        clients: f.clients,
+        ..PolicySettings::default()
+    };
+    let settings = Settings {
+        allow_clients: f.server.allow_clients,
+        allow_authenticated_anywhere: f.server.allow_authenticated_anywhere,
+        detect: f.detect,
+        cache: f.cache,
+        ..Settings::default()
+    };
+    let log = Arc::new(QueryLog::disabled(Default::default()));
+    let policy = Policy::new(filter, &policy).unwrap();
+    Pipeline::with_resolver(&settings, policy, log, resolver).unwrap()
+}
+
 fn pipeline() -> (Pipeline<Arc<Scripted>>, Arc<Scripted>) {
-    let cfg = Config::parse(CONFIG, "test.toml").unwrap();
-    let filter = Filter::build(&cfg.lists, &cfg.groups, &[]).unwrap();
-    let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
     let resolver = Arc::new(Scripted::default());
-    let p = Pipeline::with_resolver(
-        &cfg,
-        Policy::new(filter, &cfg).unwrap(),
-        log,
-        resolver.clone(),
-    );
-    (p.unwrap(), resolver)
+    (built(CONFIG, resolver.clone()), resolver)
 }
 
 fn asked<'a>(client: &str, name: &'a str, qtype: RecordType) -> Asked<'a> {
@@ -521,7 +558,7 @@ async fn check_decides_every_early_step_as_a_query_does() {
         assert_eq!(checked.rcode, says.rcode(), "{name} from {ip}");
     }
 
-    let cfg = Config::parse(
+    let p = built(
         r#"
 [server]
 allow_clients = ["192.168.0.0/16"]
@@ -530,18 +567,8 @@ allow_authenticated_anywhere = true
 name = "laptop"
 ids = ["laptop"]
 "#,
-        "test.toml",
-    )
-    .unwrap();
-    let filter = Filter::build(&cfg.lists, &cfg.groups, &[]).unwrap();
-    let log = Arc::new(QueryLog::disabled(cfg.query_log.clone()));
-    let p = Pipeline::with_resolver(
-        &cfg,
-        Policy::new(filter, &cfg).unwrap(),
-        log,
         Arc::new(Scripted::default()),
-    )
-    .unwrap();
+    );
     let hotel: IpAddr = "203.0.113.9".parse().unwrap();
     let anonymous = p.check(hotel, "example.org", RecordType::A, false).await;
     assert_eq!(anonymous.decision, Decision::Refused);
@@ -551,4 +578,58 @@ ids = ["laptop"]
         .check_as(hotel, proven, "example.org", RecordType::A, false)
         .await;
     assert_eq!(laptop.decision, Decision::Pass, "{:?}", laptop.note);
+}
+
+/// `dnsguard check --resolve` names the check on the answer that replaced it,
+/// the one a query's answer went through (`vet::answer`), and caches nothing.
+#[test]
+fn check_with_resolve_names_the_answer_check_that_decided_as_a_query_does() {
+    let (p, resolver) = pipeline();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let cases = [
+        (
+            "metrics.shop.example",
+            Script::Cname("t.ads.example.", [198, 51, 100, 7].into()),
+            Decision::CnameBlocked,
+            Some("CNAME target t.ads.example"),
+            Source::Blocked,
+        ),
+        (
+            "evil.example",
+            Script::A(vec![([192, 168, 1, 1].into(), 300)]),
+            Decision::Rebinding,
+            Some("answer 192.168.1.1 is private"),
+            Source::Rebinding(IpAddr::from([192, 168, 1, 1])),
+        ),
+        (
+            "ruled.example",
+            Script::A(vec![([198, 51, 100, 66].into(), 300)]),
+            Decision::AnswerBlocked,
+            None,
+            Source::Blocked,
+        ),
+        (
+            "www.example.org",
+            Script::A(vec![([93, 184, 215, 14].into(), 300)]),
+            Decision::Resolved,
+            Some("from scripted"),
+            Source::Upstream(Arc::from("scripted")),
+        ),
+    ];
+    let lan: IpAddr = "192.168.1.20".parse().unwrap();
+    for (name, script, decision, note, source) in cases {
+        resolver.set(name, script);
+        let checked = rt.block_on(p.check(lan, name, RecordType::A, true));
+        assert_eq!(
+            (checked.decision, checked.note.as_deref()),
+            (decision, note),
+            "{name}"
+        );
+        let (says, fetched) = run(&p, &asked(LAN, name, RecordType::A));
+        assert!(fetched, "{name}: the check cached nothing");
+        assert_eq!(says.source, source, "{name}");
+        assert_eq!(checked.rcode, says.rcode(), "{name}");
+    }
 }

@@ -11,30 +11,51 @@ use crate::filter::{Action, Verdict};
 use crate::rebinding::Rebinding;
 use crate::resolve::cache::Cached;
 
-/// `Some` (why, and the verdict that decided) when the answer `cached` to
-/// `client`'s `name`/`qtype`, which the filter passed with `verdict`, must be
+/// Which check replaced an answer by the block answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Veto<'a> {
+    /// This CNAME target of the answer is blocked (cloaking).
+    Cloaked(&'a str),
+    /// A public name answered with this private or metadata address.
+    Rebinding(IpAddr),
+    /// An address of the answer matches an answer rule.
+    AnswerRule,
+}
+
+impl Veto<'_> {
+    /// Where the answer that replaced the vetoed one comes from, for the log.
+    pub fn source(self) -> Source {
+        match self {
+            Veto::Rebinding(ip) => Source::Rebinding(ip),
+            Veto::Cloaked(_) | Veto::AnswerRule => Source::Blocked,
+        }
+    }
+}
+
+/// `Some` (which check, and the verdict that decided) when the answer `cached`
+/// to `client`'s `name`/`qtype`, which the filter passed with `verdict`, must be
 /// replaced by the block answer.
-pub fn answer(
+pub fn answer<'a>(
     policy: &Policy,
     rebinding: &Rebinding,
     client: IpAddr,
     verdict: &Verdict,
     name: &str,
     qtype: u16,
-    cached: &Cached,
-) -> Option<(Source, Verdict)> {
+    cached: &'a Cached,
+) -> Option<(Veto<'a>, Verdict)> {
     if verdict.action != Action::Allow {
         for target in cached.cname_targets.iter() {
             let cloaked = policy.filter.check_in(verdict.group, client, target, qtype);
             if let Action::Block(_) = cloaked.action {
-                return Some((Source::Blocked, cloaked));
+                return Some((Veto::Cloaked(target), cloaked));
             }
         }
     }
     let addrs = || cached.addrs.iter().map(|&(ip, _)| ip);
     if let Some(ip) = rebinding.violation(name, addrs()) {
-        return Some((Source::Rebinding(ip), *verdict));
+        return Some((Veto::Rebinding(ip), *verdict));
     }
     let (_, by) = policy.filter.check_answer(verdict.group, addrs())?;
-    Some((Source::Blocked, by))
+    Some((Veto::AnswerRule, by))
 }

@@ -1,7 +1,5 @@
-//! The sections of the parts that read the whole configuration, and so sit above
-//! it: `[server]` (the process: listeners, clients, data directory, log) and
-//! `[web]` (the dashboard and API, which edit the configuration). Every other
-//! section is declared beside the module it configures.
+//! `[server]`: the DNS listeners, who may use them, and the process around them
+//! (data directory, log filter).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,32 +94,6 @@ impl Default for ServerConfig {
             rate_limit: crate::ratelimit::RateLimitConfig::default(),
             data_dir: PathBuf::from("dnsguard-data"),
             log: DEFAULT_LOG.into(),
-        }
-    }
-}
-
-/// `[web]`: the HTTP API.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebConfig {
-    /// Serve the API at all.
-    pub enabled: bool,
-    /// Address of the HTTP listener.
-    pub listen: SocketAddr,
-    /// Bearer token Prometheus sends to scrape `/metrics` without the admin
-    /// password; unset = only the API token or a session may read it.
-    pub metrics_token: Option<String>,
-    /// Mark the session cookie `Secure` (set when a TLS proxy fronts the dashboard).
-    pub secure_cookie: bool,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            metrics_token: None,
-            secure_cookie: false,
         }
     }
 }
