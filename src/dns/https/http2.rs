@@ -258,7 +258,7 @@ fn send(respond: &mut SendResponse<Bytes>, answer: Answer) {
 thread_local! {
     /// This second's `Date` value, made once a second per thread.
     static DATE: RefCell<(u64, HeaderValue)> =
-        RefCell::new((u64::MAX, HeaderValue::from_static("")));
+        const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
 }
 
 /// The `Date` header of a response now (RFC 9110 §6.6.1: an origin server with a
