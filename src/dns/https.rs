@@ -2,7 +2,8 @@
 //! plain HTTP on `server.http_dns_listen` for a reverse proxy in front.
 //!
 //! A thin front end: it parses the HTTP request (GET `?dns=` base64url or POST
-//! `application/dns-message`, HTTP/1.1 or HTTP/2 by ALPN), answers the DNS message
+//! `application/dns-message`; HTTP/2 with the `h2` crate directly ([`http2`]),
+//! HTTP/1.1 with hyper, by the connection's first bytes), answers the DNS message
 //! through the in-place path every front end shares ([`super::fast`]; what it
 //! declines through [`Handler`]), and sends the answer with a `Cache-Control`
 //! lifetime no longer than the answer's smallest TTL. The path names the client:
