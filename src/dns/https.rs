@@ -679,7 +679,15 @@ fn dns_param(query: Option<&str>) -> Result<Vec<u8>, StatusCode> {
         .split('&')
         .find_map(|kv| kv.strip_prefix("dns="))
         .ok_or(StatusCode::BAD_REQUEST)?;
-    let value = value.trim_end_matches("%3D").trim_end_matches("%3d");
+    // Percent-encoded padding ("%3D"), matched by hand: `trim_end_matches` with a
+    // string pattern builds a searcher each time (~700 instructions a GET).
+    let mut value = value.as_bytes();
+    while let Some(rest) = value
+        .strip_suffix(b"%3D")
+        .or_else(|| value.strip_suffix(b"%3d"))
+    {
+        value = rest;
+    }
     if value.len() > MAX_MESSAGE.div_ceil(3) * 4 {
         return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
@@ -793,6 +801,8 @@ mod tests {
     fn get_parameter_is_base64url_with_or_without_padding() {
         assert_eq!(dns_param(Some("dns=AAE")), Ok(vec![0, 1]));
         assert_eq!(dns_param(Some("ct=x&dns=AAE=")), Ok(vec![0, 1]));
+        assert_eq!(dns_param(Some("dns=AAE%3D")), Ok(vec![0, 1]));
+        assert_eq!(dns_param(Some("dns=AA%3d%3D")), Ok(vec![0]));
         assert_eq!(dns_param(Some("dns=-_8")), Ok(vec![0xfb, 0xff]));
         assert_eq!(dns_param(Some("dns=AA+/")), Err(StatusCode::BAD_REQUEST));
         assert_eq!(dns_param(Some("dns=A")), Err(StatusCode::BAD_REQUEST));

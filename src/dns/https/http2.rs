@@ -137,6 +137,8 @@ where
         for (req, respond) in batch.drain(..) {
             request(doh, conn, req, respond);
         }
+        // An idle connection keeps no room for a past burst of 100 requests.
+        batch.shrink_to(16);
         if let Some(end) = end {
             // Closed (or failed): what was queued still goes out.
             poll_fn(|cx| h2.poll_closed(cx)).await.ok();
