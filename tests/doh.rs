@@ -1097,13 +1097,20 @@ fn http2_with_prior_knowledge_is_served_on_plain_http() {
         up.addr()
     ));
     let http = logged_addr(&dg, "listening (DNS over HTTP, for a reverse proxy) addr=");
-    for (name, want) in [("doubleclick.net", "0.0.0.0"), ("www.fwd.test", "192.0.2.1")] {
-        let url = format!(
-            "http://{http}/dns-query?dns={}",
-            b64url(&query_bytes(name))
-        );
+    for (name, want) in [
+        ("doubleclick.net", "0.0.0.0"),
+        ("www.fwd.test", "192.0.2.1"),
+    ] {
+        let url = format!("http://{http}/dns-query?dns={}", b64url(&query_bytes(name)));
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "5", "--http2-prior-knowledge", "-D", "-"])
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "--http2-prior-knowledge",
+                "-D",
+                "-",
+            ])
             .args(["-o", "/dev/null", "-w", "%{http_version}"])
             .arg(&url)
             .output()
