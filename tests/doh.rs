@@ -988,3 +988,143 @@ fn http2_unfinished_bodies_are_bounded_per_connection() {
     let text = kdig(&doh, "+https", &[], "www.fwd.test");
     assert!(text.contains("192.0.2.1"), "{text}");
 }
+
+/// Frames of a plaintext HTTP/2 byte stream: (type, flags, stream) of each
+/// whole frame taken off the front of `buf`.
+fn take_frames(buf: &mut Vec<u8>) -> Vec<(u8, u8, u32)> {
+    let mut frames = Vec::new();
+    while buf.len() >= 9 {
+        let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+        if buf.len() < 9 + len {
+            break;
+        }
+        let stream = u32::from_be_bytes(buf[5..9].try_into().unwrap()) & 0x7fff_ffff;
+        frames.push((buf[3], buf[4], stream));
+        buf.drain(..9 + len);
+    }
+    frames
+}
+
+const DATA: u8 = 0;
+const END_STREAM: u8 = 1;
+
+/// Requests that arrive together are answered together: the answers to a batch
+/// of HTTP/2 GETs (answered at once: blocked names) leave in one TLS record,
+/// one write, not a record and a write per stream.
+#[test]
+fn http2_answers_to_a_batch_of_requests_leave_in_one_tls_record() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let doh = start(&up, "", "");
+    let mut h2 = H2::connect(&doh);
+    let path = format!("/dns-query?dns={}", b64url(&query_bytes("doubleclick.net")));
+    // First one request, and everything the server sends before its answer
+    // (SETTINGS, WINDOW_UPDATE, session tickets).
+    h2.request(1, Some(&path));
+    assert!(h2.flush());
+    h2.s.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut plain = Vec::new();
+    let mut chunk = [0u8; 16384];
+    'first: loop {
+        let n = h2.s.read(&mut chunk).expect("the first answer");
+        assert!(n > 0, "closed before the first answer");
+        plain.extend_from_slice(&chunk[..n]);
+        for (kind, flags, stream) in take_frames(&mut plain) {
+            if (kind, stream) == (DATA, 1) && flags & END_STREAM != 0 {
+                break 'first;
+            }
+        }
+    }
+    assert!(plain.is_empty());
+    // Then ten at once (one write, one TLS record from the client).
+    h2.frame(4, 1, 0, &[]); // SETTINGS ACK
+    let batch: Vec<u32> = (1..=10).map(|i| 1 + 2 * i).collect();
+    for &stream in &batch {
+        h2.request(stream, Some(&path));
+    }
+    assert!(h2.flush());
+    // Every answer, counting the TLS records they came in.
+    let mut raw: Vec<u8> = Vec::new();
+    let mut records = 0;
+    let mut answered = Vec::new();
+    while answered.len() < batch.len() {
+        let n = h2.s.sock.read(&mut chunk).expect("the batch's answers");
+        assert!(n > 0, "closed after {answered:?}");
+        raw.extend_from_slice(&chunk[..n]);
+        while raw.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([raw[3], raw[4]]));
+            if raw.len() < 5 + len {
+                break;
+            }
+            records += 1;
+            let record: Vec<u8> = raw.drain(..5 + len).collect();
+            h2.s.conn.read_tls(&mut &record[..]).unwrap();
+            h2.s.conn.process_new_packets().unwrap();
+            let mut reader = h2.s.conn.reader();
+            loop {
+                match reader.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => plain.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        for (kind, flags, stream) in take_frames(&mut plain) {
+            if kind == DATA && flags & END_STREAM != 0 {
+                answered.push(stream);
+            }
+        }
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, batch);
+    assert_eq!(records, 1, "ten answers in {records} TLS records");
+}
+
+/// HTTP/2 without TLS and without ALPN (prior knowledge, as a reverse proxy may
+/// speak it to its backend) on the plain-HTTP listener: the connection's first
+/// bytes pick the protocol. A blocked name (answered at once) and a forwarded
+/// one (answered from a task of its own).
+#[test]
+fn http2_with_prior_knowledge_is_served_on_plain_http() {
+    let up = FakeUpstream::start(localhost(), ZONE);
+    let dg = Dnsguard::start(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nhttp_dns_listen = [\"127.0.0.1:0\"]\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n\
+         [resolver]\nupstreams = [\"{}\"]\n\
+         [[lists]]\nname = \"dnsguard-default\"\nsource = \"builtin:default\"\n",
+        up.addr()
+    ));
+    let http = logged_addr(&dg, "listening (DNS over HTTP, for a reverse proxy) addr=");
+    for (name, want) in [
+        ("doubleclick.net", "0.0.0.0"),
+        ("www.fwd.test", "192.0.2.1"),
+    ] {
+        let url = format!("http://{http}/dns-query?dns={}", b64url(&query_bytes(name)));
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "--http2-prior-knowledge",
+                "-D",
+                "-",
+            ])
+            .args(["-o", "/dev/null", "-w", "%{http_version}"])
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/2 200"), "{name}: {text}");
+        assert!(text.ends_with('2'), "{name}: {text}");
+        let body = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--http2-prior-knowledge"])
+            .arg(&url)
+            .output()
+            .expect("run curl")
+            .stdout;
+        let answer = Message::from_vec(&body).unwrap();
+        assert_eq!(common::client::addrs(&answer), [want], "{name}");
+    }
+}
