@@ -137,7 +137,7 @@ impl Reasons {
     }
 
     /// The registrable domain at the end of `qname`, or "the domain".
-    fn domain_in<'a>(&self, qname: &'a str) -> &'a str {
+    pub(crate) fn domain_in<'a>(&self, qname: &'a str) -> &'a str {
         let q = qname.trim_end_matches('.');
         let n = usize::from(self.reg_len);
         if n > 0 && n <= q.len() && q.is_char_boundary(q.len() - n) {
@@ -153,6 +153,41 @@ impl Reasons {
     /// a tunnel flood every entry is flagged.
     pub fn write_for(&self, qname: &str, out: &mut String) {
         render(self, self.domain_in(qname), out);
+    }
+
+    /// Whether `self` reads as `other` in [`Reasons::write_for`] for the same
+    /// domain: the same reasons, with the same figures as the text rounds
+    /// them. Lets a writer keep the text of the last findings (dnstap's
+    /// `extra`) instead of writing it again; what this compares follows
+    /// `render` reason by reason.
+    pub fn reads_as(&self, other: &Reasons) -> bool {
+        use ReasonCode::*;
+        let (a, b) = (self, other);
+        if a.codes != b.codes || a.level != b.level {
+            return false;
+        }
+        // A figure the text shows: equal once rounded, and rounded the
+        // integer way (the float formatter's figures are not compared).
+        let dec = |x: f32, y: f32, decimals: u8| {
+            shown(x, decimals).is_some_and(|v| Some(v) == shown(y, decimals))
+        };
+        (!(a.has(Payload) || a.has(LongLabel))
+            || a.longest_label == b.longest_label
+                && a.shape == b.shape
+                && dec(a.entropy, b.entropy, 1)
+                && dec(a.payload_bits, b.payload_bits, 0))
+            && (!a.has(OddBytes) || a.odd_bytes == b.odd_bytes)
+            && (!(a.has(DistinctSubdomains) || a.has(DomainPayload))
+                || a.distinct == b.distinct && dec(a.bytes_per_min, b.bytes_per_min, 0))
+            && (!a.has(DistinctSubdomains) || a.window_secs == b.window_secs)
+            && (!a.has(DomainPayload) || dec(a.domain_bits, b.domain_bits, 0))
+            && (!a.has(Budget)
+                || a.budget_period_text() == b.budget_period_text()
+                    && dec(a.budget_bytes, b.budget_bytes, 0)
+                    && dec(a.budget_limit, b.budget_limit, 0))
+            && (!a.has(AnswerPayload) || dec(a.answer_bits, b.answer_bits, 0))
+            && (!a.has(RareTypes) || a.rare_type_pct == b.rare_type_pct)
+            && (!a.has(Nxdomain) || a.nx_pct == b.nx_pct)
     }
 
     /// The query log's rule text of a flagged query: `tunnel: ` and the reasons.
@@ -370,6 +405,19 @@ fn render(r: &Reasons, domain: &str, out: &mut String) {
     }
 }
 
+/// What [`push_dec`] shows of `v`, as a whole number of tenths (1 decimal)
+/// or units (0); `None` where it hands over to the float formatter.
+fn shown(v: f32, decimals: u8) -> Option<i64> {
+    if !v.is_finite() || v.abs() >= 1e15 {
+        return None;
+    }
+    Some(if decimals == 0 {
+        v.round() as i64
+    } else {
+        (v * 10.0).round() as i64
+    })
+}
+
 /// `v` with 0 or 1 decimals through integer formatting (Rust's float formatting
 /// costs thousands of instructions); what `{v:.0}` / `{v:.1}` show, except that
 /// ties may round the other way.
@@ -450,6 +498,82 @@ mod tests {
             nx_pct: 12,
             ..Reasons::default()
         }
+    }
+
+    /// `reads_as` says two reasons read the same only when their texts are
+    /// the same, and always does for the same reasons with the same text: reasons drawn from a few values each (so that many
+    /// pairs match), every pair compared both ways.
+    #[test]
+    fn reads_as_only_when_the_texts_match() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let codes = [
+            ReasonCode::Payload,
+            ReasonCode::LongLabel,
+            ReasonCode::OddBytes,
+            ReasonCode::DistinctSubdomains,
+            ReasonCode::DomainPayload,
+            ReasonCode::Budget,
+            ReasonCode::AnswerPayload,
+            ReasonCode::RareTypes,
+            ReasonCode::Nxdomain,
+            ReasonCode::Identity,
+        ];
+        let floats = [0.0, 0.04, 0.06, 1.0, 1.44, 1.46, 2048.4, 2048.6, 1e14];
+        let mut all = Vec::new();
+        for _ in 0..1000 {
+            let mut r = sample();
+            for &c in &codes {
+                if next(3) == 0 {
+                    r.set(c);
+                }
+            }
+            let mut f = || floats[next(floats.len() as u64) as usize];
+            r.entropy = f();
+            r.payload_bits = f();
+            r.bytes_per_min = f();
+            r.domain_bits = f();
+            r.budget_bytes = f();
+            r.budget_limit = f();
+            r.answer_bits = f();
+            r.budget_period = next(4) as u8;
+            r.level = [None, Some(super::Level::High)][next(2) as usize];
+            r.distinct = 400 + next(2) as u32;
+            r.longest_label = 50 + next(2) as u8;
+            r.odd_bytes = next(2) as u8;
+            r.window_secs = 300 + next(2) as u32;
+            r.rare_type_pct = next(2) as u8;
+            r.nx_pct = next(2) as u8;
+            let mut text = String::new();
+            r.write_for("abc.x.example", &mut text);
+            all.push((r, text));
+        }
+        let mut same = 0;
+        for (a, ta) in &all {
+            for (b, tb) in &all {
+                if a.reads_as(b) {
+                    assert_eq!(ta, tb);
+                    same += 1;
+                } else if a.codes == b.codes {
+                    // (Payload and LongLabel show the same text: other code
+                    // sets may read alike, and are told apart.)
+                    assert_ne!(ta, tb);
+                }
+            }
+        }
+        assert!(same > all.len() + 100, "pairs that read the same: {same}");
+        // A figure the float formatter shows is never taken as the same.
+        let mut odd = sample();
+        odd.set(ReasonCode::Payload);
+        odd.payload_bits = f32::NAN;
+        assert!(!odd.reads_as(&odd));
+        odd.payload_bits = 1e16;
+        assert!(!odd.reads_as(&odd));
     }
 
     #[test]

@@ -1,81 +1,106 @@
 //! dnstap messages encoded straight from an [`Event`] into the writer's output:
 //! protobuf written by hand from `dnstap.proto`'s field numbers (the same as
-//! [`super::proto`]'s, which the tests decode with). What every message shares
-//! (identity, version) is encoded once at start; what an event's two messages
-//! share (the `extra` field after them, the socket, peer, query time and policy)
-//! once per event; each frame is then its length (known before it is written,
-//! nothing patched), that prefix, its own few fields, the shared ones and the
-//! wire form, copied once from the event into the output. A batch costs no
-//! allocation and no `fmt` once warm.
+//! [`super::proto`]'s, which the tests decode with).
+//!
+//! Every length is counted first, the output grown once by the event's two
+//! frames, and each byte then stored where it belongs (no per-byte `push`).
+//! The fields are in the order that copies least (protobuf takes them in any
+//! order): each frame is its length, the `Message` — the fields both messages
+//! share first (socket, peer, query time, policy), written once and copied
+//! for the response, then its own type, response time and wire form — and a
+//! trailer of what every frame of the event ends with (identity, version,
+//! `extra`, `type`). The trailer is encoded once and kept while the events'
+//! `extra` stays the same (a tunnel flood's findings seldom change between
+//! two queries; rendering them is most of a flagged event's cost). A batch
+//! costs no allocation and no `fmt` once warm.
 
 use std::net::IpAddr;
 
 use super::proto::{MessageType, PolicyMatch, SocketFamily, SocketProtocol};
-use super::{Event, Kind, Part, Transport};
+use super::{Event, Kind, Transport, Verdict};
+use crate::detect::Score;
 
 /// `Dnstap.type = MESSAGE` (field 15, varint 1), the last field of every frame.
 const TYPE_MESSAGE: [u8; 2] = [15 << 3, 1];
 
 /// Turns events into Frame Streams data frames, two per event.
 pub(super) struct Encoder {
-    /// `Dnstap.identity` and `Dnstap.version`, encoded; per event followed by
-    /// its `extra` field, if any (cut back to `head_len` first).
-    prefix: Vec<u8>,
+    /// `Dnstap.identity`, `Dnstap.version`, the `extra` of `shown` (if any)
+    /// and `Dnstap.type`, encoded: the end of every frame.
+    trailer: Vec<u8>,
+    /// Where identity and version end in `trailer`.
     head_len: usize,
+    /// The findings whose `extra` `trailer` holds, and their domain.
+    shown: Option<Score>,
+    shown_domain: String,
     /// Scratch: the `extra` text.
     extra: String,
-    /// The `Message` fields both messages of an event carry.
-    shared: Vec<u8>,
 }
 
 impl Encoder {
     pub fn new(identity: &[u8], version: &[u8]) -> Self {
-        let mut prefix = Vec::new();
-        bytes(&mut prefix, 1, identity);
-        bytes(&mut prefix, 2, version);
+        let mut trailer = Vec::new();
+        bytes(&mut trailer, 1, identity);
+        bytes(&mut trailer, 2, version);
+        let head_len = trailer.len();
+        trailer.extend_from_slice(&TYPE_MESSAGE);
         Self {
-            head_len: prefix.len(),
-            prefix,
+            trailer,
+            head_len,
+            shown: None,
+            shown_domain: String::new(),
             extra: String::new(),
-            shared: Vec::new(),
         }
     }
 
     /// Appends the event's query and response messages as data frames to `out`.
     pub fn frames(&mut self, ev: &Event, out: &mut Vec<u8>) {
-        let name = ev.part(Part::Name);
-        self.prefix.truncate(self.head_len);
-        if let Some(s) = &ev.tunnel {
-            let x = &mut self.extra;
-            x.clear();
-            x.push_str("tunnel score=");
-            push_hundredths(x, s.value);
-            x.push_str(if s.flagged {
-                " flagged=true reasons="
-            } else {
-                " flagged=false reasons="
-            });
-            s.reasons
-                .write_for(std::str::from_utf8(name).unwrap_or_default(), x);
-            bytes(&mut self.prefix, 3, self.extra.as_bytes());
-        }
-        self.shared(ev, name);
+        let name = ev.name();
+        self.trailer_for(ev.tunnel.as_ref(), name);
         let (asked, answered) = match ev.kind {
             Kind::Client => (MessageType::ClientQuery, MessageType::ClientResponse),
             Kind::Forwarder => (MessageType::ForwarderQuery, MessageType::ForwarderResponse),
         };
-        let (wire_q, wire_r) = (ev.part(Part::Query), ev.part(Part::Response));
-        out.reserve(2 * (24 + self.prefix.len() + self.shared.len()) + wire_q.len() + wire_r.len());
-        self.frame(asked, None, (10, wire_q), out);
-        self.frame(answered, Some(ev.response_us), (14, wire_r), out);
-    }
+        // The client asked dnsguard; dnsguard asked the upstream.
+        let (addr_field, port_field) = match ev.kind {
+            Kind::Client => (4, 6),
+            Kind::Forwarder => (5, 7),
+        };
+        let (wire_q, wire_r) = (ev.query(), ev.response());
+        let policy = ev.verdict.as_ref().map(|v| Policy::of(v, ev, name));
 
-    /// The `Message` fields of both messages into `self.shared`: socket family
-    /// and protocol, the peer, the query time and the policy (protobuf allows
-    /// fields in any order, so these follow each message's own).
-    fn shared(&mut self, ev: &Event, name: &[u8]) {
-        let m = &mut self.shared;
-        m.clear();
+        // Lengths.
+        let addr_len = match ev.peer {
+            IpAddr::V4(_) => 6,
+            IpAddr::V6(_) => 18,
+        };
+        let port_len = if ev.port == 0 {
+            0
+        } else {
+            1 + varint_len(u64::from(ev.port))
+        };
+        let shared_len = 4
+            + addr_len
+            + port_len
+            + time_len(ev.query_us)
+            + policy.as_ref().map_or(0, |p| field_len(p.len));
+        let wire_len = |w: &[u8]| if w.is_empty() { 0 } else { field_len(w.len()) };
+        let query_len = shared_len + 2 + wire_len(wire_q);
+        let response_len = shared_len + 2 + time_len(ev.response_us) + wire_len(wire_r);
+        let frame_len = |message_len: usize| field_len(message_len) + self.trailer.len();
+        let (query_frame, response_frame) = (frame_len(query_len), frame_len(response_len));
+
+        let start = out.len();
+        out.resize(start + 8 + query_frame + response_frame, 0);
+        let mut w = Cursor {
+            b: &mut out[start..],
+            at: 0,
+        };
+        // The query's frame.
+        w.put(&frame_len_bytes(query_frame));
+        w.byte(14 << 3 | LEN);
+        w.varint(query_len as u64);
+        let shared = w.at;
         let family = match ev.peer {
             IpAddr::V4(_) => SocketFamily::Inet,
             IpAddr::V6(_) => SocketFamily::Inet6,
@@ -87,107 +112,261 @@ impl Encoder {
             Transport::Doh => SocketProtocol::Doh,
             Transport::Doq => SocketProtocol::Doq,
         };
-        m.extend_from_slice(&[2 << 3, family as u8, 3 << 3, protocol as u8]);
-        // The client asked dnsguard; dnsguard asked the upstream.
-        let (addr_field, port_field) = match ev.kind {
-            Kind::Client => (4, 6),
-            Kind::Forwarder => (5, 7),
-        };
-        address(m, addr_field, ev.peer);
+        w.put(&[2 << 3, family as u8, 3 << 3, protocol as u8]);
+        w.address(addr_field, ev.peer);
         if ev.port != 0 {
-            m.push(port_field << 3);
-            varint(m, u64::from(ev.port));
+            w.byte(port_field << 3);
+            w.varint(u64::from(ev.port));
         }
-        time(m, 8, ev.query_us);
-        if let Some(v) = &ev.verdict {
-            policy(m, v, ev, name);
+        w.time(8, ev.query_us);
+        if let (Some(p), Some(v)) = (&policy, &ev.verdict) {
+            p.write(&mut w, v);
         }
+        let shared = shared..w.at;
+        w.put(&[1 << 3, asked as u8]);
+        w.wire(10, wire_q);
+        w.put(&self.trailer);
+        // The response's: the shared fields copied from the query's.
+        w.put(&frame_len_bytes(response_frame));
+        w.byte(14 << 3 | LEN);
+        w.varint(response_len as u64);
+        w.copy_within(shared);
+        w.put(&[1 << 3, answered as u8]);
+        w.time(12, ev.response_us);
+        w.wire(14, wire_r);
+        w.put(&self.trailer);
+        debug_assert_eq!(w.at, w.b.len(), "lengths counted ahead");
     }
 
-    /// One data frame: the `Dnstap` of the query side (`response_us` `None`)
-    /// or the response side, written straight into `out`.
-    fn frame(
-        &self,
-        kind: MessageType,
-        response_us: Option<u64>,
-        (wire_field, wire): (u8, &[u8]),
-        out: &mut Vec<u8>,
-    ) {
-        // The message's own fields: its type, the response time, the wire form.
-        let time_len = response_us.map_or(0, time_len);
-        let wire_len = if wire.is_empty() {
-            0
-        } else {
-            field_len(wire.len())
+    /// Makes `trailer` end the frames of an event with `tunnel`'s findings
+    /// (in `extra`) or without; the text is rendered only when the findings
+    /// or their domain differ from the last event's.
+    fn trailer_for(&mut self, tunnel: Option<&Score>, name: &str) {
+        let Some(s) = tunnel else {
+            if self.shown.take().is_some() {
+                self.trailer.truncate(self.head_len);
+                self.trailer.extend_from_slice(&TYPE_MESSAGE);
+            }
+            return;
         };
-        let message_len = 2 + time_len + self.shared.len() + wire_len;
-        let frame_len = self.prefix.len() + field_len(message_len) + TYPE_MESSAGE.len();
-        out.extend_from_slice(&u32::try_from(frame_len).unwrap_or(u32::MAX).to_be_bytes());
-        out.extend_from_slice(&self.prefix);
-        out.push(14 << 3 | LEN);
-        varint(out, message_len as u64);
-        out.extend_from_slice(&[1 << 3, kind as u8]);
-        if let Some(us) = response_us {
-            time(out, 12, us);
+        let domain = s.reasons.domain_in(name);
+        if self.shown.as_ref().is_some_and(|t| reads_as(t, s)) && self.shown_domain == domain {
+            return;
         }
-        out.extend_from_slice(&self.shared);
-        if !wire.is_empty() {
-            bytes(out, wire_field, wire);
-        }
-        out.extend_from_slice(&TYPE_MESSAGE);
+        let x = &mut self.extra;
+        x.clear();
+        x.push_str("tunnel score=");
+        push_hundredths(x, s.value);
+        x.push_str(if s.flagged {
+            " flagged=true reasons="
+        } else {
+            " flagged=false reasons="
+        });
+        s.reasons.write_for(name, x);
+        self.trailer.truncate(self.head_len);
+        bytes(&mut self.trailer, 3, self.extra.as_bytes());
+        self.trailer.extend_from_slice(&TYPE_MESSAGE);
+        self.shown = Some(*s);
+        self.shown_domain.clear();
+        self.shown_domain.push_str(domain);
     }
 }
 
-/// The verdict as a `Policy` message (field 15 of `Message`), its length
-/// counted first so that it is written in place.
-fn policy(m: &mut Vec<u8>, v: &super::Verdict, ev: &Event, name: &[u8]) {
-    let (list, rule) = (ev.part(Part::List), ev.part(Part::Rule));
-    // `rule`: the list and the rule, either alone, or both with a space.
-    let rule_len = match (list.is_empty(), rule.is_empty()) {
-        (true, true) => 0,
-        (false, false) => list.len() + 1 + rule.len(),
-        _ => list.len() + rule.len(),
-    };
-    let mut ip = [0; 16];
-    let value: &[u8] = match (v.matched, v.address) {
-        (_, Some(IpAddr::V4(a))) => {
-            ip[..4].copy_from_slice(&a.octets());
-            &ip[..4]
-        }
-        (_, Some(IpAddr::V6(a))) => {
-            ip = a.octets();
-            &ip
-        }
-        (Some(PolicyMatch::Qname), None) => name,
-        _ => &[],
-    };
-    let len = field_len(v.kind.len())
-        + if rule_len > 0 { field_len(rule_len) } else { 0 }
-        + 2
-        + if v.matched.is_some() { 2 } else { 0 }
-        + if value.is_empty() {
-            0
-        } else {
-            field_len(value.len())
+/// Whether findings `a` show as `b` in `extra` (for the same domain).
+fn reads_as(a: &Score, b: &Score) -> bool {
+    a.flagged == b.flagged
+        && hundredths(a.value).is_some_and(|h| Some(h) == hundredths(b.value))
+        && a.reasons.reads_as(&b.reasons)
+}
+
+/// What [`push_hundredths`] shows of `v`, in hundredths; `None` where it
+/// hands over to the float formatter.
+fn hundredths(v: f32) -> Option<i64> {
+    (v.is_finite() && v.abs() < 1e15).then(|| (f64::from(v) * 100.0).round() as i64)
+}
+
+/// A frame's 4-byte length.
+fn frame_len_bytes(len: usize) -> [u8; 4] {
+    u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes()
+}
+
+/// The verdict as a `Policy` message (field 15 of `Message`): its parts and
+/// their lengths, counted before anything is written.
+struct Policy<'a> {
+    /// The `Policy` message's length.
+    len: usize,
+    list: &'a [u8],
+    rule: &'a [u8],
+    /// `rule`'s length: the list and the rule, either alone, or both with a
+    /// space.
+    rule_len: usize,
+    /// An address's octets, or the name (`value`).
+    ip: [u8; 16],
+    ip_len: usize,
+    name: &'a [u8],
+}
+
+impl<'a> Policy<'a> {
+    fn of(v: &Verdict, ev: &'a Event, name: &'a str) -> Self {
+        let (list, rule) = match &ev.texts {
+            Some(t) => (t.list.as_bytes(), t.rule.as_bytes()),
+            None => (&[][..], &[][..]),
         };
-    m.push(15 << 3 | LEN);
-    varint(m, len as u64);
-    bytes(m, 1, v.kind.as_bytes());
-    if rule_len > 0 {
-        m.push(2 << 3 | LEN);
-        varint(m, rule_len as u64);
-        m.extend_from_slice(list);
-        if !list.is_empty() && !rule.is_empty() {
-            m.push(b' ');
+        let rule_len = match (list.is_empty(), rule.is_empty()) {
+            (true, true) => 0,
+            (false, false) => list.len() + 1 + rule.len(),
+            _ => list.len() + rule.len(),
+        };
+        let mut ip = [0; 16];
+        let (ip_len, name) = match (v.matched, v.address) {
+            (_, Some(IpAddr::V4(a))) => {
+                ip[..4].copy_from_slice(&a.octets());
+                (4, &[][..])
+            }
+            (_, Some(IpAddr::V6(a))) => {
+                ip = a.octets();
+                (16, &[][..])
+            }
+            (Some(PolicyMatch::Qname), None) => (0, name.as_bytes()),
+            _ => (0, &[][..]),
+        };
+        let value_len = ip_len + name.len();
+        let len = field_len(v.kind.len())
+            + if rule_len > 0 { field_len(rule_len) } else { 0 }
+            + 2
+            + if v.matched.is_some() { 2 } else { 0 }
+            + if value_len > 0 {
+                field_len(value_len)
+            } else {
+                0
+            };
+        Self {
+            len,
+            list,
+            rule,
+            rule_len,
+            ip,
+            ip_len,
+            name,
         }
-        m.extend_from_slice(rule);
     }
-    m.extend_from_slice(&[3 << 3, v.action as u8]);
-    if let Some(matched) = v.matched {
-        m.extend_from_slice(&[4 << 3, matched as u8]);
+
+    fn write(&self, w: &mut Cursor<'_>, v: &Verdict) {
+        w.byte(15 << 3 | LEN);
+        w.varint(self.len as u64);
+        w.put(&[1 << 3 | LEN, v.kind.len() as u8]);
+        w.put(v.kind.as_bytes());
+        if self.rule_len > 0 {
+            w.byte(2 << 3 | LEN);
+            w.varint(self.rule_len as u64);
+            w.put(self.list);
+            if !self.list.is_empty() && !self.rule.is_empty() {
+                w.byte(b' ');
+            }
+            w.put(self.rule);
+        }
+        w.put(&[3 << 3, v.action as u8]);
+        if let Some(matched) = v.matched {
+            w.put(&[4 << 3, matched as u8]);
+        }
+        if self.ip_len > 0 {
+            w.put(&[5 << 3 | LEN, self.ip_len as u8]);
+            w.put(&self.ip[..self.ip_len]);
+        } else if !self.name.is_empty() {
+            w.byte(5 << 3 | LEN);
+            w.varint(self.name.len() as u64);
+            w.put(self.name);
+        }
     }
-    if !value.is_empty() {
-        bytes(m, 5, value);
+}
+
+/// Writes into a slice sized by the lengths counted ahead.
+struct Cursor<'a> {
+    b: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn byte(&mut self, v: u8) {
+        self.b[self.at] = v;
+        self.at += 1;
+    }
+
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        self.b[self.at..self.at + s.len()].copy_from_slice(s);
+        self.at += s.len();
+    }
+
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    /// Bytes written before, again.
+    fn copy_within(&mut self, from: std::ops::Range<usize>) {
+        let n = from.len();
+        self.b.copy_within(from, self.at);
+        self.at += n;
+    }
+
+    /// A wire form as field `field`, unless it is empty.
+    fn wire(&mut self, field: u8, wire: &[u8]) {
+        if !wire.is_empty() {
+            self.byte(field << 3 | LEN);
+            self.varint(wire.len() as u64);
+            self.put(wire);
+        }
+    }
+
+    /// An address as 4 or 16 octets.
+    fn address(&mut self, field: u8, ip: IpAddr) {
+        let key = field << 3 | LEN;
+        match ip {
+            IpAddr::V4(a) => {
+                let o = a.octets();
+                self.put(&[key, 4, o[0], o[1], o[2], o[3]]);
+            }
+            IpAddr::V6(a) => {
+                self.put(&[key, 16]);
+                self.put(&a.octets());
+            }
+        }
+    }
+
+    /// A time as its seconds (varint, field `field`) and nanoseconds (fixed32,
+    /// the next field), as `Message` carries query and response times.
+    fn time(&mut self, field: u8, us: u64) {
+        let (s, n) = split_us(us);
+        let n = n.to_le_bytes();
+        let nanos_key = (field + 1) << 3 | FIXED32;
+        // Seconds of these decades (2^28 s is 1978, 2^35 s beyond 3000) take
+        // five varint bytes: both fields in one fixed-size store, no loop.
+        if (1 << 28..1 << 35).contains(&s) {
+            let b = |shift: u32| (s >> shift) as u8 | 0x80;
+            self.put(&[
+                field << 3,
+                b(0),
+                b(7),
+                b(14),
+                b(21),
+                (s >> 28) as u8,
+                nanos_key,
+                n[0],
+                n[1],
+                n[2],
+                n[3],
+            ]);
+            return;
+        }
+        self.byte(field << 3);
+        self.varint(s);
+        self.put(&[nanos_key, n[0], n[1], n[2], n[3]]);
     }
 }
 
@@ -195,12 +374,11 @@ fn policy(m: &mut Vec<u8>, v: &super::Verdict, ev: &Event, name: &[u8]) {
 /// through integer formatting: Rust's float formatting costs about a thousand
 /// instructions, and under a tunnel flood every event carries a score.
 fn push_hundredths(out: &mut String, v: f32) {
-    if !v.is_finite() || v.abs() >= 1e15 {
+    let Some(hundredths) = hundredths(v) else {
         use std::fmt::Write;
         let _ = write!(out, "{v:.2}");
         return;
-    }
-    let hundredths = (f64::from(v) * 100.0).round() as i64;
+    };
     if hundredths < 0 {
         out.push('-');
     }
@@ -216,39 +394,14 @@ fn split_us(us: u64) -> (u64, u32) {
     (us / 1_000_000, (us % 1_000_000) as u32 * 1000)
 }
 
-/// A time as its seconds (varint, field `field`) and nanoseconds (fixed32,
-/// the next field), as `Message` carries query and response times.
-fn time(out: &mut Vec<u8>, field: u8, us: u64) {
-    let (s, n) = split_us(us);
-    let n = n.to_le_bytes();
-    let nanos_key = (field + 1) << 3 | FIXED32;
-    // Seconds of these decades (2^28 s is 1978, 2^35 s beyond 3000) take five
-    // varint bytes: both fields in one fixed-size copy, no loop.
-    if (1 << 28..1 << 35).contains(&s) {
-        let b = |shift: u32| (s >> shift) as u8 | 0x80;
-        out.extend_from_slice(&[
-            field << 3,
-            b(0),
-            b(7),
-            b(14),
-            b(21),
-            (s >> 28) as u8,
-            nanos_key,
-            n[0],
-            n[1],
-            n[2],
-            n[3],
-        ]);
-        return;
-    }
-    out.push(field << 3);
-    varint(out, s);
-    out.extend_from_slice(&[nanos_key, n[0], n[1], n[2], n[3]]);
-}
-
-/// How many bytes [`time`] writes.
+/// How many bytes [`Cursor::time`] writes.
 fn time_len(us: u64) -> usize {
-    1 + varint_len(us / 1_000_000) + 5
+    let s = us / 1_000_000;
+    if (1 << 28..1 << 35).contains(&s) {
+        11
+    } else {
+        1 + varint_len(s) + 5
+    }
 }
 
 /// Protobuf wire types.
@@ -263,9 +416,16 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// How many bytes `v` takes as a varint.
+/// How many bytes `v` takes as a varint (the lengths here are mostly one
+/// or two bytes: those without a division).
 fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    if v < 1 << 7 {
+        1
+    } else if v < 1 << 14 {
+        2
+    } else {
+        (64 - v.leading_zeros() as usize).div_ceil(7)
+    }
 }
 
 /// How many bytes a length-delimited field (of a number below 16) of `n`
@@ -281,27 +441,12 @@ fn bytes(out: &mut Vec<u8>, field: u8, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// An address as 4 or 16 octets.
-fn address(out: &mut Vec<u8>, field: u8, ip: IpAddr) {
-    let key = field << 3 | LEN;
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            out.extend_from_slice(&[key, 4, o[0], o[1], o[2], o[3]]);
-        }
-        IpAddr::V6(a) => {
-            out.extend_from_slice(&[key, 16]);
-            out.extend_from_slice(&a.octets());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::Verdict;
     use super::super::proto::{Dnstap, Message, Policy, PolicyAction};
     use super::*;
-    use crate::detect::{Reasons, Score};
+    use crate::detect::{ReasonCode, Reasons, Score};
 
     /// The data frames of `out`, decoded with prost.
     fn decode(out: &[u8]) -> Vec<Dnstap> {
@@ -320,6 +465,16 @@ mod tests {
             kind,
             ..Event::default()
         }
+    }
+
+    /// The texts and wire forms of a client event, as `observe` puts them.
+    fn fill(ev: &mut Event, [name, list, rule]: [&str; 3], query: &[u8], response: &[u8]) {
+        ev.texts = Some(super::super::Texts {
+            name: name.into(),
+            list: list.into(),
+            rule: rule.into(),
+        });
+        ev.fill(query, response);
     }
 
     #[test]
@@ -343,7 +498,12 @@ mod tests {
             reasons: Reasons::default(),
             domain: Default::default(),
         });
-        ev.fill([b"ads.example", b"mine", b"line 9", b"QUERY", b"RESPONSE"]);
+        fill(
+            &mut ev,
+            ["ads.example", "mine", "line 9"],
+            b"QUERY",
+            b"RESPONSE",
+        );
         let mut enc = Encoder::new(b"id", b"v1");
         let mut out = Vec::new();
         enc.frames(&ev, &mut out);
@@ -399,7 +559,7 @@ mod tests {
         ev.transport = Transport::Udp;
         ev.query_us = 2_000_000;
         ev.response_us = 2_500_000;
-        ev.fill([b"", b"", b"", b"Q", b"R"]);
+        ev.fill(b"Q", b"R");
         let mut enc = Encoder::new(b"id", b"v1");
         let mut out = Vec::new();
         enc.frames(&ev, &mut out);
@@ -511,13 +671,7 @@ mod tests {
             ev.response_us = 1_800_000_000_000_002;
             ev.verdict = verdict;
             ev.tunnel = Some(flagged);
-            ev.fill([
-                long_name.as_bytes(),
-                list.as_bytes(),
-                rule.as_bytes(),
-                &big,
-                &big[..200],
-            ]);
+            fill(&mut ev, [&long_name, list, rule], &big, &big[..200]);
             // The same event twice: the second pair of frames, after the
             // first in the output, comes from the encoder's reused scratch.
             let mut enc = Encoder::new(b"identity", b"version");
@@ -563,6 +717,64 @@ mod tests {
                 (r.response_time_sec, r.response_time_nsec),
                 (Some(1_800_000_000), Some(2_000))
             );
+        }
+    }
+
+    /// The `extra` text is rendered again whenever the findings or their
+    /// domain change, and dropped for an event without them: each frame
+    /// carries its own event's, whatever came before.
+    #[test]
+    fn each_frame_carries_its_own_events_extra() {
+        let score = |value: f32, distinct: u32| {
+            let mut reasons = Reasons::default();
+            reasons.distinct = distinct;
+            reasons.reg_len = 9; // "x.example"
+            reasons.set(ReasonCode::DistinctSubdomains);
+            Score {
+                value,
+                flagged: true,
+                quarantined: false,
+                reasons,
+                domain: Default::default(),
+            }
+        };
+        let (a, b) = (score(1.5, 10), score(2.25, 20));
+        let seq: [(Option<Score>, &str); 7] = [
+            (Some(a), "q1.x.example"),
+            (Some(a), "q2.x.example"),
+            (None, "q3.x.example"),
+            (Some(a), "q4.x.example"),
+            (Some(b), "q5.x.example"),
+            (Some(b), "q6.y.example"),
+            (None, "q7.y.example"),
+        ];
+        let mut enc = Encoder::new(b"id", b"v1");
+        let mut out = Vec::new();
+        for (tunnel, name) in seq {
+            let mut ev = event(Kind::Client);
+            ev.tunnel = tunnel;
+            fill(&mut ev, [name, "", ""], b"Q", b"R");
+            enc.frames(&ev, &mut out);
+        }
+        let got = decode(&out);
+        assert_eq!(got.len(), 2 * seq.len());
+        for (pair, (tunnel, name)) in got.chunks(2).zip(seq) {
+            let want = tunnel.map(|s| {
+                let mut x = String::new();
+                push_hundredths(&mut x, s.value);
+                format!(
+                    "tunnel score={x} flagged=true reasons={}",
+                    s.reasons.display_for(name)
+                )
+            });
+            for d in pair {
+                let extra = d.extra.clone().map(|e| String::from_utf8(e).unwrap());
+                assert_eq!(extra, want, "{name}");
+                if let Some(x) = &extra {
+                    assert!(x.contains(&format!("names under {}", &name[3..])), "{x}");
+                }
+                assert_eq!(d.identity.as_deref(), Some(&b"id"[..]));
+            }
         }
     }
 
@@ -617,10 +829,12 @@ mod tests {
             (1 << 35) * 1_000_000,
             u64::MAX,
         ] {
-            let mut out = Vec::new();
-            time(&mut out, 8, us);
-            assert_eq!(out.len(), time_len(us), "{us}");
-            let m: Message = prost::Message::decode(&out[..]).unwrap();
+            let mut b = [0; 32];
+            let mut w = Cursor { b: &mut b, at: 0 };
+            w.time(8, us);
+            let n = w.at;
+            assert_eq!(n, time_len(us), "{us}");
+            let m: Message = prost::Message::decode(&b[..n]).unwrap();
             let (s, n) = split_us(us);
             assert_eq!((m.query_time_sec, m.query_time_nsec), (Some(s), Some(n)));
         }

@@ -9,7 +9,7 @@
 //! Off the DNS path except `Dnstap::observe` (called by the pipeline's record
 //! step): it claims a free slot of a bounded ring, copies the query's and the
 //! reply's wire bytes into the slot's own buffer (no allocation once warm) with
-//! the verdict's few fixed fields, and publishes it — one atomic operation
+//! the verdict's few fixed fields and the query log's shared texts, and publishes it — one atomic operation
 //! each ([`queue`]). A writer thread encodes batches straight from the slots
 //! into one reused buffer ([`encode`]) and writes each batch at once; a collector that is down, slow or speaks garbage
 //! only costs events (counted in `dnsguard_dnstap_dropped_total`), never a
@@ -147,10 +147,10 @@ pub(crate) enum Kind {
     Forwarder,
 }
 
-/// One exchange, as the writer thread needs it: fixed fields, and the texts and
-/// wire forms back to back in `buf`. Events are the slots of the [`queue`]'s
-/// ring: filled and written in place, their buffer keeps its capacity, so
-/// filling one allocates nothing.
+/// One exchange, as the writer thread needs it: fixed fields, the texts as
+/// the query log's shared strings, and the wire forms back to back in `wire`.
+/// Events are the slots of the [`queue`]'s ring: filled and written in place,
+/// their buffer keeps its capacity, so filling one allocates nothing.
 pub(crate) struct Event {
     /// Client or upstream exchange.
     pub kind: Kind,
@@ -164,33 +164,29 @@ pub(crate) struct Event {
     pub query_us: u64,
     /// When the answer was sent (or arrived), unix microseconds.
     pub response_us: u64,
-    /// The policy that applied, if any (its list and rule are in `buf`).
+    /// The policy that applied, if any.
     pub verdict: Option<Verdict>,
     /// The tunnel detector's findings, when they matter.
     pub tunnel: Option<Score>,
-    /// Query name, list, rule, query wire, response wire; `ends` says where
-    /// each ends.
-    buf: Vec<u8>,
-    ends: [usize; Part::COUNT],
+    /// The query name (only when a policy or the detector's reasons show it),
+    /// the list and the rule of the policy: the query log entry's own strings,
+    /// shared rather than copied (the writer lets go of them).
+    pub texts: Option<Texts>,
+    /// The query's wire form, then the response's; `query_len` says where the
+    /// first ends.
+    wire: Vec<u8>,
+    query_len: usize,
 }
 
-/// The pieces of an [`Event`]'s buffer.
-#[derive(Clone, Copy)]
-pub(crate) enum Part {
-    /// The query name as text (only when a policy or the detector needs it).
-    Name,
-    /// The list of the rule that matched.
-    List,
-    /// The rule (e.g. `line 9`).
-    Rule,
-    /// The query, wire format.
-    Query,
-    /// The response, wire format.
-    Response,
-}
-
-impl Part {
-    const COUNT: usize = 5;
+/// The texts of a client event's policy and `extra`.
+#[derive(Clone)]
+pub(crate) struct Texts {
+    /// The query name.
+    pub name: Arc<str>,
+    /// The list of the rule that matched (empty: none).
+    pub list: Arc<str>,
+    /// The rule (e.g. `line 9`; empty: none).
+    pub rule: Arc<str>,
 }
 
 impl Default for Event {
@@ -204,33 +200,37 @@ impl Default for Event {
             response_us: 0,
             verdict: None,
             tunnel: None,
-            buf: Vec::new(),
-            ends: [0; Part::COUNT],
+            texts: None,
+            wire: Vec::new(),
+            query_len: 0,
         }
     }
 }
 
 impl Event {
-    /// Replaces the buffer's contents with `parts`, in [`Part`] order: one
-    /// capacity check, and a copy for each part that is not empty.
-    fn fill(&mut self, parts: [&[u8]; Part::COUNT]) {
-        self.buf.clear();
-        self.buf.reserve(parts.iter().map(|p| p.len()).sum());
-        let mut end = 0;
-        for (e, part) in self.ends.iter_mut().zip(parts) {
-            if !part.is_empty() {
-                self.buf.extend_from_slice(part);
-            }
-            end += part.len();
-            *e = end;
-        }
+    /// Replaces the wire forms with `query` and `response`: one capacity
+    /// check and a copy of each.
+    fn fill(&mut self, query: &[u8], response: &[u8]) {
+        self.wire.clear();
+        self.wire.reserve(query.len() + response.len());
+        self.wire.extend_from_slice(query);
+        self.wire.extend_from_slice(response);
+        self.query_len = query.len();
     }
 
-    /// One piece of the buffer.
-    pub fn part(&self, part: Part) -> &[u8] {
-        let i = part as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.buf[start..self.ends[i]]
+    /// The query, wire format (empty when not at hand).
+    pub fn query(&self) -> &[u8] {
+        &self.wire[..self.query_len]
+    }
+
+    /// The response, wire format (empty when not at hand).
+    pub fn response(&self) -> &[u8] {
+        &self.wire[self.query_len..]
+    }
+
+    /// The query name as text, when the event carries it.
+    pub fn name(&self) -> &str {
+        self.texts.as_ref().map_or("", |t| &t.name)
     }
 }
 
@@ -358,13 +358,13 @@ impl Dnstap {
         ev.verdict = verdict;
         ev.tunnel = tunnel;
         // The texts only when a policy (name, list, rule) or the detector's
-        // reasons (name) show them.
-        let (name, list, rule): (&[u8], &[u8], &[u8]) = match (verdict, tunnel) {
-            (None, None) => (b"", b"", b""),
-            (None, Some(_)) => (e.name.as_bytes(), b"", b""),
-            _ => (e.name.as_bytes(), e.list.as_bytes(), e.rule.as_bytes()),
-        };
-        ev.fill([name, list, rule, via.query, via.response]);
+        // reasons (name) show them: three reference counts, no copy.
+        ev.texts = (verdict.is_some() || tunnel.is_some()).then(|| Texts {
+            name: e.name.clone(),
+            list: e.list.clone(),
+            rule: e.rule.clone(),
+        });
+        ev.fill(via.query, via.response);
     }
 
     /// Hands one exchange with a forwarding upstream at `server` to the writer
@@ -391,7 +391,8 @@ impl Dnstap {
         ev.response_us = unix_us(now);
         ev.verdict = None;
         ev.tunnel = None;
-        ev.fill([b"", b"", b"", query, response]);
+        ev.texts = None;
+        ev.fill(query, response);
     }
 
     /// Sends what is queued, ends the stream (STOP, FINISH) and stops the writer.

@@ -183,9 +183,11 @@ impl Drop for Taken<'_> {
     fn drop(&mut self) {
         // SAFETY: as above; the slot is handed back only by the store below.
         let ev = unsafe { &mut *self.slot.event.get() };
-        if ev.buf.capacity() > KEEP {
-            ev.buf.clear();
-            ev.buf.shrink_to(KEEP);
+        // The texts are let go here, off the DNS path, which only clones them.
+        ev.texts = None;
+        if ev.wire.capacity() > KEEP {
+            ev.wire.clear();
+            ev.wire.shrink_to(KEEP);
         }
         self.slot.stamp.store(self.next, Ordering::Release);
     }
@@ -193,14 +195,13 @@ impl Drop for Taken<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Part;
     use super::*;
 
     #[test]
     fn slots_are_bounded_and_come_back_with_their_buffer() {
         let (q, mut d) = queue(2);
         let mut a = q.slot().unwrap();
-        a.fill([b"", b"", b"", b"query", b"response"]);
+        a.fill(b"query", b"response");
         let b = q.slot().unwrap();
         assert!(q.slot().is_none(), "a third slot while two are out");
         assert!(d.next().is_none(), "a claim not yet filled is not sent");
@@ -208,39 +209,57 @@ mod tests {
         drop(b);
         assert!(q.slot().is_none(), "queued slots are not free");
         let a = d.next().unwrap();
-        assert_eq!(a.part(Part::Response), b"response");
-        let cap = a.buf.capacity();
+        assert_eq!(a.response(), b"response");
+        let cap = a.wire.capacity();
         drop(a);
         let mut again = q.slot().expect("the freed slot");
-        assert_eq!(again.buf.capacity(), cap, "the buffer is kept");
-        again.fill([b"", b"", b"", b"", b"second lap"]);
+        assert_eq!(again.wire.capacity(), cap, "the buffer is kept");
+        again.fill(b"", b"second lap");
         drop(again);
         // A big buffer is shrunk on its way back.
         {
             let big = d.next().unwrap();
             // SAFETY in the test's terms: the writer holds the slot.
-            unsafe { (*big.slot.event.get()).buf.reserve(100_000) };
+            unsafe { (*big.slot.event.get()).wire.reserve(100_000) };
         }
-        assert!(q.slot().unwrap().buf.capacity() < 100_000);
-        assert_eq!(d.next().unwrap().part(Part::Response), b"second lap");
+        assert!(q.slot().unwrap().wire.capacity() < 100_000);
+        assert_eq!(d.next().unwrap().response(), b"second lap");
         assert!(!d.closed());
         drop(q);
         assert!(d.next().is_some(), "what was sent is still there");
         assert!(d.next().is_none() && d.closed(), "senders gone");
     }
 
+    /// The query log's strings an event shares are let go once it is
+    /// written, not kept by the slot until its next lap.
+    #[test]
+    fn a_written_event_lets_go_of_its_texts() {
+        let (q, mut d) = queue(2);
+        let name: Arc<str> = Arc::from("ads.example");
+        q.slot().unwrap().texts = Some(super::super::Texts {
+            name: name.clone(),
+            list: Arc::from("mine"),
+            rule: Arc::from("line 9"),
+        });
+        assert_eq!(Arc::strong_count(&name), 2);
+        let ev = d.next().unwrap();
+        assert_eq!(ev.name(), "ads.example");
+        drop(ev);
+        assert_eq!(Arc::strong_count(&name), 1);
+    }
+
     #[test]
     fn a_queued_event_is_never_handed_out_again_before_it_is_written() {
         // One slot asked for: the ring still tells a filled slot from a free one.
         let (q, mut d) = queue(1);
-        q.slot().unwrap().fill([b"", b"", b"", b"first", b""]);
+        q.slot().unwrap().fill(b"first", b"");
         let mut claims = 0;
         while let Some(mut later) = q.slot() {
-            later.fill([b"", b"", b"", b"later", b""]);
+            later.fill(b"later", b"");
             claims += 1;
             assert!(claims < 10, "the ring never fills");
         }
-        assert_eq!(d.next().unwrap().part(Part::Query), b"first");
+        assert_eq!(d.next().unwrap().query(), b"first");
     }
 
     #[test]
@@ -259,7 +278,7 @@ mod tests {
                             Some(mut ev) => {
                                 let v = t * EACH + i;
                                 ev.query_us = v;
-                                ev.fill([b"", b"", b"", &v.to_le_bytes(), b""]);
+                                ev.fill(&v.to_le_bytes(), b"");
                             }
                             None => {
                                 dropped.fetch_add(1, Ordering::Relaxed);
@@ -274,7 +293,7 @@ mod tests {
         let mut drain = |d: &mut Drain| {
             while let Some(ev) = d.next() {
                 // Each event arrives whole: its fixed field matches its bytes.
-                let v = u64::from_le_bytes(ev.part(Part::Query).try_into().unwrap());
+                let v = u64::from_le_bytes(ev.query().try_into().unwrap());
                 assert_eq!(v, ev.query_us);
                 assert!(!seen[v as usize], "event {v} twice");
                 seen[v as usize] = true;
