@@ -4,9 +4,8 @@
 //! connection that delivers no complete message within its timeout, but it accepts
 //! without limit: thousands of idle clients hold thousands of file descriptors, and
 //! once the process runs out, `accept` fails in a busy loop and the resolver can
-//! no longer open sockets to its upstreams. This module is the same per-connection
-//! loop built from hickory's public pieces (`TcpStream`, `TimeoutStream`,
-//! `ResponseHandle`, the same [`RequestHandler`]) plus a connection table:
+//! no longer open sockets to its upstreams. This module is a per-connection
+//! framing loop of its own plus a connection table:
 //!
 //! * at most `max_connections` connections, and at most `max_per_client` from one
 //!   client address;
@@ -14,13 +13,16 @@
 //!   longest without a complete query (of that client, or overall) is closed to make
 //!   room, so idle or trickling clients cannot lock out a real query;
 //! * a connection is closed after `idle_timeout` without a complete message, however
-//!   slowly its bytes arrive (hickory's `TimeoutStream` restarts only on a whole
-//!   message);
+//!   slowly its bytes arrive (only a whole message marks it active);
 //! * an `accept` error (such as running out of descriptors) backs off briefly
 //!   instead of spinning.
 //!
-//! Each message is answered through the in-place path ([`super::fast`]), as a UDP
-//! one is; only what it declines goes to hickory's parser and the handler.
+//! The loop answers pipelined messages in batches: each read takes whatever the
+//! stream has, every whole message in it is answered through the in-place path
+//! ([`super::fast`]), as a UDP one is, and the replies are written together (one
+//! TLS record for many answers on DoT). A miss, and what the in-place path
+//! declines (hickory's parser and the handler), is answered in a task of its own,
+//! at most [`IN_FLIGHT`] per connection, so it holds up no answer behind it.
 //!
 //! DNS over TLS ([`super::tls`]) is this same loop with a TLS acceptor: the
 //! handshake runs inside the connection's slot (it counts against both bounds and
