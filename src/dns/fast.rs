@@ -221,9 +221,9 @@ fn write(
 }
 
 /// What a stream front end (TCP, DoT, DoH, DoQ) does next with a message.
-pub enum Stream {
-    /// The whole reply, recorded.
-    Reply(Vec<u8>),
+pub enum Stream<R = Vec<u8>> {
+    /// The whole reply, recorded (as [`stream_with`]'s `keep` made it).
+    Reply(R),
     /// Decided without the reply, or sent to the resolver: [`Later::reply`].
     Later(Later),
     /// Not a plain query: the front end's hickory path.
@@ -243,8 +243,21 @@ pub enum Later {
 /// The in-place path for one message from a stream front end: no size limit but
 /// the DNS message's own, no truncation.
 pub fn stream(pipeline: &Pipeline, packet: &[u8], front: &Front<'_>, now: Arrived) -> Stream {
+    stream_with(pipeline, packet, front, now, <[u8]>::to_vec)
+}
+
+/// [`stream`], handing a reply written in place to `keep` while it is still in
+/// this thread's buffer: a front end that frames its replies itself (TCP, DoT)
+/// appends it to the batch it writes, with no copy of its own.
+pub fn stream_with<R>(
+    pipeline: &Pipeline,
+    packet: &[u8],
+    front: &Front<'_>,
+    now: Arrived,
+    keep: impl FnOnce(&[u8]) -> R,
+) -> Stream<R> {
     with_buffer(|out| match answer(pipeline, packet, front, out, now) {
-        Fast::Reply(len) => Stream::Reply(out[..len].to_vec()),
+        Fast::Reply(len) => Stream::Reply(keep(&out[..len])),
         Fast::Fetch(miss) => Stream::Later(Later::Fetch(miss)),
         Fast::Encode(decided) => Stream::Later(Later::Encode(decided)),
         Fast::Full => Stream::Full,

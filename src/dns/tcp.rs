@@ -4,9 +4,8 @@
 //! connection that delivers no complete message within its timeout, but it accepts
 //! without limit: thousands of idle clients hold thousands of file descriptors, and
 //! once the process runs out, `accept` fails in a busy loop and the resolver can
-//! no longer open sockets to its upstreams. This module is the same per-connection
-//! loop built from hickory's public pieces (`TcpStream`, `TimeoutStream`,
-//! `ResponseHandle`, the same [`RequestHandler`]) plus a connection table:
+//! no longer open sockets to its upstreams. This module is a per-connection
+//! framing loop of its own plus a connection table:
 //!
 //! * at most `max_connections` connections, and at most `max_per_client` from one
 //!   client address;
@@ -14,13 +13,16 @@
 //!   longest without a complete query (of that client, or overall) is closed to make
 //!   room, so idle or trickling clients cannot lock out a real query;
 //! * a connection is closed after `idle_timeout` without a complete message, however
-//!   slowly its bytes arrive (hickory's `TimeoutStream` restarts only on a whole
-//!   message);
+//!   slowly its bytes arrive (only a whole message marks it active);
 //! * an `accept` error (such as running out of descriptors) backs off briefly
 //!   instead of spinning.
 //!
-//! Each message is answered through the in-place path ([`super::fast`]), as a UDP
-//! one is; only what it declines goes to hickory's parser and the handler.
+//! The loop answers pipelined messages in batches: each read takes whatever the
+//! stream has, every whole message in it is answered through the in-place path
+//! ([`super::fast`]), as a UDP one is, and the replies are written together (one
+//! TLS record for many answers on DoT). A miss, and what the in-place path
+//! declines (hickory's parser and the handler), is answered in a task of its own,
+//! at most [`IN_FLIGHT`] per connection, so it holds up no answer behind it.
 //!
 //! DNS over TLS ([`super::tls`]) is this same loop with a TLS acceptor: the
 //! handshake runs inside the connection's slot (it counts against both bounds and
@@ -33,32 +35,28 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use hickory_proto::op::{Header, ResponseCode, SerialMessage};
+use hickory_proto::op::{Header, ResponseCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::net::runtime::iocompat::AsyncIoTokioAsStd;
-use hickory_server::net::tcp::TcpStream;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::{BufDnsStreamHandle, DnsStreamHandle};
 use hickory_server::proto::op::MessageType;
-use hickory_server::server::{Request, ResponseHandle, ResponseHandler, TimeoutStream};
+use hickory_server::server::{Request, ResponseHandler};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Sleep;
 
-use super::fast::{self, Front, Stream};
+use super::fast::{self, Collect, Front, Stream};
 use super::handler::Handler;
 use crate::identity::Presented;
 use crate::pipeline::Arrived;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// Responses queued per connection before the writer pushes back (hickory's value).
-const RESPONSE_BUFFER: usize = 64 * 1024;
 
 /// Pause after a failed `accept` (descriptors exhausted and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -160,24 +158,28 @@ pub fn spawn(
     spawn_bounded(listener, limits, shutdown, move |stream, src, slot| {
         let (handler, tls) = (handler.clone(), tls.clone());
         async move {
-            let conn = Connection {
+            let mut conn = Connection {
                 src,
                 idle_timeout: limits.idle_timeout,
                 slot: &slot,
+                handler,
+                protocol: Protocol::Tcp,
+                presented: None,
             };
             match tls {
-                None => serve(stream, &conn, &handler, Protocol::Tcp, None).await,
+                None => conn.serve(stream).await,
                 Some(acceptor) => {
                     if let Some(stream) = handshake(&acceptor, stream, src, limits).await {
                         // The ClientID in the server name and the client
                         // certificate (`crate::identity`).
                         let tls = stream.get_ref().1;
-                        let presented = Presented::from_tls(
+                        conn.protocol = Protocol::Tls;
+                        conn.presented = Presented::from_tls(
                             tls.server_name(),
                             crate::pki::client_pin(tls.peer_certificates()),
-                        );
-                        let p = presented.as_ref();
-                        serve(stream, &conn, &handler, Protocol::Tls, p).await
+                        )
+                        .map(Arc::new);
+                        conn.serve(stream).await
                     }
                 }
             }
@@ -311,102 +313,284 @@ impl Drop for Seat {
     }
 }
 
-/// What the framing loop needs to know about its connection.
+/// Misses (and messages for the full path) one connection may have in flight at
+/// once; past this the loop reads nothing more from it until one is answered, so
+/// a client cannot open unbounded work.
+const IN_FLIGHT: usize = 100;
+
+/// Free room a read asks for at least: a few dozen pipelined queries.
+const READ_ROOM: usize = 4096;
+
+/// A batch of answers larger than this is written out before more messages are
+/// answered: a full TLS record's plaintext.
+const WRITE_BATCH: usize = 16 * 1024;
+
+/// Where a connection's next message stands in what has been read.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// A whole message of this many bytes follows its 2-byte length.
+    Whole(usize),
+    /// Not whole yet: the message and its length take this many bytes.
+    Partial(usize),
+    /// A length of 0: no DNS message is that short, the stream is not DNS.
+    Malformed,
+}
+
+/// The next message at the start of `buf`, which begins with a length prefix.
+fn frame(buf: &[u8]) -> Frame {
+    let [hi, lo, rest @ ..] = buf else {
+        return Frame::Partial(2);
+    };
+    match usize::from(u16::from_be_bytes([*hi, *lo])) {
+        0 => Frame::Malformed,
+        len if rest.len() >= len => Frame::Whole(len),
+        len => Frame::Partial(2 + len),
+    }
+}
+
+/// Appends `reply` to `out` with its 2-byte length (one over 65535 bytes, which
+/// no encoder here makes, is dropped).
+fn push_framed(out: &mut Vec<u8>, reply: &[u8]) {
+    let Ok(len) = u16::try_from(reply.len()) else {
+        tracing::debug!(
+            len = reply.len(),
+            "reply longer than a DNS message: dropped"
+        );
+        return;
+    };
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(reply);
+}
+
+/// A connection as its framing loop serves it.
 struct Connection<'a> {
     src: SocketAddr,
     idle_timeout: Duration,
     slot: &'a Slot,
+    handler: Arc<Handler>,
+    protocol: Protocol,
+    /// The TLS server name's ClientID and the client certificate's pin.
+    presented: Option<Arc<Presented>>,
 }
 
-/// One connection (plain TCP or decrypted TLS): length-prefixed messages in,
-/// responses out, until the client closes, errs or idles out.
-async fn serve<S>(
-    stream: S,
-    conn: &Connection<'_>,
-    handler: &Handler,
-    protocol: Protocol,
-    presented: Option<&Presented>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
-{
-    let (stream, out) = TcpStream::from_stream_with_buffer_size(
-        AsyncIoTokioAsStd(stream),
-        conn.src,
-        RESPONSE_BUFFER,
-    );
-    let mut messages = TimeoutStream::new(stream, conn.idle_timeout);
-    while let Some(message) = messages.next().await {
-        let Ok(message) = message else {
-            return; // idle timeout, reset, malformed length
-        };
-        conn.slot.touch();
-        let (bytes, src) = message.into_parts();
-        answer(handler, bytes, src, &out, protocol, presented).await;
-    }
-}
+/// Replies of the messages a connection is still answering (misses, the full
+/// path), `None` where there is none to send.
+type InFlight = JoinSet<Option<Vec<u8>>>;
 
-/// One message: a plain query through the in-place path ([`fast::stream`]);
-/// else what hickory's server does: nothing for less than a header, FORMERR if
-/// the rest does not parse, nothing for responses, else the handler.
-async fn answer(
-    handler: &Handler,
-    bytes: Vec<u8>,
-    src: SocketAddr,
-    out: &BufDnsStreamHandle,
-    protocol: Protocol,
-    presented: Option<&Presented>,
-) {
-    let front = Front {
-        client: src,
-        protocol,
-        presented,
-    };
-    let reply = match fast::stream(handler.pipeline(), &bytes, &front, Arrived::now()) {
-        Stream::Reply(reply) => Some(reply),
-        Stream::Later(later) => later.reply(handler, &bytes, &front).await,
-        Stream::Full => return full(handler, bytes, src, out, protocol, presented).await,
-    };
-    if let Some(reply) = reply
-        && let Err(error) = out.clone().send(SerialMessage::new(reply, src))
+impl Connection<'_> {
+    /// Length-prefixed messages in, replies out, until the client closes, errs,
+    /// idles out or sends a length of 0. Each read takes whatever the stream
+    /// has; every whole message in it is answered, the replies the in-place path
+    /// writes at once appended to one batch, and the batch written with one
+    /// `write_all` and `flush` (over TLS: one record for many answers) before
+    /// the next read. A miss, or a message for the full path, is answered in a
+    /// task of its own (at most [`IN_FLIGHT`]), so the messages behind it are
+    /// not held up (RFC 7766, 6.2.1.1); its reply joins the next batch.
+    async fn serve<S>(&self, mut stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        tracing::debug!(%src, %error, "could not send response");
-    }
-}
-
-/// hickory's parser and the handler, for a message the in-place path declines.
-async fn full(
-    handler: &Handler,
-    bytes: Vec<u8>,
-    src: SocketAddr,
-    out: &BufDnsStreamHandle,
-    protocol: Protocol,
-    presented: Option<&Presented>,
-) {
-    let mut response = ResponseHandle::new(src, out.clone(), protocol);
-    let Ok(header) = Header::read(&mut BinDecoder::new(&bytes)) else {
-        return;
-    };
-    let request = match Request::from_bytes(bytes, src, protocol) {
-        Ok(r) => r,
-        Err(error) => {
-            tracing::debug!(%src, %error, "malformed TCP query: FORMERR");
-            let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-                return;
-            };
-            let msg = MessageResponseBuilder::new(&queries, None)
-                .error_msg(&header.metadata, ResponseCode::FormErr);
-            if let Err(error) = response.send_response(msg).await {
-                tracing::debug!(%src, %error, "could not send FORMERR");
+        let mut input = Vec::with_capacity(READ_ROOM);
+        let mut out = Vec::new();
+        let mut in_flight = InFlight::new();
+        // The idle timeout, checked against the slot when it fires (so a
+        // message does not reset a timer): only a whole message keeps the
+        // connection open, a trickle of bytes does not.
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
+        let mut reading = true;
+        loop {
+            let mut at = 0;
+            let mut need = 2;
+            while in_flight.len() < IN_FLIGHT {
+                match frame(&input[at..]) {
+                    Frame::Whole(len) => {
+                        self.slot.touch();
+                        self.answer(&input[at + 2..at + 2 + len], &mut out, &mut in_flight);
+                        at += 2 + len;
+                        if out.len() >= WRITE_BATCH
+                            && !self.write(&mut stream, &mut out, idle.as_mut()).await
+                        {
+                            return;
+                        }
+                    }
+                    Frame::Partial(whole) => {
+                        need = whole;
+                        break;
+                    }
+                    Frame::Malformed => {
+                        tracing::debug!(src = %self.src, "DNS message of length 0: closing");
+                        return;
+                    }
+                }
             }
+            input.drain(..at);
+            if !out.is_empty() && !self.write(&mut stream, &mut out, idle.as_mut()).await {
+                return;
+            }
+            if !reading && in_flight.is_empty() {
+                return; // the client closed its side and has every reply
+            }
+            if input.is_empty() && input.capacity() > 4 * READ_ROOM {
+                input = Vec::with_capacity(READ_ROOM); // after a large message
+            }
+            input.reserve(need.saturating_sub(input.len()).max(READ_ROOM / 4));
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    self.slot.touch();
+                    match done {
+                        Ok(Some(reply)) => push_framed(&mut out, &reply),
+                        Ok(None) => {}
+                        Err(error) => tracing::warn!(src = %self.src, %error, "answering a query failed"),
+                    }
+                }
+                read = stream.read_buf(&mut input), if reading && in_flight.len() < IN_FLIGHT => {
+                    match read {
+                        Ok(0) => reading = false,
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::debug!(src = %self.src, %error, "connection failed");
+                            return;
+                        }
+                    }
+                }
+                () = idle.as_mut() => {
+                    if !self.still_open(idle.as_mut(), !in_flight.is_empty()) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one message: in place into `out` when it can, else in a task of
+    /// `in_flight` (a miss through [`fast::Later::reply`], what the in-place path
+    /// declines through hickory's parser and the handler).
+    fn answer(&self, message: &[u8], out: &mut Vec<u8>, in_flight: &mut InFlight) {
+        let front = Front {
+            client: self.src,
+            protocol: self.protocol,
+            presented: self.presented.as_deref(),
+        };
+        let keep = |reply: &[u8]| push_framed(out, reply);
+        let step = fast::stream_with(
+            self.handler.pipeline(),
+            message,
+            &front,
+            Arrived::now(),
+            keep,
+        );
+        if let Stream::Reply(()) = step {
             return;
         }
-    };
-    if request.metadata.message_type == MessageType::Response {
-        return; // never answer responses (reflection)
+        let (handler, packet) = (self.handler.clone(), message.to_vec());
+        let (src, protocol, presented) = (self.src, self.protocol, self.presented.clone());
+        match step {
+            Stream::Reply(()) => {}
+            Stream::Later(later) => {
+                in_flight.spawn(async move {
+                    let front = Front {
+                        client: src,
+                        protocol,
+                        presented: presented.as_deref(),
+                    };
+                    later.reply(&handler, &packet, &front).await
+                });
+            }
+            Stream::Full => {
+                in_flight.spawn(full(handler, packet, src, protocol, presented));
+            }
+        }
     }
-    handler
-        .answer_presented(&request, response, presented.map(|p| Box::new(p.clone())))
-        .await;
+
+    /// Writes the batch `out` and empties it; `false` when the connection is to
+    /// close (the write failed, or the client read nothing and sent no whole
+    /// message for the idle timeout).
+    async fn write<S>(&self, stream: &mut S, out: &mut Vec<u8>, mut idle: Pin<&mut Sleep>) -> bool
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let written = {
+            let send = async {
+                stream.write_all(out).await?;
+                stream.flush().await
+            };
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut send => break sent,
+                    () = idle.as_mut() => {
+                        if !self.still_open(idle.as_mut(), false) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(error) = written {
+            tracing::debug!(src = %self.src, %error, "could not send replies");
+            return false;
+        }
+        out.clear();
+        if out.capacity() > 2 * WRITE_BATCH {
+            *out = Vec::new(); // after a large reply
+        }
+        true
+    }
+
+    /// On the idle timer: whether the connection stays open, re-arming the
+    /// timer if so. It does while it is `busy` answering, or when its last whole
+    /// message (or answer) came within the idle timeout.
+    fn still_open(&self, idle: Pin<&mut Sleep>, busy: bool) -> bool {
+        let since = self.slot.idle_for();
+        if !busy && since >= self.idle_timeout {
+            tracing::debug!(src = %self.src, "idle connection closed");
+            return false;
+        }
+        let left = if busy {
+            self.idle_timeout
+        } else {
+            self.idle_timeout - since
+        };
+        idle.reset(tokio::time::Instant::now() + left);
+        true
+    }
+}
+
+/// hickory's parser and the handler, for a message the in-place path declines,
+/// as hickory's server does it: nothing for less than a header or for a
+/// response, FORMERR if the rest does not parse, else the handler. The reply,
+/// if any.
+async fn full(
+    handler: Arc<Handler>,
+    bytes: Vec<u8>,
+    src: SocketAddr,
+    protocol: Protocol,
+    presented: Option<Arc<Presented>>,
+) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
+    let mut out = Collect::default();
+    match Request::from_bytes(bytes, src, protocol) {
+        Ok(request) if request.metadata.message_type == MessageType::Response => {
+            return None; // never answer responses (reflection)
+        }
+        Ok(request) => {
+            let presented = presented.map(|p| Box::new(Presented::clone(&p)));
+            handler
+                .answer_presented(&request, out.clone(), presented)
+                .await;
+        }
+        Err(error) => {
+            tracing::debug!(%src, %error, "malformed TCP query: FORMERR");
+            let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+            let msg = MessageResponseBuilder::new(&queries, None)
+                .error_msg(&header.metadata, ResponseCode::FormErr);
+            out.send_response(msg).await.ok()?;
+        }
+    }
+    out.take()
 }
 
 #[cfg(test)]
@@ -510,6 +694,19 @@ mod tests {
         assert_eq!(&echo, b"x");
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    /// Messages are cut by their 2-byte length; a partial one says how much it
+    /// needs in all (up to 65535 and its length), a length of 0 is malformed.
+    #[test]
+    fn frames_are_cut_by_their_length_prefix() {
+        assert_eq!(frame(&[]), Frame::Partial(2));
+        assert_eq!(frame(&[0]), Frame::Partial(2));
+        assert_eq!(frame(&[0, 3, 1, 2]), Frame::Partial(5));
+        assert_eq!(frame(&[0, 3, 1, 2, 3]), Frame::Whole(3));
+        assert_eq!(frame(&[0, 3, 1, 2, 3, 0, 9]), Frame::Whole(3));
+        assert_eq!(frame(&[0xff, 0xff, 1]), Frame::Partial(65537));
+        assert_eq!(frame(&[0, 0, 1, 2]), Frame::Malformed);
     }
 
     #[test]
