@@ -223,7 +223,7 @@ pub struct Lists {
     status: Mutex<HashMap<String, ListStatus>>,
     /// The file and the last text read from it, of each file list: used while
     /// that file cannot be read.
-    last_good: Mutex<HashMap<String, (PathBuf, LastGood)>>,
+    last_good: Arc<Mutex<HashMap<String, (PathBuf, LastGood)>>>,
     /// The saved copy of each URL list in the filter in force.
     compiled: Mutex<HashMap<String, CopyStamp>>,
 }
@@ -241,7 +241,7 @@ impl Lists {
             cfg: cfg.clone(),
             client,
             status: Mutex::new(HashMap::new()),
-            last_good: Mutex::new(HashMap::new()),
+            last_good: Arc::new(Mutex::new(HashMap::new())),
             compiled: Mutex::new(HashMap::new()),
         })
     }
@@ -296,10 +296,11 @@ impl Lists {
         match result {
             Ok((text, _)) => {
                 let text = Arc::new(text);
-                let kept = self.keep_last_good(name, &text);
-                self.last_good
-                    .lock()
-                    .insert(name.to_owned(), (path.to_owned(), kept));
+                let before = self.last_good.lock().insert(
+                    name.to_owned(),
+                    (path.to_owned(), LastGood::Held(text.clone())),
+                );
+                self.save_last_good(name, &text, before.map(|(_, kept)| kept));
                 st.updated_at = Some(now);
                 st.last_error = None;
                 Ok(Text { text, copy: None })
@@ -344,30 +345,45 @@ impl Lists {
         });
     }
 
-    /// Keeps `text`, just read from the file of list `name`, as its last good
-    /// text: saved under `DATA_DIR/lists/last-good/` (written again only when
-    /// it changed), or in memory when it cannot be saved.
-    fn keep_last_good(&self, name: &str, text: &Arc<String>) -> LastGood {
+    /// Saves `text`, just read from the file of list `name` and held in memory
+    /// as its last good text, under `DATA_DIR/lists/last-good/` (written again
+    /// only when it changed since `before`), then holds it there instead. On a
+    /// thread of its own: writing tens of megabytes to an SD card would delay
+    /// the first answer. It stays in memory when it cannot be saved.
+    fn save_last_good(&self, name: &str, text: &Arc<String>, before: Option<LastGood>) {
         let dir = self.dir.join("last-good");
         let copy = dir.join(format!("{}.txt", file_stem(name)));
-        let (len, crc) = (text.len(), crc32fast::hash(text.as_bytes()));
-        let unchanged = matches!(
-            self.last_good.lock().get(name),
-            Some((_, LastGood::Saved { copy: c, len: l, crc: k })) if *c == copy && *l == len && *k == crc
-        );
-        let written = if unchanged && copy.is_file() {
-            Ok(())
-        } else {
-            crate::datadir::create_dir(&dir)
-                .and_then(|()| write_atomically(&copy, text.as_bytes(), FILE_MODE))
-        };
-        match written {
-            Ok(()) => LastGood::Saved { copy, len, crc },
-            Err(e) => {
+        let (map, name, text) = (self.last_good.clone(), name.to_owned(), text.clone());
+        let save = move || {
+            let (len, crc) = (text.len(), crc32fast::hash(text.as_bytes()));
+            let unchanged = matches!(
+                &before,
+                Some(LastGood::Saved { copy: c, len: l, crc: k }) if *c == copy && *l == len && *k == crc
+            );
+            let written = if unchanged && copy.is_file() {
+                Ok(())
+            } else {
+                crate::datadir::create_dir(&dir)
+                    .and_then(|()| write_atomically(&copy, text.as_bytes(), FILE_MODE))
+            };
+            if let Err(e) = written {
                 tracing::warn!(list = %name, path = %copy.display(), error = %e,
                     "cannot save the list file's last good copy; keeping it in memory");
-                LastGood::Held(text.clone())
+                return;
             }
+            // Only if that text is still the one kept (not a newer read's).
+            if let Some((_, kept)) = map.lock().get_mut(&name)
+                && matches!(kept, LastGood::Held(t) if Arc::ptr_eq(t, &text))
+            {
+                *kept = LastGood::Saved { copy, len, crc };
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("list-copy".into())
+            .spawn(save);
+        if let Err(e) = spawned {
+            tracing::warn!(list = %self.dir.display(), error = %e,
+                "cannot start the thread saving a list's last good copy; keeping it in memory");
         }
     }
 
@@ -696,8 +712,16 @@ mod tests {
         let text = lists.read(&file_list("mine", &a)).unwrap();
         let held = Arc::downgrade(&text.text);
         lists.set_compiled(&[("mine".into(), text)]);
-        // Once the filter is compiled nothing keeps the text in memory.
-        assert!(held.upgrade().is_none(), "the list text is still in memory");
+        // Once the filter is compiled and the copy saved (in the background)
+        // nothing keeps the text in memory.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held.upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the list text is still in memory"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // It still blocks with that text while its file is gone.
         std::fs::remove_file(&a).unwrap();
         let kept = lists.read(&file_list("mine", &a)).unwrap();
