@@ -223,7 +223,7 @@ pub struct Lists {
     status: Mutex<HashMap<String, ListStatus>>,
     /// The file and the last text read from it, of each file list: used while
     /// that file cannot be read.
-    last_good: Mutex<HashMap<String, (PathBuf, Arc<String>)>>,
+    last_good: Arc<Mutex<HashMap<String, (PathBuf, LastGood)>>>,
     /// The saved copy of each URL list in the filter in force.
     compiled: Mutex<HashMap<String, CopyStamp>>,
 }
@@ -241,7 +241,7 @@ impl Lists {
             cfg: cfg.clone(),
             client,
             status: Mutex::new(HashMap::new()),
-            last_good: Mutex::new(HashMap::new()),
+            last_good: Arc::new(Mutex::new(HashMap::new())),
             compiled: Mutex::new(HashMap::new()),
         })
     }
@@ -296,15 +296,24 @@ impl Lists {
         match result {
             Ok((text, _)) => {
                 let text = Arc::new(text);
-                self.last_good
-                    .lock()
-                    .insert(name.to_owned(), (path.to_owned(), text.clone()));
+                let before = self.last_good.lock().insert(
+                    name.to_owned(),
+                    (path.to_owned(), LastGood::Held(text.clone())),
+                );
+                self.save_last_good(name, &text, before.map(|(_, kept)| kept));
                 st.updated_at = Some(now);
                 st.last_error = None;
                 Ok(Text { text, copy: None })
             }
-            Err(e) => match self.last_good.lock().get(name).filter(|(p, _)| p == path) {
-                Some((_, text)) => {
+            Err(e) => match self
+                .last_good
+                .lock()
+                .get(name)
+                .filter(|(p, _)| p == path)
+                .cloned()
+                .and_then(|(_, kept)| kept.text())
+            {
+                Some(text) => {
                     tracing::warn!(list = %name, error = %e, "list file unreadable; keeping the last good copy");
                     st.last_error = Some(format!("{e} (kept the last good copy)"));
                     Ok(Text {
@@ -327,9 +336,55 @@ impl Lists {
             .iter()
             .filter_map(|(name, t)| Some((name.clone(), t.copy?)))
             .collect();
-        self.last_good
-            .lock()
-            .retain(|name, _| texts.iter().any(|(n, _)| n == name));
+        self.last_good.lock().retain(|name, (_, kept)| {
+            let keep = texts.iter().any(|(n, _)| n == name);
+            if !keep && let LastGood::Saved { copy, .. } = kept {
+                let _ = std::fs::remove_file(copy);
+            }
+            keep
+        });
+    }
+
+    /// Saves `text`, just read from the file of list `name` and held in memory
+    /// as its last good text, under `DATA_DIR/lists/last-good/` (written again
+    /// only when it changed since `before`), then holds it there instead. On a
+    /// thread of its own: writing tens of megabytes to an SD card would delay
+    /// the first answer. It stays in memory when it cannot be saved.
+    fn save_last_good(&self, name: &str, text: &Arc<String>, before: Option<LastGood>) {
+        let dir = self.dir.join("last-good");
+        let copy = dir.join(format!("{}.txt", file_stem(name)));
+        let (map, name, text) = (self.last_good.clone(), name.to_owned(), text.clone());
+        let save = move || {
+            let (len, crc) = (text.len(), crc32fast::hash(text.as_bytes()));
+            let unchanged = matches!(
+                &before,
+                Some(LastGood::Saved { copy: c, len: l, crc: k }) if *c == copy && *l == len && *k == crc
+            );
+            let written = if unchanged && copy.is_file() {
+                Ok(())
+            } else {
+                crate::datadir::create_dir(&dir)
+                    .and_then(|()| write_atomically(&copy, text.as_bytes(), FILE_MODE))
+            };
+            if let Err(e) = written {
+                tracing::warn!(list = %name, path = %copy.display(), error = %e,
+                    "cannot save the list file's last good copy; keeping it in memory");
+                return;
+            }
+            // Only if that text is still the one kept (not a newer read's).
+            if let Some((_, kept)) = map.lock().get_mut(&name)
+                && matches!(kept, LastGood::Held(t) if Arc::ptr_eq(t, &text))
+            {
+                *kept = LastGood::Saved { copy, len, crc };
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("list-copy".into())
+            .spawn(save);
+        if let Err(e) = spawned {
+            tracing::warn!(list = %self.dir.display(), error = %e,
+                "cannot start the thread saving a list's last good copy; keeping it in memory");
+        }
     }
 
     /// True when `list` has a saved copy that is not the one compiled into the
@@ -565,6 +620,33 @@ fn check_list_body(body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The last good text of a file list, for while its file cannot be read.
+#[derive(Clone, PartialEq, Eq)]
+enum LastGood {
+    /// Saved to `copy`, with the text's length and CRC-32: a list file can be
+    /// tens of megabytes (the 1.6 M-name list is 30 MB, as much as the rest of
+    /// the server at ready), read back only when needed, and only if it is
+    /// still that text (two list names with one file stem, or a copy changed
+    /// on disk, give no text rather than another list's).
+    Saved { copy: PathBuf, len: usize, crc: u32 },
+    /// In memory, when it could not be saved.
+    Held(Arc<String>),
+}
+
+impl LastGood {
+    /// The text, if it can still be had.
+    fn text(&self) -> Option<Arc<String>> {
+        match self {
+            LastGood::Held(text) => Some(text.clone()),
+            LastGood::Saved { copy, len, crc } => {
+                let (text, _) = read_regular(copy, None).ok()?;
+                (text.len() == *len && crc32fast::hash(text.as_bytes()) == *crc)
+                    .then(|| Arc::new(text))
+            }
+        }
+    }
+}
+
 fn file_stem(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -618,5 +700,52 @@ mod tests {
         // A list no longer compiled loses its last good text.
         lists.set_compiled(&[]);
         assert!(lists.read(&file_list("mine", &a)).is_err());
+    }
+
+    #[test]
+    fn a_file_lists_last_good_text_is_not_held_in_memory() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let lists = Lists::new(dir.path(), &UpdateConfig::default()).unwrap();
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, "a.example\nb.example\n").unwrap();
+        let text = lists.read(&file_list("mine", &a)).unwrap();
+        let held = Arc::downgrade(&text.text);
+        lists.set_compiled(&[("mine".into(), text)]);
+        // Once the filter is compiled and the copy saved (in the background)
+        // nothing keeps the text in memory.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while held.upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the list text is still in memory"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // It still blocks with that text while its file is gone.
+        std::fs::remove_file(&a).unwrap();
+        let kept = lists.read(&file_list("mine", &a)).unwrap();
+        assert_eq!(kept.text.as_str(), "a.example\nb.example\n");
+        // A saved copy that changed on disk is no longer that text: no copy.
+        for e in std::fs::read_dir(dir.path().join("lists/last-good")).unwrap() {
+            std::fs::write(e.unwrap().path(), "other.example\n").unwrap();
+        }
+        assert!(lists.read(&file_list("mine", &a)).is_err());
+    }
+
+    #[test]
+    fn a_file_lists_last_good_text_stays_in_memory_when_it_cannot_be_saved() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        // DATA_DIR/lists is a file: nothing can be saved under it.
+        std::fs::write(dir.path().join("lists"), "").unwrap();
+        let lists = Lists::new(dir.path(), &UpdateConfig::default()).unwrap();
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, "a.example\n").unwrap();
+        let text = lists.read(&file_list("mine", &a)).unwrap();
+        lists.set_compiled(&[("mine".into(), text)]);
+        std::fs::remove_file(&a).unwrap();
+        let kept = lists.read(&file_list("mine", &a)).unwrap();
+        assert_eq!(kept.text.as_str(), "a.example\n");
     }
 }

@@ -125,6 +125,15 @@ pub(crate) fn open_sled(
     }
 }
 
+/// Hands what sled deferred on this thread (replaced pages, and each sealed
+/// 512 KiB I/O buffer) to its epoch collector at once, and collects. Without
+/// it they wait in this thread's bag of 64 deferred items: at 20k log writes/s
+/// heaptrack found 31.6 MB of sealed I/O buffers waiting so (1.2 MB with this),
+/// RSS 151-169 MB against 145-147 MB.
+fn release_deferred() {
+    sled::crossbeam_pin().flush();
+}
+
 fn err(e: sled::Error) -> StoreError {
     StoreError(e.to_string())
 }
@@ -138,7 +147,9 @@ impl Store for SledStore {
         for k in deletes {
             b.remove(k.as_slice());
         }
-        self.db()?.apply_batch(b).map_err(err)
+        let applied = self.db()?.apply_batch(b).map_err(err);
+        release_deferred();
+        applied
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -168,7 +179,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db()?.flush().map(|_| ()).map_err(err)
+        let flushed = self.db()?.flush().map(|_| ()).map_err(err);
+        release_deferred();
+        flushed
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {

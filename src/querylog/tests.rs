@@ -462,6 +462,44 @@ fn round_trip_order_and_reopen() {
     assert_eq!(got[5000], e);
 }
 
+/// sled 0.34 keeps about one written leaf per LRU shard (256) resident
+/// whatever its `cache_capacity`, and a leaf holds up to 17 values: so the
+/// largest value the log writes sets its resident size under a steady stream
+/// of entries. Budget: 12 MiB for those leaves (the RSS target of #24 is
+/// 96 MB at 20k QPS).
+#[test]
+fn stored_blocks_stay_within_the_resident_leaf_budget() {
+    const RESIDENT_LEAVES: usize = 256;
+    const VALUES_PER_LEAF: usize = 17;
+    const BUDGET: usize = 12 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = QueryLog::open(dir.path(), cfg()).unwrap();
+    let t = base();
+    for i in 0..20_000u64 {
+        // Diverse names, as misses and blocked names are: little to intern.
+        let mut e = full_entry(t + i % 50_000);
+        e.name = Arc::from(format!("host-{i}.cdn{}.example.com", i % 97));
+        log.record(e);
+        if i % 1000 == 999 {
+            log.flush().unwrap(); // within the channel's capacity: none dropped
+        }
+    }
+    assert_eq!(log.written(), 20_000);
+    let store = log.store.clone().unwrap();
+    let mut blocks = 0;
+    for kv in store.scan(&[codec::PREFIX_ENTRY], &[codec::PREFIX_ENTRY + 1], false) {
+        let (_, v) = kv.unwrap();
+        blocks += 1;
+        assert!(
+            v.len() * VALUES_PER_LEAF * RESIDENT_LEAVES <= BUDGET,
+            "a block of {} bytes: sled would keep up to {} MiB of such leaves",
+            v.len(),
+            (v.len() * VALUES_PER_LEAF * RESIDENT_LEAVES) >> 20
+        );
+    }
+    assert!(blocks > 10, "{blocks} blocks");
+}
+
 #[test]
 fn every_filter() {
     let dir = tempfile::tempdir().unwrap();
