@@ -54,14 +54,13 @@ pub const HOUR_MS: u64 = 3_600_000;
 /// A block is closed once it holds this many entries.
 pub const BLOCK_MAX_ENTRIES: usize = 2048;
 /// A block is closed once its encoding reaches about this many bytes. This
-/// bounds the query log's memory: sled 0.34 keeps written leaves resident
-/// beyond its `cache_capacity` (its LRU has 256 shards and evicts from one
-/// only after 64 accesses to it, which a leaf of time-ordered keys no longer
-/// gets once it is full), so about 256 leaves of up to 17 blocks each stay in
-/// memory. Measured at 20k QPS of the realistic mix: 6 KiB blocks held
-/// 40 MB of values (RSS 145-147 MB), 2 KiB blocks 124-125 MB, 1 KiB no
-/// better (127-129 MB); the disk size moved by 3%.
-pub const BLOCK_TARGET_BYTES: usize = 2 * 1024;
+/// also bounds part of the query log's memory: sled 0.34 keeps written leaves
+/// resident beyond its `cache_capacity` (256 LRU shards, about a leaf of up to
+/// 17 blocks each), about 26 MiB of 6 KiB blocks. 2 KiB blocks held RSS about
+/// 21 MB lower at 20k QPS but cost 15-20% of cached capacity per core (more,
+/// smaller blocks: more sled inserts, less interning per block), so 6 KiB
+/// stays (docs/PERFORMANCE.md, the soak).
+pub const BLOCK_TARGET_BYTES: usize = 6 * 1024;
 
 pub(crate) const PREFIX_ENTRY: u8 = b'E';
 pub(crate) const PREFIX_MINUTE: u8 = b'M';
